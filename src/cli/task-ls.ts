@@ -1,0 +1,40 @@
+import type { Command } from "commander";
+import { TasksClient } from "../client/admin.ts";
+import { TaskState } from "../gen/taskrouter/v1/tasks_pb.ts";
+import { clientFrom, run } from "./common.ts";
+
+export function registerTaskLs(task: Command): void {
+  task
+    .command("ls")
+    .description("list tasks")
+    .option("-q, --quiet", "print ids only")
+    .action((o: { quiet?: boolean }, cmd: Command) =>
+      run(async () => {
+        const client = clientFrom(cmd);
+        try {
+          const tasks = await new TasksClient(client).list();
+          if (o.quiet) {
+            for (const t of tasks) process.stdout.write(`${t.taskId}\n`);
+            return 0;
+          }
+          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "CREATED"]];
+          for (const t of tasks) {
+            rows.push([
+              t.taskId,
+              t.state === TaskState.RUNNING ? "running" : "terminated",
+              t.runtime,
+              String(t.execCount),
+              new Date(Number(t.createdAtMs)).toISOString(),
+            ]);
+          }
+          const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+          for (const r of rows) {
+            process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()}\n`);
+          }
+        } finally {
+          client.close();
+        }
+        return 0;
+      }),
+    );
+}

@@ -1,0 +1,56 @@
+import { create } from "@bufbuild/protobuf";
+import type { MethodDefinition } from "@grpc/grpc-js";
+import {
+  CreateTaskRequestSchema,
+  type CreateTaskResponse,
+  GetTaskRequestSchema,
+  type GetTaskResponse,
+  ListTasksRequestSchema,
+  type ListTasksResponse,
+  type Task,
+  Tasks,
+  TerminateTaskRequestSchema,
+} from "../gen/taskrouter/v1/tasks_pb.ts";
+import { grpcServiceDef } from "../rpc/service-def.ts";
+import type { RouterClient } from "./client.ts";
+
+const TASKS = grpcServiceDef(Tasks) as Record<string, MethodDefinition<unknown, unknown>>;
+
+function def(name: string): MethodDefinition<unknown, unknown> {
+  return TASKS[name] as MethodDefinition<unknown, unknown>;
+}
+
+/** The admin API (taskrouter.v1.Tasks) over a RouterClient's channel. */
+export class TasksClient {
+  constructor(private readonly client: RouterClient) {}
+
+  async create(taskId = ""): Promise<Task> {
+    const res = await this.client.unary<CreateTaskResponse>(
+      def("createTask"),
+      create(CreateTaskRequestSchema, { taskId }),
+    );
+    if (!res.task) throw new Error("CreateTask returned no task");
+    return res.task;
+  }
+
+  async get(taskId: string): Promise<Task> {
+    const res = await this.client.unary<GetTaskResponse>(
+      def("getTask"),
+      create(GetTaskRequestSchema, { taskId }),
+    );
+    if (!res.task) throw new Error("GetTask returned no task");
+    return res.task;
+  }
+
+  async list(): Promise<Task[]> {
+    const res = await this.client.unary<ListTasksResponse>(
+      def("listTasks"),
+      create(ListTasksRequestSchema, {}),
+    );
+    return res.tasks;
+  }
+
+  async terminate(taskId: string): Promise<void> {
+    await this.client.unary(def("terminateTask"), create(TerminateTaskRequestSchema, { taskId }));
+  }
+}

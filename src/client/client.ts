@@ -1,0 +1,240 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  credentials as grpcCredentials,
+  type MethodDefinition,
+  Metadata,
+} from "@grpc/grpc-js";
+import {
+  TaskCommandRouter,
+  TaskExecPollRequestSchema,
+  TaskExecStartRequestSchema,
+  TaskExecStderrConfig,
+  TaskExecStdinWriteRequestSchema,
+  TaskExecStdioFileDescriptor,
+  TaskExecStdioReadRequestSchema,
+  TaskExecStdoutConfig,
+  TaskExecWaitRequestSchema,
+} from "../gen/modal_proto/task_command_router_pb.ts";
+import { grpcServiceDef } from "../rpc/service-def.ts";
+import type { ExitStatus } from "../runtime/runtime.ts";
+import { fromServiceError, isServiceError } from "./errors.ts";
+import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
+
+export interface ClientOptions {
+  /** Bearer token sent as `authorization` on every call. */
+  token?: string;
+  credentials?: ChannelCredentials;
+  retry?: RetryPolicy;
+}
+
+export interface StartOptions {
+  /** Idempotency key; a random UUID when unset. */
+  execId?: string;
+  stdout?: "pipe" | "devnull";
+  stderr?: "pipe" | "devnull" | "stdout";
+  timeoutSecs?: number;
+  workdir?: string;
+}
+
+export type StreamName = "stdout" | "stderr";
+
+const ROUTER = grpcServiceDef(TaskCommandRouter);
+/** Clients cancel Wait after this long and call again (SPEC). */
+const WAIT_SLICE_MS = 60_000;
+
+/**
+ * A typed client of the TaskCommandRouter service. Every call is retried on
+ * the retryable codes with bounded backoff; output reads resume from the
+ * offset received so far; stdin writes carry offsets so retries never
+ * duplicate bytes. Errors are RpcError (see ./errors.ts).
+ */
+export class RouterClient {
+  readonly grpc: Client;
+  private readonly retry: RetryPolicy;
+  private readonly token: string | undefined;
+
+  constructor(address: string, opts: ClientOptions = {}) {
+    this.grpc = new Client(address, opts.credentials ?? grpcCredentials.createInsecure(), {
+      "grpc.max_receive_message_length": 128 * 1024 * 1024,
+      "grpc.max_send_message_length": 128 * 1024 * 1024,
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc-node.flow_control_window": 64 * 1024 * 1024,
+    });
+    this.retry = opts.retry ?? DEFAULT_RETRY;
+    this.token = opts.token;
+  }
+
+  close(): void {
+    this.grpc.close();
+  }
+
+  metadata(): Metadata {
+    const md = new Metadata();
+    if (this.token) md.set("authorization", `Bearer ${this.token}`);
+    return md;
+  }
+
+  /** One unary call (no retry), cancelled when `signal` aborts. */
+  call<O>(
+    def: MethodDefinition<unknown, unknown>,
+    req: unknown,
+    opts: { signal?: AbortSignal | undefined; deadlineMs?: number } = {},
+  ): Promise<O> {
+    return new Promise((resolve, reject) => {
+      const callOpts: CallOptions = {};
+      if (opts.deadlineMs !== undefined) callOpts.deadline = Date.now() + opts.deadlineMs;
+      const call = this.grpc.makeUnaryRequest(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize,
+        req,
+        this.metadata(),
+        callOpts,
+        (err, res) => {
+          opts.signal?.removeEventListener("abort", cancel);
+          if (err) reject(err);
+          else resolve(res as O);
+        },
+      );
+      const cancel = () => call.cancel();
+      opts.signal?.addEventListener("abort", cancel, { once: true });
+    });
+  }
+
+  /** A unary call with the retry policy; errors become RpcError. */
+  async unary<O>(
+    method: string | MethodDefinition<unknown, unknown>,
+    req: unknown,
+    signal?: AbortSignal,
+  ): Promise<O> {
+    const def = typeof method === "string" ? (ROUTER[method] as MethodDefinition<unknown, unknown>) : method;
+    try {
+      return await withRetry(() => this.call<O>(def, req, { signal }), this.retry, signal);
+    } catch (err) {
+      throw fromServiceError(err);
+    }
+  }
+
+  /** Starts `argv` in the task; returns the exec id (idempotent on retry). */
+  async start(taskId: string, argv: string[], opts: StartOptions = {}): Promise<string> {
+    const execId = opts.execId ?? randomUUID();
+    const req = create(TaskExecStartRequestSchema, {
+      taskId,
+      execId,
+      commandArgs: argv,
+      stdoutConfig: opts.stdout === "pipe" ? TaskExecStdoutConfig.PIPE : TaskExecStdoutConfig.DEVNULL,
+      stderrConfig:
+        opts.stderr === "pipe"
+          ? TaskExecStderrConfig.PIPE
+          : opts.stderr === "stdout"
+            ? TaskExecStderrConfig.STDOUT
+            : TaskExecStderrConfig.DEVNULL,
+      ...(opts.timeoutSecs ? { timeoutSecs: opts.timeoutSecs } : {}),
+      ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+    });
+    await this.unary("taskExecStart", req);
+    return execId;
+  }
+
+  /** The exit status, or undefined while the command runs. */
+  async poll(taskId: string, execId: string): Promise<ExitStatus | undefined> {
+    const res = await this.unary<{ exitStatus: { case?: string; value?: number } }>(
+      "taskExecPoll",
+      create(TaskExecPollRequestSchema, { taskId, execId }),
+    );
+    return toExit(res.exitStatus);
+  }
+
+  /** Waits for the exit status, re-calling Wait every 60 s as upstream clients do. */
+  async wait(taskId: string, execId: string, signal?: AbortSignal): Promise<ExitStatus> {
+    const def = ROUTER.taskExecWait as MethodDefinition<unknown, unknown>;
+    const req = create(TaskExecWaitRequestSchema, { taskId, execId });
+    for (;;) {
+      try {
+        const res = await withRetry(
+          () =>
+            this.call<{ exitStatus: { case?: string; value?: number } }>(def, req, {
+              signal,
+              deadlineMs: WAIT_SLICE_MS,
+            }),
+          this.retry,
+          signal,
+        );
+        const s = toExit(res.exitStatus);
+        if (s) return s;
+      } catch (err) {
+        if (isRetryable(err, signal)) continue; // the slice ran out: call again
+        throw fromServiceError(err);
+      }
+    }
+  }
+
+  /**
+   * Yields the bytes of one output stream from `offset` on, resuming from the
+   * bytes received so far after a retryable failure (no gap, no repeat).
+   */
+  async *read(
+    taskId: string,
+    execId: string,
+    stream: StreamName,
+    opts: { offset?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<Buffer, void, undefined> {
+    const def = ROUTER.taskExecStdioRead as MethodDefinition<unknown, unknown>;
+    let pos = opts.offset ?? 0;
+    let failures = 0;
+    let delay = this.retry.baseDelayMs;
+    const fd =
+      stream === "stdout" ? TaskExecStdioFileDescriptor.STDOUT : TaskExecStdioFileDescriptor.STDERR;
+    for (;;) {
+      const req = create(TaskExecStdioReadRequestSchema, { taskId, execId, offset: BigInt(pos), fileDescriptor: fd });
+      const call = this.grpc.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, req, this.metadata(), {});
+      const cancel = () => call.cancel();
+      opts.signal?.addEventListener("abort", cancel, { once: true });
+      try {
+        for await (const msg of call as AsyncIterable<{ data: Uint8Array }>) {
+          const d = msg.data;
+          if (d.length === 0) continue;
+          pos += d.length;
+          failures = 0;
+          delay = this.retry.baseDelayMs;
+          yield Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+        }
+        return;
+      } catch (err) {
+        if (!isRetryable(err, opts.signal) || ++failures >= this.retry.tries) {
+          throw isServiceError(err) ? fromServiceError(err) : err;
+        }
+        await sleep(delay, undefined, opts.signal ? { signal: opts.signal } : {});
+        delay = Math.min(delay * 2, this.retry.maxDelayMs);
+      } finally {
+        opts.signal?.removeEventListener("abort", cancel);
+        call.cancel();
+      }
+    }
+  }
+
+  /** Writes `data` at `offset` of the exec's stdin (retried; the server drops repeats). */
+  async writeStdin(taskId: string, execId: string, offset: number, data: Uint8Array, eof = false): Promise<void> {
+    await this.unary(
+      "taskExecStdinWrite",
+      create(TaskExecStdinWriteRequestSchema, { taskId, execId, offset: BigInt(offset), data, eof }),
+    );
+  }
+
+  /** Builds a request message of any schema (for callers of `unary`). */
+  static message<D extends DescMessage>(schema: D, init: MessageInitShape<D>) {
+    return create(schema, init);
+  }
+}
+
+function toExit(s: { case?: string; value?: number }): ExitStatus | undefined {
+  if (s.case === "code") return { code: s.value ?? 0 };
+  if (s.case === "signal") return { signal: s.value ?? 0 };
+  return undefined;
+}

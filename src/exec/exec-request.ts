@@ -1,0 +1,90 @@
+import { execFileSync } from "node:child_process";
+import { InvalidArgumentError, UnimplementedError } from "../errors.ts";
+
+/** A pseudo-terminal request (see SPEC, PTY). */
+export interface PtyOptions {
+  rows: number;
+  cols: number;
+  term: string;
+  colorterm: string;
+  termProgram: string;
+  noTerminateOnIdleStdin: boolean;
+}
+
+/** A request to start a command in a task, in domain terms (no protobuf). */
+export interface ExecRequest {
+  execId: string;
+  argv: string[];
+  stdout: "pipe" | "devnull";
+  stderr: "pipe" | "devnull" | "stdout";
+  /** Seconds; 0 or undefined: no timeout. */
+  timeoutSecs: number | undefined;
+  /** Absolute path inside the task; undefined: the task's default directory. */
+  workdir: string | undefined;
+  secretIds: string[];
+  pty: PtyOptions | undefined;
+  runtimeDebug: boolean;
+}
+
+/** Linux's limit on one argument string (MAX_ARG_STRLEN). */
+const MAX_ARG_STRLEN = 128 * 1024;
+let argMax: number | undefined;
+
+/** The system's ARG_MAX (argv + environment bytes for execve), read once. */
+export function systemArgMax(): number {
+  if (argMax === undefined) {
+    try {
+      argMax = Number.parseInt(execFileSync("getconf", ["ARG_MAX"], { encoding: "utf8" }), 10);
+    } catch {
+      argMax = 2 * 1024 * 1024;
+    }
+    if (!Number.isFinite(argMax) || argMax <= 0) argMax = 2 * 1024 * 1024;
+  }
+  return argMax;
+}
+
+/**
+ * Checks what can be checked without the task: ids, argv (non-empty, no NUL,
+ * within ARG_MAX together with `env`), and the features this build does not
+ * serve yet. Throws InvalidArgument / Unimplemented; changes nothing.
+ */
+export function validateExecRequest(req: ExecRequest, env: Record<string, string>): void {
+  if (req.execId === "") throw new InvalidArgumentError("exec_id must not be empty");
+  if (req.argv.length === 0) throw new InvalidArgumentError("command_args must not be empty");
+  if (req.argv[0] === "") throw new InvalidArgumentError("command_args[0] must not be empty");
+  let total = 0;
+  for (const [i, a] of req.argv.entries()) {
+    if (a.includes("\0")) throw new InvalidArgumentError(`command_args[${i}] contains a NUL byte`);
+    const n = Buffer.byteLength(a) + 1;
+    if (n > MAX_ARG_STRLEN) {
+      throw new InvalidArgumentError(`command_args[${i}] is longer than ${MAX_ARG_STRLEN} bytes`);
+    }
+    total += n + 8;
+  }
+  for (const [k, v] of Object.entries(env)) total += Buffer.byteLength(k) + Buffer.byteLength(v) + 10;
+  if (total > systemArgMax()) {
+    throw new InvalidArgumentError(
+      `command_args and environment take ${total} bytes, more than the system's ARG_MAX (${systemArgMax()})`,
+    );
+  }
+  if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
+    throw new InvalidArgumentError(`workdir must be an absolute path: ${JSON.stringify(req.workdir)}`);
+  }
+  if (req.pty) throw new UnimplementedError("pty_info.enabled is not supported yet");
+  if (req.secretIds.length > 0) throw new UnimplementedError("secret_ids are not supported yet");
+  if (req.runtimeDebug) throw new UnimplementedError("runtime_debug is not supported yet");
+}
+
+/** A stable string that is equal for two requests exactly when they ask for the same thing. */
+export function fingerprint(req: ExecRequest): string {
+  return JSON.stringify([
+    req.argv,
+    req.stdout,
+    req.stderr,
+    req.timeoutSecs ?? 0,
+    req.workdir ?? null,
+    req.secretIds,
+    req.pty ?? null,
+    req.runtimeDebug,
+  ]);
+}

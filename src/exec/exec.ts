@@ -1,0 +1,168 @@
+import type { Readable } from "node:stream";
+import type { ExitStatus, Proc } from "../runtime/runtime.ts";
+import type { ExecRequest } from "./exec-request.ts";
+import { ByteBudget, OutputLog } from "./output-log.ts";
+import { StdinStream } from "./stdin.ts";
+
+/** Why an exec ended. */
+export type TerminationCause = "exited" | "signaled" | "timeout" | "killed" | "task_terminated";
+
+export interface ExecOptions {
+  /** In-memory bytes per stream before spilling to disk. */
+  memoryLimit: number;
+  /** Cap on the bytes kept for one exec (both streams); past it the command is paused. */
+  outputCap: number;
+  /** Grace after exit for descendants that hold an output pipe open, in ms. */
+  drainGraceMs: number;
+  /** Prefix of the spill files (`<prefix>.stdout`, `<prefix>.stderr`). */
+  spillPrefix: string;
+  onError: (err: unknown) => void;
+}
+
+export type StreamName = "stdout" | "stderr";
+
+/**
+ * One command started in a task: its process, output logs, stdin and exit
+ * state. The exec outlives its process; it is dropped by `dispose()`.
+ */
+export class Exec {
+  readonly startedAt = Date.now();
+  endedAt: number | undefined;
+  status: ExitStatus | undefined;
+  cause: TerminationCause | undefined;
+  readonly stdin: StdinStream;
+  readonly exited: Promise<ExitStatus>;
+  private readonly logs: Record<StreamName, OutputLog>;
+  private timeout: NodeJS.Timeout | undefined;
+  private requestedCause: TerminationCause | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly request: ExecRequest,
+    readonly fingerprint: string,
+    private readonly proc: Proc,
+    opts: ExecOptions,
+  ) {
+    const budget = new ByteBudget(opts.outputCap);
+    const mk = (name: StreamName) =>
+      new OutputLog({
+        memoryLimit: opts.memoryLimit,
+        spillPath: `${opts.spillPrefix}.${name}`,
+        budget,
+        onError: opts.onError,
+      });
+    this.logs = { stdout: mk("stdout"), stderr: mk("stderr") };
+    this.stdin = new StdinStream(proc.stdin);
+    const failedToStart = proc.pid === undefined;
+    if (!failedToStart) {
+      pump(proc.stdout, this.logs.stdout, proc.exited, opts.drainGraceMs);
+      pump(proc.stderr, this.logs.stderr, proc.exited, opts.drainGraceMs);
+    }
+    if (request.timeoutSecs) {
+      this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), request.timeoutSecs * 1000);
+    }
+    this.exited = proc.exited.then((status) => {
+      clearTimeout(this.timeout);
+      if (failedToStart) {
+        // A shell's one-line reason, on stderr (or stdout when merged).
+        const target = request.stderr === "pipe" ? this.logs.stderr : this.logs.stdout;
+        const wanted = request.stderr !== "devnull" && !(request.stderr === "stdout" && request.stdout === "devnull");
+        if (wanted) target.append(Buffer.from(`taskrouter: ${proc.startError ?? "cannot start"}\n`));
+        this.logs.stdout.end();
+        this.logs.stderr.end();
+      }
+      this.status = status;
+      this.endedAt = Date.now();
+      this.cause =
+        this.requestedCause ?? (status.signal !== undefined ? "signaled" : "exited");
+      this.stdin.markExited();
+      return status;
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
+  get running(): boolean {
+    return this.status === undefined;
+  }
+
+  /** Bytes written so far to a stream. */
+  bytes(stream: StreamName): number {
+    return this.logs[stream].length;
+  }
+
+  /** Yields the stream's bytes from `offset` on (see OutputLog.read). */
+  read(stream: StreamName, offset: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    return this.logs[stream].read(offset, signal);
+  }
+
+  /** Sends a signal to the exec's whole process group, recording why. */
+  kill(signal: NodeJS.Signals | number, cause: TerminationCause = "killed"): void {
+    if (this.status === undefined) this.requestedCause ??= cause;
+    this.proc.signalGroup(signal);
+  }
+
+  /** Resolves with the exit status, or rejects when `signal` aborts first (leaving nothing behind). */
+  wait(signal?: AbortSignal): Promise<ExitStatus> {
+    if (!signal) return this.exited;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(signal.reason ?? new Error("aborted"));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.exited.then((s) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(s);
+      });
+    });
+  }
+
+  /** Frees the logs (readers get NotFound) and stops the timeout. */
+  async dispose(): Promise<void> {
+    clearTimeout(this.timeout);
+    await Promise.all([this.logs.stdout.dispose(), this.logs.stderr.dispose()]);
+  }
+}
+
+/**
+ * Moves bytes from a pipe into a log with backpressure. The log ends at the
+ * pipe's EOF, or `graceMs` after the process exited when descendants still
+ * hold the pipe (then the pipe is cut off). A missing pipe ends at exit.
+ */
+function pump(
+  pipe: Readable | null,
+  log: OutputLog,
+  exited: Promise<ExitStatus>,
+  graceMs: number,
+): void {
+  if (!pipe) {
+    void exited.then(() => log.end());
+    return;
+  }
+  let paused = false;
+  pipe.on("data", (chunk: Buffer) => {
+    if (!log.append(chunk)) {
+      paused = true;
+      pipe.pause();
+    }
+  });
+  log.onResume(() => {
+    paused = false;
+    pipe.resume();
+  });
+  const finish = () => log.end();
+  pipe.once("end", finish);
+  pipe.once("close", finish);
+  pipe.on("error", finish);
+  void exited.then(() => {
+    const cut = () => {
+      if (log.ended) return;
+      // Paused by our own backpressure: the bytes are the exec's, keep waiting.
+      if (paused) return void setTimeout(cut, graceMs).unref();
+      pipe.destroy();
+      log.end();
+    };
+    setTimeout(cut, graceMs).unref();
+  });
+}

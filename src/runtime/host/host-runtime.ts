@@ -1,0 +1,108 @@
+import { type ChildProcess, type StdioOptions, spawn as spawnChild } from "node:child_process";
+import { mkdir, rm } from "node:fs/promises";
+import { constants, userInfo } from "node:os";
+import { isAbsolute, join, normalize } from "node:path";
+import type { Writable } from "node:stream";
+import type { ExitStatus, Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
+
+export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * The `host` runtime: commands run directly on this machine as the router's
+ * user, with no isolation. Paths in requests are this machine's own paths.
+ * Each task gets a default working directory `<dataDir>/tasks/<id>/work`,
+ * which is also its HOME.
+ */
+export class HostRuntime implements Runtime {
+  readonly name = "host";
+  readonly warning =
+    "the host runtime isolates nothing: commands run on this machine as the router's user";
+
+  constructor(private readonly dataDir: string) {}
+
+  private taskDir(taskId: string): string {
+    return join(this.dataDir, "tasks", taskId);
+  }
+
+  async prepareTask(taskId: string): Promise<TaskEnv> {
+    const work = join(this.taskDir(taskId), "work");
+    await mkdir(work, { recursive: true, mode: 0o755 });
+    const user = userInfo().username;
+    return {
+      defaultWorkdir: work,
+      baseEnv: { PATH: HOST_PATH, HOME: work, LANG: "C.UTF-8", USER: user, LOGNAME: user },
+    };
+  }
+
+  async destroyTask(taskId: string): Promise<void> {
+    await rm(this.taskDir(taskId), { recursive: true, force: true });
+  }
+
+  resolvePath(_taskId: string, path: string): string {
+    if (!isAbsolute(path)) throw new Error(`not an absolute path: ${path}`);
+    return normalize(path);
+  }
+
+  spawn(_taskId: string, spec: SpawnSpec): Proc {
+    return spawnHostProcess(spec);
+  }
+}
+
+/** Starts `spec` as the leader of a new session and process group (setsid). */
+export function spawnHostProcess(spec: SpawnSpec, prefix: string[] = []): Proc {
+  const merged = spec.stderr === "stdout";
+  // Node cannot hand one pipe to both fd 1 and fd 2, so a merged exec runs
+  // through `sh`, which points fd 2 at fd 1 and then execs the program
+  // (one extra execve, no extra process). Both fds then share one pipe and
+  // the kernel keeps the bytes in the order the program wrote them.
+  const argv = merged ? ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh", ...spec.argv] : spec.argv;
+  const full = [...prefix, ...argv];
+  const stdio: StdioOptions = ["pipe", spec.stdout, spec.stderr === "pipe" ? "pipe" : "ignore"];
+  const child: ChildProcess = spawnChild(full[0] as string, full.slice(1), {
+    cwd: spec.cwd,
+    env: spec.env,
+    detached: true,
+    stdio,
+  });
+  let startError: string | undefined;
+  const exited = new Promise<ExitStatus>((resolve) => {
+    child.once("exit", (code: number | null, signal: NodeJS.Signals | null) => {
+      if (signal) resolve({ signal: constants.signals[signal] ?? 9 });
+      else resolve({ code: code ?? 0 });
+    });
+    child.once("error", (err: NodeJS.ErrnoException) => {
+      if (child.pid !== undefined) return; // an error on a running child: not a start failure
+      const name = spec.argv[0] ?? "";
+      if (err.code === "EACCES") {
+        startError = `${name}: Permission denied`;
+        resolve({ code: 126 });
+      } else {
+        startError = `${name}: ${err.code === "ENOENT" ? "command not found" : err.message}`;
+        resolve({ code: 127 });
+      }
+    });
+  });
+  // Writes to a process that closed its stdin (EPIPE) are expected, not fatal.
+  (child.stdin as Writable).on("error", () => {});
+  return {
+    get pid() {
+      return child.pid;
+    },
+    stdin: child.stdin as Writable,
+    stdout: child.stdout,
+    stderr: merged ? null : child.stderr,
+    exited,
+    get startError() {
+      return startError;
+    },
+    signalGroup(sig) {
+      const pid = child.pid;
+      if (pid === undefined) return;
+      try {
+        process.kill(-pid, sig);
+      } catch {
+        // ESRCH: the group is gone.
+      }
+    },
+  };
+}

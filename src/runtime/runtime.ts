@@ -1,0 +1,73 @@
+import type { Readable, Writable } from "node:stream";
+
+/** How a process ended: exactly one of `code` (normal exit) or `signal` (number). */
+export type ExitStatus = { code: number; signal?: never } | { signal: number; code?: never };
+
+/** What to run. `argv[0]` is looked up in the PATH of `env`. */
+export interface SpawnSpec {
+  argv: string[];
+  /** The complete environment of the process (nothing is inherited from the router). */
+  env: Record<string, string>;
+  /** Working directory: a path inside the task. */
+  cwd: string;
+  /** stdout: a pipe the router reads, or discarded. */
+  stdout: "pipe" | "ignore";
+  /** stderr: a pipe, discarded, or written into the stdout pipe in write order. */
+  stderr: "pipe" | "ignore" | "stdout";
+}
+
+/**
+ * A process started by a runtime, leader of its own process group.
+ *
+ * Contract:
+ * - `stdin` is always a pipe; `stdout`/`stderr` are pipes when the spec asked
+ *   for them, otherwise null.
+ * - `exited` resolves exactly once with the leader's exit status; it never
+ *   rejects. A program that cannot be started resolves with code 127 (not
+ *   found) or 126 (not executable) after `startError` was set to a one-line
+ *   reason, the way a shell reports it.
+ * - `signalGroup` sends a signal to the whole process group (the leader and
+ *   every descendant that stayed in the group); it never throws, also after
+ *   the group is gone.
+ */
+export interface Proc {
+  readonly pid: number | undefined;
+  readonly stdin: Writable;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly exited: Promise<ExitStatus>;
+  readonly startError: string | undefined;
+  signalGroup(signal: NodeJS.Signals | number): void;
+}
+
+/** Facts about a task that a runtime prepared. */
+export interface TaskEnv {
+  /** Default working directory, a path inside the task. */
+  defaultWorkdir: string;
+  /** Base environment of every command in the task (PATH, HOME, LANG, ...). */
+  baseEnv: Record<string, string>;
+}
+
+/**
+ * Where commands run. One runtime serves many tasks; a task is an isolated
+ * (or, for `host`, not isolated) place with its own filesystem view.
+ *
+ * Contract:
+ * - `prepareTask` is idempotent: it creates what the task needs or adopts what
+ *   a previous router left in the data dir.
+ * - `destroyTask` frees everything the task holds (after the caller killed its
+ *   process groups); it succeeds when there is nothing left to free.
+ * - `resolvePath` maps an absolute path inside the task to a path on this
+ *   machine, never outside the task's filesystem.
+ * - `spawn` starts a process synchronously and never throws for a missing or
+ *   non-executable program (see `Proc`).
+ */
+export interface Runtime {
+  readonly name: string;
+  /** A warning to print at start (e.g. the host runtime isolates nothing), or undefined. */
+  readonly warning: string | undefined;
+  prepareTask(taskId: string): Promise<TaskEnv>;
+  destroyTask(taskId: string): Promise<void>;
+  resolvePath(taskId: string, path: string): string;
+  spawn(taskId: string, spec: SpawnSpec): Proc;
+}

@@ -1,0 +1,32 @@
+import { create } from "@bufbuild/protobuf";
+import { InvalidArgumentError } from "../errors.ts";
+import {
+  TaskExecStdioFileDescriptor,
+  type TaskExecStdioReadRequest,
+  type TaskExecStdioReadResponse,
+  TaskExecStdioReadResponseSchema,
+} from "../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../tasks/task-manager.ts";
+import { type ServerDeps, serverStream } from "./call.ts";
+
+export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
+  return serverStream<TaskExecStdioReadRequest, TaskExecStdioReadResponse>(
+    deps,
+    "TaskExecStdioRead",
+    async function* (req, { signal }) {
+      const fd = req.fileDescriptor;
+      const stream =
+        fd === TaskExecStdioFileDescriptor.STDOUT
+          ? "stdout"
+          : fd === TaskExecStdioFileDescriptor.STDERR
+            ? "stderr"
+            : undefined;
+      if (!stream) throw new InvalidArgumentError(`unknown file_descriptor ${fd}`);
+      if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw new InvalidArgumentError(`offset ${req.offset} is too large`);
+      }
+      const chunks = tasks.read(req.taskId, req.execId, stream, Number(req.offset), signal);
+      for await (const data of chunks) yield create(TaskExecStdioReadResponseSchema, { data });
+    },
+  );
+}

@@ -1,0 +1,169 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../errors.ts";
+import type { Exec, StreamName } from "../exec/exec.ts";
+import type { ExecRequest } from "../exec/exec-request.ts";
+import type { ExitStatus, Runtime } from "../runtime/runtime.ts";
+import { type ExecLimits, Task } from "./task.ts";
+
+const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+interface TaskRecord {
+  id: string;
+  runtime: string;
+  createdAt: number;
+}
+
+/**
+ * The tasks of this router and the exec operations on them (the domain API the
+ * server adapters call). Task records live in `<dataDir>/tasks/<id>/task.json`
+ * so tasks survive a router restart; execs do not (their processes end with
+ * the router on the host runtime).
+ *
+ * Errors: unknown task or exec → NotFound; exec start in a terminated task →
+ * FailedPrecondition; a terminated task is remembered (for that answer) for
+ * `limits.retentionMs`, and its execs are gone at once.
+ */
+export class TaskManager {
+  private readonly tasks = new Map<string, Task>();
+  private readonly tombstones = new Map<string, number>();
+
+  constructor(
+    private readonly dataDir: string,
+    private readonly runtime: Runtime,
+    private readonly limits: ExecLimits,
+  ) {}
+
+  /** Loads the task records of the data dir and prepares their runtime state. */
+  async load(): Promise<void> {
+    const dir = join(this.dataDir, "tasks");
+    await mkdir(dir, { recursive: true });
+    await rm(this.limits.spillDir, { recursive: true, force: true });
+    await mkdir(this.limits.spillDir, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(dir)) {
+      const rec = await readFile(join(dir, name, "task.json"), "utf8")
+        .then((s) => JSON.parse(s) as TaskRecord)
+        .catch(() => undefined);
+      if (!rec || rec.id !== name || rec.runtime !== this.runtime.name) continue;
+      const env = await this.runtime.prepareTask(rec.id);
+      this.tasks.set(rec.id, new Task(rec.id, rec.createdAt, this.runtime, env, this.limits));
+    }
+  }
+
+  async create(taskId?: string): Promise<Task> {
+    const id = taskId || `ta-${randomBytes(10).toString("hex")}`;
+    if (!TASK_ID.test(id)) {
+      throw new InvalidArgumentError(
+        `task id ${JSON.stringify(id)} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit`,
+      );
+    }
+    if (this.tasks.has(id)) throw new AlreadyExistsError(`task ${id} already exists`);
+    const createdAt = Date.now();
+    const placeholder = new Task(
+      id,
+      createdAt,
+      this.runtime,
+      { defaultWorkdir: "/", baseEnv: {} },
+      this.limits,
+    );
+    placeholder.state = "terminated";
+    this.tasks.set(id, placeholder); // reserve the id while preparing
+    try {
+      const env = await this.runtime.prepareTask(id);
+      const rec: TaskRecord = { id, runtime: this.runtime.name, createdAt };
+      const file = join(this.dataDir, "tasks", id, "task.json");
+      await mkdir(join(this.dataDir, "tasks", id), { recursive: true });
+      await writeFile(`${file}.tmp`, JSON.stringify(rec));
+      await rename(`${file}.tmp`, file);
+      const task = new Task(id, createdAt, this.runtime, env, this.limits);
+      this.tasks.set(id, task);
+      this.tombstones.delete(id);
+      return task;
+    } catch (err) {
+      this.tasks.delete(id);
+      throw err;
+    }
+  }
+
+  /** The task `taskId`; NotFound when unknown. Terminated tasks are still returned. */
+  get(taskId: string): Task {
+    if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
+    const t = this.tasks.get(taskId);
+    if (t) return t;
+    if (this.tombstones.has(taskId)) {
+      throw new FailedPreconditionError(`task ${taskId} is not running (terminated)`);
+    }
+    throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
+  }
+
+  list(): Task[] {
+    return [...this.tasks.values()];
+  }
+
+  /** Kills all of the task's execs, frees its runtime state and forgets it. */
+  async terminate(taskId: string): Promise<void> {
+    if (this.tombstones.has(taskId) && !this.tasks.has(taskId)) return; // safe to repeat
+    const task = this.get(taskId);
+    await task.teardown();
+    this.tasks.delete(taskId);
+    this.tombstones.set(taskId, Date.now());
+    setTimeout(() => this.tombstones.delete(taskId), this.limits.retentionMs).unref();
+    await this.runtime.destroyTask(taskId);
+  }
+
+  /** Kills every exec of every task (router shutdown); task records stay. */
+  async shutdown(): Promise<void> {
+    await Promise.all([...this.tasks.values()].map((t) => t.teardown()));
+  }
+
+  // ---- exec operations (the TaskCommandRouter domain API) ----
+
+  private exec(taskId: string, execId: string): Exec {
+    if (execId === "") throw new InvalidArgumentError("exec_id must not be empty");
+    const task = this.tasks.get(taskId);
+    if (!task) {
+      if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
+      throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
+    }
+    return task.exec(execId);
+  }
+
+  async startExec(taskId: string, req: ExecRequest): Promise<Exec> {
+    return this.get(taskId).start(req);
+  }
+
+  /** Exit status now, or undefined while running. */
+  poll(taskId: string, execId: string): ExitStatus | undefined {
+    return this.exec(taskId, execId).status;
+  }
+
+  wait(taskId: string, execId: string, signal?: AbortSignal): Promise<ExitStatus> {
+    return this.exec(taskId, execId).wait(signal);
+  }
+
+  read(
+    taskId: string,
+    execId: string,
+    stream: StreamName,
+    offset: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
+    return this.exec(taskId, execId).read(stream, offset, signal);
+  }
+
+  writeStdin(
+    taskId: string,
+    execId: string,
+    offset: number,
+    data: Uint8Array,
+    eof: boolean,
+  ): Promise<void> {
+    return this.exec(taskId, execId).stdin.write(offset, data, eof);
+  }
+}

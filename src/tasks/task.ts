@@ -1,0 +1,156 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  NotFoundError,
+  ResourceExhaustedError,
+} from "../errors.ts";
+import { Exec, type ExecOptions } from "../exec/exec.ts";
+import { type ExecRequest, fingerprint, validateExecRequest } from "../exec/exec-request.ts";
+import type { Runtime, TaskEnv } from "../runtime/runtime.ts";
+
+export type TaskState = "running" | "terminated";
+
+/** Limits and tunables of the exec engine, set by the daemon. */
+export interface ExecLimits {
+  memoryLimit: number;
+  outputCap: number;
+  drainGraceMs: number;
+  retentionMs: number;
+  maxExecsPerTask: number;
+  spillDir: string;
+  onError: (err: unknown) => void;
+}
+
+let spillSeq = 0;
+
+/**
+ * A task: a place where commands run, with its table of execs.
+ * Execs are kept until `retentionMs` after they end, or until the task is torn down.
+ */
+export class Task {
+  state: TaskState = "running";
+  private readonly execs = new Map<string, Exec>();
+  private readonly collectors = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    readonly id: string,
+    readonly createdAt: number,
+    readonly runtime: Runtime,
+    readonly env: TaskEnv,
+    private readonly limits: ExecLimits,
+  ) {}
+
+  get execCount(): number {
+    return this.execs.size;
+  }
+
+  listExecs(): Exec[] {
+    return [...this.execs.values()];
+  }
+
+  /** The exec `execId`, or NotFound. */
+  exec(execId: string): Exec {
+    const e = this.execs.get(execId);
+    if (!e) throw new NotFoundError(`exec ${JSON.stringify(execId)} not found in task ${this.id}`);
+    return e;
+  }
+
+  /**
+   * Starts a command, idempotently: the same `execId` with the same request
+   * returns the existing exec; with a different one, AlreadyExists.
+   */
+  async start(req: ExecRequest): Promise<Exec> {
+    const fp = fingerprint(req);
+    const existing = this.sameOrConflict(req.execId, fp);
+    if (existing) return existing;
+    const env = { ...this.env.baseEnv };
+    validateExecRequest(req, env);
+    this.assertRunning();
+    const cwd = req.workdir ?? this.env.defaultWorkdir;
+    const hostCwd = this.runtime.resolvePath(this.id, cwd);
+    const st = await stat(hostCwd).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw new FailedPreconditionError(
+        `workdir ${JSON.stringify(cwd)} ${st ? "is not a directory" : "does not exist"}`,
+      );
+    }
+    // A concurrent identical start may have won while we awaited.
+    const raced = this.sameOrConflict(req.execId, fp);
+    if (raced) return raced;
+    this.assertRunning();
+    if (this.execs.size >= this.limits.maxExecsPerTask) {
+      throw new ResourceExhaustedError(
+        `task ${this.id} holds ${this.execs.size} execs, the limit (--max-execs-per-task)`,
+      );
+    }
+    const proc = this.runtime.spawn(this.id, {
+      argv: req.argv,
+      env,
+      cwd,
+      stdout: req.stdout === "pipe" ? "pipe" : "ignore",
+      stderr:
+        req.stderr === "pipe"
+          ? "pipe"
+          : req.stderr === "stdout" && req.stdout === "pipe"
+            ? "stdout"
+            : "ignore",
+    });
+    const opts: ExecOptions = {
+      memoryLimit: this.limits.memoryLimit,
+      outputCap: this.limits.outputCap,
+      drainGraceMs: this.limits.drainGraceMs,
+      spillPrefix: join(this.limits.spillDir, `${process.pid}-${++spillSeq}`),
+      onError: this.limits.onError,
+    };
+    const exec = new Exec(req.execId, req, fp, proc, opts);
+    this.execs.set(req.execId, exec);
+    void exec.exited.then(() => this.scheduleCollect(exec));
+    return exec;
+  }
+
+  private sameOrConflict(execId: string, fp: string): Exec | undefined {
+    const e = this.execs.get(execId);
+    if (e && e.fingerprint !== fp) {
+      throw new AlreadyExistsError(
+        `exec_id ${JSON.stringify(execId)} is already used by a different request`,
+      );
+    }
+    return e;
+  }
+
+  private assertRunning(): void {
+    if (this.state !== "running") {
+      throw new FailedPreconditionError(`task ${this.id} is not running (${this.state})`);
+    }
+  }
+
+  private scheduleCollect(exec: Exec): void {
+    if (this.state !== "running") return;
+    const t = setTimeout(() => void this.collect(exec.id), this.limits.retentionMs);
+    t.unref();
+    this.collectors.set(exec.id, t);
+  }
+
+  private async collect(execId: string): Promise<void> {
+    const e = this.execs.get(execId);
+    clearTimeout(this.collectors.get(execId));
+    this.collectors.delete(execId);
+    if (!e) return;
+    this.execs.delete(execId);
+    await e.dispose();
+  }
+
+  /**
+   * Kills every exec's process group (SIGKILL), waits for the leaders to exit,
+   * then drops all execs and their logs. The task stops accepting execs at once.
+   */
+  async teardown(): Promise<void> {
+    this.state = "terminated";
+    const all = [...this.execs.values()];
+    for (const e of all) e.kill("SIGKILL", "task_terminated");
+    await Promise.all(all.map((e) => e.exited));
+    await Promise.all(all.map((e) => this.collect(e.id)));
+  }
+}
