@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 /** The router's logger: JSON lines on stderr (`--log-level` sets the level). */
 export function createLogger(level = "info"): Logger {

@@ -20,7 +20,11 @@ export function registerExec(program: Command): void {
     .option("-i, --interactive", "forward local stdin to the command (EOF included)")
     .option("-w, --workdir <dir>", "working directory inside the task")
     .option("-e, --env <NAME=VALUE>", "set an environment variable (repeatable)", collectEnv, [])
-    .option("--timeout <seconds>", "kill the command (and its process group) after this long", parsePositiveInt)
+    .option(
+      "--timeout <seconds>",
+      "kill the command (and its process group) after this long",
+      parsePositiveInt,
+    )
     .argument("<task>", "task id")
     .argument("<cmd...>", "command and arguments")
     .passThroughOptions()

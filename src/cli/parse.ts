@@ -23,7 +23,8 @@ export function parseSize(v: string): number {
 
 export function parsePositiveInt(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`not a positive integer: ${v}`);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`not a positive integer: ${v}`);
   return n;
 }
 

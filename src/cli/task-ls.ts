@@ -27,9 +27,15 @@ export function registerTaskLs(task: Command): void {
               new Date(Number(t.createdAtMs)).toISOString(),
             ]);
           }
-          const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+          const widths =
+            rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
           for (const r of rows) {
-            process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()}\n`);
+            process.stdout.write(
+              `${r
+                .map((c, i) => c.padEnd(widths[i] ?? 0))
+                .join("  ")
+                .trimEnd()}\n`,
+            );
           }
         } finally {
           client.close();

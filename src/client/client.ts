@@ -6,8 +6,8 @@ import {
   type ChannelCredentials,
   Client,
   credentials as grpcCredentials,
-  type MethodDefinition,
   Metadata,
+  type MethodDefinition,
 } from "@grpc/grpc-js";
 import {
   TaskCommandRouter,
@@ -113,7 +113,8 @@ export class RouterClient {
     req: unknown,
     signal?: AbortSignal,
   ): Promise<O> {
-    const def = typeof method === "string" ? (ROUTER[method] as MethodDefinition<unknown, unknown>) : method;
+    const def =
+      typeof method === "string" ? (ROUTER[method] as MethodDefinition<unknown, unknown>) : method;
     try {
       return await withRetry(() => this.call<O>(def, req, { signal }), this.retry, signal);
     } catch (err) {
@@ -128,7 +129,8 @@ export class RouterClient {
       taskId,
       execId,
       commandArgs: argv,
-      stdoutConfig: opts.stdout === "pipe" ? TaskExecStdoutConfig.PIPE : TaskExecStdoutConfig.DEVNULL,
+      stdoutConfig:
+        opts.stdout === "pipe" ? TaskExecStdoutConfig.PIPE : TaskExecStdoutConfig.DEVNULL,
       stderrConfig:
         opts.stderr === "pipe"
           ? TaskExecStderrConfig.PIPE
@@ -192,8 +194,20 @@ export class RouterClient {
     const fd =
       stream === "stdout" ? TaskExecStdioFileDescriptor.STDOUT : TaskExecStdioFileDescriptor.STDERR;
     for (;;) {
-      const req = create(TaskExecStdioReadRequestSchema, { taskId, execId, offset: BigInt(pos), fileDescriptor: fd });
-      const call = this.grpc.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, req, this.metadata(), {});
+      const req = create(TaskExecStdioReadRequestSchema, {
+        taskId,
+        execId,
+        offset: BigInt(pos),
+        fileDescriptor: fd,
+      });
+      const call = this.grpc.makeServerStreamRequest(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize,
+        req,
+        this.metadata(),
+        {},
+      );
       const cancel = () => call.cancel();
       opts.signal?.addEventListener("abort", cancel, { once: true });
       try {
@@ -220,10 +234,22 @@ export class RouterClient {
   }
 
   /** Writes `data` at `offset` of the exec's stdin (retried; the server drops repeats). */
-  async writeStdin(taskId: string, execId: string, offset: number, data: Uint8Array, eof = false): Promise<void> {
+  async writeStdin(
+    taskId: string,
+    execId: string,
+    offset: number,
+    data: Uint8Array,
+    eof = false,
+  ): Promise<void> {
     await this.unary(
       "taskExecStdinWrite",
-      create(TaskExecStdinWriteRequestSchema, { taskId, execId, offset: BigInt(offset), data, eof }),
+      create(TaskExecStdinWriteRequestSchema, {
+        taskId,
+        execId,
+        offset: BigInt(offset),
+        data,
+        eof,
+      }),
     );
   }
 

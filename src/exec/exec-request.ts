@@ -61,14 +61,17 @@ export function validateExecRequest(req: ExecRequest, env: Record<string, string
     }
     total += n + 8;
   }
-  for (const [k, v] of Object.entries(env)) total += Buffer.byteLength(k) + Buffer.byteLength(v) + 10;
+  for (const [k, v] of Object.entries(env))
+    total += Buffer.byteLength(k) + Buffer.byteLength(v) + 10;
   if (total > systemArgMax()) {
     throw new InvalidArgumentError(
       `command_args and environment take ${total} bytes, more than the system's ARG_MAX (${systemArgMax()})`,
     );
   }
   if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
-    throw new InvalidArgumentError(`workdir must be an absolute path: ${JSON.stringify(req.workdir)}`);
+    throw new InvalidArgumentError(
+      `workdir must be an absolute path: ${JSON.stringify(req.workdir)}`,
+    );
   }
   if (req.pty) throw new UnimplementedError("pty_info.enabled is not supported yet");
   if (req.secretIds.length > 0) throw new UnimplementedError("secret_ids are not supported yet");

@@ -66,15 +66,17 @@ export class Exec {
       if (failedToStart) {
         // A shell's one-line reason, on stderr (or stdout when merged).
         const target = request.stderr === "pipe" ? this.logs.stderr : this.logs.stdout;
-        const wanted = request.stderr !== "devnull" && !(request.stderr === "stdout" && request.stdout === "devnull");
-        if (wanted) target.append(Buffer.from(`taskrouter: ${proc.startError ?? "cannot start"}\n`));
+        const wanted =
+          request.stderr !== "devnull" &&
+          !(request.stderr === "stdout" && request.stdout === "devnull");
+        if (wanted)
+          target.append(Buffer.from(`taskrouter: ${proc.startError ?? "cannot start"}\n`));
         this.logs.stdout.end();
         this.logs.stderr.end();
       }
       this.status = status;
       this.endedAt = Date.now();
-      this.cause =
-        this.requestedCause ?? (status.signal !== undefined ? "signaled" : "exited");
+      this.cause = this.requestedCause ?? (status.signal !== undefined ? "signaled" : "exited");
       this.stdin.markExited();
       return status;
     });

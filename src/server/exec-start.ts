@@ -2,10 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../errors.ts";
 import type { ExecRequest } from "../exec/exec-request.ts";
 import {
-  TaskExecStderrConfig,
   type TaskExecStartRequest,
   type TaskExecStartResponse,
   TaskExecStartResponseSchema,
+  TaskExecStderrConfig,
   TaskExecStdoutConfig,
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";

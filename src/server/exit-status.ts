@@ -8,5 +8,7 @@ export function exitStatusOneof(
   | { case: "signal"; value: number }
   | { case: undefined; value?: undefined } {
   if (!s) return { case: undefined };
-  return s.signal !== undefined ? { case: "signal", value: s.signal } : { case: "code", value: s.code };
+  return s.signal !== undefined
+    ? { case: "signal", value: s.signal }
+    : { case: "code", value: s.code };
 }
