@@ -47,7 +47,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const runtime = new HostRuntime(dataDir);
   if (runtime.warning) log.warn(runtime.warning);
-  const tasks = new TaskManager(dataDir, runtime, {
+  const runtimes = new Map<string, Runtime>([[runtime.name, runtime]]);
+  const tasks = new TaskManager(dataDir, runtimes, runtime.name, {
     memoryLimit: config.memoryLimit,
     outputCap: config.outputCap,
     drainGraceMs: config.drainGraceMs,

@@ -24,10 +24,10 @@ function def(name: string): MethodDefinition<unknown, unknown> {
 export class TasksClient {
   constructor(private readonly client: RouterClient) {}
 
-  async create(taskId = ""): Promise<Task> {
+  async create(taskId = "", opts: { runtime?: string } = {}): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
       def("createTask"),
-      create(CreateTaskRequestSchema, { taskId }),
+      create(CreateTaskRequestSchema, { taskId, runtime: opts.runtime ?? "" }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");
     return res.task;

@@ -14,6 +14,14 @@ export interface SpawnSpec {
   stdout: "pipe" | "ignore";
   /** stderr: a pipe, discarded, or written into the stdout pipe in write order. */
   stderr: "pipe" | "ignore" | "stdout";
+  /**
+   * Run on a new pseudo-terminal of this size instead of pipes: all terminal
+   * output comes on `Proc.stdout`, `Proc.stderr` is null, `Proc.stdin` writes
+   * to the terminal, and `Proc.resize` changes its size.
+   */
+  pty?: { rows: number; cols: number };
+  /** Grant debugging powers (ptrace) to this process only (`runtime_debug`). */
+  runtimeDebug?: boolean;
 }
 
 /**
@@ -38,6 +46,8 @@ export interface Proc {
   readonly exited: Promise<ExitStatus>;
   readonly startError: string | undefined;
   signalGroup(signal: NodeJS.Signals | number): void;
+  /** Resizes the terminal of a PTY process (absent for pipe processes). */
+  resize?(rows: number, cols: number): void;
 }
 
 /** Facts about a task that a runtime prepared. */

@@ -35,7 +35,9 @@ function toMsg(t: Task): TaskMsg {
 export function tasksService(deps: ServerDeps, tasks: TaskManager) {
   return {
     createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) =>
-      create(CreateTaskResponseSchema, { task: toMsg(await tasks.create(req.taskId)) }),
+      create(CreateTaskResponseSchema, {
+        task: toMsg(await tasks.create(req.taskId, { runtime: req.runtime })),
+      }),
     ),
     getTask: unary<GetTaskRequest, GetTaskResponse>(deps, "GetTask", async (req) =>
       create(GetTaskResponseSchema, { task: toMsg(tasks.get(req.taskId)) }),

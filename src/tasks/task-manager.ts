@@ -34,11 +34,28 @@ export class TaskManager {
   private readonly tasks = new Map<string, Task>();
   private readonly tombstones = new Map<string, number>();
 
+  /**
+   * @param runtimes the runtimes tasks may use, by name
+   * @param defaultRuntime the name of the runtime of tasks created without one
+   */
   constructor(
     private readonly dataDir: string,
-    private readonly runtime: Runtime,
+    private readonly runtimes: ReadonlyMap<string, Runtime>,
+    private readonly defaultRuntime: string,
     private readonly limits: ExecLimits,
-  ) {}
+  ) {
+    if (!runtimes.has(defaultRuntime)) throw new Error(`unknown runtime ${defaultRuntime}`);
+  }
+
+  private runtimeNamed(name: string): Runtime {
+    const rt = this.runtimes.get(name);
+    if (!rt) {
+      throw new InvalidArgumentError(
+        `unknown runtime ${JSON.stringify(name)} (this router has: ${[...this.runtimes.keys()].join(", ")})`,
+      );
+    }
+    return rt;
+  }
 
   /** Loads the task records of the data dir and prepares their runtime state. */
   async load(): Promise<void> {
@@ -50,13 +67,16 @@ export class TaskManager {
       const rec = await readFile(join(dir, name, "task.json"), "utf8")
         .then((s) => JSON.parse(s) as TaskRecord)
         .catch(() => undefined);
-      if (!rec || rec.id !== name || rec.runtime !== this.runtime.name) continue;
-      const env = await this.runtime.prepareTask(rec.id);
-      this.tasks.set(rec.id, new Task(rec.id, rec.createdAt, this.runtime, env, this.limits));
+      const runtime = rec && rec.id === name ? this.runtimes.get(rec.runtime) : undefined;
+      if (!rec || !runtime) continue;
+      const env = await runtime.prepareTask(rec.id);
+      this.tasks.set(rec.id, new Task(rec.id, rec.createdAt, runtime, env, this.limits));
     }
   }
 
-  async create(taskId?: string): Promise<Task> {
+  /** Creates a task on `opts.runtime` (default: the router's default runtime). */
+  async create(taskId?: string, opts: { runtime?: string } = {}): Promise<Task> {
+    const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
     const id = taskId || `ta-${randomBytes(10).toString("hex")}`;
     if (!TASK_ID.test(id)) {
       throw new InvalidArgumentError(
@@ -68,20 +88,20 @@ export class TaskManager {
     const placeholder = new Task(
       id,
       createdAt,
-      this.runtime,
+      runtime,
       { defaultWorkdir: "/", baseEnv: {} },
       this.limits,
     );
     placeholder.state = "terminated";
     this.tasks.set(id, placeholder); // reserve the id while preparing
     try {
-      const env = await this.runtime.prepareTask(id);
-      const rec: TaskRecord = { id, runtime: this.runtime.name, createdAt };
+      const env = await runtime.prepareTask(id);
+      const rec: TaskRecord = { id, runtime: runtime.name, createdAt };
       const file = join(this.dataDir, "tasks", id, "task.json");
       await mkdir(join(this.dataDir, "tasks", id), { recursive: true });
       await writeFile(`${file}.tmp`, JSON.stringify(rec));
       await rename(`${file}.tmp`, file);
-      const task = new Task(id, createdAt, this.runtime, env, this.limits);
+      const task = new Task(id, createdAt, runtime, env, this.limits);
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       return task;
@@ -114,7 +134,7 @@ export class TaskManager {
     this.tasks.delete(taskId);
     this.tombstones.set(taskId, Date.now());
     setTimeout(() => this.tombstones.delete(taskId), this.limits.retentionMs).unref();
-    await this.runtime.destroyTask(taskId);
+    await task.runtime.destroyTask(taskId);
   }
 
   /** Kills every exec of every task (router shutdown); task records stay. */
