@@ -3,6 +3,7 @@ import {
   type DescService,
   fromBinary,
   type MessageShape,
+  ScalarType,
   toBinary,
 } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
@@ -30,6 +31,30 @@ export function grpcServiceDef(service: DescService): ServiceDefinition {
 }
 
 function serializer<D extends DescMessage>(desc: D) {
+  const only = desc.fields.length === 1 ? desc.fields[0] : undefined;
+  if (only?.fieldKind === "scalar" && only.scalar === ScalarType.BYTES && only.number < 16) {
+    // Hot path (output chunks): a message that is one bytes field is its tag,
+    // the length and the bytes, written with one allocation and one copy.
+    const tag = (only.number << 3) | 2;
+    const name = only.localName;
+    return (msg: unknown): Buffer => {
+      const data = (msg as Record<string, Uint8Array>)[name] as Uint8Array;
+      if (data.length === 0) return Buffer.alloc(0);
+      let n = data.length;
+      let hdr = 2;
+      while (n >= 0x80) {
+        n >>>= 7;
+        hdr++;
+      }
+      const out = Buffer.allocUnsafe(hdr + data.length);
+      out[0] = tag;
+      let i = 1;
+      for (n = data.length; n >= 0x80; n >>>= 7) out[i++] = (n & 0x7f) | 0x80;
+      out[i] = n;
+      out.set(data, hdr);
+      return out;
+    };
+  }
   return (msg: unknown): Buffer => {
     const bytes = toBinary(desc, msg as MessageShape<D>);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -5,7 +5,7 @@ import type {
   ServerWritableStream,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { UnavailableError } from "../errors.ts";
+import { CancelledError, UnavailableError } from "../errors.ts";
 import { toGrpcError } from "./status.ts";
 
 /** What every handler gets: the logger and the signal that ends the call. */
@@ -26,7 +26,7 @@ function callSignal(
   shutdown: AbortSignal,
 ): AbortSignal {
   const ac = new AbortController();
-  call.once("cancelled", () => ac.abort());
+  call.once("cancelled", () => ac.abort(new CancelledError("the client cancelled the call")));
   const onShutdown = () => ac.abort(new UnavailableError("the server is shutting down"));
   if (shutdown.aborted) onShutdown();
   else shutdown.addEventListener("abort", onShutdown, { once: true });
