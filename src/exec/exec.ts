@@ -128,10 +128,14 @@ export class Exec {
 }
 
 /**
- * Moves bytes from a pipe into a log with backpressure. The log ends at the
- * pipe's EOF, or `graceMs` after the process exited when descendants still
- * hold the pipe (then the pipe is cut off). A missing pipe ends at exit.
+ * Moves bytes from a pipe into a log with backpressure. The log ends once the
+ * process has exited and the pipe reached EOF, or `graceMs` after the exit
+ * when descendants still hold the pipe (then the pipe is cut off). A missing
+ * pipe ends at exit.
  */
+/** A descendant still writing after exit is cut off after at most this many graces. */
+const MAX_GRACE_REARMS = 10;
+
 function pump(
   pipe: Readable | null,
   log: OutputLog,
@@ -143,7 +147,9 @@ function pump(
     return;
   }
   let paused = false;
+  let lastData = 0;
   pipe.on("data", (chunk: Buffer) => {
+    lastData = Date.now();
     if (!log.append(chunk)) {
       paused = true;
       pipe.pause();
@@ -153,15 +159,26 @@ function pump(
     paused = false;
     pipe.resume();
   });
-  const finish = () => log.end();
+  // The stream ends once the process has exited AND the pipe is drained (EOF).
+  let drained = false;
+  let gone = false;
+  const finish = () => {
+    drained = true;
+    if (gone) log.end();
+  };
   pipe.once("end", finish);
   pipe.once("close", finish);
   pipe.on("error", finish);
   void exited.then(() => {
+    gone = true;
+    if (drained) return log.end();
+    let rearms = 0;
     const cut = () => {
       if (log.ended) return;
-      // Paused by our own backpressure: the bytes are the exec's, keep waiting.
-      if (paused) return void setTimeout(cut, graceMs).unref();
+      // Paused by our own backpressure, or bytes still flowing (a busy router
+      // may read late): keep waiting, for a bounded number of graces.
+      const flowing = Date.now() - lastData < graceMs && rearms++ < MAX_GRACE_REARMS;
+      if (paused || flowing) return void setTimeout(cut, graceMs).unref();
       pipe.destroy();
       log.end();
     };
