@@ -1,16 +1,31 @@
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
+import type { SigningKey } from "./auth/keys.ts";
+import { type AuthConfig, prepareEdge, type TlsConfig } from "./edge.ts";
+import { ImageService } from "./images/service.ts";
+import { taskFsLookup } from "./images/task-fs.ts";
 import { HostRuntime } from "./runtime/host/host-runtime.ts";
+import { probeOciRuntime } from "./runtime/runc/oci-cli.ts";
+import { RuncRuntime } from "./runtime/runc/runc-runtime.ts";
 import type { Runtime } from "./runtime/runtime.ts";
+import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/server.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
+import { snapshotProgress } from "./util/progress.ts";
 
 /** Everything `taskrouter serve` can be told; defaults in DEFAULT_CONFIG. */
 export interface DaemonConfig {
   listen: string;
   dataDir: string;
-  runtime: "host";
+  /**
+   * The runtime of tasks created without one: "runc" (containers), "host" (no
+   * isolation), or "auto": runc when running as root with a working OCI
+   * runtime, otherwise host. Both are registered when available.
+   */
+  runtime: "auto" | "host" | "runc";
+  /** The OCI runtime binary of the runc runtime (runc, crun, runsc: same CLI). */
+  ociRuntime: string;
   /** How long finished execs (and their output) are kept, ms. */
   retentionMs: number;
   /** Bytes of output kept per exec before the command is paused. */
@@ -20,58 +35,127 @@ export interface DaemonConfig {
   /** Grace for descendants holding an output pipe after the command exited, ms. */
   drainGraceMs: number;
   maxExecsPerTask: number;
+  /** Token checks: "jwt" (default) or "none" (loopback listen addresses only). */
+  auth: AuthConfig;
+  /** TLS beside cleartext HTTP/2 on the same port; undefined: cleartext only. */
+  tls?: TlsConfig | undefined;
+  /** Execs may ask for `runtime_debug` (PERMISSION_DENIED otherwise). */
+  allowRuntimeDebug: boolean;
+  /** A PTY session whose stdin stays idle this long is ended (unless it opted out), ms; 0: never. */
+  ptyIdleTimeoutMs: number;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
   listen: "127.0.0.1:7878",
   dataDir: "./.taskrouter",
-  runtime: "host",
+  runtime: "auto",
+  ociRuntime: "runc",
   retentionMs: 60 * 60 * 1000,
   outputCap: 1024 * 1024 * 1024,
   memoryLimit: 8 * 1024 * 1024,
   drainGraceMs: 1000,
   maxExecsPerTask: 10_000,
+  auth: { mode: "jwt" },
+  allowRuntimeDebug: false,
+  ptyIdleTimeoutMs: 10 * 60 * 1000,
 };
 
 export interface Daemon {
   address: string;
   runtime: Runtime;
   tasks: TaskManager;
+  /** The image store and mounts (TaskMountDirectory, snapshots). */
+  images: ImageService;
+  /** "none" when calls are not authenticated (`--auth none`). */
+  auth: "jwt" | "none";
+  /** The router's token signing key (auth "jwt"), in `<data-dir>/auth/`. */
+  signingKey: SigningKey | undefined;
+  /** The TLS certificate file served (TLS on), for clients' `--tls-ca`. */
+  tlsCertFile: string | undefined;
   /** Stops serving, then kills every exec (no child is left behind). */
   close(): Promise<void>;
+}
+
+/**
+ * The runtimes of this router: host always, runc when it can run containers
+ * here (root and a working OCI runtime). Asking for runc where it cannot run
+ * is an error that says why.
+ */
+async function makeRuntimes(
+  config: DaemonConfig,
+  dataDir: string,
+  log: Logger,
+): Promise<Map<string, Runtime>> {
+  const host = new HostRuntime(dataDir);
+  const runtimes = new Map<string, Runtime>([[host.name, host]]);
+  let why = await probeOciRuntime(config.ociRuntime);
+  if (why === undefined) {
+    try {
+      const runc = await RuncRuntime.create(dataDir, config.ociRuntime);
+      runtimes.set(runc.name, runc);
+    } catch (err) {
+      why = (err as Error).message;
+    }
+  }
+  if (why !== undefined) {
+    if (config.runtime === "runc") throw new Error(`the runc runtime cannot run here: ${why}`);
+    log.info({ reason: why }, "runc runtime unavailable");
+  }
+  return runtimes;
 }
 
 /** The one place that wires the router: runtime, task manager, server. */
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
   const dataDir = resolve(config.dataDir);
+  const edge = await prepareEdge(config.listen, dataDir, config.auth, config.tls, log);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const runtime = new HostRuntime(dataDir);
+  const runtimes = await makeRuntimes(config, dataDir, log);
+  const runtime = runtimes.get(
+    config.runtime === "auto" ? (runtimes.has("runc") ? "runc" : "host") : config.runtime,
+  ) as Runtime;
   if (runtime.warning) log.warn(runtime.warning);
-  const runtimes = new Map<string, Runtime>([[runtime.name, runtime]]);
+  const secrets = await SecretStore.open(join(dataDir, "secrets"), (msg) => log.warn(msg));
   const tasks = new TaskManager(dataDir, runtimes, runtime.name, {
+    secrets,
     memoryLimit: config.memoryLimit,
     outputCap: config.outputCap,
     drainGraceMs: config.drainGraceMs,
     retentionMs: config.retentionMs,
     maxExecsPerTask: config.maxExecsPerTask,
+    allowRuntimeDebug: config.allowRuntimeDebug,
+    ptyIdleTimeoutMs: config.ptyIdleTimeoutMs,
     spillDir: join(dataDir, "spill"),
     onError: (err) => log.error({ err }, "output spill failed"),
   });
   await tasks.load();
+  // Images: mounts of tasks that outlive the router (runc) are adopted, the others removed.
+  const runtimeOf = (taskId: string) => tasks.list().find((t) => t.id === taskId)?.runtime.name;
+  const endsWithRouter = (r: { taskId: string }) => (runtimeOf(r.taskId) ?? "host") === "host";
+  const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
+    onSnapshotProgress: snapshotProgress(),
+  });
+  await images.init((r) => !endsWithRouter(r));
+  tasks.onTeardown((taskId) => images.teardownTask(taskId));
   let server: RouterServer;
   try {
-    server = await startServer(config.listen, tasks, log);
+    server = await startServer(config.listen, tasks, log, { secrets, images }, edge);
   } catch (err) {
     await tasks.shutdown();
+    await images.shutdown(endsWithRouter);
     throw err;
   }
   return {
     address: server.address,
     runtime,
     tasks,
+    images,
+    auth: edge.auth,
+    signingKey: edge.signingKey,
+    tlsCertFile: edge.tls?.certFile,
     close: async () => {
       await server.close();
       await tasks.shutdown();
+      await images.shutdown(endsWithRouter);
     },
   };
 }

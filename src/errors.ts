@@ -59,6 +59,11 @@ export class PermissionDeniedError extends TaskRouterError {
     super("PermissionDenied", message);
   }
 }
+export class UnauthenticatedError extends TaskRouterError {
+  constructor(message: string) {
+    super("Unauthenticated", message);
+  }
+}
 export class ResourceExhaustedError extends TaskRouterError {
   constructor(message: string) {
     super("ResourceExhausted", message);

@@ -1,17 +1,44 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { TasksClient } from "../client/admin.ts";
 import { clientFrom, run } from "./common.ts";
+import { parsePositiveInt, parseSize } from "./parse.ts";
+
+interface TaskCreateOptions {
+  id?: string;
+  runtime?: string;
+  memory?: number;
+  cpus?: number;
+  pidsLimit?: number;
+  network?: string;
+}
+
+function parseCpus(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`not a CPU count: ${v}`);
+  return n;
+}
 
 export function registerTaskCreate(task: Command): void {
   task
     .command("create")
     .description("create a task and print its id")
     .option("--id <id>", "the task id (default: a generated one)")
-    .action((o: { id?: string }, cmd: Command) =>
+    .option("--runtime <name>", "runc or host (default: the router's)")
+    .option("--memory <size>", "memory limit, e.g. 512MiB (runc)", parseSize)
+    .option("--cpus <n>", "CPU limit in cores, e.g. 0.5 (runc)", parseCpus)
+    .option("--pids-limit <n>", "maximum processes in the task (runc)", parsePositiveInt)
+    .option("--network <mode>", "none (loopback only, the default) or host (runc)")
+    .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
         try {
-          const t = await new TasksClient(client).create(o.id ?? "");
+          const t = await new TasksClient(client).create(o.id ?? "", {
+            ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
+            ...(o.memory !== undefined ? { memoryBytes: o.memory } : {}),
+            ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+            ...(o.pidsLimit !== undefined ? { pidsLimit: o.pidsLimit } : {}),
+            ...(o.network !== undefined ? { network: o.network } : {}),
+          });
           process.stdout.write(`${t.taskId}\n`);
         } finally {
           client.close();

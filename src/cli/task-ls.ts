@@ -21,7 +21,11 @@ export function registerTaskLs(task: Command): void {
           for (const t of tasks) {
             rows.push([
               t.taskId,
-              t.state === TaskState.RUNNING ? "running" : "terminated",
+              t.state === TaskState.RUNNING
+                ? "running"
+                : t.state === TaskState.STOPPED
+                  ? `stopped${t.stopReason ? ` (${t.stopReason})` : ""}`
+                  : "terminated",
               t.runtime,
               String(t.execCount),
               new Date(Number(t.createdAtMs)).toISOString(),

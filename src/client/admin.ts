@@ -24,10 +24,27 @@ function def(name: string): MethodDefinition<unknown, unknown> {
 export class TasksClient {
   constructor(private readonly client: RouterClient) {}
 
-  async create(taskId = "", opts: { runtime?: string } = {}): Promise<Task> {
+  /** Creates a task; limits and network are for runc tasks (unset: none / "none"). */
+  async create(
+    taskId = "",
+    opts: {
+      runtime?: string;
+      memoryBytes?: number;
+      cpus?: number;
+      pidsLimit?: number;
+      network?: string;
+    } = {},
+  ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
       def("createTask"),
-      create(CreateTaskRequestSchema, { taskId, runtime: opts.runtime ?? "" }),
+      create(CreateTaskRequestSchema, {
+        taskId,
+        runtime: opts.runtime ?? "",
+        memoryBytes: BigInt(opts.memoryBytes ?? 0),
+        cpus: opts.cpus ?? 0,
+        pidsLimit: opts.pidsLimit ?? 0,
+        network: opts.network ?? "",
+      }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");
     return res.task;

@@ -9,6 +9,7 @@ import {
   Metadata,
   type MethodDefinition,
 } from "@grpc/grpc-js";
+import { PTYInfoSchema } from "../gen/modal_proto/api_pb.ts";
 import {
   TaskCommandRouter,
   TaskExecPollRequestSchema,
@@ -39,6 +40,21 @@ export interface StartOptions {
   stderr?: "pipe" | "devnull" | "stdout";
   timeoutSecs?: number;
   workdir?: string;
+  /** Secrets whose pairs become env vars of the command (later ids win). */
+  secretIds?: string[];
+  /** Run on a pseudo-terminal (all output on stdout; stdin bytes go to the terminal). */
+  pty?: PtyStartOptions;
+}
+
+export interface PtyStartOptions {
+  rows: number;
+  cols: number;
+  /** TERM, COLORTERM, TERM_PROGRAM of the command (the server defaults TERM). */
+  term?: string;
+  colorterm?: string;
+  termProgram?: string;
+  /** Never end the session for idle stdin (the server's --pty-idle-timeout). */
+  noTerminateOnIdleStdin?: boolean;
 }
 
 export type StreamName = "stdout" | "stderr";
@@ -139,6 +155,20 @@ export class RouterClient {
             : TaskExecStderrConfig.DEVNULL,
       ...(opts.timeoutSecs ? { timeoutSecs: opts.timeoutSecs } : {}),
       ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+      ...(opts.secretIds ? { secretIds: opts.secretIds } : {}),
+      ...(opts.pty
+        ? {
+            ptyInfo: create(PTYInfoSchema, {
+              enabled: true,
+              winszRows: opts.pty.rows,
+              winszCols: opts.pty.cols,
+              envTerm: opts.pty.term ?? "",
+              envColorterm: opts.pty.colorterm ?? "",
+              envTermProgram: opts.pty.termProgram ?? "",
+              noTerminateOnIdleStdin: opts.pty.noTerminateOnIdleStdin ?? false,
+            }),
+          }
+        : {}),
     });
     await this.unary("taskExecStart", req);
     return execId;

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { InvalidArgumentError, UnimplementedError } from "../errors.ts";
+import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
 
 /** A pseudo-terminal request (see SPEC, PTY). */
 export interface PtyOptions {
@@ -46,9 +46,14 @@ export function systemArgMax(): number {
 /**
  * Checks what can be checked without the task: ids, argv (non-empty, no NUL,
  * within ARG_MAX together with `env`), and the features this build does not
- * serve yet. Throws InvalidArgument / Unimplemented; changes nothing.
+ * serve yet. Throws InvalidArgument / Unimplemented, or PermissionDenied for
+ * `runtime_debug` unless `opts.allowRuntimeDebug`; changes nothing.
  */
-export function validateExecRequest(req: ExecRequest, env: Record<string, string>): void {
+export function validateExecRequest(
+  req: ExecRequest,
+  env: Record<string, string>,
+  opts: { allowRuntimeDebug?: boolean | undefined } = {},
+): void {
   if (req.execId === "") throw new InvalidArgumentError("exec_id must not be empty");
   if (req.argv.length === 0) throw new InvalidArgumentError("command_args must not be empty");
   if (req.argv[0] === "") throw new InvalidArgumentError("command_args[0] must not be empty");
@@ -73,9 +78,11 @@ export function validateExecRequest(req: ExecRequest, env: Record<string, string
       `workdir must be an absolute path: ${JSON.stringify(req.workdir)}`,
     );
   }
-  if (req.pty) throw new UnimplementedError("pty_info.enabled is not supported yet");
-  if (req.secretIds.length > 0) throw new UnimplementedError("secret_ids are not supported yet");
-  if (req.runtimeDebug) throw new UnimplementedError("runtime_debug is not supported yet");
+  if (req.runtimeDebug && !opts.allowRuntimeDebug) {
+    throw new PermissionDeniedError(
+      "runtime_debug is not allowed on this router (start it with serve --allow-runtime-debug)",
+    );
+  }
 }
 
 /** A stable string that is equal for two requests exactly when they ask for the same thing. */

@@ -1,11 +1,19 @@
 import type { Readable } from "node:stream";
+import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
 import type { ExitStatus, Proc } from "../runtime/runtime.ts";
 import type { ExecRequest } from "./exec-request.ts";
 import { ByteBudget, OutputLog } from "./output-log.ts";
+import { PTY_IDLE_KILL_GRACE_MS, watchIdle } from "./pty.ts";
 import { StdinStream } from "./stdin.ts";
 
-/** Why an exec ended. */
-export type TerminationCause = "exited" | "signaled" | "timeout" | "killed" | "task_terminated";
+/** Why an exec ended ("oom": the kernel's OOM killer ended it, see Proc.oomKilled). */
+export type TerminationCause =
+  | "exited"
+  | "signaled"
+  | "timeout"
+  | "killed"
+  | "task_terminated"
+  | "oom";
 
 export interface ExecOptions {
   /** In-memory bytes per stream before spilling to disk. */
@@ -17,6 +25,8 @@ export interface ExecOptions {
   /** Prefix of the spill files (`<prefix>.stdout`, `<prefix>.stderr`). */
   spillPrefix: string;
   onError: (err: unknown) => void;
+  /** A PTY exec whose stdin had no write this long is ended (unless its request opts out); 0: never. */
+  ptyIdleTimeoutMs?: number;
 }
 
 export type StreamName = "stdout" | "stderr";
@@ -35,6 +45,9 @@ export class Exec {
   private readonly logs: Record<StreamName, OutputLog>;
   private timeout: NodeJS.Timeout | undefined;
   private requestedCause: TerminationCause | undefined;
+  /** The terminal's size for a PTY exec, undefined otherwise. */
+  ptySize: { rows: number; cols: number } | undefined;
+  private stopIdleWatch: (() => void) | undefined;
 
   constructor(
     readonly id: string,
@@ -61,14 +74,34 @@ export class Exec {
     if (request.timeoutSecs) {
       this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), request.timeoutSecs * 1000);
     }
+    if (request.pty) {
+      this.ptySize = { rows: request.pty.rows, cols: request.pty.cols };
+      const idleMs = opts.ptyIdleTimeoutMs ?? 0;
+      if (!failedToStart && idleMs > 0 && !request.pty.noTerminateOnIdleStdin) {
+        this.stopIdleWatch = watchIdle(
+          () => this.stdin.lastWriteAt,
+          idleMs,
+          () => {
+            this.kill("SIGHUP", "timeout");
+            setTimeout(
+              () => this.running && this.kill("SIGKILL", "timeout"),
+              PTY_IDLE_KILL_GRACE_MS,
+            );
+          },
+        );
+      }
+    }
     this.exited = proc.exited.then((status) => {
       clearTimeout(this.timeout);
+      this.stopIdleWatch?.();
       if (failedToStart) {
-        // A shell's one-line reason, on stderr (or stdout when merged).
-        const target = request.stderr === "pipe" ? this.logs.stderr : this.logs.stdout;
-        const wanted =
-          request.stderr !== "devnull" &&
-          !(request.stderr === "stdout" && request.stdout === "devnull");
+        // A shell's one-line reason, on stderr (or stdout when merged or on a terminal).
+        const target =
+          request.stderr === "pipe" && !request.pty ? this.logs.stderr : this.logs.stdout;
+        const wanted = request.pty
+          ? request.stdout === "pipe"
+          : request.stderr !== "devnull" &&
+            !(request.stderr === "stdout" && request.stdout === "devnull");
         if (wanted)
           target.append(Buffer.from(`taskrouter: ${proc.startError ?? "cannot start"}\n`));
         this.logs.stdout.end();
@@ -76,7 +109,9 @@ export class Exec {
       }
       this.status = status;
       this.endedAt = Date.now();
-      this.cause = this.requestedCause ?? (status.signal !== undefined ? "signaled" : "exited");
+      this.cause =
+        this.requestedCause ??
+        (proc.oomKilled ? "oom" : status.signal !== undefined ? "signaled" : "exited");
       this.stdin.markExited();
       return status;
     });
@@ -100,10 +135,33 @@ export class Exec {
     return this.logs[stream].read(offset, signal);
   }
 
-  /** Sends a signal to the exec's whole process group, recording why. */
-  kill(signal: NodeJS.Signals | number, cause: TerminationCause = "killed"): void {
-    if (this.status === undefined) this.requestedCause ??= cause;
+  /**
+   * Sends a signal to the exec's whole process group, recording why (the
+   * first recorded cause wins; null records none, for signals that do not
+   * end a process).
+   */
+  kill(signal: NodeJS.Signals | number, cause: TerminationCause | null = "killed"): void {
+    if (this.status === undefined && cause !== null) this.requestedCause ??= cause;
     this.proc.signalGroup(signal);
+  }
+
+  /**
+   * Sets the terminal size of a PTY exec (1..65535 each). FailedPrecondition
+   * for an exec without a terminal; nothing happens once it exited.
+   */
+  resize(rows: number, cols: number): void {
+    const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
+    if (!ok(rows) || !ok(cols)) {
+      throw new InvalidArgumentError(
+        `terminal size ${rows}x${cols}: rows and cols must be 1-65535`,
+      );
+    }
+    if (!this.ptySize || !this.proc.resize) {
+      throw new FailedPreconditionError(`exec ${this.id} has no terminal (started without pty)`);
+    }
+    if (!this.running) return;
+    this.ptySize = { rows, cols };
+    this.proc.resize(rows, cols);
   }
 
   /** Resolves with the exit status, or rejects when `signal` aborts first (leaving nothing behind). */
@@ -123,6 +181,7 @@ export class Exec {
   /** Frees the logs (readers get NotFound) and stops the timeout. */
   async dispose(): Promise<void> {
     clearTimeout(this.timeout);
+    this.stopIdleWatch?.();
     await Promise.all([this.logs.stdout.dispose(), this.logs.stderr.dispose()]);
   }
 }

@@ -18,6 +18,8 @@ export class StdinStream {
   private eofSent = false;
   private exited = false;
   private queue: Promise<void> = Promise.resolve();
+  /** When the last write call came (ms since the epoch; any call, also an empty one). */
+  lastWriteAt = Date.now();
 
   constructor(private readonly pipe: Writable) {}
 
@@ -33,6 +35,7 @@ export class StdinStream {
   }
 
   write(offset: number, data: Uint8Array, eof: boolean): Promise<void> {
+    this.lastWriteAt = Date.now();
     const run = this.queue.then(() => this.apply(offset, data, eof));
     this.queue = run.catch(() => {});
     return run;

@@ -48,6 +48,34 @@ export interface Proc {
   signalGroup(signal: NodeJS.Signals | number): void;
   /** Resizes the terminal of a PTY process (absent for pipe processes). */
   resize?(rows: number, cols: number): void;
+  /**
+   * True when the kernel's OOM killer ended the process (set before `exited`
+   * resolves; absent or false otherwise, also for runtimes that cannot tell).
+   */
+  readonly oomKilled?: boolean;
+}
+
+/**
+ * Resources and network of a task, fixed when it is created. Runtimes that
+ * cannot enforce them refuse a non-empty spec (see `Runtime.checkSpec`).
+ */
+export interface TaskSpec {
+  /** Memory limit in bytes (swap included). */
+  memoryBytes?: number;
+  /** CPU limit in cores, e.g. 0.5. */
+  cpus?: number;
+  /** Maximum number of processes (threads) in the task. */
+  pidsLimit?: number;
+  /** "none": own network namespace with loopback only (the default); "host": this machine's. */
+  network?: "none" | "host";
+}
+
+/** What a runtime sees of a task right now. */
+export interface TaskStatus {
+  /** "stopped": the task's isolated environment died; no command can start in it. */
+  state: "running" | "stopped";
+  /** Why it stopped, when known ("oom": the task hit its memory limit). */
+  reason?: string;
 }
 
 /** Facts about a task that a runtime prepared. */
@@ -76,8 +104,19 @@ export interface Runtime {
   readonly name: string;
   /** A warning to print at start (e.g. the host runtime isolates nothing), or undefined. */
   readonly warning: string | undefined;
-  prepareTask(taskId: string): Promise<TaskEnv>;
+  /**
+   * `spec`: the task's limits and network (already accepted by `checkSpec`).
+   * `existing`: the task was created by an earlier router (adopt what is left).
+   */
+  prepareTask(taskId: string, spec?: TaskSpec, opts?: { existing?: boolean }): Promise<TaskEnv>;
   destroyTask(taskId: string): Promise<void>;
   resolvePath(taskId: string, path: string): string;
   spawn(taskId: string, spec: SpawnSpec): Proc;
+  /**
+   * Throws InvalidArgument when the runtime cannot give a task `spec`. Absent:
+   * the runtime enforces no limits and accepts only an empty spec.
+   */
+  checkSpec?(spec: TaskSpec): void;
+  /** The task's live state; absent: tasks are always running while they exist. */
+  status?(taskId: string): TaskStatus;
 }

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { InvalidArgumentError } from "../errors.ts";
 import {
   type CreateTaskRequest,
   type CreateTaskResponse,
@@ -16,19 +17,53 @@ import {
   type TerminateTaskResponse,
   TerminateTaskResponseSchema,
 } from "../gen/taskrouter/v1/tasks_pb.ts";
+import type { TaskSpec } from "../runtime/runtime.ts";
 import type { Task } from "../tasks/task.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "./call.ts";
 
 function toMsg(t: Task): TaskMsg {
+  const rs = t.runtimeStatus();
   return create(TaskSchema, {
     taskId: t.id,
-    state: t.state === "running" ? TaskState.RUNNING : TaskState.TERMINATED,
+    state:
+      t.state !== "running"
+        ? TaskState.TERMINATED
+        : rs.state === "running"
+          ? TaskState.RUNNING
+          : TaskState.STOPPED,
     runtime: t.runtime.name,
     createdAtMs: BigInt(t.createdAt),
     defaultWorkdir: t.env.defaultWorkdir,
     execCount: t.execCount,
+    stopReason: rs.state === "running" ? "" : (rs.reason ?? ""),
+    memoryBytes: BigInt(t.spec.memoryBytes ?? 0),
+    cpus: t.spec.cpus ?? 0,
+    pidsLimit: t.spec.pidsLimit ?? 0,
+    network: t.spec.network ?? (t.runtime.checkSpec ? "none" : ""),
   });
+}
+
+/** The limits and network of a CreateTaskRequest (0 / empty: unset). */
+function specOf(req: CreateTaskRequest): TaskSpec {
+  const spec: TaskSpec = {};
+  if (req.memoryBytes > 0n) {
+    if (req.memoryBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new InvalidArgumentError("memory_bytes is too large");
+    }
+    spec.memoryBytes = Number(req.memoryBytes);
+  }
+  if (req.cpus !== 0) spec.cpus = req.cpus;
+  if (req.pidsLimit !== 0) spec.pidsLimit = req.pidsLimit;
+  if (req.network !== "") {
+    if (req.network !== "none" && req.network !== "host") {
+      throw new InvalidArgumentError(
+        `network must be "none" or "host", not ${JSON.stringify(req.network)}`,
+      );
+    }
+    spec.network = req.network;
+  }
+  return spec;
 }
 
 /** Handlers of taskrouter.v1.Tasks (the admin API), one thin adapter per RPC. */
@@ -36,7 +71,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager) {
   return {
     createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) =>
       create(CreateTaskResponseSchema, {
-        task: toMsg(await tasks.create(req.taskId, { runtime: req.runtime })),
+        task: toMsg(await tasks.create(req.taskId, { runtime: req.runtime, spec: specOf(req) })),
       }),
     ),
     getTask: unary<GetTaskRequest, GetTaskResponse>(deps, "GetTask", async (req) =>

@@ -1,5 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
 import {
   type TaskExecStdinWriteRequest,
   type TaskExecStdinWriteResponse,
@@ -8,15 +7,16 @@ import {
 import type { TaskManager } from "../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "./call.ts";
 
+const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+
 export function taskExecStdinWrite(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStdinWriteRequest, TaskExecStdinWriteResponse>(
     deps,
     "TaskExecStdinWrite",
     async (req) => {
-      if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) {
-        throw new InvalidArgumentError(`offset ${req.offset} is too large`);
-      }
-      await tasks.writeStdin(req.taskId, req.execId, Number(req.offset), req.data, req.eof);
+      // No stdin reaches 2^53 bytes, so a larger offset is simply a gap (OUT_OF_RANGE).
+      const offset = Number(req.offset > MAX_OFFSET ? MAX_OFFSET : req.offset);
+      await tasks.writeStdin(req.taskId, req.execId, offset, req.data, req.eof);
       return create(TaskExecStdinWriteResponseSchema);
     },
   );

@@ -1,26 +1,51 @@
 import type { Http2Server, ServerOptions as Http2ServerOptions } from "node:http2";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
-import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { type Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
+import type { TokenVerifier } from "../auth/verifier.ts";
 import { TaskCommandRouter } from "../gen/modal_proto/task_command_router_pb.ts";
+import { Execs } from "../gen/taskrouter/v1/execs_pb.ts";
+import { Images } from "../gen/taskrouter/v1/images_pb.ts";
+import { Secrets } from "../gen/taskrouter/v1/secrets_pb.ts";
 import { Tasks } from "../gen/taskrouter/v1/tasks_pb.ts";
+import type { ImageService } from "../images/service.ts";
 import { grpcServiceDef } from "../rpc/service-def.ts";
+import type { SecretStore } from "../secrets/secret-store.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";
+import type { TlsKeyPair } from "../tls/certs.ts";
+import { imagesService } from "./admin-images.ts";
+import { secretsService } from "./admin-secrets.ts";
 import { tasksService } from "./admin-tasks.ts";
+import { AuthServer } from "./auth.ts";
 import type { ServerDeps } from "./call.ts";
 import { taskExecPoll } from "./exec-poll.ts";
 import { taskExecStart } from "./exec-start.ts";
 import { taskExecStdinWrite } from "./exec-stdin-write.ts";
 import { taskExecStdioRead } from "./exec-stdio-read.ts";
 import { taskExecWait } from "./exec-wait.ts";
+import { execsService } from "./execs.ts";
+import { routeByFirstByte, TLS_HANDSHAKE } from "./first-byte.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
+import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
+import { taskUnmountDirectory } from "./unmount-directory.ts";
 
 /** Requests up to this size are accepted (one stdin write can carry 16 MiB; SPEC asks ≥ 100 MiB). */
 export const MAX_RECEIVE_MESSAGE = 128 * 1024 * 1024;
 /** HTTP/2 flow-control windows we open (upstream clients open 64 MiB windows too). */
 const WINDOW = 64 * 1024 * 1024;
+
+/** A connection that sends nothing this long (before TLS/h2c is known) is closed. */
+const SNIFF_TIMEOUT_MS = 30_000;
+
+/** How the edge admits calls: token checks (none without a verifier) and TLS. */
+export interface EdgeOptions {
+  /** Verifies bearer tokens; undefined: `--auth none`, every call is let in. */
+  verifier?: TokenVerifier | undefined;
+  /** When set, the port serves TLS and cleartext HTTP/2 side by side. */
+  tls?: TlsKeyPair | undefined;
+}
 
 export interface RouterServer {
   /** The bound address, e.g. 127.0.0.1:7878. */
@@ -31,16 +56,20 @@ export interface RouterServer {
 
 /**
  * Serves the TaskCommandRouter service, the admin Tasks service and the
- * standard health service over HTTP/2 cleartext on `listen` (host:port).
+ * standard health service over HTTP/2 cleartext on `listen` (host:port), and
+ * TLS on the same port when `edge.tls` is set. With `edge.verifier`, every
+ * call's token is checked first (see ./auth.ts).
  */
 export async function startServer(
   listen: string,
   tasks: TaskManager,
   log: Logger,
+  services: { secrets?: SecretStore; images?: ImageService } = {},
+  edge: EdgeOptions = {},
 ): Promise<RouterServer> {
   const shutdown = new AbortController();
   const deps: ServerDeps = { log, shutdown: shutdown.signal };
-  const server = new Server({
+  const server = new AuthServer(edge.verifier, log, {
     "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE,
     "grpc.max_send_message_length": 4 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
@@ -51,18 +80,52 @@ export async function startServer(
     taskExecStdinWrite: taskExecStdinWrite(deps, tasks),
     taskExecStdioRead: taskExecStdioRead(deps, tasks),
     taskExecWait: taskExecWait(deps, tasks),
-    taskMountDirectory: taskMountDirectory(deps),
-    taskSnapshotDirectory: taskSnapshotDirectory(deps),
+    taskMountDirectory: taskMountDirectory(deps, services.images),
+    taskSnapshotDirectory: taskSnapshotDirectory(deps, services.images),
+    taskUnmountDirectory: taskUnmountDirectory(deps, services.images),
+    taskSnapshotFilesystem: taskSnapshotFilesystem(deps, services.images),
   };
   server.addService(grpcServiceDef(TaskCommandRouter), router as UntypedServiceImplementation);
   server.addService(
     grpcServiceDef(Tasks),
     tasksService(deps, tasks) as unknown as UntypedServiceImplementation,
   );
+  server.addService(
+    grpcServiceDef(Execs),
+    execsService(deps, tasks) as unknown as UntypedServiceImplementation,
+  );
+  if (services.images) {
+    server.addService(
+      grpcServiceDef(Images),
+      imagesService(deps, services.images) as unknown as UntypedServiceImplementation,
+    );
+  }
+  if (services.secrets) {
+    server.addService(
+      grpcServiceDef(Secrets),
+      secretsService(deps, services.secrets) as unknown as UntypedServiceImplementation,
+    );
+  }
   new HealthImplementation({ "": "SERVING" }).addToServer(server);
 
   const h2c = createInjector(server, ServerCredentials.createInsecure(), log);
-  const net = createServer({ noDelay: true }, (socket: Socket) => h2c.injectConnection(socket));
+  const tls = edge.tls
+    ? createInjector(
+        server,
+        ServerCredentials.createSsl(null, [
+          { cert_chain: edge.tls.cert, private_key: edge.tls.key },
+        ]),
+        log,
+      )
+    : undefined;
+  // With TLS on, one port serves both: a TLS handshake starts with 0x16, h2c with "PRI ...".
+  const onConnection = (socket: Socket) =>
+    tls
+      ? routeByFirstByte(socket, SNIFF_TIMEOUT_MS, (b) =>
+          (b === TLS_HANDSHAKE ? tls : h2c).injectConnection(socket),
+        )
+      : h2c.injectConnection(socket);
+  const net = createServer({ noDelay: true }, onConnection);
   const address = await listenOn(net, listen);
   return {
     address,

@@ -1,17 +1,26 @@
+import { create } from "@bufbuild/protobuf";
 import { UnimplementedError } from "../errors.ts";
-import type {
-  TaskSnapshotDirectoryRequest,
-  TaskSnapshotDirectoryResponse,
+import {
+  type TaskSnapshotDirectoryRequest,
+  type TaskSnapshotDirectoryResponse,
+  TaskSnapshotDirectoryResponseSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
+import type { ImageService } from "../images/service.ts";
 import { type ServerDeps, unary } from "./call.ts";
 
-/** Images are not served yet (see the images issue): UNIMPLEMENTED. */
-export function taskSnapshotDirectory(deps: ServerDeps) {
+/** TaskSnapshotDirectory: captures the directory at `path` as a new image. */
+export function taskSnapshotDirectory(deps: ServerDeps, images?: ImageService) {
   return unary<TaskSnapshotDirectoryRequest, TaskSnapshotDirectoryResponse>(
     deps,
     "TaskSnapshotDirectory",
-    async () => {
-      throw new UnimplementedError("TaskSnapshotDirectory is not supported yet");
+    async (req, ctx) => {
+      if (!images) throw new UnimplementedError("this router serves no images");
+      const imageId = await images.snapshotDirectory(req.taskId, req.path, {
+        snapshotId: req.snapshotId,
+        ttlSeconds: req.ttlSeconds,
+        signal: ctx.signal,
+      });
+      return create(TaskSnapshotDirectoryResponseSchema, { imageId });
     },
   );
 }

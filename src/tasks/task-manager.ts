@@ -8,8 +8,10 @@ import {
   NotFoundError,
 } from "../errors.ts";
 import type { Exec, StreamName } from "../exec/exec.ts";
+import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
 import type { ExecRequest } from "../exec/exec-request.ts";
-import type { ExitStatus, Runtime } from "../runtime/runtime.ts";
+import { endsProcessByDefault, parseSignal } from "../exec/signals.ts";
+import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
 import { type ExecLimits, Task } from "./task.ts";
 
 const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -18,6 +20,8 @@ interface TaskRecord {
   id: string;
   runtime: string;
   createdAt: number;
+  /** Limits and network (runc tasks); absent: none. */
+  spec?: TaskSpec;
 }
 
 /**
@@ -69,14 +73,27 @@ export class TaskManager {
         .catch(() => undefined);
       const runtime = rec && rec.id === name ? this.runtimes.get(rec.runtime) : undefined;
       if (!rec || !runtime) continue;
-      const env = await runtime.prepareTask(rec.id);
-      this.tasks.set(rec.id, new Task(rec.id, rec.createdAt, runtime, env, this.limits));
+      const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
+      const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
+      task.spec = rec.spec ?? {};
+      this.tasks.set(rec.id, task);
     }
   }
 
-  /** Creates a task on `opts.runtime` (default: the router's default runtime). */
-  async create(taskId?: string, opts: { runtime?: string } = {}): Promise<Task> {
+  /**
+   * Creates a task on `opts.runtime` (default: the router's default runtime)
+   * with the limits and network of `opts.spec` (InvalidArgument when the
+   * runtime cannot give them).
+   */
+  async create(taskId?: string, opts: { runtime?: string; spec?: TaskSpec } = {}): Promise<Task> {
     const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
+    const spec = opts.spec ?? {};
+    if (runtime.checkSpec) runtime.checkSpec(spec);
+    else if (Object.values(spec).some((v) => v !== undefined)) {
+      throw new InvalidArgumentError(
+        `the ${runtime.name} runtime enforces no limits or network: create the task on runc`,
+      );
+    }
     const id = taskId || `ta-${randomBytes(10).toString("hex")}`;
     if (!TASK_ID.test(id)) {
       throw new InvalidArgumentError(
@@ -95,17 +112,21 @@ export class TaskManager {
     placeholder.state = "terminated";
     this.tasks.set(id, placeholder); // reserve the id while preparing
     try {
-      const env = await runtime.prepareTask(id);
-      const rec: TaskRecord = { id, runtime: runtime.name, createdAt };
+      const env = await runtime.prepareTask(id, spec);
+      const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec };
       const file = join(this.dataDir, "tasks", id, "task.json");
       await mkdir(join(this.dataDir, "tasks", id), { recursive: true });
       await writeFile(`${file}.tmp`, JSON.stringify(rec));
       await rename(`${file}.tmp`, file);
       const task = new Task(id, createdAt, runtime, env, this.limits);
+      task.spec = spec;
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       return task;
     } catch (err) {
+      // Undo what the runtime made (mounts, a container) before forgetting the id.
+      await runtime.destroyTask(id).catch(() => undefined);
+      await rm(join(this.dataDir, "tasks", id), { recursive: true, force: true });
       this.tasks.delete(id);
       throw err;
     }
@@ -126,18 +147,35 @@ export class TaskManager {
     return [...this.tasks.values()];
   }
 
+  private readonly teardownHooks: ((taskId: string) => Promise<void>)[] = [];
+
+  /**
+   * Runs `hook` when a task is terminated: after its execs were killed,
+   * before its runtime state is freed (the images service removes the
+   * task's mounts there). A hook that throws fails the termination.
+   */
+  onTeardown(hook: (taskId: string) => Promise<void>): void {
+    this.teardownHooks.push(hook);
+  }
+
   /** Kills all of the task's execs, frees its runtime state and forgets it. */
   async terminate(taskId: string): Promise<void> {
     if (this.tombstones.has(taskId) && !this.tasks.has(taskId)) return; // safe to repeat
     const task = this.get(taskId);
     await task.teardown();
+    for (const hook of this.teardownHooks) await hook(taskId);
     this.tasks.delete(taskId);
     this.tombstones.set(taskId, Date.now());
     setTimeout(() => this.tombstones.delete(taskId), this.limits.retentionMs).unref();
     await task.runtime.destroyTask(taskId);
+    await rm(join(this.dataDir, "tasks", taskId), { recursive: true, force: true });
   }
 
-  /** Kills every exec of every task (router shutdown); task records stay. */
+  /**
+   * Kills every exec of every task (router shutdown); task records stay, and
+   * so do the tasks themselves: a runc task's container keeps running (with
+   * what left its execs' process groups) and the next router adopts it.
+   */
   async shutdown(): Promise<void> {
     await Promise.all([...this.tasks.values()].map((t) => t.teardown()));
   }
@@ -185,5 +223,41 @@ export class TaskManager {
     eof: boolean,
   ): Promise<void> {
     return this.exec(taskId, execId).stdin.write(offset, data, eof);
+  }
+
+  // ---- our exec extensions (taskrouter.v1.Execs) ----
+
+  /** Sets a PTY exec's terminal size (see Exec.resize). */
+  resizeExec(taskId: string, execId: string, rows: number, cols: number): void {
+    this.exec(taskId, execId).resize(rows, cols);
+  }
+
+  /**
+   * Sends `signal` (a number or name) to the exec's whole process group;
+   * FailedPrecondition once it exited. A signal whose default action ends a
+   * process records the termination cause "killed".
+   */
+  signalExec(taskId: string, execId: string, signal: number | string): void {
+    const n = parseSignal(signal);
+    const e = this.exec(taskId, execId);
+    if (!e.running) throw new FailedPreconditionError(`exec ${execId} has already exited`);
+    e.kill(n, endsProcessByDefault(n) ? "killed" : null);
+  }
+
+  /** The task's execs (running and retained), oldest first; NotFound for an unknown task. */
+  listExecs(taskId: string): ExecInfo[] {
+    const task = this.tasks.get(taskId);
+    if (!task) {
+      if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
+      throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
+    }
+    return task
+      .listExecs()
+      .sort((a, b) => a.startedAt - b.startedAt)
+      .map(describeExec);
+  }
+
+  inspectExec(taskId: string, execId: string): ExecInfo {
+    return describeExec(this.exec(taskId, execId));
   }
 }

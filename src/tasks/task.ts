@@ -8,7 +8,9 @@ import {
 } from "../errors.ts";
 import { Exec, type ExecOptions } from "../exec/exec.ts";
 import { type ExecRequest, fingerprint, validateExecRequest } from "../exec/exec-request.ts";
-import type { Runtime, TaskEnv } from "../runtime/runtime.ts";
+import { ptyEnv } from "../exec/pty.ts";
+import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
+import type { SecretResolver } from "../secrets/secret-store.ts";
 
 export type TaskState = "running" | "terminated";
 
@@ -21,6 +23,12 @@ export interface ExecLimits {
   maxExecsPerTask: number;
   spillDir: string;
   onError: (err: unknown) => void;
+  /** Resolves `secret_ids` to env vars; without it every secret id is unknown (NotFound). */
+  secrets?: SecretResolver;
+  /** Execs may ask for `runtime_debug` (`serve --allow-runtime-debug`); PermissionDenied otherwise. */
+  allowRuntimeDebug?: boolean;
+  /** A PTY exec whose stdin stays idle this long is ended (`--pty-idle-timeout`); 0/unset: never. */
+  ptyIdleTimeoutMs?: number;
 }
 
 let spillSeq = 0;
@@ -31,6 +39,8 @@ let spillSeq = 0;
  */
 export class Task {
   state: TaskState = "running";
+  /** Limits and network the task was created with (runc tasks). */
+  spec: TaskSpec = {};
   private readonly execs = new Map<string, Exec>();
   private readonly collectors = new Map<string, NodeJS.Timeout>();
 
@@ -65,8 +75,10 @@ export class Task {
     const fp = fingerprint(req);
     const existing = this.sameOrConflict(req.execId, fp);
     if (existing) return existing;
-    const env = { ...this.env.baseEnv };
-    validateExecRequest(req, env);
+    // Secrets override the runtime's base env; request-level vars (PTY TERM...) are set after.
+    const env = { ...this.env.baseEnv, ...this.resolveSecrets(req.secretIds) };
+    if (req.pty) Object.assign(env, ptyEnv(req.pty));
+    validateExecRequest(req, env, { allowRuntimeDebug: this.limits.allowRuntimeDebug });
     this.assertRunning();
     const cwd = req.workdir ?? this.env.defaultWorkdir;
     const hostCwd = this.runtime.resolvePath(this.id, cwd);
@@ -96,6 +108,8 @@ export class Task {
           : req.stderr === "stdout" && req.stdout === "pipe"
             ? "stdout"
             : "ignore",
+      ...(req.runtimeDebug ? { runtimeDebug: true } : {}),
+      ...(req.pty ? { pty: { rows: req.pty.rows, cols: req.pty.cols } } : {}),
     });
     const opts: ExecOptions = {
       memoryLimit: this.limits.memoryLimit,
@@ -103,11 +117,19 @@ export class Task {
       drainGraceMs: this.limits.drainGraceMs,
       spillPrefix: join(this.limits.spillDir, `${process.pid}-${++spillSeq}`),
       onError: this.limits.onError,
+      ptyIdleTimeoutMs: this.limits.ptyIdleTimeoutMs ?? 0,
     };
     const exec = new Exec(req.execId, req, fp, proc, opts);
     this.execs.set(req.execId, exec);
     void exec.exited.then(() => this.scheduleCollect(exec));
     return exec;
+  }
+
+  /** Env vars of `ids` (later ids win); NotFound for an unknown id, before anything starts. */
+  private resolveSecrets(ids: readonly string[]): Record<string, string> {
+    if (ids.length === 0) return {};
+    if (!this.limits.secrets) throw new NotFoundError(`secret ${JSON.stringify(ids[0])} not found`);
+    return this.limits.secrets.resolve(ids);
   }
 
   private sameOrConflict(execId: string, fp: string): Exec | undefined {
@@ -120,9 +142,21 @@ export class Task {
     return e;
   }
 
+  /** What the runtime sees of the task now (a runc task's container may have died). */
+  runtimeStatus(): TaskStatus {
+    if (this.state !== "running" || !this.runtime.status) return { state: "running" };
+    return this.runtime.status(this.id);
+  }
+
   private assertRunning(): void {
     if (this.state !== "running") {
       throw new FailedPreconditionError(`task ${this.id} is not running (${this.state})`);
+    }
+    const rs = this.runtimeStatus();
+    if (rs.state !== "running") {
+      throw new FailedPreconditionError(
+        `task ${this.id} is not running (its container stopped: ${rs.reason ?? "unknown"})`,
+      );
     }
   }
 

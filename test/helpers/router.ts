@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { issueToken } from "../../src/auth/tokens.ts";
 import { TasksClient } from "../../src/client/admin.ts";
 import { RouterClient } from "../../src/client/client.ts";
 import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../../src/daemon.ts";
@@ -12,20 +13,45 @@ export interface TestRouter {
   client: RouterClient;
   tasks: TasksClient;
   dataDir: string;
+  /** An admin token (when started with `auth: { mode: "jwt" }`); `client` sends it. */
+  adminToken: string | undefined;
   /** Creates a task and returns its id. */
   newTask(id?: string): Promise<string>;
   /** Closes the client, the router (killing every exec) and removes the data dir. */
   close(): Promise<void>;
 }
 
-/** Starts a router in this process on 127.0.0.1:0 with a fresh data dir. */
+/**
+ * Starts a router in this process on 127.0.0.1:0 with a fresh data dir.
+ * Authentication is off (`auth: { mode: "none" }`) unless `config.auth` says
+ * otherwise; with `{ mode: "jwt" }` the returned client carries an admin token.
+ */
 export async function startRouter(config: Partial<DaemonConfig> = {}): Promise<TestRouter> {
   const dataDir = await mkdtemp(join(tmpdir(), "taskrouter-test-"));
-  const daemon = await startDaemon(
-    { ...DEFAULT_CONFIG, listen: "127.0.0.1:0", dataDir, ...config },
-    pino({ level: "silent" }),
-  );
-  const client = new RouterClient(daemon.address);
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon(
+      {
+        ...DEFAULT_CONFIG,
+        listen: "127.0.0.1:0",
+        dataDir,
+        auth: { mode: "none" },
+        // Host tasks unless a test asks for runc (test/helpers/runc.ts).
+        runtime: "host",
+        ...config,
+      },
+      pino({ level: "silent" }),
+    );
+  } catch (err) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  const adminToken = daemon.signingKey
+    ? await issueToken(daemon.signingKey, { admin: true }, 3_600_000, {
+        audience: config.auth?.audience,
+      })
+    : undefined;
+  const client = new RouterClient(daemon.address, adminToken ? { token: adminToken } : {});
   const tasks = new TasksClient(client);
   let closed = false;
   return {
@@ -34,6 +60,7 @@ export async function startRouter(config: Partial<DaemonConfig> = {}): Promise<T
     client,
     tasks,
     dataDir,
+    adminToken,
     newTask: async (id) => (await tasks.create(id ?? "")).taskId,
     close: async () => {
       if (closed) return;

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modal_proto/task_command_router.proto.
  */
 export const file_modal_proto_task_command_router: GenFile = /*@__PURE__*/
-  fileDesc("CiVtb2RhbF9wcm90by90YXNrX2NvbW1hbmRfcm91dGVyLnByb3RvEhltb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyIjcKE1Rhc2tFeGVjUG9sbFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIkcKFFRhc2tFeGVjUG9sbFJlc3BvbnNlEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIAEINCgtleGl0X3N0YXR1cyKSAwoUVGFza0V4ZWNTdGFydFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEhQKDGNvbW1hbmRfYXJncxgDIAMoCRJGCg1zdGRvdXRfY29uZmlnGAQgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZG91dENvbmZpZxJGCg1zdGRlcnJfY29uZmlnGAUgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGVyckNvbmZpZxIZCgx0aW1lb3V0X3NlY3MYBiABKA1IAIgBARIUCgd3b3JrZGlyGAcgASgJSAGIAQESEgoKc2VjcmV0X2lkcxgIIAMoCRIsCghwdHlfaW5mbxgJIAEoCzIVLm1vZGFsLmNsaWVudC5QVFlJbmZvSAKIAQESFQoNcnVudGltZV9kZWJ1ZxgKIAEoCEIPCg1fdGltZW91dF9zZWNzQgoKCF93b3JrZGlyQgsKCV9wdHlfaW5mbyIXChVUYXNrRXhlY1N0YXJ0UmVzcG9uc2UiaAoZVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIhwKGlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlIp0BChhUYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBm9mZnNldBgDIAEoBBJPCg9maWxlX2Rlc2NyaXB0b3IYBCABKA4yNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvciIpChlUYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlEgwKBGRhdGEYASABKAwiNwoTVGFza0V4ZWNXYWl0UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiRwoUVGFza0V4ZWNXYWl0UmVzcG9uc2USDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAQg0KC2V4aXRfc3RhdHVzIkwKGVRhc2tNb3VudERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhAKCGltYWdlX2lkGAMgASgJIj0KHFRhc2tTbmFwc2hvdERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMIjEKHVRhc2tTbmFwc2hvdERpcmVjdG9yeVJlc3BvbnNlEhAKCGltYWdlX2lkGAEgASgJKoEBChRUYXNrRXhlY1N0ZGVyckNvbmZpZxIjCh9UQVNLX0VYRUNfU1RERVJSX0NPTkZJR19ERVZOVUxMEAASIAocVEFTS19FWEVDX1NUREVSUl9DT05GSUdfUElQRRABEiIKHlRBU0tfRVhFQ19TVERFUlJfQ09ORklHX1NURE9VVBACKnUKG1Rhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvchIqCiZUQVNLX0VYRUNfU1RESU9fRklMRV9ERVNDUklQVE9SX1NURE9VVBAAEioKJlRBU0tfRVhFQ19TVERJT19GSUxFX0RFU0NSSVBUT1JfU1RERVJSEAEqXQoUVGFza0V4ZWNTdGRvdXRDb25maWcSIwofVEFTS19FWEVDX1NURE9VVF9DT05GSUdfREVWTlVMTBAAEiAKHFRBU0tfRVhFQ19TVERPVVRfQ09ORklHX1BJUEUQATLhBgoRVGFza0NvbW1hbmRSb3V0ZXISbwoMVGFza0V4ZWNQb2xsEi4ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1BvbGxSZXF1ZXN0Gi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1BvbGxSZXNwb25zZRJyCg1UYXNrRXhlY1N0YXJ0Ei8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0YXJ0UmVxdWVzdBowLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGFydFJlc3BvbnNlEoEBChJUYXNrRXhlY1N0ZGluV3JpdGUSNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVJlcXVlc3QaNS5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlEoABChFUYXNrRXhlY1N0ZGlvUmVhZBIzLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpb1JlYWRSZXF1ZXN0GjQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlMAESbwoMVGFza0V4ZWNXYWl0Ei4ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1dhaXRSZXF1ZXN0Gi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1dhaXRSZXNwb25zZRJiChJUYXNrTW91bnREaXJlY3RvcnkSNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tNb3VudERpcmVjdG9yeVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSigEKFVRhc2tTbmFwc2hvdERpcmVjdG9yeRI3Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RGlyZWN0b3J5UmVxdWVzdBo4Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RGlyZWN0b3J5UmVzcG9uc2VCJlokZ2l0aHViLmNvbS9tb2RhbC1sYWJzL21vZGFsL2dvL3Byb3RvYgZwcm90bzM", [file_google_protobuf_empty, file_modal_proto_api]);
+  fileDesc("CiVtb2RhbF9wcm90by90YXNrX2NvbW1hbmRfcm91dGVyLnByb3RvEhltb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyIjcKE1Rhc2tFeGVjUG9sbFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIkcKFFRhc2tFeGVjUG9sbFJlc3BvbnNlEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIAEINCgtleGl0X3N0YXR1cyKSAwoUVGFza0V4ZWNTdGFydFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEhQKDGNvbW1hbmRfYXJncxgDIAMoCRJGCg1zdGRvdXRfY29uZmlnGAQgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZG91dENvbmZpZxJGCg1zdGRlcnJfY29uZmlnGAUgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGVyckNvbmZpZxIZCgx0aW1lb3V0X3NlY3MYBiABKA1IAIgBARIUCgd3b3JrZGlyGAcgASgJSAGIAQESEgoKc2VjcmV0X2lkcxgIIAMoCRIsCghwdHlfaW5mbxgJIAEoCzIVLm1vZGFsLmNsaWVudC5QVFlJbmZvSAKIAQESFQoNcnVudGltZV9kZWJ1ZxgKIAEoCEIPCg1fdGltZW91dF9zZWNzQgoKCF93b3JrZGlyQgsKCV9wdHlfaW5mbyIXChVUYXNrRXhlY1N0YXJ0UmVzcG9uc2UiaAoZVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIhwKGlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlIp0BChhUYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBm9mZnNldBgDIAEoBBJPCg9maWxlX2Rlc2NyaXB0b3IYBCABKA4yNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvciIpChlUYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlEgwKBGRhdGEYASABKAwiNwoTVGFza0V4ZWNXYWl0UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiRwoUVGFza0V4ZWNXYWl0UmVzcG9uc2USDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAQg0KC2V4aXRfc3RhdHVzIkwKGVRhc2tNb3VudERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhAKCGltYWdlX2lkGAMgASgJInwKHFRhc2tTbmFwc2hvdERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhMKC3NuYXBzaG90X2lkGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIjEKHVRhc2tTbmFwc2hvdERpcmVjdG9yeVJlc3BvbnNlEhAKCGltYWdlX2lkGAEgASgJIjwKG1Rhc2tVbm1vdW50RGlyZWN0b3J5UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEgwKBHBhdGgYAiABKAwibwodVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIYCgt0dGxfc2Vjb25kcxgDIAEoA0gAiAEBQg4KDF90dGxfc2Vjb25kcyIyCh5UYXNrU25hcHNob3RGaWxlc3lzdGVtUmVzcG9uc2USEAoIaW1hZ2VfaWQYASABKAkqgQEKFFRhc2tFeGVjU3RkZXJyQ29uZmlnEiMKH1RBU0tfRVhFQ19TVERFUlJfQ09ORklHX0RFVk5VTEwQABIgChxUQVNLX0VYRUNfU1RERVJSX0NPTkZJR19QSVBFEAESIgoeVEFTS19FWEVDX1NUREVSUl9DT05GSUdfU1RET1VUEAIqdQobVGFza0V4ZWNTdGRpb0ZpbGVEZXNjcmlwdG9yEioKJlRBU0tfRVhFQ19TVERJT19GSUxFX0RFU0NSSVBUT1JfU1RET1VUEAASKgomVEFTS19FWEVDX1NURElPX0ZJTEVfREVTQ1JJUFRPUl9TVERFUlIQASpdChRUYXNrRXhlY1N0ZG91dENvbmZpZxIjCh9UQVNLX0VYRUNfU1RET1VUX0NPTkZJR19ERVZOVUxMEAASIAocVEFTS19FWEVDX1NURE9VVF9DT05GSUdfUElQRRABMtkIChFUYXNrQ29tbWFuZFJvdXRlchJvCgxUYXNrRXhlY1BvbGwSLi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjUG9sbFJlcXVlc3QaLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjUG9sbFJlc3BvbnNlEnIKDVRhc2tFeGVjU3RhcnQSLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RhcnRSZXF1ZXN0GjAubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0YXJ0UmVzcG9uc2USgQEKElRhc2tFeGVjU3RkaW5Xcml0ZRI0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBo1Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpbldyaXRlUmVzcG9uc2USgAEKEVRhc2tFeGVjU3RkaW9SZWFkEjMubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QaNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9SZWFkUmVzcG9uc2UwARJvCgxUYXNrRXhlY1dhaXQSLi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjV2FpdFJlcXVlc3QaLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjV2FpdFJlc3BvbnNlEmIKElRhc2tNb3VudERpcmVjdG9yeRI0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza01vdW50RGlyZWN0b3J5UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRKKAQoVVGFza1NuYXBzaG90RGlyZWN0b3J5EjcubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3REaXJlY3RvcnlSZXF1ZXN0GjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3REaXJlY3RvcnlSZXNwb25zZRJmChRUYXNrVW5tb3VudERpcmVjdG9yeRI2Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1VubW91bnREaXJlY3RvcnlSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5Eo0BChZUYXNrU25hcHNob3RGaWxlc3lzdGVtEjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3RGaWxlc3lzdGVtUmVxdWVzdBo5Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlc3BvbnNlQiZaJGdpdGh1Yi5jb20vbW9kYWwtbGFicy9tb2RhbC9nby9wcm90b2IGcHJvdG8z", [file_google_protobuf_empty, file_modal_proto_api]);
 
 /**
  * @generated from message modal.task_command_router.TaskExecPollRequest
@@ -396,6 +396,20 @@ export type TaskSnapshotDirectoryRequest = Message<"modal.task_command_router.Ta
    * @generated from field: bytes path = 2;
    */
   path: Uint8Array;
+
+  /**
+   * Added later upstream: idempotency key (the same id returns the same image).
+   *
+   * @generated from field: string snapshot_id = 3;
+   */
+  snapshotId: string;
+
+  /**
+   * Added later upstream: lifetime of the image; -1 never expires, unset = 30 days renewed on use.
+   *
+   * @generated from field: optional int64 ttl_seconds = 4;
+   */
+  ttlSeconds?: bigint | undefined;
 };
 
 /**
@@ -421,6 +435,78 @@ export type TaskSnapshotDirectoryResponse = Message<"modal.task_command_router.T
  */
 export const TaskSnapshotDirectoryResponseSchema: GenMessage<TaskSnapshotDirectoryResponse> = /*@__PURE__*/
   messageDesc(file_modal_proto_task_command_router, 12);
+
+/**
+ * Added later upstream.
+ *
+ * @generated from message modal.task_command_router.TaskUnmountDirectoryRequest
+ */
+export type TaskUnmountDirectoryRequest = Message<"modal.task_command_router.TaskUnmountDirectoryRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: bytes path = 2;
+   */
+  path: Uint8Array;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskUnmountDirectoryRequest.
+ * Use `create(TaskUnmountDirectoryRequestSchema)` to create a new message.
+ */
+export const TaskUnmountDirectoryRequestSchema: GenMessage<TaskUnmountDirectoryRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 13);
+
+/**
+ * Added later upstream.
+ *
+ * @generated from message modal.task_command_router.TaskSnapshotFilesystemRequest
+ */
+export type TaskSnapshotFilesystemRequest = Message<"modal.task_command_router.TaskSnapshotFilesystemRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: optional int64 ttl_seconds = 3;
+   */
+  ttlSeconds?: bigint | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSnapshotFilesystemRequest.
+ * Use `create(TaskSnapshotFilesystemRequestSchema)` to create a new message.
+ */
+export const TaskSnapshotFilesystemRequestSchema: GenMessage<TaskSnapshotFilesystemRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 14);
+
+/**
+ * Added later upstream.
+ *
+ * @generated from message modal.task_command_router.TaskSnapshotFilesystemResponse
+ */
+export type TaskSnapshotFilesystemResponse = Message<"modal.task_command_router.TaskSnapshotFilesystemResponse"> & {
+  /**
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSnapshotFilesystemResponse.
+ * Use `create(TaskSnapshotFilesystemResponseSchema)` to create a new message.
+ */
+export const TaskSnapshotFilesystemResponseSchema: GenMessage<TaskSnapshotFilesystemResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 15);
 
 /**
  * @generated from enum modal.task_command_router.TaskExecStderrConfig
@@ -578,6 +664,26 @@ export const TaskCommandRouter: GenService<{
     methodKind: "unary";
     input: typeof TaskSnapshotDirectoryRequestSchema;
     output: typeof TaskSnapshotDirectoryResponseSchema;
+  },
+  /**
+   * Added later upstream: unmount a directory mounted by TaskMountDirectory.
+   *
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskUnmountDirectory
+   */
+  taskUnmountDirectory: {
+    methodKind: "unary";
+    input: typeof TaskUnmountDirectoryRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Added later upstream: snapshot the task's whole root filesystem into a new image.
+   *
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskSnapshotFilesystem
+   */
+  taskSnapshotFilesystem: {
+    methodKind: "unary";
+    input: typeof TaskSnapshotFilesystemRequestSchema;
+    output: typeof TaskSnapshotFilesystemResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_modal_proto_task_command_router, 0);

@@ -4,6 +4,7 @@ import { constants, userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
 import type { Writable } from "node:stream";
 import type { ExitStatus, Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
+import { spawnHostPty } from "./host-pty.ts";
 
 export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -44,6 +45,7 @@ export class HostRuntime implements Runtime {
   }
 
   spawn(_taskId: string, spec: SpawnSpec): Proc {
+    if (spec.pty) return spawnHostPty(spec);
     return spawnHostProcess(spec);
   }
 }

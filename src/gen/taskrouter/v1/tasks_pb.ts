@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIpUBCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0iNQoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpaCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIvMBCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SEwoLc3RvcF9yZWFzb24YCiABKAkSFAoMbWVtb3J5X2J5dGVzGAsgASgEEgwKBGNwdXMYDCABKAESEgoKcGlkc19saW1pdBgNIAEoDRIPCgduZXR3b3JrGA4gASgJIn4KEUNyZWF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDwoHcnVudGltZRgCIAEoCRIUCgxtZW1vcnlfYnl0ZXMYCiABKAQSDAoEY3B1cxgLIAEoARISCgpwaWRzX2xpbWl0GAwgASgNEg8KB25ldHdvcmsYDSABKAkiNwoSQ3JlYXRlVGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siIQoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSI0Cg9HZXRUYXNrUmVzcG9uc2USIQoEdGFzaxgBIAEoCzITLnRhc2tyb3V0ZXIudjEuVGFzayISChBMaXN0VGFza3NSZXF1ZXN0IjcKEUxpc3RUYXNrc1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMudGFza3JvdXRlci52MS5UYXNrIicKFFRlcm1pbmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiFwoVVGVybWluYXRlVGFza1Jlc3BvbnNlKnIKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9SVU5OSU5HEAESGQoVVEFTS19TVEFURV9URVJNSU5BVEVEEAISFgoSVEFTS19TVEFURV9TVE9QUEVEEAMy0AIKBVRhc2tzElEKCkNyZWF0ZVRhc2sSIC50YXNrcm91dGVyLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GiEudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoHR2V0VGFzaxIdLnRhc2tyb3V0ZXIudjEuR2V0VGFza1JlcXVlc3QaHi50YXNrcm91dGVyLnYxLkdldFRhc2tSZXNwb25zZRJOCglMaXN0VGFza3MSHy50YXNrcm91dGVyLnYxLkxpc3RUYXNrc1JlcXVlc3QaIC50YXNrcm91dGVyLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEloKDVRlcm1pbmF0ZVRhc2sSIy50YXNrcm91dGVyLnYxLlRlcm1pbmF0ZVRhc2tSZXF1ZXN0GiQudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -57,6 +57,36 @@ export type Task = Message<"taskrouter.v1.Task"> & {
    * @generated from field: uint32 exec_count = 6;
    */
   execCount: number;
+
+  /**
+   * Fields 10-19: limits and state of isolated (runc) tasks.
+   * When state is STOPPED: why, if known ("oom": it hit its memory limit; "exited").
+   *
+   * @generated from field: string stop_reason = 10;
+   */
+  stopReason: string;
+
+  /**
+   * The limits and network the task was created with (0 / empty: none / the default).
+   *
+   * @generated from field: uint64 memory_bytes = 11;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * @generated from field: double cpus = 12;
+   */
+  cpus: number;
+
+  /**
+   * @generated from field: uint32 pids_limit = 13;
+   */
+  pidsLimit: number;
+
+  /**
+   * @generated from field: string network = 14;
+   */
+  network: string;
 };
 
 /**
@@ -83,6 +113,36 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
    * @generated from field: string runtime = 2;
    */
   runtime: string;
+
+  /**
+   * Fields 10-19: limits and network of isolated (runc) tasks; 0 / empty: none / the default.
+   * The host runtime enforces none of them and refuses a request that sets one.
+   * Memory limit in bytes (swap included); an exec the OOM killer ends has cause OOM.
+   *
+   * @generated from field: uint64 memory_bytes = 10;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * CPU limit in cores (e.g. 0.5).
+   *
+   * @generated from field: double cpus = 11;
+   */
+  cpus: number;
+
+  /**
+   * Maximum number of processes and threads in the task.
+   *
+   * @generated from field: uint32 pids_limit = 12;
+   */
+  pidsLimit: number;
+
+  /**
+   * "none" (the default): own network namespace with loopback only; "host": the machine's.
+   *
+   * @generated from field: string network = 13;
+   */
+  network: string;
 };
 
 /**
@@ -221,6 +281,14 @@ export enum TaskState {
    * @generated from enum value: TASK_STATE_TERMINATED = 2;
    */
   TERMINATED = 2,
+
+  /**
+   * The task's container died (its init exited or was killed): execs in it
+   * fail with FAILED_PRECONDITION until it is terminated.
+   *
+   * @generated from enum value: TASK_STATE_STOPPED = 3;
+   */
+  STOPPED = 3,
 }
 
 /**

@@ -1,0 +1,80 @@
+import { SignJWT } from "jose";
+import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
+import { SIGNING_ALG, type SigningKey } from "./keys.ts";
+
+/** The claim that names the one task a token reaches. */
+export const TASK_CLAIM = "task_id";
+/** The scope (in the space-separated `scope` claim) of admin tokens. */
+export const ADMIN_SCOPE = "taskrouter:admin";
+/** The `iss` of tokens this router mints (informational; not checked). */
+export const ISSUER = "taskrouter";
+
+/** Who a verified token speaks for. */
+export type Principal = { kind: "admin" } | { kind: "task"; taskId: string };
+
+/** What a call needs: one task (TaskCommandRouter calls) or the admin scope. */
+export type Need = { task: string } | "admin";
+
+/** Whom to mint a token for. */
+export type Subject = { task: string } | { admin: true };
+
+/**
+ * Mints a token signed with the router's key: `task_id` (task tokens) or
+ * `scope: "taskrouter:admin"` (admin tokens), `iat`, `exp` (now + `ttlMs`),
+ * `iss: "taskrouter"`, and `aud` when `audience` is given. InvalidArgument
+ * for an empty task id or a TTL that is not positive.
+ */
+export async function issueToken(
+  key: SigningKey,
+  subject: Subject,
+  ttlMs: number,
+  opts: { audience?: string | undefined } = {},
+): Promise<string> {
+  if (!(ttlMs > 0)) throw new InvalidArgumentError("the token's TTL must be positive");
+  const claims: Record<string, string> =
+    "task" in subject ? { [TASK_CLAIM]: subject.task } : { scope: ADMIN_SCOPE };
+  if ("task" in subject && subject.task === "") {
+    throw new InvalidArgumentError("the task id must not be empty");
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: SIGNING_ALG, kid: key.kid, typ: "JWT" })
+    .setIssuer(ISSUER)
+    .setIssuedAt(now)
+    .setExpirationTime(now + Math.max(1, Math.round(ttlMs / 1000)));
+  if (opts.audience) jwt.setAudience(opts.audience);
+  return jwt.sign(key.privateKey);
+}
+
+/**
+ * Reads who a verified payload speaks for: admin when its `scope` holds
+ * `taskrouter:admin`, else the task of its `task_id`. PermissionDenied for a
+ * valid token that grants neither (refreshing it would not help, so it is not
+ * UNAUTHENTICATED).
+ */
+export function principalOf(payload: Record<string, unknown>): Principal {
+  const scope = payload.scope;
+  if (typeof scope === "string" && scope.split(" ").includes(ADMIN_SCOPE)) return { kind: "admin" };
+  const task = payload[TASK_CLAIM];
+  if (typeof task === "string" && task !== "") return { kind: "task", taskId: task };
+  throw new PermissionDeniedError(
+    `token grants no access: it has neither a "${TASK_CLAIM}" claim nor the "${ADMIN_SCOPE}" scope`,
+  );
+}
+
+/**
+ * Throws PermissionDenied unless `who` may make a call that needs `need`:
+ * admin tokens reach the admin services and every task; a task token reaches
+ * only its own task.
+ */
+export function authorize(who: Principal, need: Need): void {
+  if (who.kind === "admin") return;
+  if (need === "admin") {
+    throw new PermissionDeniedError("this call needs an admin token; a task token was given");
+  }
+  if (need.task !== who.taskId) {
+    throw new PermissionDeniedError(
+      `the token is for task ${JSON.stringify(who.taskId)}, not ${JSON.stringify(need.task)}`,
+    );
+  }
+}

@@ -1,0 +1,305 @@
+import { randomBytes } from "node:crypto";
+import { chmod, lchown, lutimes, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { NotFoundError } from "../errors.ts";
+import { writeFileAtomic } from "./fs-util.ts";
+import type { ImageStore } from "./image-store.ts";
+import type { Manifest } from "./manifest.ts";
+import { type CopyPlacement, copyIn, copyOut } from "./mounts-copy.ts";
+import {
+  detachMount,
+  detachOverlay,
+  mountOverlay,
+  overlayMounted,
+  overlayRoot,
+} from "./overlay.ts";
+import type { BinPath } from "./paths.ts";
+import { type FsRoot, resolveDir } from "./resolve.ts";
+import { Mutex } from "./rwlock.ts";
+import { CAN_CHOWN, ensureUnpacked, timeOf } from "./unpack.ts";
+
+/** A mount made by TaskMountDirectory, persisted in `<images>/mounts/<id>/mount.json`. */
+export interface MountRecord {
+  id: string;
+  taskId: string;
+  /** "" for an empty directory. */
+  imageId: string;
+  /** The request path (bytes, base64), for listings and messages. */
+  pathB64: string;
+  /** Device and inode of the mounted root: a directory is this mount's root iff both match. */
+  dev: number;
+  ino: number;
+  createdAtMs: number;
+  /** Copy mode (no overlay): where the copy is and what it hid. */
+  copy?: CopyPlacement;
+}
+
+/**
+ * The overlay mounts of every task. Each mount has its own writable layer
+ * (`<images>/mounts/<id>/upper`, with `work`) over the image unpacked once
+ * into the store's cache (or an empty directory), so mounting costs the same
+ * whatever the image's size once unpacked. The image is held (`acquire`)
+ * while mounted so gc and delete leave it alone.
+ *
+ * Unmounting finds a mount by the device and inode of its root and detaches
+ * it through an open handle of that very directory, so a path a task renamed
+ * or redirected with symlinks can never make us unmount something else.
+ */
+export class MountManager {
+  private readonly byId = new Map<string, MountRecord>();
+  private readonly taskLocks = new Map<string, Mutex>();
+  private readonly holds = new Map<string, { count: number; gone: MountRecord | undefined }>();
+  readonly dir: string;
+  /** "overlay" (root) or "copy" (not root: the tree is copied in, see mounts-copy.ts). */
+  readonly mode: "overlay" | "copy";
+
+  constructor(
+    private readonly store: ImageStore,
+    opts: { mode?: "overlay" | "copy" } = {},
+  ) {
+    this.dir = join(store.root, "mounts");
+    this.mode = opts.mode ?? (CAN_CHOWN ? "overlay" : "copy");
+  }
+
+  /** Serializes the mount operations of one task. */
+  withTask<T>(taskId: string, fn: () => Promise<T>): Promise<T> {
+    let m = this.taskLocks.get(taskId);
+    if (!m) {
+      m = new Mutex();
+      this.taskLocks.set(taskId, m);
+    }
+    return m.run(fn);
+  }
+
+  /**
+   * Loads the records a previous router left: mounts of tasks `keep` accepts
+   * are adopted, the others are detached and removed.
+   */
+  async init(keep: (rec: MountRecord) => boolean): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.store.root, "empty"), { recursive: true, mode: 0o755 });
+    for (const id of await readdir(this.dir)) {
+      const rec = await readFile(join(this.dir, id, "mount.json"), "utf8")
+        .then((s) => JSON.parse(s) as MountRecord)
+        .catch(() => undefined);
+      if (rec && rec.id === id && keep(rec)) {
+        this.byId.set(id, rec);
+        if (rec.imageId) this.store.acquire(rec.imageId);
+      } else {
+        if (rec?.copy) await copyOut(rec.copy);
+        else await detachOverlay(id, rec?.dev);
+        await rm(join(this.dir, id), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** The mounts of `taskId` (every task when undefined). */
+  list(taskId?: string): MountRecord[] {
+    return [...this.byId.values()].filter((r) => taskId === undefined || r.taskId === taskId);
+  }
+
+  /** The upper layer directory of a mount. */
+  upperOf(rec: MountRecord): string {
+    return join(this.dir, rec.id, "upper");
+  }
+
+  /** The mount of `taskId` whose root is the directory with this device and inode. */
+  mountAt(taskId: string, st: { dev: number; ino: number }): MountRecord | undefined {
+    return this.list(taskId).find((r) => r.dev === st.dev && r.ino === st.ino);
+  }
+
+  /**
+   * Mounts `manifest` (image `imageId`, "" for empty) at the path `components`
+   * inside `fsRoot`, creating missing directories; a mount of ours already
+   * there is replaced. The caller holds `withTask(taskId)`.
+   */
+  async mount(
+    taskId: string,
+    fsRoot: FsRoot,
+    components: readonly BinPath[],
+    imageId: string,
+    manifest: Manifest,
+  ): Promise<MountRecord> {
+    if (this.mode === "copy") return this.mountCopy(taskId, fsRoot, components, imageId, manifest);
+    if (imageId) this.store.acquire(imageId);
+    let rec: MountRecord | undefined;
+    try {
+      const lower = imageId ? await ensureUnpacked(this.store, imageId) : "";
+      let target = await resolveDir(fsRoot, components, { create: true });
+      const st = await target.fh.stat();
+      const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
+      if (old) {
+        await this.detach(old, target.fh.fd);
+        await target.fh.close();
+        target = await resolveDir(fsRoot, components, { create: true });
+      }
+      try {
+        const id = `mnt-${randomBytes(8).toString("hex")}`;
+        const base = join(this.dir, id);
+        await mkdir(join(base, "work"), { recursive: true, mode: 0o700 });
+        const upper = join(base, "upper");
+        await mkdir(upper, { mode: 0o755 });
+        // The mount's root shows the upper directory's attributes: give it the image root's.
+        const root = imageId ? manifest.entries[0] : undefined;
+        if (root) {
+          if (CAN_CHOWN) await lchown(upper, root.uid, root.gid);
+          await chmod(upper, root.mode);
+          await lutimes(upper, timeOf(root.mtimeNs), timeOf(root.mtimeNs));
+        }
+        rec = {
+          id,
+          taskId,
+          imageId,
+          pathB64: Buffer.from(`/${components.join("/")}`, "latin1").toString("base64"),
+          dev: 0,
+          ino: 0,
+          createdAtMs: Date.now(),
+        };
+        await this.save(rec);
+        await mountOverlay(target.fh.fd, {
+          cwd: this.store.root,
+          lower: imageId ? lower.slice(this.store.root.length + 1) : "empty",
+          upper: `mounts/${id}/upper`,
+          work: `mounts/${id}/work`,
+        });
+        const mounted = await overlayRoot(id);
+        rec.dev = mounted.dev;
+        rec.ino = mounted.ino;
+        await this.save(rec);
+        this.byId.set(id, rec);
+        return rec;
+      } finally {
+        await target.fh.close();
+      }
+    } catch (err) {
+      if (rec && !this.byId.has(rec.id)) {
+        await detachOverlay(rec.id);
+        await rm(join(this.dir, rec.id), { recursive: true, force: true });
+      }
+      if (imageId) this.store.release(imageId);
+      throw err;
+    }
+  }
+
+  /** Copy mode: replaces a copy already there, then copies the tree in (mounts-copy.ts). */
+  private async mountCopy(
+    taskId: string,
+    fsRoot: FsRoot,
+    components: readonly BinPath[],
+    imageId: string,
+    manifest: Manifest,
+  ): Promise<MountRecord> {
+    const existing = await resolveDir(fsRoot, components, { create: false }).catch(() => undefined);
+    if (existing) {
+      const st = await existing.fh.stat();
+      await existing.fh.close();
+      const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
+      if (old) await this.detach(old, -1);
+    }
+    const id = `mnt-${randomBytes(8).toString("hex")}`;
+    const store = this.store;
+    const copy = await store.lock.shared(() => copyIn(store, fsRoot, components, manifest, id));
+    const rec: MountRecord = {
+      id,
+      taskId,
+      imageId,
+      pathB64: Buffer.from(`/${components.join("/")}`, "latin1").toString("base64"),
+      dev: copy.dev,
+      ino: copy.ino,
+      createdAtMs: Date.now(),
+      copy,
+    };
+    await mkdir(join(this.dir, id), { recursive: true, mode: 0o700 });
+    await this.save(rec);
+    this.byId.set(id, rec);
+    return rec;
+  }
+
+  private async save(rec: MountRecord): Promise<void> {
+    // Mounts do not outlive a reboot, and a router crash keeps the page cache: no fsync.
+    await writeFileAtomic(
+      join(this.dir, rec.id, "mount.json"),
+      Buffer.from(JSON.stringify(rec)),
+      this.store.tmpDir,
+      { durable: false },
+    );
+  }
+
+  /**
+   * Unmounts our mount at `components` (what it hid reappears; its writes
+   * are dropped). NotFound when there is no mount of ours there.
+   */
+  async unmount(taskId: string, fsRoot: FsRoot, components: readonly BinPath[]): Promise<void> {
+    const target = await resolveDir(fsRoot, components, { create: false });
+    try {
+      const st = await target.fh.stat();
+      const rec = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
+      if (!rec) {
+        throw new NotFoundError(
+          `no directory is mounted at ${Buffer.from(`/${components.join("/")}`, "latin1").toString()}`,
+        );
+      }
+      await this.detach(rec, target.fh.fd);
+    } finally {
+      await target.fh.close();
+    }
+  }
+
+  /** Detaches `rec` (its root open as `fd`), then forgets it and any mount that went with it. */
+  private async detach(rec: MountRecord, fd: number): Promise<void> {
+    if (rec.copy) {
+      await copyOut(rec.copy);
+      await this.forget(rec);
+      return;
+    }
+    await detachMount(fd);
+    await this.forget(rec);
+    for (const other of this.list(rec.taskId)) {
+      if (!other.copy && !(await overlayMounted(other.id))) await this.forget(other);
+    }
+  }
+
+  private async forget(rec: MountRecord): Promise<void> {
+    this.byId.delete(rec.id);
+    const held = this.holds.get(rec.id);
+    if (held) {
+      held.gone = rec; // the last hold removes its layer
+      return;
+    }
+    await this.removeLayer(rec);
+  }
+
+  private async removeLayer(rec: MountRecord): Promise<void> {
+    await rm(join(this.dir, rec.id), { recursive: true, force: true });
+    if (rec.imageId) this.store.release(rec.imageId);
+  }
+
+  /**
+   * Keeps a mount's layer (and its image) while a snapshot reads it, even if
+   * the mount is removed meanwhile; call the returned function when done.
+   */
+  hold(rec: MountRecord): () => Promise<void> {
+    const h = this.holds.get(rec.id) ?? { count: 0, gone: undefined };
+    h.count++;
+    this.holds.set(rec.id, h);
+    let done = false;
+    return async () => {
+      if (done) return;
+      done = true;
+      if (--h.count > 0) return;
+      this.holds.delete(rec.id);
+      if (h.gone) await this.removeLayer(h.gone);
+    };
+  }
+
+  /** Removes every mount of `taskId` (task teardown). Never throws for a mount already gone. */
+  async teardownTask(taskId: string): Promise<void> {
+    const recs = this.list(taskId).sort((a, b) => b.createdAtMs - a.createdAtMs);
+    for (const rec of recs) {
+      if (!this.byId.has(rec.id)) continue; // went with an outer mount
+      if (rec.copy) await copyOut(rec.copy);
+      else await detachOverlay(rec.id, rec.dev);
+      await this.forget(rec);
+    }
+  }
+}

@@ -1,0 +1,191 @@
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { type FileHandle, open, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { finished } from "node:stream/promises";
+import { pack } from "tar-stream";
+import { throwIfAborted } from "../errors.ts";
+import { tmpName } from "./fs-util.ts";
+import type { ImageStore } from "./image-store.ts";
+import type { Entry } from "./manifest.ts";
+import { bin } from "./paths.ts";
+
+const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" };
+const CHUNK = 1024 * 1024;
+
+/** An export being streamed: its exact size, then its bytes. `chunks` cleans up when it ends. */
+export interface ExportStream {
+  totalBytes: number;
+  chunks: AsyncGenerator<Buffer>;
+}
+
+function tarName(e: Entry): string {
+  // Tar names are UTF-8; bytes that are not become U+FFFD (see docs/DECISIONS.md, Images).
+  return bin(e.path).toString("utf8") + (e.type === "dir" ? "/" : "");
+}
+
+/** Writes image `id` as one uncompressed tar layer into `file`; returns its digest and size. */
+async function writeLayer(store: ImageStore, id: string, file: string, signal?: AbortSignal) {
+  const manifest = await store.manifest(id);
+  const p = pack();
+  const out = createWriteStream(file);
+  const hash = createHash("sha256");
+  let size = 0;
+  p.on("data", (c: unknown) => {
+    hash.update(c as Buffer);
+    size += (c as Buffer).length;
+  });
+  p.pipe(out as unknown as NodeJS.WritableStream);
+  const done = finished(out);
+  for (const e of manifest.entries) {
+    throwIfAborted(signal);
+    if (e.path === "") continue;
+    const header = {
+      name: tarName(e),
+      mode: e.mode,
+      uid: e.uid,
+      gid: e.gid,
+      mtime: new Date(Number(e.mtimeNs / 1_000_000n)),
+    };
+    if (e.type === "dir") {
+      p.entry({ ...header, type: "directory" });
+    } else if (e.type === "symlink") {
+      p.entry({ ...header, type: "symlink", linkname: bin(e.target ?? "").toString("utf8") });
+    } else {
+      const sink = p.entry({ ...header, type: "file", size: e.size });
+      const src = createReadStream(store.blobs.path(e.digest ?? ""), { highWaterMark: CHUNK });
+      await new Promise<void>((resolve, reject) => {
+        src.once("error", reject);
+        sink.once("error", reject);
+        sink.once("finish", () => resolve());
+        src.pipe(sink as unknown as NodeJS.WritableStream);
+      });
+    }
+  }
+  p.finalize();
+  await done;
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+
+function jsonBlob(obj: unknown): { bytes: Buffer; digest: string } {
+  const bytes = Buffer.from(JSON.stringify(obj));
+  return { bytes, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}` };
+}
+
+/** Bytes a tar entry of `size` bytes takes (header plus padded data). */
+function tarBytes(size: number): number {
+  return 512 + Math.ceil(size / 512) * 512;
+}
+
+/**
+ * Exports image `id` as an OCI image archive (an OCI image layout in a tar:
+ * `oci-layout`, `index.json`, and blobs: one uncompressed layer, the config,
+ * the manifest). The layer is built into a temporary file first (under the
+ * store's shared lock); streaming then reads that file, so a slow reader
+ * never holds the store.
+ */
+export async function exportImage(
+  store: ImageStore,
+  id: string,
+  signal?: AbortSignal,
+): Promise<ExportStream> {
+  const layerFile = join(store.tmpDir, tmpName("export"));
+  let fh: FileHandle | undefined;
+  try {
+    const meta = await store.lock.shared(async () => {
+      await store.get(id);
+      const m = await store.readMeta(id);
+      const layer = await writeLayer(store, id, layerFile, signal);
+      return { layer, createdAtMs: m?.createdAtMs ?? 0, fh: await open(layerFile, "r") };
+    });
+    fh = meta.fh;
+    await rm(layerFile, { force: true }); // the open handle keeps the bytes
+    const { layer } = meta;
+    const config = jsonBlob({
+      created: new Date(meta.createdAtMs).toISOString(),
+      architecture: GOARCH[process.arch] ?? process.arch,
+      os: "linux",
+      config: {},
+      rootfs: { type: "layers", diff_ids: [layer.digest] },
+    });
+    const manifest = jsonBlob({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: {
+        mediaType: "application/vnd.oci.image.config.v1+json",
+        digest: config.digest,
+        size: config.bytes.length,
+      },
+      layers: [
+        {
+          mediaType: "application/vnd.oci.image.layer.v1.tar",
+          digest: layer.digest,
+          size: layer.size,
+        },
+      ],
+    });
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.index.v1+json",
+        manifests: [
+          {
+            mediaType: "application/vnd.oci.image.manifest.v1+json",
+            digest: manifest.digest,
+            size: manifest.bytes.length,
+            annotations: { "org.opencontainers.image.ref.name": id },
+          },
+        ],
+      }),
+    );
+    const layout = Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+    const small: [string, Buffer][] = [
+      ["oci-layout", layout],
+      ["index.json", index],
+      [`blobs/sha256/${config.digest.slice(7)}`, config.bytes],
+      [`blobs/sha256/${manifest.digest.slice(7)}`, manifest.bytes],
+    ];
+    const total =
+      small.reduce((n, [, b]) => n + tarBytes(b.length), 0) + tarBytes(layer.size) + 1024;
+    const chunks = archiveChunks(small, layer, meta.fh);
+    fh = undefined;
+    return { totalBytes: total, chunks };
+  } catch (err) {
+    await fh?.close();
+    await rm(layerFile, { force: true });
+    throw err;
+  }
+}
+
+async function* archiveChunks(
+  small: [string, Buffer][],
+  layer: { digest: string; size: number },
+  fh: FileHandle,
+): AsyncGenerator<Buffer> {
+  const p = pack();
+  try {
+    const feed = (async () => {
+      for (const [name, bytes] of small) p.entry({ name, mode: 0o644, mtime: new Date(0) }, bytes);
+      const sink = p.entry({
+        name: `blobs/sha256/${layer.digest.slice(7)}`,
+        mode: 0o644,
+        size: layer.size,
+        mtime: new Date(0),
+      });
+      const src = fh.createReadStream({ start: 0, highWaterMark: CHUNK, autoClose: false });
+      await new Promise<void>((resolve, reject) => {
+        src.once("error", reject);
+        sink.once("error", reject);
+        sink.once("finish", () => resolve());
+        src.pipe(sink as unknown as NodeJS.WritableStream);
+      });
+      p.finalize();
+    })();
+    feed.catch((err: unknown) => p.destroy(err as Error));
+    for await (const chunk of p) yield chunk as Buffer;
+    await feed;
+  } finally {
+    p.destroy();
+    await fh.close();
+  }
+}

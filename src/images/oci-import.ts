@@ -1,0 +1,186 @@
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { extract } from "tar-stream";
+import { InvalidArgumentError, throwIfAborted } from "../errors.ts";
+import { errCode, tmpName } from "./fs-util.ts";
+import type { ImageStore } from "./image-store.ts";
+import { TreeBuilder, tarPath } from "./layers.ts";
+import { bin } from "./paths.ts";
+import type { TtlPolicy } from "./ttl.ts";
+
+export interface ImportOptions {
+  /** "archive": OCI image layout or `docker save` tar; "tree": a tar of a plain directory. */
+  format: "archive" | "tree";
+  ttl: TtlPolicy;
+  source: string;
+  signal?: AbortSignal;
+}
+
+/** A readable of `file`, gunzipped when it is gzip; zstd is refused (Node 20 cannot read it). */
+async function openMaybeCompressed(file: string): Promise<Readable> {
+  const fh = await open(file, "r");
+  const head = Buffer.alloc(4);
+  await fh.read(head, 0, 4, 0);
+  await fh.close();
+  const raw = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  if (head[0] === 0x1f && head[1] === 0x8b) {
+    const gz = createGunzip();
+    raw.once("error", (err) => gz.destroy(err));
+    return raw.pipe(gz);
+  }
+  if (head.readUInt32LE(0) === 0xfd2fb528) {
+    raw.destroy();
+    throw new InvalidArgumentError("zstd-compressed layers are not supported (use gzip or none)");
+  }
+  return raw;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+  }
+  return `sha256:${hash.digest("hex")}`;
+}
+
+/** Unpacks the regular files of an outer archive into `dir` (names kept inside it). */
+async function extractOuter(file: string, dir: string): Promise<void> {
+  const ex = extract();
+  const src = await openMaybeCompressed(file);
+  src.once("error", (err) => ex.destroy(err));
+  src.pipe(ex as unknown as NodeJS.WritableStream);
+  for await (const entry of ex) {
+    const h = entry.header;
+    if (h.type !== "file" && h.type !== "contiguous-file") {
+      entry.resume();
+      continue;
+    }
+    const rel = tarPath(h.name);
+    if (rel === "") {
+      entry.resume();
+      continue;
+    }
+    const dest = Buffer.concat([Buffer.from(`${dir}/`), bin(rel)]);
+    await mkdir(dirname(dest.toString("latin1")), { recursive: true });
+    await pipeline(entry, createWriteStream(dest));
+  }
+}
+
+interface Descriptor {
+  mediaType?: string;
+  digest?: string;
+  platform?: { os?: string; architecture?: string };
+}
+
+const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" };
+
+async function readJson<T>(file: string): Promise<T> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as T;
+  } catch (err) {
+    const what = errCode(err) === "ENOENT" ? "missing" : "not valid JSON";
+    throw new InvalidArgumentError(`archive: ${file.split("/").slice(-3).join("/")} is ${what}`);
+  }
+}
+
+function blobPath(dir: string, digest: string | undefined): string {
+  const m = /^(sha256):([0-9a-f]{64})$/.exec(digest ?? "");
+  if (!m) throw new InvalidArgumentError(`archive: unsupported digest ${JSON.stringify(digest)}`);
+  return join(dir, "blobs", m[1] as string, m[2] as string);
+}
+
+/** The layer files (in order) and their digests of an unpacked OCI layout or docker save. */
+async function findLayers(dir: string): Promise<{ file: string; digest?: string }[]> {
+  const hasOci = await readFile(join(dir, "oci-layout")).then(
+    () => true,
+    () => false,
+  );
+  if (hasOci) {
+    let desc: Descriptor | undefined;
+    let doc = await readJson<{ manifests?: Descriptor[] }>(join(dir, "index.json"));
+    for (let depth = 0; depth < 4; depth++) {
+      const list = doc.manifests ?? [];
+      const arch = GOARCH[process.arch] ?? process.arch;
+      desc =
+        list.find((m) => m.platform?.os === "linux" && m.platform.architecture === arch) ??
+        list.find((m) => !m.platform || m.platform.os === "linux") ??
+        list[0];
+      if (!desc) throw new InvalidArgumentError("archive: the OCI index lists no image");
+      if (!/index/.test(desc.mediaType ?? "")) break;
+      doc = await readJson(blobPath(dir, desc.digest));
+    }
+    const manifest = await readJson<{ layers?: Descriptor[] }>(blobPath(dir, desc?.digest));
+    return (manifest.layers ?? []).map((l) => ({
+      file: blobPath(dir, l.digest),
+      digest: l.digest as string,
+    }));
+  }
+  const docker = await readJson<{ Layers?: string[] }[]>(join(dir, "manifest.json")).catch(() => {
+    throw new InvalidArgumentError(
+      "not an image archive: no oci-layout (OCI image layout) or manifest.json (docker save)",
+    );
+  });
+  const first = docker[0];
+  if (!first?.Layers) throw new InvalidArgumentError("archive: manifest.json lists no image");
+  return first.Layers.map((l) => {
+    const file = join(dir, bin(tarPath(l)).toString("utf8"));
+    const m = /blobs\/sha256\/([0-9a-f]{64})$/.exec(l);
+    return m ? { file, digest: `sha256:${m[1]}` } : { file };
+  });
+}
+
+/**
+ * Imports the archive in `file` as an image and returns its id. Layers are
+ * applied in order with their whiteouts; layer digests are verified. Runs
+ * under the store's shared lock; nothing is visible until the image is
+ * published, and a failure leaves only debris that gc removes.
+ */
+export async function importImage(
+  store: ImageStore,
+  file: string,
+  opts: ImportOptions,
+): Promise<string> {
+  return store.lock.shared(async () => {
+    const batch = store.blobs.batch();
+    const tree = new TreeBuilder();
+    const work = join(store.tmpDir, tmpName("import"));
+    try {
+      if (opts.format === "tree") {
+        await tree.apply(await openMaybeCompressed(file), batch, { whiteouts: false });
+      } else {
+        await extractOuter(file, work);
+        for (const layer of await findLayers(work)) {
+          throwIfAborted(opts.signal);
+          if (layer.digest && (await sha256File(layer.file)) !== layer.digest) {
+            throw new InvalidArgumentError(
+              `archive: layer ${layer.digest} does not match its digest`,
+            );
+          }
+          await tree.apply(await openMaybeCompressed(layer.file), batch, { whiteouts: true });
+        }
+      }
+      throwIfAborted(opts.signal);
+      await batch.commit();
+    } catch (err) {
+      await batch.abort();
+      if (errCode(err) === "ENOENT")
+        throw new InvalidArgumentError("archive: a layer it lists is missing");
+      if (
+        err instanceof Error &&
+        !("kind" in err) &&
+        /tar|header|gzip|unexpected end/i.test(err.message)
+      ) {
+        throw new InvalidArgumentError(`not a valid archive: ${err.message}`);
+      }
+      throw err;
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    return store.publish(tree.manifest(), opts.ttl, opts.source);
+  });
+}

@@ -1,0 +1,303 @@
+import { open, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { FailedPreconditionError, NotFoundError, throwIfAborted } from "../errors.ts";
+import type { BlobBatch } from "./blob-store.ts";
+import { tmpName } from "./fs-util.ts";
+import { collectGarbage, type GcResult } from "./gc.ts";
+import { type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
+import { emptyManifest, IMAGE_ID, type Manifest, ManifestIndex } from "./manifest.ts";
+import { MountManager, type MountRecord } from "./mounts.ts";
+import { type ExportStream, exportImage } from "./oci-export.ts";
+import { type ImportOptions, importImage } from "./oci-import.ts";
+import { type BinPath, parseRequestPath, show } from "./paths.ts";
+import { type FsRoot, resolveDir } from "./resolve.ts";
+import { type SnapshotOptions, type SnapshotProgress, snapshotTree } from "./snapshot.ts";
+import { SnapshotKeys } from "./snapshot-keys.ts";
+import { parseTtl, type TtlPolicy } from "./ttl.ts";
+import { ensureUnpacked } from "./unpack.ts";
+
+/**
+ * What the image service needs to know about a task's filesystem. The
+ * daemon builds it from the task's runtime.
+ */
+export interface TaskFs extends FsRoot {
+  /** Runtime name (mount records of "host" tasks end with the router). */
+  runtime: string;
+  /** Throws (InvalidArgument) for request paths the runtime forbids (e.g. the router's data dir). */
+  checkPath?(components: readonly BinPath[]): void;
+  /** Freezes every process of the task; resolves with the function that thaws them. */
+  freeze?(): Promise<() => Promise<void>>;
+  /** The task's root is an overlay over image `imageId` whose writable layer is `upper`. */
+  rootLayers?: { imageId: string; upper: string };
+}
+
+/**
+ * Finds a running task's filesystem: NotFound for an unknown task,
+ * FailedPrecondition for one that is not running.
+ */
+export type TaskFsLookup = (taskId: string) => TaskFs;
+
+export interface SnapshotRequest {
+  snapshotId?: string;
+  ttlSeconds?: bigint | undefined;
+  signal?: AbortSignal;
+}
+
+/** Progress of one snapshot, for a progress line (`done` on the last call). */
+export interface SnapshotEvent extends SnapshotProgress {
+  taskId: string;
+  label: string;
+  startedAt: number;
+  done: boolean;
+}
+
+export interface ImageServiceOptions extends StoreOptions {
+  onSnapshotProgress?: (ev: SnapshotEvent) => void;
+  /** "overlay" (default as root) or "copy" (default otherwise; tests force it). */
+  mountMode?: "overlay" | "copy";
+  /** Test hook: opens files for snapshots (count reads, inject failures). */
+  openFile?: SnapshotOptions["openFile"];
+}
+
+/**
+ * The images domain API the server adapters call: TaskMountDirectory,
+ * TaskUnmountDirectory, TaskSnapshotDirectory, TaskSnapshotFilesystem, and
+ * the store's admin operations. Request paths are validated and resolved
+ * here (see paths.ts and resolve.ts).
+ */
+export class ImageService {
+  readonly store: ImageStore;
+  readonly mounts: MountManager;
+  private readonly keys: SnapshotKeys;
+
+  constructor(
+    dataDir: string,
+    private readonly lookup: TaskFsLookup,
+    private readonly opts: ImageServiceOptions = {},
+  ) {
+    this.store = new ImageStore(join(dataDir, "images"), opts);
+    this.mounts = new MountManager(this.store, opts.mountMode ? { mode: opts.mountMode } : {});
+    this.keys = new SnapshotKeys(
+      join(this.store.root, "keys"),
+      this.store.tmpDir,
+      async (id) => (await this.store.readMeta(id)) !== undefined,
+    );
+  }
+
+  /** Prepares the store; `keep` says which mounts left by a previous router stay (others go). */
+  async init(keep: (rec: MountRecord) => boolean): Promise<void> {
+    await this.store.init();
+    await this.mounts.init(keep);
+  }
+
+  private taskFs(taskId: string, raw: Uint8Array): { fs: TaskFs; components: BinPath[] } {
+    const components = parseRequestPath(raw);
+    const fs = this.lookup(taskId);
+    fs.checkPath?.(components);
+    return { fs, components };
+  }
+
+  /** TaskMountDirectory: mounts image `imageId` ("" = empty directory) at `path`. */
+  async mountDirectory(taskId: string, path: Uint8Array, imageId: string): Promise<void> {
+    const { fs, components } = this.taskFs(taskId, path);
+    const manifest = imageId ? await this.store.get(imageId) : emptyManifest();
+    await this.mounts.withTask(taskId, async () => {
+      this.lookup(taskId); // still running
+      await this.mounts.mount(taskId, fs, components, imageId, manifest);
+    });
+    if (imageId) await this.store.renew(imageId);
+  }
+
+  /** TaskUnmountDirectory: removes our mount at `path`; what it hid reappears. */
+  async unmountDirectory(taskId: string, path: Uint8Array): Promise<void> {
+    const { fs, components } = this.taskFs(taskId, path);
+    await this.mounts.withTask(taskId, () => this.mounts.unmount(taskId, fs, components));
+  }
+
+  /** TaskSnapshotDirectory: captures the directory at `path` as an image; returns its id. */
+  async snapshotDirectory(taskId: string, path: Uint8Array, req: SnapshotRequest): Promise<string> {
+    const { fs, components } = this.taskFs(taskId, path);
+    const ttl = parseTtl(req.ttlSeconds);
+    const target = `dir:${Buffer.from(components.join("/"), "latin1").toString("base64")}`;
+    return this.keys.once(taskId, req.snapshotId ?? "", target, () =>
+      this.store.lock.shared(async () => {
+        const dir = await resolveDir(fs, components, { create: false });
+        let unhold: (() => Promise<void>) | undefined;
+        try {
+          const st = await dir.fh.stat();
+          const rec = this.mounts.mountAt(taskId, { dev: st.dev, ino: st.ino });
+          if (rec) unhold = this.mounts.hold(rec); // an unmount meanwhile keeps its layer for us
+          const base =
+            rec && !rec.copy
+              ? { upper: this.mounts.upperOf(rec), lower: await this.lowerIndex(rec.imageId) }
+              : undefined;
+          const label = `snapshot ${taskId}:${show(`/${components.join("/")}`)}`;
+          return await this.capture(taskId, fs, dir.fdPath, ttl, label, req, { base });
+        } finally {
+          await unhold?.();
+          await dir.fh.close();
+        }
+      }),
+    );
+  }
+
+  /**
+   * TaskSnapshotFilesystem: captures the task's whole root filesystem as the
+   * router sees it, without the content of directories mounted by
+   * TaskMountDirectory (snapshot those separately).
+   */
+  async snapshotFilesystem(taskId: string, req: SnapshotRequest): Promise<string> {
+    const fs = this.lookup(taskId);
+    const ttl = parseTtl(req.ttlSeconds);
+    if (fs.runtime === "host") {
+      throw new FailedPreconditionError(
+        "the host runtime has no task root filesystem: snapshot a directory with TaskSnapshotDirectory",
+      );
+    }
+    return this.keys.once(taskId, req.snapshotId ?? "", "fs", () =>
+      this.store.lock.shared(async () => {
+        const layers = fs.rootLayers;
+        const base = layers
+          ? { upper: layers.upper, lower: await this.lowerIndex(layers.imageId) }
+          : undefined;
+        return this.capture(taskId, fs, fs.root, ttl, `snapshot ${taskId}:/`, req, {
+          base,
+          skipDir: (st) => this.mounts.mountAt(taskId, st) !== undefined,
+        });
+      }),
+    );
+  }
+
+  private async lowerIndex(imageId: string): Promise<ManifestIndex> {
+    return new ManifestIndex(imageId ? await this.store.manifest(imageId) : emptyManifest());
+  }
+
+  /** Walks `root` (task frozen when the runtime can), stores blobs, publishes. Shared lock held. */
+  private async capture(
+    taskId: string,
+    fs: TaskFs,
+    root: string,
+    ttl: TtlPolicy,
+    label: string,
+    req: SnapshotRequest,
+    walk: Pick<SnapshotOptions, "base" | "skipDir">,
+  ): Promise<string> {
+    const batch: BlobBatch = this.store.blobs.batch();
+    const startedAt = Date.now();
+    const report = this.opts.onSnapshotProgress;
+    let manifest: Manifest;
+    try {
+      const thaw = fs.freeze ? await fs.freeze() : undefined;
+      try {
+        const o: SnapshotOptions = { ...walk };
+        if (req.signal) o.signal = req.signal;
+        if (this.opts.openFile) o.openFile = this.opts.openFile;
+        if (report) o.onProgress = (p) => report({ ...p, taskId, label, startedAt, done: false });
+        manifest = await snapshotTree(root, batch, o);
+      } finally {
+        await thaw?.();
+      }
+      await batch.commit();
+    } catch (err) {
+      await batch.abort();
+      throw err;
+    } finally {
+      report?.({ files: 0, bytes: 0, taskId, label, startedAt, done: true });
+    }
+    return this.store.publish(manifest, ttl, label);
+  }
+
+  /**
+   * The unpacked tree of image `imageId`, for a runtime that builds a task's
+   * root on it (read-only lower layer). The image is held until `release`.
+   */
+  async acquireUnpacked(imageId: string): Promise<{ dir: string; release: () => void }> {
+    await this.store.get(imageId);
+    this.store.acquire(imageId);
+    try {
+      const dir = await ensureUnpacked(this.store, imageId);
+      let released = false;
+      return {
+        dir,
+        release: () => {
+          if (!released) this.store.release(imageId);
+          released = true;
+        },
+      };
+    } catch (err) {
+      this.store.release(imageId);
+      throw err;
+    }
+  }
+
+  /** Removes every mount of a task (task teardown). */
+  teardownTask(taskId: string): Promise<void> {
+    return this.mounts.withTask(taskId, () => this.mounts.teardownTask(taskId));
+  }
+
+  /** Router shutdown: removes the mounts of tasks on runtimes whose tasks end with the router. */
+  async shutdown(endsWithRouter: (rec: MountRecord) => boolean): Promise<void> {
+    const tasks = new Set(
+      this.mounts
+        .list()
+        .filter(endsWithRouter)
+        .map((r) => r.taskId),
+    );
+    for (const t of tasks) await this.teardownTask(t);
+  }
+
+  list(): Promise<ImageMeta[]> {
+    return this.store.list();
+  }
+
+  async inspect(id: string): Promise<{ meta: ImageMeta; manifest: Manifest; users: number }> {
+    const meta = IMAGE_ID.test(id) ? await this.store.readMeta(id) : undefined;
+    if (!meta) throw new NotFoundError(`image ${JSON.stringify(id)} not found`);
+    return { meta, manifest: await this.store.manifest(id), users: this.store.usersOf(id) };
+  }
+
+  delete(id: string): Promise<void> {
+    return this.store.delete(id);
+  }
+
+  gc(): Promise<GcResult> {
+    return collectGarbage(this.store);
+  }
+
+  /**
+   * Imports an image archive arriving as `chunks`: spooled into a temporary
+   * file (held open, so gc cannot take it away), then imported (see
+   * oci-import.ts). Returns the image id.
+   */
+  async importStream(
+    chunks: AsyncIterable<Uint8Array>,
+    opts: {
+      format: ImportOptions["format"];
+      ttlSeconds?: bigint | undefined;
+      source: string;
+      signal?: AbortSignal;
+    },
+  ): Promise<string> {
+    const ttl = parseTtl(opts.ttlSeconds);
+    const file = join(this.store.tmpDir, tmpName("upload"));
+    const fh = await open(file, "w+", 0o600);
+    try {
+      for await (const c of chunks) {
+        throwIfAborted(opts.signal);
+        await fh.write(c);
+      }
+      const o: ImportOptions = { format: opts.format, ttl, source: opts.source };
+      if (opts.signal) o.signal = opts.signal;
+      return await importImage(this.store, `/proc/self/fd/${fh.fd}`, o);
+    } finally {
+      await fh.close();
+      await rm(file, { force: true });
+    }
+  }
+
+  /** Streams image `id` as an OCI image archive (see oci-export.ts). */
+  exportImage(id: string, signal?: AbortSignal): Promise<ExportStream> {
+    if (!IMAGE_ID.test(id)) throw new NotFoundError(`image ${JSON.stringify(id)} not found`);
+    return exportImage(this.store, id, signal);
+  }
+}

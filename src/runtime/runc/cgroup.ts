@@ -1,0 +1,37 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const CGROUP_ROOT = "/sys/fs/cgroup";
+
+/** True on a unified (v2-only) cgroup hierarchy. */
+export function cgroupV2(): boolean {
+  return existsSync(join(CGROUP_ROOT, "cgroup.controllers"));
+}
+
+/**
+ * The directories of cgroup `path` (an OCI `cgroupsPath`, absolute) on this
+ * machine: one on cgroup v2, one per v1 controller that has it.
+ */
+export function cgroupDirs(path: string): string[] {
+  if (cgroupV2()) return [join(CGROUP_ROOT, path)];
+  return ["memory", "cpu", "pids", "cpuacct", "cpuset", "devices", "freezer", "blkio"]
+    .map((c) => join(CGROUP_ROOT, c, path))
+    .filter((d) => existsSync(d));
+}
+
+/**
+ * How many processes the OOM killer killed in cgroup `path` so far
+ * (`oom_kill` of memory.events on v2, of memory.oom_control on v1), or
+ * undefined when the kernel does not tell.
+ */
+export function oomKillCount(path: string): number | undefined {
+  const file = cgroupV2()
+    ? join(CGROUP_ROOT, path, "memory.events")
+    : join(CGROUP_ROOT, "memory", path, "memory.oom_control");
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync(file, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,95 @@
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** One line of /proc/self/mountinfo, the fields we use. */
+export interface MountInfo {
+  mountPoint: string;
+  fsType: string;
+  /** Optional fields, e.g. ["shared:3"], ["master:2"]. */
+  optional: string[];
+}
+
+/** Decodes the octal escapes (\040 for a space...) of a mountinfo path. */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) =>
+    String.fromCharCode(Number.parseInt(oct, 8)),
+  );
+}
+
+/** The mounts of the router's mount namespace. */
+export async function mountInfo(): Promise<MountInfo[]> {
+  const text = await readFile("/proc/self/mountinfo", "utf8");
+  const out: MountInfo[] = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const f = line.split(" ");
+    const sep = f.indexOf("-");
+    if (sep < 6) continue;
+    out.push({
+      mountPoint: unescapeMountPath(f[4] ?? ""),
+      fsType: f[sep + 1] ?? "",
+      optional: f.slice(6, sep),
+    });
+  }
+  return out;
+}
+
+/** Mount points at or below `dir`, deepest first. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  const points = (await mountInfo())
+    .map((m) => m.mountPoint)
+    .filter((p) => p === dir || p.startsWith(prefix));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/** Characters that would break an overlay option string or a mount argument. */
+export const UNSAFE_MOUNT_PATH = /[,:\\\s]/;
+
+/** Mounts an overlay at `target`: read-only `lower`, writable `upper` (with its `work` dir). */
+export async function mountOverlay(
+  target: string,
+  lower: string,
+  upper: string,
+  work: string,
+): Promise<void> {
+  for (const p of [target, lower, upper, work]) {
+    if (UNSAFE_MOUNT_PATH.test(p)) throw new Error(`path unusable for an overlay mount: ${p}`);
+  }
+  await run("mount", [
+    "-t",
+    "overlay",
+    "overlay",
+    "-o",
+    `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+    target,
+  ]);
+}
+
+/**
+ * Makes the mount at `target` shared, so mounts made below it later propagate
+ * to its copies in the task's mount namespace (which runc makes slaves).
+ */
+export async function makeShared(target: string): Promise<void> {
+  await run("mount", ["--make-shared", target]);
+}
+
+/**
+ * Unmounts everything at or below `dir` (deepest first), lazily when a mount
+ * is busy. Throws when something stays mounted.
+ */
+export async function unmountAll(dir: string): Promise<void> {
+  // Several passes: a mount point can hold stacked mounts.
+  for (let pass = 0; pass < 5; pass++) {
+    const points = await mountsUnder(dir);
+    if (points.length === 0) return;
+    for (const p of points) {
+      await run("umount", [p]).catch(() => run("umount", ["-l", p]).catch(() => undefined));
+    }
+  }
+  const left = await mountsUnder(dir);
+  if (left.length > 0) throw new Error(`still mounted under ${dir}: ${left.join(", ")}`);
+}

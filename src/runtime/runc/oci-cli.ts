@@ -1,0 +1,110 @@
+import { execFile, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** The state of a container as `runc state` reports it. */
+export interface ContainerState {
+  status: "creating" | "created" | "running" | "paused" | "stopped";
+  /** Host pid of the container's init (0 when stopped). */
+  pid: number;
+}
+
+/**
+ * The OCI runtime command line (`runc`, or any runtime with the same CLI:
+ * `crun`, `runsc`). All state lives under `root` (the runtime's `--root`), so
+ * routers with different data dirs never see each other's containers.
+ */
+export class OciCli {
+  constructor(
+    /** Path or name of the runtime binary. */
+    readonly binary: string,
+    /** The runtime's state directory (`--root`). */
+    readonly root: string,
+  ) {}
+
+  /** Arguments that start every call (global flags). */
+  globalArgs(): string[] {
+    return ["--root", this.root];
+  }
+
+  private async call(args: string[]): Promise<string> {
+    const { stdout } = await run(this.binary, [...this.globalArgs(), ...args], {
+      maxBuffer: 4 * 1024 * 1024,
+    });
+    return stdout;
+  }
+
+  /** The container's state, or undefined when the runtime does not know it. */
+  async state(id: string): Promise<ContainerState | undefined> {
+    try {
+      const s = JSON.parse(await this.call(["state", id])) as Partial<ContainerState>;
+      return { status: s.status ?? "stopped", pid: s.pid ?? 0 };
+    } catch (err) {
+      const stderr = String((err as { stderr?: unknown }).stderr ?? "");
+      if (/does not exist|not exist|not found/i.test(stderr)) return undefined;
+      throw new Error(`${this.binary} state ${id} failed: ${stderr.trim() || String(err)}`);
+    }
+  }
+
+  /**
+   * Creates and starts the container of `bundle` detached (`run -d`). The
+   * container's init gets /dev/null for stdin/stdout and `logFile` for stderr
+   * (which also receives the runtime's own errors): nothing ties it to the router.
+   */
+  async runDetached(id: string, bundle: string, logFile: string): Promise<void> {
+    const fd = openSync(logFile, "a", 0o600);
+    try {
+      const child = spawn(
+        this.binary,
+        [...this.globalArgs(), "run", "-d", "--bundle", bundle, id],
+        {
+          stdio: ["ignore", "ignore", fd],
+        },
+      );
+      const code = await new Promise<number>((resolve) => {
+        child.once("error", () => resolve(-1));
+        child.once("exit", (c) => resolve(c ?? -1));
+      });
+      if (code !== 0) {
+        const log = await readFile(logFile, "utf8").catch(() => "");
+        const last = log.trim().split("\n").slice(-3).join(" | ");
+        throw new Error(`${this.binary} run ${id} failed (exit ${code}): ${last}`);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Kills every process of the container and deletes it; fine when it does not exist. */
+  async deleteForce(id: string): Promise<void> {
+    try {
+      await this.call(["delete", "--force", id]);
+    } catch (err) {
+      if ((await this.state(id).catch(() => undefined)) === undefined) return;
+      const stderr = String((err as { stderr?: unknown }).stderr ?? "").trim();
+      throw new Error(`${this.binary} delete ${id} failed: ${stderr || String(err)}`);
+    }
+  }
+
+  /** Arguments of `exec` for one process (after the global ones). */
+  execArgs(id: string, processJson: string, pidFile: string, tty: boolean): string[] {
+    const a = ["exec", "--process", processJson, "--pid-file", pidFile, "--preserve-fds", "1"];
+    if (tty) a.push("--tty");
+    a.push(id);
+    return a;
+  }
+}
+
+/** Why `binary` cannot run containers here, or undefined when it can. */
+export async function probeOciRuntime(binary: string): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return "not running as root";
+  try {
+    await run(binary, ["--version"]);
+  } catch (err) {
+    return `${binary} --version failed: ${(err as Error).message.split("\n")[0]}`;
+  }
+  return undefined;
+}

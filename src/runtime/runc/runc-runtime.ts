@@ -1,0 +1,263 @@
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, rmdirSync } from "node:fs";
+import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { InvalidArgumentError } from "../../errors.ts";
+import { HOST_PATH } from "../host/host-runtime.ts";
+import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
+import { cgroupDirs, oomKillCount } from "./cgroup.ts";
+import { resolveConfined } from "./confined-path.ts";
+import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
+import { OciCli } from "./oci-cli.ts";
+import { buildTaskSpec, type OciMount, taskProcess } from "./oci-spec.ts";
+import { hostImage, mountRootfs, type RootfsLayer } from "./rootfs.ts";
+import { spawnRuncExec } from "./runc-exec.ts";
+
+/** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
+const SHELL_REAPER = 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done';
+/** tini's child: a loop that a stray `kill` of its sleep does not end. */
+const KEEPALIVE =
+  'trap "" HUP INT QUIT TERM USR1 USR2 PIPE ALRM; while :; do sleep 2147483647; done';
+const TINI_CANDIDATES = ["/usr/bin/tini-static", "/usr/bin/tini"];
+/** Where the init binary appears inside a task. */
+const INIT_IN_TASK = "/.taskrouter/init";
+/** Directories a task must never see through the host image. */
+const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+interface TaskInfo {
+  bundle: string;
+  cgroupsPath: string;
+  /** Host pid and start time of the container's init; undefined once stopped. */
+  init: { pid: number; start: string } | undefined;
+  stopReason: string | undefined;
+}
+
+/**
+ * The `runc` runtime: every task is a long-lived OCI container run by the
+ * OCI runtime CLI at `binary` (runc, crun, runsc...), and every command runs
+ * in it with `<runtime> exec`. Layout under `<dataDir>/runc/` (see
+ * docs/DECISIONS.md, "runc runtime"):
+ *
+ *   state/                 the runtime's --root (its container state)
+ *   images/host/           skeleton root of the host image
+ *   bundles/<task>/        the OCI bundle: config.json, rootfs/ (overlays),
+ *                          upper/ and work/ (the task's writes), execs/, init.log
+ */
+export class RuncRuntime implements Runtime {
+  readonly name = "runc";
+  readonly warning = undefined;
+  private readonly cli: OciCli;
+  private readonly base: string;
+  private readonly tag: string;
+  private readonly tasks = new Map<string, TaskInfo>();
+  private image: Promise<RootfsLayer[]> | undefined;
+  private seq = 0;
+
+  private constructor(
+    dataDir: string,
+    binary: string,
+    private readonly tini: string | undefined,
+  ) {
+    this.base = join(dataDir, "runc");
+    this.cli = new OciCli(binary, join(this.base, "state"));
+    this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
+  }
+
+  /**
+   * A runtime for `dataDir` using the OCI runtime `binary`. The tasks' init
+   * is tini when installed (`opts.shellInit`: the shell reaper loop anyway).
+   */
+  static async create(
+    dataDir: string,
+    binary: string,
+    opts: { shellInit?: boolean } = {},
+  ): Promise<RuncRuntime> {
+    const real = await realpath(dataDir);
+    if (UNSAFE_MOUNT_PATH.test(real)) {
+      throw new Error(`runc runtime: the data dir path must not contain , : \\ or spaces: ${real}`);
+    }
+    for (const d of EXPOSED) {
+      if (real === d || real.startsWith(`${d}/`)) {
+        throw new Error(`runc runtime: the data dir ${real} is inside ${d}, which tasks see`);
+      }
+    }
+    const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
+    const rt = new RuncRuntime(real, binary, tini);
+    await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
+    return rt;
+  }
+
+  private bundle(taskId: string): string {
+    return join(this.base, "bundles", taskId);
+  }
+
+  /** The host path of the task's root filesystem (mounts made below it show in the task). */
+  rootfs(taskId: string): string {
+    return join(this.bundle(taskId), "rootfs");
+  }
+
+  /** The task's cgroup path (OCI cgroupsPath). */
+  cgroupsPath(taskId: string): string {
+    return `/taskrouter/${this.tag}-${taskId}`;
+  }
+
+  checkSpec(spec: TaskSpec): void {
+    const { memoryBytes: mem, cpus, pidsLimit: pids, network } = spec;
+    if (mem !== undefined && (!Number.isSafeInteger(mem) || mem < 8 * 1024 * 1024)) {
+      throw new InvalidArgumentError("memory must be at least 8 MiB");
+    }
+    if (cpus !== undefined && !(Number.isFinite(cpus) && cpus >= 0.01 && cpus <= 1024)) {
+      throw new InvalidArgumentError("cpus must be between 0.01 and 1024");
+    }
+    if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
+      throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");
+    }
+    if (network !== undefined && network !== "none" && network !== "host") {
+      throw new InvalidArgumentError(
+        `network must be "none" or "host", not ${JSON.stringify(network)}`,
+      );
+    }
+  }
+
+  async prepareTask(
+    taskId: string,
+    spec: TaskSpec = {},
+    opts: { existing?: boolean } = {},
+  ): Promise<TaskEnv> {
+    const bundle = this.bundle(taskId);
+    await mkdir(bundle, { recursive: true, mode: 0o700 });
+    await rm(join(bundle, "execs"), { recursive: true, force: true });
+    await mkdir(join(bundle, "execs"), { mode: 0o700 });
+    this.image ??= hostImage(join(this.base, "images", "host"));
+    await mountRootfs(bundle, await this.image);
+    await writeFile(
+      join(bundle, "config.json"),
+      JSON.stringify(this.config(taskId, spec), null, 1),
+    );
+
+    const info: TaskInfo = {
+      bundle,
+      cgroupsPath: this.cgroupsPath(taskId),
+      init: undefined,
+      stopReason: undefined,
+    };
+    let state = await this.cli.state(taskId);
+    if (state?.status === "stopped" && !opts.existing) {
+      await this.cli.deleteForce(taskId); // a leftover of a failed create
+      state = undefined;
+    }
+    if (state === undefined) {
+      await this.cli.runDetached(taskId, bundle, join(bundle, "init.log"));
+      state = await this.cli.state(taskId);
+    }
+    const start = state && state.pid > 0 ? procStart(state.pid) : undefined;
+    if (state && state.status !== "stopped" && start !== undefined) {
+      info.init = { pid: state.pid, start };
+    } else {
+      info.stopReason = this.stopReason(info);
+    }
+    this.tasks.set(taskId, info);
+    return {
+      defaultWorkdir: "/root",
+      baseEnv: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", USER: "root", LOGNAME: "root" },
+    };
+  }
+
+  private config(taskId: string, spec: TaskSpec) {
+    const mounts: OciMount[] = [];
+    let args: string[];
+    if (this.tini) {
+      mounts.push({
+        destination: INIT_IN_TASK,
+        type: "bind",
+        source: this.tini,
+        options: ["bind", "ro"],
+      });
+      args = [INIT_IN_TASK, "--", "/bin/sh", "-c", KEEPALIVE];
+    } else {
+      args = ["/bin/sh", "-c", SHELL_REAPER];
+    }
+    return buildTaskSpec({
+      hostname: taskId.slice(0, 63).replace(/[^A-Za-z0-9.-]/g, "-"),
+      init: taskProcess({
+        args,
+        env: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8" },
+        cwd: "/",
+      }),
+      rootfs: "rootfs",
+      cgroupsPath: this.cgroupsPath(taskId),
+      isolatedNetwork: spec.network !== "host",
+      memoryBytes: spec.memoryBytes,
+      cpus: spec.cpus,
+      pidsLimit: spec.pidsLimit,
+      extraMounts: mounts,
+    });
+  }
+
+  private stopReason(info: TaskInfo): string {
+    return (oomKillCount(info.cgroupsPath) ?? 0) > 0 ? "oom" : "exited";
+  }
+
+  status(taskId: string): TaskStatus {
+    const info = this.tasks.get(taskId);
+    if (!info) return { state: "stopped", reason: "unknown to the runtime" };
+    if (info.init && procStart(info.init.pid) !== info.init.start) {
+      info.init = undefined;
+      info.stopReason = this.stopReason(info);
+    }
+    if (info.init) return { state: "running" };
+    return { state: "stopped", reason: info.stopReason ?? "exited" };
+  }
+
+  async destroyTask(taskId: string): Promise<void> {
+    const bundle = this.bundle(taskId);
+    await this.cli.deleteForce(taskId);
+    await unmountAll(bundle);
+    // Never remove a tree with something still mounted in it (it could be this machine's files).
+    if ((await mountsUnder(bundle)).length > 0) throw new Error(`mounts left under ${bundle}`);
+    await rm(bundle, { recursive: true, force: true });
+    for (const d of cgroupDirs(this.cgroupsPath(taskId)).reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // gone already, or runc removed it
+      }
+    }
+    this.tasks.delete(taskId);
+  }
+
+  resolvePath(taskId: string, path: string): string {
+    return resolveConfined(this.rootfs(taskId), path);
+  }
+
+  spawn(taskId: string, spec: SpawnSpec): Proc {
+    const bundle = this.bundle(taskId);
+    const cgroup = this.cgroupsPath(taskId);
+    return spawnRuncExec(
+      {
+        cli: this.cli,
+        containerId: taskId,
+        filePrefix: join(bundle, "execs", `${process.pid}-${++this.seq}`),
+        oomKills: () => oomKillCount(cgroup),
+      },
+      spec,
+    );
+  }
+
+  /** The OCI runtime's container ids of this router (for tests and diagnostics). */
+  get runtimeRoot(): string {
+    return this.cli.root;
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat (start time), or undefined when gone or a zombie. */
+function procStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (rest[0] === "Z") return undefined;
+    return rest[19];
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,105 @@
+import { once } from "node:events";
+import { createServer, connect as netConnect, type Socket } from "node:net";
+
+/** A TCP proxy between a client and a server, used to cut connections on demand. */
+export interface TcpProxy {
+  /** Where clients connect: 127.0.0.1:PORT. */
+  address: string;
+  /** Bytes relayed from the server to clients, over all connections so far. */
+  readonly downBytes: number;
+  /** Connections accepted so far. */
+  readonly connections: number;
+  /** Times `cutAll` destroyed at least one live connection. */
+  readonly cuts: number;
+  /** Destroys every proxied socket, both sides. New connections are still accepted. */
+  cutAll(): void;
+  /**
+   * Cuts every connection once, the first time `downBytes` reaches `n`;
+   * resolves when that cut happened.
+   */
+  cutAfter(n: number): Promise<void>;
+  /** Closes the listener and every connection. */
+  close(): Promise<void>;
+}
+
+/** Starts a proxy on 127.0.0.1:0 that forwards to `target` (host:port). */
+export async function startProxy(target: string): Promise<TcpProxy> {
+  const i = target.lastIndexOf(":");
+  const host = target.slice(0, i);
+  const port = Number(target.slice(i + 1));
+  const live = new Set<Socket>();
+  let downBytes = 0;
+  let connections = 0;
+  let cuts = 0;
+  let trigger: { at: number; fire: () => void } | undefined;
+
+  const cutAll = () => {
+    if (live.size > 0) cuts++;
+    for (const s of live) s.destroy();
+    live.clear();
+  };
+
+  const server = createServer({ noDelay: true }, (client) => {
+    connections++;
+    const upstream = netConnect({ host, port, noDelay: true });
+    live.add(client);
+    live.add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      live.delete(client);
+      live.delete(upstream);
+    };
+    client.on("error", drop);
+    upstream.on("error", drop);
+    client.on("close", drop);
+    upstream.on("close", drop);
+    client.pipe(upstream);
+    upstream.on("data", (chunk: Buffer) => {
+      downBytes += chunk.length;
+      if (!client.write(chunk)) {
+        upstream.pause();
+        client.once("drain", () => upstream.resume());
+      }
+      if (trigger && downBytes >= trigger.at) {
+        const t = trigger;
+        trigger = undefined;
+        t.fire();
+      }
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const addr = server.address();
+  if (!addr || typeof addr === "string") throw new Error("proxy has no address");
+
+  return {
+    address: `127.0.0.1:${addr.port}`,
+    get downBytes() {
+      return downBytes;
+    },
+    get connections() {
+      return connections;
+    },
+    get cuts() {
+      return cuts;
+    },
+    cutAll,
+    cutAfter: (n) =>
+      new Promise<void>((resolve) => {
+        trigger = {
+          at: n,
+          fire: () => {
+            cutAll();
+            resolve();
+          },
+        };
+      }),
+    close: async () => {
+      trigger = undefined;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      cutAll();
+      await closed;
+    },
+  };
+}

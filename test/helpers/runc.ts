@@ -1,0 +1,110 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import type { RouterClient } from "../../src/client/client.ts";
+import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../../src/daemon.ts";
+import { mountsUnder, unmountAll } from "../../src/runtime/runc/mounts.ts";
+import { probeOciRuntime } from "../../src/runtime/runc/oci-cli.ts";
+import { collect, startRouter, type TestRouter } from "./router.ts";
+
+const run = promisify(execFile);
+
+let probed: Promise<string | undefined> | undefined;
+
+/**
+ * Why runc tests cannot run here (not root, no working runc), or undefined.
+ * Suites pass it as `skip` so the runner prints the reason.
+ */
+export function runcSkipReason(): Promise<string | undefined> {
+  probed ??= probeOciRuntime("runc").then((why) => {
+    if (why) process.stdout.write(`# runc tests skipped: ${why}\n`);
+    return why;
+  });
+  return probed;
+}
+
+/**
+ * Removes whatever runc state a router left under `dataDir`: deletes every
+ * container of its runtime root (by id, with `runc delete --force`) and
+ * unmounts everything below `<dataDir>/runc`. Safe to call more than once.
+ */
+export async function cleanupRunc(dataDir: string): Promise<void> {
+  const root = join(dataDir, "runc", "state");
+  const ids = await readdir(root).catch(() => [] as string[]);
+  for (const id of ids) {
+    await run("runc", ["--root", root, "delete", "--force", id]).catch(() => undefined);
+  }
+  await unmountAll(join(dataDir, "runc"));
+}
+
+/**
+ * A test router whose tasks are runc containers by default. `close()`
+ * terminates every task first (the router's shutdown leaves containers
+ * running), then cleans up what is left even after a failed test, and only
+ * removes the data dir when nothing is mounted in it.
+ */
+export async function startRuncRouter(config: Partial<DaemonConfig> = {}): Promise<TestRouter> {
+  const r = await startRouter({ runtime: "runc", ...config });
+  const close = r.close;
+  let closed = false;
+  r.close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const t of r.daemon.tasks.list()) {
+      await r.daemon.tasks.terminate(t.id).catch(() => undefined);
+    }
+    await cleanupRunc(r.dataDir);
+    if ((await mountsUnder(r.dataDir)).length > 0) throw new Error(`mounts left in ${r.dataDir}`);
+    await close();
+  };
+  return r;
+}
+
+/** A runc daemon on a data dir the caller owns (restart tests); see `cleanupRunc`. */
+export async function startRuncDaemon(dataDir: string): Promise<Daemon> {
+  return startDaemon(
+    {
+      ...DEFAULT_CONFIG,
+      listen: "127.0.0.1:0",
+      dataDir,
+      auth: { mode: "none" },
+      runtime: "runc",
+    },
+    pino({ level: "silent" }),
+  );
+}
+
+/** A fresh temp data dir. */
+export function tempDataDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "taskrouter-runc-"));
+}
+
+/** Removes `dataDir` after `cleanupRunc`, refusing while anything is mounted in it. */
+export async function removeDataDir(dataDir: string): Promise<void> {
+  await cleanupRunc(dataDir);
+  if ((await mountsUnder(dataDir)).length > 0) throw new Error(`mounts left in ${dataDir}`);
+  await rm(dataDir, { recursive: true, force: true });
+}
+
+/** Runs `argv` in `task` and returns its status and output. */
+export async function runIn(
+  r: TestRouter | { client: RouterClient },
+  task: string,
+  argv: string[],
+) {
+  const id = await r.client.start(task, argv, { stdout: "pipe", stderr: "pipe" });
+  const status = await r.client.wait(task, id);
+  const stdout = (await collect(r.client.read(task, id, "stdout"))).toString();
+  const stderr = (await collect(r.client.read(task, id, "stderr"))).toString();
+  return { id, status, stdout, stderr };
+}
+
+/** The host pid of a runc task's init, from `runc state`. */
+export async function initPid(r: { dataDir: string }, task: string): Promise<number> {
+  const root = join(r.dataDir, "runc", "state");
+  const { stdout } = await run("runc", ["--root", root, "state", task]);
+  return (JSON.parse(stdout) as { pid: number }).pid;
+}
