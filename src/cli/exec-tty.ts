@@ -57,13 +57,17 @@ export async function execTty(
   });
 
   const execs = new ExecsClient(client);
-  const restore = rawMode(o.interactive);
+  // Handlers first: a signal that lands while the mode is being changed (the
+  // `stty -opost` child) is then handled after it, so the restore comes last.
+  let restore = () => {};
   const onSignal = (sig: NodeJS.Signals) => {
     restore();
     process.exit(128 + (FATAL_SIGNALS[sig] ?? 0));
   };
   for (const sig of Object.keys(FATAL_SIGNALS)) process.on(sig, onSignal);
-  process.on("exit", restore);
+  const restoreOnExit = () => restore();
+  process.on("exit", restoreOnExit);
+  restore = rawMode(o.interactive);
 
   // Stdin writes, keepalives and resizes each run in order on their own chain.
   let offset = 0;
@@ -107,7 +111,7 @@ export async function execTty(
     process.off("SIGWINCH", onResize);
     restore();
     for (const sig of Object.keys(FATAL_SIGNALS)) process.off(sig, onSignal);
-    process.off("exit", restore);
+    process.off("exit", restoreOnExit);
     stdin.destroy();
     await input.catch(() => {});
   }

@@ -30,35 +30,72 @@ export function grpcServiceDef(service: DescService): ServiceDefinition {
   return def;
 }
 
+/** Bytes fields at least this large are written outside protobuf-es (see `serializer`). */
+const LARGE_BYTES = 32 * 1024;
+
+/**
+ * Serializes with protobuf-es, except that large top-level `bytes` fields
+ * (output chunks, stdin data) are appended by hand after the rest of the
+ * message: tag, length, bytes — one allocation and one copy. protobuf-es
+ * copies big byte fields several times (a 16 MiB stdin write took 100+ ms).
+ * Fields may appear in any order on the wire, so every protobuf parser reads
+ * the result as the same message; a message whose only set field is the
+ * bytes field encodes exactly as protobuf-es does.
+ */
 function serializer<D extends DescMessage>(desc: D) {
-  const only = desc.fields.length === 1 ? desc.fields[0] : undefined;
-  if (only?.fieldKind === "scalar" && only.scalar === ScalarType.BYTES && only.number < 16) {
-    // Hot path (output chunks): a message that is one bytes field is its tag,
-    // the length and the bytes, written with one allocation and one copy.
-    const tag = (only.number << 3) | 2;
-    const name = only.localName;
+  const big = desc.fields.filter(
+    (f) => f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES && f.oneof === undefined,
+  );
+  if (big.length === 0) {
     return (msg: unknown): Buffer => {
-      const data = (msg as Record<string, Uint8Array>)[name] as Uint8Array;
-      if (data.length === 0) return Buffer.alloc(0);
-      let n = data.length;
-      let hdr = 2;
-      while (n >= 0x80) {
-        n >>>= 7;
-        hdr++;
-      }
-      const out = Buffer.allocUnsafe(hdr + data.length);
-      out[0] = tag;
-      let i = 1;
-      for (n = data.length; n >= 0x80; n >>>= 7) out[i++] = (n & 0x7f) | 0x80;
-      out[i] = n;
-      out.set(data, hdr);
-      return out;
+      const bytes = toBinary(desc, msg as MessageShape<D>);
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     };
   }
   return (msg: unknown): Buffer => {
-    const bytes = toBinary(desc, msg as MessageShape<D>);
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const fields = msg as Record<string, Uint8Array>;
+    const large = big.filter((f) => (fields[f.localName]?.length ?? 0) >= LARGE_BYTES);
+    if (large.length === 0) {
+      const bytes = toBinary(desc, msg as MessageShape<D>);
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    }
+    const rest = { ...(msg as object) } as Record<string, unknown>;
+    for (const f of large) rest[f.localName] = new Uint8Array(0);
+    const head = toBinary(desc, rest as MessageShape<D>);
+    let size = head.length;
+    for (const f of large) {
+      const n = (fields[f.localName] as Uint8Array).length;
+      size += varintSize(f.number << 3) + varintSize(n) + n;
+    }
+    const out = Buffer.allocUnsafe(size);
+    out.set(head, 0);
+    let pos = head.length;
+    for (const f of large) {
+      const data = fields[f.localName] as Uint8Array;
+      pos = writeVarint(out, pos, (f.number << 3) | 2);
+      pos = writeVarint(out, pos, data.length);
+      out.set(data, pos);
+      pos += data.length;
+    }
+    return out;
   };
+}
+
+function varintSize(n: number): number {
+  let size = 1;
+  for (let v = n; v >= 0x80; v = Math.floor(v / 128)) size++;
+  return size;
+}
+
+function writeVarint(out: Buffer, pos: number, n: number): number {
+  let p = pos;
+  let v = n;
+  while (v >= 0x80) {
+    out[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[p++] = v;
+  return p;
 }
 
 function deserializer<D extends DescMessage>(desc: D) {
