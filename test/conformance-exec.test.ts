@@ -1,19 +1,25 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
-import { runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
+import { CRUN, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
 
 /**
  * The core exec behaviours, the same on every runtime. Paths are inside the
  * task (/tmp exists in both), pids are the task's own (read in the task).
+ * The runc runtime runs it with each OCI runtime CLI: runc and crun.
  */
-for (const runtime of ["host", "runc"] as const) {
-  const skip = runtime === "runc" ? await runcSkipReason() : undefined;
-  describe(`exec conformance (${runtime} runtime)`, { skip }, () => {
+const variants = [
+  { label: "host runtime", oci: undefined },
+  { label: "runc runtime", oci: "runc" },
+  { label: "runc runtime, --oci-runtime crun", oci: CRUN },
+] as const;
+for (const { label, oci } of variants) {
+  const skip = oci ? await runcSkipReason(oci) : undefined;
+  describe(`exec conformance (${label})`, { skip }, () => {
     let r: TestRouter;
     let task: string;
     before(async () => {
-      r = runtime === "runc" ? await startRuncRouter() : await startRouter();
+      r = oci ? await startRuncRouter({ ociRuntime: oci }) : await startRouter();
       task = await r.newTask();
     });
     after(() => r?.close());

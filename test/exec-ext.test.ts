@@ -127,18 +127,27 @@ describe("exec extensions (taskrouter.v1.Execs)", () => {
     assert.deepEqual(await waitGone([child]), [], "the background sleep survived");
   });
 
-  it("marks execs killed by task termination as task_terminated", async () => {
+  it("marks execs killed by task termination as task_terminated, visible after teardown", async () => {
     const other = await r.newTask();
     const id = await r.client.start(other, ["sleep", "100"], { stdout: "pipe" });
-    // TerminateTask drops the execs at once, so the cause is read from the domain object.
     const exec = r.daemon.tasks.get(other).exec(id);
     if (exec.pid) pids.push(exec.pid);
     await r.tasks.terminate(other);
     assert.deepEqual(exec.status, { signal: 9 });
-    assert.equal(exec.cause, "task_terminated");
     assert.equal(describeExec(exec).cause, "task_terminated");
-    await rejectsWith(execs.inspect(other, id), "NotFound");
-    await rejectsWith(execs.list(other), "NotFound");
+    // The exec's final state stays inspectable (for --retention), while
+    // Poll and Wait say NOT_FOUND: that is how clients learn a task is gone.
+    const seen = await execs.inspect(other, id);
+    assert.equal(seen.cause, TerminationCause.TASK_TERMINATED);
+    assert.equal(seen.state, ExecState.EXITED);
+    const listed = await execs.list(other);
+    assert.deepEqual(
+      listed.map((e) => [e.execId, e.cause]),
+      [[id, TerminationCause.TASK_TERMINATED]],
+    );
+    await rejectsWith(execs.inspect(other, "no-such-exec"), "NotFound");
+    await rejectsWith(r.client.poll(other, id), "NotFound");
+    await rejectsWith(r.client.wait(other, id), "NotFound");
   });
 
   it("refuses bad requests with the right codes and changes nothing", async () => {

@@ -36,7 +36,8 @@ interface TaskRecord {
  */
 export class TaskManager {
   private readonly tasks = new Map<string, Task>();
-  private readonly tombstones = new Map<string, number>();
+  /** Terminated tasks, remembered for `retentionMs`: the final state of their execs. */
+  private readonly tombstones = new Map<string, ExecInfo[]>();
 
   /**
    * @param runtimes the runtimes tasks may use, by name
@@ -162,10 +163,10 @@ export class TaskManager {
   async terminate(taskId: string): Promise<void> {
     if (this.tombstones.has(taskId) && !this.tasks.has(taskId)) return; // safe to repeat
     const task = this.get(taskId);
-    await task.teardown();
+    const finalExecs = await task.teardown();
     for (const hook of this.teardownHooks) await hook(taskId);
     this.tasks.delete(taskId);
-    this.tombstones.set(taskId, Date.now());
+    this.tombstones.set(taskId, finalExecs);
     setTimeout(() => this.tombstones.delete(taskId), this.limits.retentionMs).unref();
     await task.runtime.destroyTask(taskId);
     await rm(join(this.dataDir, "tasks", taskId), { recursive: true, force: true });
@@ -245,8 +246,15 @@ export class TaskManager {
   }
 
   /** The task's execs (running and retained), oldest first; NotFound for an unknown task. */
+  /**
+   * The task's execs, oldest first. For a terminated task (within
+   * `retentionMs`), the final state its execs had at teardown (cause
+   * "task_terminated"), although Poll/Wait/Read on them get NotFound.
+   */
   listExecs(taskId: string): ExecInfo[] {
     const task = this.tasks.get(taskId);
+    const final = this.tombstones.get(taskId);
+    if (!task && final) return final;
     if (!task) {
       if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
       throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
@@ -258,6 +266,9 @@ export class TaskManager {
   }
 
   inspectExec(taskId: string, execId: string): ExecInfo {
+    const final = this.tasks.has(taskId) ? undefined : this.tombstones.get(taskId);
+    const found = final?.find((e) => e.execId === execId);
+    if (found) return found;
     return describeExec(this.exec(taskId, execId));
   }
 }

@@ -7,6 +7,7 @@ import {
   ResourceExhaustedError,
 } from "../errors.ts";
 import { Exec, type ExecOptions } from "../exec/exec.ts";
+import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
 import { type ExecRequest, fingerprint, validateExecRequest } from "../exec/exec-request.ts";
 import { ptyEnv } from "../exec/pty.ts";
 import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
@@ -179,12 +180,15 @@ export class Task {
   /**
    * Kills every exec's process group (SIGKILL), waits for the leaders to exit,
    * then drops all execs and their logs. The task stops accepting execs at once.
+   * Returns the final description of every exec it dropped.
    */
-  async teardown(): Promise<void> {
+  async teardown(): Promise<ExecInfo[]> {
     this.state = "terminated";
     const all = [...this.execs.values()];
     for (const e of all) e.kill("SIGKILL", "task_terminated");
     await Promise.all(all.map((e) => e.exited));
+    const final = all.sort((a, b) => a.startedAt - b.startedAt).map(describeExec);
     await Promise.all(all.map((e) => this.collect(e.id)));
+    return final;
   }
 }

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,36 +13,55 @@ import { collect, startRouter, type TestRouter } from "./router.ts";
 
 const run = promisify(execFile);
 
-let probed: Promise<string | undefined> | undefined;
+const probed = new Map<string, Promise<string | undefined>>();
+
+/** crun, where Debian's package installs it (the crun variants of the runc suites). */
+export const CRUN = "/usr/bin/crun";
 
 /**
- * Why runc tests cannot run here (not root, no working runc), or undefined.
- * Suites pass it as `skip` so the runner prints the reason.
+ * Why runc tests cannot run here with OCI runtime `binary` (default `runc`):
+ * not root, no working runtime. Suites pass it as `skip` so the runner prints
+ * the reason.
  */
-export function runcSkipReason(): Promise<string | undefined> {
-  probed ??= probeOciRuntime("runc").then((why) => {
-    if (why) process.stdout.write(`# runc tests skipped: ${why}\n`);
-    return why;
-  });
-  return probed;
+export function runcSkipReason(binary = "runc"): Promise<string | undefined> {
+  let p = probed.get(binary);
+  if (!p) {
+    p = (
+      binary.startsWith("/") && !existsSync(binary)
+        ? Promise.resolve(`${binary} is not installed`)
+        : probeOciRuntime(binary)
+    ).then((why) => {
+      if (why) process.stdout.write(`# ${binary} tests skipped: ${why}\n`);
+      return why;
+    });
+    probed.set(binary, p);
+  }
+  return p;
 }
+
+/** The OCI runtimes the runc suites run with: runc, and crun (skipped when missing). */
+export const OCI_RUNTIMES = [
+  { label: "runc", binary: "runc" },
+  { label: "crun", binary: CRUN },
+] as const;
 
 /**
  * Removes whatever runc state a router left under `dataDir`: deletes every
  * container of its runtime root (by id, with `runc delete --force`) and
  * unmounts everything below `<dataDir>/runc`. Safe to call more than once.
  */
-export async function cleanupRunc(dataDir: string): Promise<void> {
+export async function cleanupRunc(dataDir: string, binary = "runc"): Promise<void> {
   const root = join(dataDir, "runc", "state");
   const ids = await readdir(root).catch(() => [] as string[]);
   for (const id of ids) {
-    await run("runc", ["--root", root, "delete", "--force", id]).catch(() => undefined);
+    await run(binary, ["--root", root, "delete", "--force", id]).catch(() => undefined);
   }
   await unmountAll(join(dataDir, "runc"));
 }
 
 /**
- * A test router whose tasks are runc containers by default. `close()`
+ * A test router whose tasks are runc containers by default (OCI runtime
+ * `config.ociRuntime`, default `runc`). `close()`
  * terminates every task first (the router's shutdown leaves containers
  * running), then cleans up what is left even after a failed test, and only
  * removes the data dir when nothing is mounted in it.
@@ -56,7 +76,7 @@ export async function startRuncRouter(config: Partial<DaemonConfig> = {}): Promi
     for (const t of r.daemon.tasks.list()) {
       await r.daemon.tasks.terminate(t.id).catch(() => undefined);
     }
-    await cleanupRunc(r.dataDir);
+    await cleanupRunc(r.dataDir, config.ociRuntime);
     if ((await mountsUnder(r.dataDir)).length > 0) throw new Error(`mounts left in ${r.dataDir}`);
     await close();
   };
@@ -64,7 +84,7 @@ export async function startRuncRouter(config: Partial<DaemonConfig> = {}): Promi
 }
 
 /** A runc daemon on a data dir the caller owns (restart tests); see `cleanupRunc`. */
-export async function startRuncDaemon(dataDir: string): Promise<Daemon> {
+export async function startRuncDaemon(dataDir: string, ociRuntime = "runc"): Promise<Daemon> {
   return startDaemon(
     {
       ...DEFAULT_CONFIG,
@@ -72,6 +92,7 @@ export async function startRuncDaemon(dataDir: string): Promise<Daemon> {
       dataDir,
       auth: { mode: "none" },
       runtime: "runc",
+      ociRuntime,
     },
     pino({ level: "silent" }),
   );
@@ -83,8 +104,8 @@ export function tempDataDir(): Promise<string> {
 }
 
 /** Removes `dataDir` after `cleanupRunc`, refusing while anything is mounted in it. */
-export async function removeDataDir(dataDir: string): Promise<void> {
-  await cleanupRunc(dataDir);
+export async function removeDataDir(dataDir: string, binary = "runc"): Promise<void> {
+  await cleanupRunc(dataDir, binary);
   if ((await mountsUnder(dataDir)).length > 0) throw new Error(`mounts left in ${dataDir}`);
   await rm(dataDir, { recursive: true, force: true });
 }
@@ -102,9 +123,13 @@ export async function runIn(
   return { id, status, stdout, stderr };
 }
 
-/** The host pid of a runc task's init, from `runc state`. */
-export async function initPid(r: { dataDir: string }, task: string): Promise<number> {
+/** The host pid of a runc task's init, from `<binary> state`. */
+export async function initPid(
+  r: { dataDir: string },
+  task: string,
+  binary = "runc",
+): Promise<number> {
   const root = join(r.dataDir, "runc", "state");
-  const { stdout } = await run("runc", ["--root", root, "state", task]);
+  const { stdout } = await run(binary, ["--root", root, "state", task]);
   return (JSON.parse(stdout) as { pid: number }).pid;
 }
