@@ -12,7 +12,9 @@ import { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { waitGone } from "./helpers/procs.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
 import {
+  CRUN,
   initPid,
+  OCI_RUNTIMES,
   removeDataDir,
   runcSkipReason,
   runIn,
@@ -25,164 +27,174 @@ import {
 const sh = promisify(execFile);
 const skip = await runcSkipReason();
 
-describe("runc runtime: isolation", { skip }, () => {
-  let r: TestRouter;
-  const markers: string[] = [];
-  before(async () => {
-    r = await startRuncRouter();
-  });
-  after(async () => {
-    for (const m of markers) await rm(m, { recursive: true, force: true });
-    await r?.close();
+// Isolation and restart with every OCI runtime CLI (runc; crun when installed).
+for (const { label, binary } of OCI_RUNTIMES) {
+  const ociSkip = await runcSkipReason(binary);
+  describe(`runc runtime: isolation (${label})`, { skip: ociSkip }, () => {
+    let r: TestRouter;
+    const markers: string[] = [];
+    before(async () => {
+      r = await startRuncRouter({ ociRuntime: binary });
+    });
+    after(async () => {
+      for (const m of markers) await rm(m, { recursive: true, force: true });
+      await r?.close();
+    });
+
+    it("a task sees neither the data dir, nor the host's /root and /home, nor other tasks", async () => {
+      const tag = randomBytes(6).toString("hex");
+      for (const dir of ["/root", "/home"]) {
+        const m = join(dir, `.taskrouter-test-${tag}`);
+        await writeFile(m, "host secret");
+        markers.push(m);
+      }
+      const a = await r.newTask();
+      const b = await r.newTask();
+      const wrote = await runIn(r, a, [
+        "sh",
+        "-c",
+        `echo a > /tmp/a-${tag}; echo a > /root/a-${tag}`,
+      ]);
+      assert.deepEqual(wrote.status, { code: 0 }, wrote.stderr);
+      const look = await runIn(r, b, [
+        "sh",
+        "-c",
+        `for p in "$@"; do [ -e "$p" ] && echo "visible: $p"; done; ls -A /root /home; exit 0`,
+        "sh",
+        r.dataDir,
+        `/root/.taskrouter-test-${tag}`,
+        `/home/.taskrouter-test-${tag}`,
+        `/tmp/a-${tag}`,
+        `/root/a-${tag}`,
+        join(r.dataDir, "runc", "bundles", a),
+      ]);
+      assert.equal(look.stdout, "/home:\n\n/root:\n", look.stderr);
+      // The same paths, as task A sees them: its own files only.
+      const own = await runIn(r, a, ["cat", `/tmp/a-${tag}`, `/root/a-${tag}`]);
+      assert.equal(own.stdout, "a\na\n");
+    });
+
+    it("writes in one task (also to /usr and /etc) are invisible in another and on the host", async () => {
+      const tag = randomBytes(6).toString("hex");
+      const a = await r.newTask();
+      const b = await r.newTask();
+      const w = await runIn(r, a, [
+        "sh",
+        "-c",
+        `echo x > /usr/local/m-${tag} && echo y > /etc/m-${tag} && cat /usr/local/m-${tag} /etc/m-${tag}`,
+      ]);
+      assert.deepEqual([w.status, w.stdout], [{ code: 0 }, "x\ny\n"], w.stderr);
+      const seen = await runIn(r, b, [
+        "sh",
+        "-c",
+        `ls /usr/local/m-${tag} /etc/m-${tag} 2>&1; exit 0`,
+      ]);
+      assert.match(seen.stdout, /No such file/);
+      assert.equal(existsSync(`/usr/local/m-${tag}`) || existsSync(`/etc/m-${tag}`), false);
+    });
+
+    it("network none: only a loopback interface, and it is up", async () => {
+      const t = await r.newTask();
+      const res = await runIn(r, t, ["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"]);
+      const [ifaces, flags] = [res.stdout.split("\n").slice(0, -2), res.stdout.split("\n").at(-2)];
+      assert.deepEqual(ifaces, ["lo"]);
+      assert.equal(Number(flags) & 1, 1, `lo flags ${flags}`);
+    });
+
+    it("network host: the machine's interfaces", async () => {
+      const t = (await r.tasks.create("", { network: "host" })).taskId;
+      const res = await runIn(r, t, ["ls", "/sys/class/net"]);
+      assert.deepEqual(res.stdout.trim().split("\n"), readdirSync("/sys/class/net").sort());
+    });
+
+    it("pid 1 reaps a double-forked orphan (no zombie stays)", async () => {
+      const t = await r.newTask();
+      const res = await runIn(r, t, ["sh", "-c", "sh -c 'sleep 0.3 & echo $!'"]);
+      const orphan = res.stdout.trim();
+      assert.match(orphan, /^\d+$/);
+      const check = await runIn(r, t, [
+        "sh",
+        "-c",
+        `for i in $(seq 100); do [ -e /proc/${orphan} ] || exit 0; sleep 0.1; done; cat /proc/${orphan}/stat; exit 1`,
+      ]);
+      assert.deepEqual(check.status, { code: 0 }, `not reaped: ${check.stdout}`);
+    });
+
+    // crun 1.8.1 bind-mounts the rootfs onto itself privately before it applies
+    // rootfsPropagation, so no later host mount reaches a running crun task.
+    const noPropagation =
+      binary === CRUN ? "crun cuts the task's rootfs off from the host's mount events" : undefined;
+    it("a mount made under the task's rootfs after start shows inside", {
+      skip: noPropagation,
+    }, async () => {
+      const t = await r.newTask();
+      const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
+      const src = await mkdtemp(join(tmpdir(), "taskrouter-mnt-"));
+      await writeFile(join(src, "f"), "mounted\n");
+      const target = rt.resolvePath(t, "/mnt/late");
+      await mkdir(target, { recursive: true });
+      try {
+        await sh("mount", ["--bind", src, target]);
+        const res = await runIn(r, t, ["cat", "/mnt/late/f"]);
+        assert.deepEqual([res.status, res.stdout], [{ code: 0 }, "mounted\n"], res.stderr);
+      } finally {
+        await sh("umount", [target]).catch(() => undefined);
+        await rm(src, { recursive: true, force: true });
+      }
+    });
+
+    it("resolvePath keeps a task's symlinks inside its rootfs", async () => {
+      const t = await r.newTask();
+      const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
+      await runIn(r, t, ["sh", "-c", "ln -s / /root/up; ln -s ../../../../.. /root/dots"]);
+      const root = rt.rootfs(t);
+      assert.equal(rt.resolvePath(t, "/root/up/etc"), join(root, "etc"));
+      assert.equal(rt.resolvePath(t, "/root/dots/etc"), join(root, "etc"));
+      assert.equal(rt.resolvePath(t, "/../../etc"), join(root, "etc"));
+      // A workdir through such a link is the task's directory, not the host's.
+      const res = await runIn(r, t, ["true"]);
+      assert.deepEqual(res.status, { code: 0 });
+    });
   });
 
-  it("a task sees neither the data dir, nor the host's /root and /home, nor other tasks", async () => {
-    const tag = randomBytes(6).toString("hex");
-    for (const dir of ["/root", "/home"]) {
-      const m = join(dir, `.taskrouter-test-${tag}`);
-      await writeFile(m, "host secret");
-      markers.push(m);
-    }
-    const a = await r.newTask();
-    const b = await r.newTask();
-    const wrote = await runIn(r, a, [
-      "sh",
-      "-c",
-      `echo a > /tmp/a-${tag}; echo a > /root/a-${tag}`,
-    ]);
-    assert.deepEqual(wrote.status, { code: 0 }, wrote.stderr);
-    const look = await runIn(r, b, [
-      "sh",
-      "-c",
-      `for p in "$@"; do [ -e "$p" ] && echo "visible: $p"; done; ls -A /root /home; exit 0`,
-      "sh",
-      r.dataDir,
-      `/root/.taskrouter-test-${tag}`,
-      `/home/.taskrouter-test-${tag}`,
-      `/tmp/a-${tag}`,
-      `/root/a-${tag}`,
-      join(r.dataDir, "runc", "bundles", a),
-    ]);
-    assert.equal(look.stdout, "/home:\n\n/root:\n", look.stderr);
-    // The same paths, as task A sees them: its own files only.
-    const own = await runIn(r, a, ["cat", `/tmp/a-${tag}`, `/root/a-${tag}`]);
-    assert.equal(own.stdout, "a\na\n");
-  });
+  describe(`runc runtime: router restart (${label})`, { skip: ociSkip }, () => {
+    let dataDir: string;
+    before(async () => {
+      dataDir = await tempDataDir();
+    });
+    after(() => removeDataDir(dataDir, binary));
 
-  it("writes in one task (also to /usr and /etc) are invisible in another and on the host", async () => {
-    const tag = randomBytes(6).toString("hex");
-    const a = await r.newTask();
-    const b = await r.newTask();
-    const w = await runIn(r, a, [
-      "sh",
-      "-c",
-      `echo x > /usr/local/m-${tag} && echo y > /etc/m-${tag} && cat /usr/local/m-${tag} /etc/m-${tag}`,
-    ]);
-    assert.deepEqual([w.status, w.stdout], [{ code: 0 }, "x\ny\n"], w.stderr);
-    const seen = await runIn(r, b, [
-      "sh",
-      "-c",
-      `ls /usr/local/m-${tag} /etc/m-${tag} 2>&1; exit 0`,
-    ]);
-    assert.match(seen.stdout, /No such file/);
-    assert.equal(existsSync(`/usr/local/m-${tag}`) || existsSync(`/etc/m-${tag}`), false);
+    it("a restarted router adopts the running task: same container, files kept", async () => {
+      const d1 = await startRuncDaemon(dataDir, binary);
+      let c = new RouterClient(d1.address);
+      let pid: number;
+      try {
+        await d1.tasks.create("keep");
+        pid = await initPid({ dataDir }, "keep", binary);
+        const w = await runIn({ client: c }, "keep", ["sh", "-c", "echo kept > /root/file"]);
+        assert.deepEqual(w.status, { code: 0 });
+      } finally {
+        c.close();
+        await d1.close();
+      }
+      assert.equal(readFileSync(`/proc/${pid}/stat`, "utf8").length > 0, true, "init survives");
+      const d2 = await startRuncDaemon(dataDir, binary);
+      c = new RouterClient(d2.address);
+      try {
+        assert.equal(await initPid({ dataDir }, "keep", binary), pid);
+        const task = d2.tasks.get("keep");
+        assert.equal(task.runtimeStatus().state, "running");
+        const res = await runIn({ client: c }, "keep", ["cat", "/root/file"]);
+        assert.equal(res.stdout, "kept\n");
+        await d2.tasks.terminate("keep");
+        assert.deepEqual(await waitGone([pid]), []);
+      } finally {
+        c.close();
+        await d2.close();
+      }
+    });
   });
-
-  it("network none: only a loopback interface, and it is up", async () => {
-    const t = await r.newTask();
-    const res = await runIn(r, t, ["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"]);
-    const [ifaces, flags] = [res.stdout.split("\n").slice(0, -2), res.stdout.split("\n").at(-2)];
-    assert.deepEqual(ifaces, ["lo"]);
-    assert.equal(Number(flags) & 1, 1, `lo flags ${flags}`);
-  });
-
-  it("network host: the machine's interfaces", async () => {
-    const t = (await r.tasks.create("", { network: "host" })).taskId;
-    const res = await runIn(r, t, ["ls", "/sys/class/net"]);
-    assert.deepEqual(res.stdout.trim().split("\n"), readdirSync("/sys/class/net").sort());
-  });
-
-  it("pid 1 reaps a double-forked orphan (no zombie stays)", async () => {
-    const t = await r.newTask();
-    const res = await runIn(r, t, ["sh", "-c", "sh -c 'sleep 0.3 & echo $!'"]);
-    const orphan = res.stdout.trim();
-    assert.match(orphan, /^\d+$/);
-    const check = await runIn(r, t, [
-      "sh",
-      "-c",
-      `for i in $(seq 100); do [ -e /proc/${orphan} ] || exit 0; sleep 0.1; done; cat /proc/${orphan}/stat; exit 1`,
-    ]);
-    assert.deepEqual(check.status, { code: 0 }, `not reaped: ${check.stdout}`);
-  });
-
-  it("a mount made under the task's rootfs after start shows inside", async () => {
-    const t = await r.newTask();
-    const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
-    const src = await mkdtemp(join(tmpdir(), "taskrouter-mnt-"));
-    await writeFile(join(src, "f"), "mounted\n");
-    const target = rt.resolvePath(t, "/mnt/late");
-    await mkdir(target, { recursive: true });
-    try {
-      await sh("mount", ["--bind", src, target]);
-      const res = await runIn(r, t, ["cat", "/mnt/late/f"]);
-      assert.deepEqual([res.status, res.stdout], [{ code: 0 }, "mounted\n"], res.stderr);
-    } finally {
-      await sh("umount", [target]).catch(() => undefined);
-      await rm(src, { recursive: true, force: true });
-    }
-  });
-
-  it("resolvePath keeps a task's symlinks inside its rootfs", async () => {
-    const t = await r.newTask();
-    const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
-    await runIn(r, t, ["sh", "-c", "ln -s / /root/up; ln -s ../../../../.. /root/dots"]);
-    const root = rt.rootfs(t);
-    assert.equal(rt.resolvePath(t, "/root/up/etc"), join(root, "etc"));
-    assert.equal(rt.resolvePath(t, "/root/dots/etc"), join(root, "etc"));
-    assert.equal(rt.resolvePath(t, "/../../etc"), join(root, "etc"));
-    // A workdir through such a link is the task's directory, not the host's.
-    const res = await runIn(r, t, ["true"]);
-    assert.deepEqual(res.status, { code: 0 });
-  });
-});
-
-describe("runc runtime: router restart", { skip }, () => {
-  let dataDir: string;
-  before(async () => {
-    dataDir = await tempDataDir();
-  });
-  after(() => removeDataDir(dataDir));
-
-  it("a restarted router adopts the running task: same container, files kept", async () => {
-    const d1 = await startRuncDaemon(dataDir);
-    let c = new RouterClient(d1.address);
-    let pid: number;
-    try {
-      await d1.tasks.create("keep");
-      pid = await initPid({ dataDir }, "keep");
-      const w = await runIn({ client: c }, "keep", ["sh", "-c", "echo kept > /root/file"]);
-      assert.deepEqual(w.status, { code: 0 });
-    } finally {
-      c.close();
-      await d1.close();
-    }
-    assert.equal(readFileSync(`/proc/${pid}/stat`, "utf8").length > 0, true, "init survives");
-    const d2 = await startRuncDaemon(dataDir);
-    c = new RouterClient(d2.address);
-    try {
-      assert.equal(await initPid({ dataDir }, "keep"), pid);
-      const task = d2.tasks.get("keep");
-      assert.equal(task.runtimeStatus().state, "running");
-      const res = await runIn({ client: c }, "keep", ["cat", "/root/file"]);
-      assert.equal(res.stdout, "kept\n");
-      await d2.tasks.terminate("keep");
-      assert.deepEqual(await waitGone([pid]), []);
-    } finally {
-      c.close();
-      await d2.close();
-    }
-  });
-});
+}
 
 describe("runc runtime without tini: the shell init reaps too", { skip }, () => {
   let dataDir: string;

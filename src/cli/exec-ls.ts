@@ -2,6 +2,7 @@ import type { RouterClient } from "../client/client.ts";
 import { ExecsClient } from "../client/execs.ts";
 import { ExecState } from "../gen/taskrouter/v1/execs_pb.ts";
 import { causeText, exitText } from "./exec-info.ts";
+import { printTable } from "./table.ts";
 
 export const EXEC_LS_USAGE = "exec ls TASK";
 
@@ -23,10 +24,6 @@ export async function execLs(client: RouterClient, args: string[]): Promise<numb
       e.commandArgs.map((a) => (/^[\w./:=@%+,-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
     ]);
   }
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  for (const r of rows) {
-    const line = r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ");
-    process.stdout.write(`${line.trimEnd()}\n`);
-  }
+  printTable(rows);
   return 0;
 }

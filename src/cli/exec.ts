@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import type { Command } from "commander";
-import type { RouterClient, StreamName } from "../client/client.ts";
+import type { RouterClient, StartOptions, StreamName } from "../client/client.ts";
 import { clientFrom, run } from "./common.ts";
 import { execTty } from "./exec-tty.ts";
 import { EXEC_VERB_USAGES, execVerb } from "./exec-verbs.ts";
@@ -74,21 +74,33 @@ export function registerExec(program: Command): void {
     );
 }
 
+/**
+ * What both exec paths start: `argv` behind env(1) when `-e` was given (the
+ * protocol has no env field, so variables are set in the task), and the start
+ * options `-w`, `--timeout` and `--secret` ask for (only those given).
+ */
+function startRequest(
+  argv: string[],
+  o: ExecOptions,
+): { argv: string[]; start: Omit<StartOptions, "pty" | "stdout" | "stderr"> } {
+  return {
+    argv: o.env.length > 0 ? ["env", ...o.env, ...argv] : argv,
+    start: {
+      ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
+      ...(o.timeout !== undefined ? { timeoutSecs: o.timeout } : {}),
+      ...(o.secret.length > 0 ? { secretIds: o.secret } : {}),
+    },
+  };
+}
+
 function execTtyCommand(
   client: RouterClient,
   task: string,
   argv: string[],
   o: ExecOptions,
 ): Promise<number> {
-  const full = o.env.length > 0 ? ["env", ...o.env, ...argv] : argv;
-  return execTty(client, task, full, {
-    interactive: o.interactive === true,
-    start: {
-      ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
-      ...(o.timeout !== undefined ? { timeoutSecs: o.timeout } : {}),
-      ...(o.secret.length > 0 ? { secretIds: o.secret } : {}),
-    },
-  });
+  const req = startRequest(argv, o);
+  return execTty(client, task, req.argv, { interactive: o.interactive === true, start: req.start });
 }
 
 async function execCommand(
@@ -97,14 +109,11 @@ async function execCommand(
   argv: string[],
   o: ExecOptions,
 ): Promise<number> {
-  // The protocol has no env field: variables are set through env(1), in the task.
-  const full = o.env.length > 0 ? ["env", ...o.env, ...argv] : argv;
-  const execId = await client.start(task, full, {
+  const req = startRequest(argv, o);
+  const execId = await client.start(task, req.argv, {
     stdout: "pipe",
     stderr: "pipe",
-    ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
-    ...(o.timeout !== undefined ? { timeoutSecs: o.timeout } : {}),
-    ...(o.secret.length > 0 ? { secretIds: o.secret } : {}),
+    ...req.start,
   });
   const copy = async (stream: StreamName, out: Writable) => {
     for await (const chunk of client.read(task, execId, stream)) {

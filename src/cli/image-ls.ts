@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { ImagesAdminClient } from "../client/images.ts";
 import { formatBytes } from "../util/progress.ts";
 import { clientFrom, run } from "./common.ts";
+import { printTable } from "./table.ts";
 
 function expiry(ms: bigint, expired: boolean): string {
   if (ms === 0n) return "never";
@@ -34,12 +35,7 @@ export function registerImageLs(image: Command): void {
               i.source,
             ]);
           }
-          const widths =
-            rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
-          for (const r of rows) {
-            const line = r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ");
-            process.stdout.write(`${line.trimEnd()}\n`);
-          }
+          printTable(rows);
         } finally {
           client.close();
         }

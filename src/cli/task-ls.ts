@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { TasksClient } from "../client/admin.ts";
 import { TaskState } from "../gen/taskrouter/v1/tasks_pb.ts";
 import { clientFrom, run } from "./common.ts";
+import { printTable } from "./table.ts";
 
 export function registerTaskLs(task: Command): void {
   task
@@ -31,16 +32,7 @@ export function registerTaskLs(task: Command): void {
               new Date(Number(t.createdAtMs)).toISOString(),
             ]);
           }
-          const widths =
-            rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-          for (const r of rows) {
-            process.stdout.write(
-              `${r
-                .map((c, i) => c.padEnd(widths[i] ?? 0))
-                .join("  ")
-                .trimEnd()}\n`,
-            );
-          }
+          printTable(rows);
         } finally {
           client.close();
         }

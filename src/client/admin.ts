@@ -1,5 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import type { MethodDefinition } from "@grpc/grpc-js";
 import {
   CreateTaskRequestSchema,
   type CreateTaskResponse,
@@ -11,14 +10,10 @@ import {
   Tasks,
   TerminateTaskRequestSchema,
 } from "../gen/taskrouter/v1/tasks_pb.ts";
-import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { RouterClient } from "./client.ts";
+import { methodsOf } from "./methods.ts";
 
-const TASKS = grpcServiceDef(Tasks) as Record<string, MethodDefinition<unknown, unknown>>;
-
-function def(name: string): MethodDefinition<unknown, unknown> {
-  return TASKS[name] as MethodDefinition<unknown, unknown>;
-}
+const def = methodsOf(Tasks);
 
 /** The admin API (taskrouter.v1.Tasks) over a RouterClient's channel. */
 export class TasksClient {

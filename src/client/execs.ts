@@ -1,5 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import type { MethodDefinition } from "@grpc/grpc-js";
 import {
   type ExecInfo,
   Execs,
@@ -10,14 +9,10 @@ import {
   ResizeExecRequestSchema,
   SignalExecRequestSchema,
 } from "../gen/taskrouter/v1/execs_pb.ts";
-import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { RouterClient } from "./client.ts";
+import { methodsOf } from "./methods.ts";
 
-const EXECS = grpcServiceDef(Execs) as Record<string, MethodDefinition<unknown, unknown>>;
-
-function def(name: string): MethodDefinition<unknown, unknown> {
-  return EXECS[name] as MethodDefinition<unknown, unknown>;
-}
+const def = methodsOf(Execs);
 
 /** Our exec extensions (taskrouter.v1.Execs) over a RouterClient's channel. */
 export class ExecsClient {

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { create } from "@bufbuild/protobuf";
-import type { ClientWritableStream, MethodDefinition } from "@grpc/grpc-js";
+import type { ClientWritableStream } from "@grpc/grpc-js";
 import {
   TaskMountDirectoryRequestSchema,
   TaskSnapshotDirectoryRequestSchema,
@@ -26,9 +26,9 @@ import {
   ListImagesRequestSchema,
   type ListImagesResponse,
 } from "../gen/taskrouter/v1/images_pb.ts";
-import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { RouterClient } from "./client.ts";
 import { fromServiceError } from "./errors.ts";
+import { methodsOf } from "./methods.ts";
 
 /** Options of a snapshot: idempotency key and lifetime (seconds; -1 never; unset 30 days renewed). */
 export interface SnapshotOptions {
@@ -93,11 +93,7 @@ export class TaskImagesClient {
   }
 }
 
-const ADMIN = grpcServiceDef(Images) as Record<string, MethodDefinition<unknown, unknown>>;
-
-function adminDef(name: string): MethodDefinition<unknown, unknown> {
-  return ADMIN[name] as MethodDefinition<unknown, unknown>;
-}
+const adminDef = methodsOf(Images);
 
 /** The image store's admin API (taskrouter.v1.Images) over a RouterClient's channel. */
 export class ImagesAdminClient {

@@ -1,5 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import type { MethodDefinition } from "@grpc/grpc-js";
 import {
   CreateSecretRequestSchema,
   type CreateSecretResponse,
@@ -10,14 +9,10 @@ import {
   type SecretInfo,
   Secrets,
 } from "../gen/taskrouter/v1/secrets_pb.ts";
-import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { RouterClient } from "./client.ts";
+import { methodsOf } from "./methods.ts";
 
-const SECRETS = grpcServiceDef(Secrets) as Record<string, MethodDefinition<unknown, unknown>>;
-
-function def(name: string): MethodDefinition<unknown, unknown> {
-  return SECRETS[name] as MethodDefinition<unknown, unknown>;
-}
+const def = methodsOf(Secrets);
 
 /**
  * The secrets admin API (taskrouter.v1.Secrets) over a RouterClient's channel.

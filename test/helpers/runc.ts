@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import type { RouterClient } from "../../src/client/client.ts";
@@ -15,20 +16,41 @@ const run = promisify(execFile);
 
 const probed = new Map<string, Promise<string | undefined>>();
 
-/** crun, where Debian's package installs it (the crun variants of the runc suites). */
-export const CRUN = "/usr/bin/crun";
+/**
+ * The crun of the crun variants of the runc suites: Debian's /usr/bin/crun, or,
+ * on a host with hybrid cgroups whose cgroup2 mount has controllers (crun
+ * refuses to run any container there), ./crun-hybrid.sh, which runs it with
+ * that list hidden in a private mount namespace.
+ */
+export const CRUN = crunForTests();
+
+function crunForTests(): string {
+  const v2 = "/sys/fs/cgroup/unified/cgroup.controllers";
+  let hybrid = false;
+  try {
+    hybrid = existsSync("/usr/bin/crun") && readFileSync(v2, "utf8").trim() !== "";
+  } catch {
+    // no hybrid cgroup2 mount
+  }
+  if (!hybrid) return "/usr/bin/crun";
+  const wrapper = fileURLToPath(new URL("./crun-hybrid.sh", import.meta.url));
+  process.stdout.write(
+    `# crun tests: hybrid cgroups with v2 controllers, crun runs via ${wrapper}\n`,
+  );
+  return wrapper;
+}
 
 /**
  * Why runc tests cannot run here with OCI runtime `binary` (default `runc`):
- * not root, no working runtime. Suites pass it as `skip` so the runner prints
+ * not root, no working runtime (for `CRUN`: crun not installed). Suites pass it as `skip` so the runner prints
  * the reason.
  */
 export function runcSkipReason(binary = "runc"): Promise<string | undefined> {
   let p = probed.get(binary);
   if (!p) {
     p = (
-      binary.startsWith("/") && !existsSync(binary)
-        ? Promise.resolve(`${binary} is not installed`)
+      binary === CRUN && !existsSync("/usr/bin/crun")
+        ? Promise.resolve("/usr/bin/crun is not installed")
         : probeOciRuntime(binary)
     ).then((why) => {
       if (why) process.stdout.write(`# ${binary} tests skipped: ${why}\n`);

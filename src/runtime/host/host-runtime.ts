@@ -1,9 +1,9 @@
 import { type ChildProcess, type StdioOptions, spawn as spawnChild } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
-import { constants, userInfo } from "node:os";
+import { userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
-import type { Writable } from "node:stream";
-import type { ExitStatus, Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
+import { procFromChild } from "../child-proc.ts";
+import type { Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
 import { spawnHostPty } from "./host-pty.ts";
 
 export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -66,45 +66,13 @@ export function spawnHostProcess(spec: SpawnSpec, prefix: string[] = []): Proc {
     detached: true,
     stdio,
   });
-  let startError: string | undefined;
-  const exited = new Promise<ExitStatus>((resolve) => {
-    child.once("exit", (code: number | null, signal: NodeJS.Signals | null) => {
-      if (signal) resolve({ signal: constants.signals[signal] ?? 9 });
-      else resolve({ code: code ?? 0 });
-    });
-    child.once("error", (err: NodeJS.ErrnoException) => {
-      if (child.pid !== undefined) return; // an error on a running child: not a start failure
-      const name = spec.argv[0] ?? "";
-      if (err.code === "EACCES") {
-        startError = `${name}: Permission denied`;
-        resolve({ code: 126 });
-      } else {
-        startError = `${name}: ${err.code === "ENOENT" ? "command not found" : err.message}`;
-        resolve({ code: 127 });
-      }
-    });
-  });
-  // Writes to a process that closed its stdin (EPIPE) are expected, not fatal.
-  (child.stdin as Writable).on("error", () => {});
-  return {
-    get pid() {
-      return child.pid;
-    },
-    stdin: child.stdin as Writable,
-    stdout: child.stdout,
+  return procFromChild(child, {
     stderr: merged ? null : child.stderr,
-    exited,
-    get startError() {
-      return startError;
+    startError: (err) => {
+      const name = spec.argv[0] ?? "";
+      if (err.code === "EACCES") return { message: `${name}: Permission denied`, code: 126 };
+      const reason = err.code === "ENOENT" ? "command not found" : err.message;
+      return { message: `${name}: ${reason}`, code: 127 };
     },
-    signalGroup(sig) {
-      const pid = child.pid;
-      if (pid === undefined) return;
-      try {
-        process.kill(-pid, sig);
-      } catch {
-        // ESRCH: the group is gone.
-      }
-    },
-  };
+  });
 }

@@ -9,6 +9,10 @@ import type { ExitStatus } from "../runtime.ts";
  * runtime passes in (`--preserve-fds 1`) and the command never inherits.
  *
  * It also:
+ * - makes itself a process-group leader first (runc's exec already made it a
+ *   session leader, then this fails harmlessly; crun's exec without a
+ *   terminal does not), so the pid in the runtime's pid file is the group
+ *   the router signals;
  * - ignores every catchable signal itself (the command gets the defaults
  *   back), so a signal sent to the exec's process group reaches the command
  *   and the wrapper stays to report how the command ended;
@@ -24,6 +28,7 @@ import type { ExitStatus } from "../runtime.ts";
  */
 export const WRAPPER_SCRIPT = String.raw`
 $0 = "taskrouter-exec";
+setpgrp(0, 0);
 my $merge = shift @ARGV;
 open(my $st, ">&=", 3) or die "taskrouter: no status channel: $!\n";
 my @sigs = grep { !/^(?:KILL|STOP|CHLD|CLD|ZERO|NUM3[23])$/ } keys %SIG;

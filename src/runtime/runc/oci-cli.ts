@@ -23,6 +23,11 @@ export class OciCli {
     readonly binary: string,
     /** The runtime's state directory (`--root`). */
     readonly root: string,
+    /**
+     * Whether `exec --tty` passes its own terminal's size changes on to the
+     * terminal inside the task (runc does, crun 1.8 does not).
+     */
+    readonly relaysResize = true,
   ) {}
 
   /** Arguments that start every call (global flags). */
@@ -44,7 +49,10 @@ export class OciCli {
       return { status: s.status ?? "stopped", pid: s.pid ?? 0 };
     } catch (err) {
       const stderr = String((err as { stderr?: unknown }).stderr ?? "");
-      if (/does not exist|not exist|not found/i.test(stderr)) return undefined;
+      // runc: "container does not exist"; crun: "error opening file `ROOT/ID/status`: No such file or directory".
+      if (/does not exist|not exist|not found|no such file or directory/i.test(stderr)) {
+        return undefined;
+      }
       throw new Error(`${this.binary} state ${id} failed: ${stderr.trim() || String(err)}`);
     }
   }
@@ -96,6 +104,12 @@ export class OciCli {
     a.push(id);
     return a;
   }
+}
+
+/** The runtime's name, the first word of `binary --version` ("runc", "crun", "runsc"...). */
+export async function ociRuntimeName(binary: string): Promise<string> {
+  const { stdout } = await run(binary, ["--version"]);
+  return stdout.trim().split(/\s+/)[0] ?? "";
 }
 
 /** Why `binary` cannot run containers here, or undefined when it can. */

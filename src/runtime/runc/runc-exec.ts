@@ -2,7 +2,7 @@ import { spawn as spawnChild } from "node:child_process";
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { constants } from "node:os";
-import type { Writable } from "node:stream";
+import { procFromChild } from "../child-proc.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
 import { parseWrapperStatus, statusWithoutReport, wrapArgv } from "./exec-wrapper.ts";
@@ -24,9 +24,9 @@ const POLL_PID_MS = 10;
 /**
  * Starts `spec` in a running container with `<runtime> exec`, under the exec
  * wrapper (./exec-wrapper.ts). The runtime's exec process is the router's
- * child; inside the task, the wrapper leads its own session and process group
- * (runc's setsid) with the command in it, and `--pid-file` tells its host pid,
- * which is that group's id: `signalGroup` signals the group from the host, so
+ * child; inside the task, the wrapper leads its own process group (runc's
+ * setsid, or its own setpgrp under crun) with the command in it, and
+ * `--pid-file` tells its host pid, which is that group's id: `signalGroup` signals the group from the host, so
  * signals and timeouts reach the command's whole tree inside the task.
  */
 export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
@@ -88,7 +88,15 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     try {
       process.kill(-(pgid as number), sig);
     } catch {
-      // ESRCH: the group is gone.
+      // ESRCH: the group is gone, or not made yet: crun's exec leaves the
+      // process in crun's group until the wrapper's first statement makes its
+      // own, and the wrapper has forked nothing before that.
+      if (done) return;
+      try {
+        process.kill(pgid as number, sig);
+      } catch {
+        // gone
+      }
     }
   };
   const flush = () => {
@@ -137,8 +145,66 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       pending.push(sig);
       poll ??= setTimeout(flush, POLL_PID_MS);
     },
-    ...(outer.resize ? { resize: outer.resize.bind(outer) } : {}),
+    ...(outer.resize ? { resize: resizer(outer, ctx.cli.relaysResize, readPgid) } : {}),
   };
+}
+
+/**
+ * `Proc.resize` of a PTY exec: resizes the router's terminal, and, when the
+ * runtime does not relay that to the task's terminal itself (crun), sets the
+ * size of the task's terminal too: the wrapper's controlling terminal (field
+ * tty_nr of its stat, a Unix98 pts) reached through its root, with `stty -F`;
+ * one at a time, the latest size last.
+ */
+function resizer(outer: Proc, relays: boolean, wrapperPid: () => number | undefined) {
+  let running = false;
+  let want: [number, number] | undefined;
+  const next = () => {
+    const pid = wrapperPid();
+    const size = want;
+    want = undefined;
+    const pts = pid === undefined || size === undefined ? undefined : ptsOf(pid);
+    if (pts === undefined || size === undefined) {
+      running = false;
+      return;
+    }
+    running = true;
+    const child = spawnChild(
+      "stty",
+      ["-F", pts, "rows", String(size[0]), "cols", String(size[1])],
+      {
+        stdio: "ignore",
+      },
+    );
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      next();
+    };
+    child.once("error", end);
+    child.once("exit", end);
+  };
+  return (rows: number, cols: number) => {
+    outer.resize?.(rows, cols);
+    if (relays) return;
+    want = [rows, cols];
+    if (!running) next();
+  };
+}
+
+/** The host path of the pts that is process `pid`'s controlling terminal in its task. */
+function ptsOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[4]);
+    const major = (ttyNr >> 8) & 0xfff;
+    const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+    if (major < 136 || major > 143) return undefined;
+    return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The runtime's exec process with pipes; fd 3 is the wrapper's status file. */
@@ -149,36 +215,8 @@ function pipeProc(binary: string, args: string[], spec: SpawnSpec, statusFd: num
     detached: true,
     stdio: ["pipe", spec.stdout, spec.stderr === "pipe" ? "pipe" : "ignore", statusFd],
   });
-  let startError: string | undefined;
-  const exited = new Promise<ExitStatus>((resolve) => {
-    child.once("exit", (code, signal) => {
-      if (signal) resolve({ signal: constants.signals[signal] ?? 9 });
-      else resolve({ code: code ?? 0 });
-    });
-    child.once("error", (err) => {
-      if (child.pid !== undefined) return;
-      startError = `${binary}: ${err.message}`;
-      resolve({ code: 127 });
-    });
-  });
-  (child.stdin as Writable).on("error", () => {});
-  return {
-    get pid() {
-      return child.pid;
-    },
-    stdin: child.stdin as Writable,
-    stdout: child.stdout,
+  return procFromChild(child, {
     stderr: spec.stderr === "pipe" ? child.stderr : null,
-    exited,
-    get startError() {
-      return startError;
-    },
-    signalGroup(sig) {
-      try {
-        if (child.pid) process.kill(-child.pid, sig);
-      } catch {
-        // gone
-      }
-    },
-  };
+    startError: (err) => ({ message: `${binary}: ${err.message}`, code: 127 }),
+  });
 }

@@ -8,7 +8,7 @@ import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "..
 import { cgroupDirs, oomKillCount } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
-import { OciCli } from "./oci-cli.ts";
+import { OciCli, ociRuntimeName } from "./oci-cli.ts";
 import { buildTaskSpec, type OciMount, taskProcess } from "./oci-spec.ts";
 import { hostImage, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
@@ -57,9 +57,10 @@ export class RuncRuntime implements Runtime {
     dataDir: string,
     binary: string,
     private readonly tini: string | undefined,
+    relaysResize: boolean,
   ) {
     this.base = join(dataDir, "runc");
-    this.cli = new OciCli(binary, join(this.base, "state"));
+    this.cli = new OciCli(binary, join(this.base, "state"), relaysResize);
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
   }
 
@@ -82,7 +83,9 @@ export class RuncRuntime implements Runtime {
       }
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
-    const rt = new RuncRuntime(real, binary, tini);
+    // crun's `exec --tty` leaves resizing the task's terminal to us.
+    const relaysResize = (await ociRuntimeName(binary).catch(() => "")) !== "crun";
+    const rt = new RuncRuntime(real, binary, tini, relaysResize);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
