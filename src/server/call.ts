@@ -21,17 +21,24 @@ export interface ServerDeps {
   shutdown: AbortSignal;
 }
 
+/**
+ * The signal of one call: aborted by the client's cancel (CANCELLED) or the
+ * server's shutdown (UNAVAILABLE). `release` must run when the call ends, so
+ * the server-wide shutdown signal does not collect a listener per call.
+ */
 function callSignal(
   call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
   shutdown: AbortSignal,
-): AbortSignal {
+): { signal: AbortSignal; release: () => void } {
   const ac = new AbortController();
   call.once("cancelled", () => ac.abort(new CancelledError("the client cancelled the call")));
   const onShutdown = () => ac.abort(new UnavailableError("the server is shutting down"));
   if (shutdown.aborted) onShutdown();
   else shutdown.addEventListener("abort", onShutdown, { once: true });
-  ac.signal.addEventListener("abort", () => shutdown.removeEventListener("abort", onShutdown));
-  return ac.signal;
+  return {
+    signal: ac.signal,
+    release: () => shutdown.removeEventListener("abort", onShutdown),
+  };
 }
 
 /** Adapts a promise-returning handler to a grpc-js unary handler with error mapping. */
@@ -41,10 +48,19 @@ export function unary<Req, Res>(
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const signal = callSignal(call as ServerUnaryCall<unknown, unknown>, deps.shutdown);
+    const { signal, release } = callSignal(
+      call as ServerUnaryCall<unknown, unknown>,
+      deps.shutdown,
+    );
     fn(call.request, { log: deps.log, signal }).then(
-      (res) => callback(null, res),
-      (err: unknown) => callback(toGrpcError(err, deps.log, method)),
+      (res) => {
+        release();
+        callback(null, res);
+      },
+      (err: unknown) => {
+        release();
+        callback(toGrpcError(err, deps.log, method));
+      },
     );
   };
 }
@@ -60,7 +76,10 @@ export function serverStream<Req, Res>(
   fn: (req: Req, ctx: CallContext) => AsyncIterable<Res>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
-    const signal = callSignal(call as ServerWritableStream<unknown, unknown>, deps.shutdown);
+    const { signal, release } = callSignal(
+      call as ServerWritableStream<unknown, unknown>,
+      deps.shutdown,
+    );
     void (async () => {
       try {
         for await (const msg of fn(call.request, { log: deps.log, signal })) {
@@ -71,6 +90,8 @@ export function serverStream<Req, Res>(
         if (!call.cancelled) call.end();
       } catch (err) {
         if (!call.cancelled) call.emit("error", toGrpcError(err, deps.log, method));
+      } finally {
+        release();
       }
     })();
   };

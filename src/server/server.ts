@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Http2Server, ServerOptions as Http2ServerOptions } from "node:http2";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { type Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
@@ -68,6 +69,8 @@ export async function startServer(
   edge: EdgeOptions = {},
 ): Promise<RouterServer> {
   const shutdown = new AbortController();
+  // Every open call listens for shutdown; thousands at once are expected.
+  setMaxListeners(0, shutdown.signal);
   const deps: ServerDeps = { log, shutdown: shutdown.signal };
   const server = new AuthServer(edge.verifier, log, {
     "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE,
