@@ -127,13 +127,18 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     spillDir: join(dataDir, "spill"),
     onError: (err) => log.error({ err }, "output spill failed"),
   });
+  // Made before the tasks load: runc tasks rooted on an image hold it again when adopted.
+  const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
+    onSnapshotProgress: snapshotProgress(),
+  });
+  const runc = runtimes.get("runc");
+  if (runc instanceof RuncRuntime) {
+    runc.setImageResolver((id, o) => images.acquireUnpacked(id, { expired: o.existing }));
+  }
   await tasks.load();
   // Images: mounts of tasks that outlive the router (runc) are adopted, the others removed.
   const runtimeOf = (taskId: string) => tasks.list().find((t) => t.id === taskId)?.runtime.name;
   const endsWithRouter = (r: { taskId: string }) => (runtimeOf(r.taskId) ?? "host") === "host";
-  const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
-    onSnapshotProgress: snapshotProgress(),
-  });
   await images.init((r) => !endsWithRouter(r));
   tasks.onTeardown((taskId) => images.teardownTask(taskId));
   let server: RouterServer;

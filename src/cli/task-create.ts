@@ -10,6 +10,7 @@ interface TaskCreateOptions {
   cpus?: number;
   pidsLimit?: number;
   network?: string;
+  image?: string;
 }
 
 function parseCpus(v: string): number {
@@ -28,6 +29,7 @@ export function registerTaskCreate(task: Command): void {
     .option("--cpus <n>", "CPU limit in cores, e.g. 0.5 (runc)", parseCpus)
     .option("--pids-limit <n>", "maximum processes in the task (runc)", parsePositiveInt)
     .option("--network <mode>", "none (loopback only, the default) or host (runc)")
+    .option("--image <id>", "a stored image as the task's root filesystem (runc; needs /bin/sh)")
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -38,6 +40,7 @@ export function registerTaskCreate(task: Command): void {
             ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
             ...(o.pidsLimit !== undefined ? { pidsLimit: o.pidsLimit } : {}),
             ...(o.network !== undefined ? { network: o.network } : {}),
+            ...(o.image !== undefined ? { image: o.image } : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

@@ -28,6 +28,8 @@ export class TasksClient {
       cpus?: number;
       pidsLimit?: number;
       network?: string;
+      /** Id of a stored image to use as the task's root filesystem (runc). */
+      image?: string;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -39,6 +41,7 @@ export class TasksClient {
         cpus: opts.cpus ?? 0,
         pidsLimit: opts.pidsLimit ?? 0,
         network: opts.network ?? "",
+        image: opts.image ?? "",
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -210,9 +210,17 @@ export class ImageService {
   /**
    * The unpacked tree of image `imageId`, for a runtime that builds a task's
    * root on it (read-only lower layer). The image is held until `release`.
+   * `opts.expired`: an expired image still on disk is fine too (a task
+   * created on it earlier is re-adopted after a restart).
    */
-  async acquireUnpacked(imageId: string): Promise<{ dir: string; release: () => void }> {
-    await this.store.get(imageId);
+  async acquireUnpacked(
+    imageId: string,
+    opts: { expired?: boolean } = {},
+  ): Promise<{ dir: string; release: () => void }> {
+    if (!opts.expired) await this.store.get(imageId);
+    else if (!IMAGE_ID.test(imageId) || !(await this.store.readMeta(imageId))) {
+      throw new NotFoundError(`image ${JSON.stringify(imageId)} not found`);
+    }
     this.store.acquire(imageId);
     try {
       const dir = await ensureUnpacked(this.store, imageId);

@@ -68,6 +68,8 @@ export interface TaskSpec {
   pidsLimit?: number;
   /** "none": own network namespace with loopback only (the default); "host": this machine's. */
   network?: "none" | "host";
+  /** Id of a stored image that is the task's root filesystem (runc); absent: the host image. */
+  image?: string;
 }
 
 /** What a runtime sees of a task right now. */

@@ -41,6 +41,7 @@ function toMsg(t: Task): TaskMsg {
     cpus: t.spec.cpus ?? 0,
     pidsLimit: t.spec.pidsLimit ?? 0,
     network: t.spec.network ?? (t.runtime.checkSpec ? "none" : ""),
+    image: t.spec.image ?? "",
   });
 }
 
@@ -63,6 +64,7 @@ function specOf(req: CreateTaskRequest): TaskSpec {
     }
     spec.network = req.network;
   }
+  if (req.image !== "") spec.image = req.image;
   return spec;
 }
 

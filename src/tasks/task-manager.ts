@@ -90,7 +90,11 @@ export class TaskManager {
     const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
     const spec = opts.spec ?? {};
     if (runtime.checkSpec) runtime.checkSpec(spec);
-    else if (Object.values(spec).some((v) => v !== undefined)) {
+    else if (spec.image !== undefined) {
+      throw new InvalidArgumentError(
+        `images as task roots need the runc runtime (this task's is ${runtime.name})`,
+      );
+    } else if (Object.values(spec).some((v) => v !== undefined)) {
       throw new InvalidArgumentError(
         `the ${runtime.name} runtime enforces no limits or network: create the task on runc`,
       );

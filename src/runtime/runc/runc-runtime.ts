@@ -7,10 +7,12 @@ import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import { cgroupDirs, oomKillCount } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
+import { WRAPPER_INTERPRETER } from "./exec-wrapper.ts";
+import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, ociRuntimeName } from "./oci-cli.ts";
 import { buildTaskSpec, type OciMount, taskProcess } from "./oci-spec.ts";
-import { hostImage, mountRootfs, type RootfsLayer } from "./rootfs.ts";
+import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
 
 /** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
@@ -52,6 +54,8 @@ export class RuncRuntime implements Runtime {
   private readonly tasks = new Map<string, TaskInfo>();
   private image: Promise<RootfsLayer[]> | undefined;
   private seq = 0;
+  /** Image-rooted tasks: the image and its hold (released by destroyTask). */
+  private readonly images = new ImageRoots();
 
   private constructor(
     dataDir: string,
@@ -94,6 +98,17 @@ export class RuncRuntime implements Runtime {
     return join(this.base, "bundles", taskId);
   }
 
+  /** Lets tasks use stored images as their root (`TaskSpec.image`); set before tasks load. */
+  setImageResolver(resolve: ImageResolver): void {
+    this.images.setResolver(resolve);
+  }
+
+  /** For image-rooted tasks: the image and the task's writable layer (incremental snapshots). */
+  rootLayers(taskId: string): { imageId: string; upper: string } | undefined {
+    const imageId = this.images.imageOf(taskId);
+    return imageId ? { imageId, upper: layerDirs(this.bundle(taskId), "/").upper } : undefined;
+  }
+
   /** The host path of the task's root filesystem (mounts made below it show in the task). */
   rootfs(taskId: string): string {
     return join(this.bundle(taskId), "rootfs");
@@ -105,7 +120,10 @@ export class RuncRuntime implements Runtime {
   }
 
   checkSpec(spec: TaskSpec): void {
-    const { memoryBytes: mem, cpus, pidsLimit: pids, network } = spec;
+    const { memoryBytes: mem, cpus, pidsLimit: pids, network, image } = spec;
+    if (image !== undefined && (typeof image !== "string" || image === "")) {
+      throw new InvalidArgumentError("image must be a non-empty image id");
+    }
     if (mem !== undefined && (!Number.isSafeInteger(mem) || mem < 8 * 1024 * 1024)) {
       throw new InvalidArgumentError("memory must be at least 8 MiB");
     }
@@ -128,11 +146,16 @@ export class RuncRuntime implements Runtime {
     opts: { existing?: boolean } = {},
   ): Promise<TaskEnv> {
     const bundle = this.bundle(taskId);
+    // The image first (NotFound, no /bin/sh): nothing is made for a task that cannot be.
+    const layers = spec.image
+      ? await this.images.acquire(taskId, spec.image, opts.existing === true)
+      : undefined;
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await rm(join(bundle, "execs"), { recursive: true, force: true });
     await mkdir(join(bundle, "execs"), { mode: 0o700 });
-    this.image ??= hostImage(join(this.base, "images", "host"));
-    await mountRootfs(bundle, await this.image);
+    if (!layers) this.image ??= hostImage(join(this.base, "images", "host"));
+    await mountRootfs(bundle, layers ?? (await (this.image as Promise<RootfsLayer[]>)));
+    if (layers?.[0] && !opts.existing) await copyRootAttrs(layers[0].lower, this.rootfs(taskId));
     await writeFile(
       join(bundle, "config.json"),
       JSON.stringify(this.config(taskId, spec), null, 1),
@@ -161,7 +184,8 @@ export class RuncRuntime implements Runtime {
     }
     this.tasks.set(taskId, info);
     return {
-      defaultWorkdir: "/root",
+      // An image without /root: its commands start in / by default.
+      defaultWorkdir: !layers || existsInside(this.rootfs(taskId), "/root") ? "/root" : "/",
       baseEnv: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", USER: "root", LOGNAME: "root" },
     };
   }
@@ -227,6 +251,7 @@ export class RuncRuntime implements Runtime {
       }
     }
     this.tasks.delete(taskId);
+    this.images.release(taskId);
   }
 
   resolvePath(taskId: string, path: string): string {
@@ -242,6 +267,8 @@ export class RuncRuntime implements Runtime {
         containerId: taskId,
         filePrefix: join(bundle, "execs", `${process.pid}-${++this.seq}`),
         oomKills: () => oomKillCount(cgroup),
+        // An image without perl: no wrapper (see RuncExecContext.wrapper).
+        wrapper: !this.images.has(taskId) || existsInside(this.rootfs(taskId), WRAPPER_INTERPRETER),
       },
       spec,
     );

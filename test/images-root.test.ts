@@ -1,0 +1,214 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { tarDirectory } from "../src/cli/tar-dir.ts";
+import { TasksClient } from "../src/client/admin.ts";
+import { RouterClient } from "../src/client/client.ts";
+import { ImagesAdminClient, TaskImagesClient } from "../src/client/images.ts";
+import { mountsUnder } from "../src/runtime/runc/mounts.ts";
+import type { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
+import { runCli } from "./helpers/cli-run.ts";
+import { rejectsKind, scratch } from "./helpers/images.ts";
+import type { TestRouter } from "./helpers/router.ts";
+import {
+  removeDataDir,
+  runcSkipReason,
+  runIn,
+  startRuncDaemon,
+  startRuncRouter,
+  tempDataDir,
+} from "./helpers/runc.ts";
+
+const skip = await runcSkipReason();
+const MARKER = "made for the image-root test\n";
+
+/** Copies host program `bin` to `dest` inside `root`, with the libraries and loader `ldd` lists. */
+async function copyProgram(root: string, bin: string, dest: string): Promise<void> {
+  const put = async (from: string, to: string) => {
+    await mkdir(dirname(join(root, to)), { recursive: true });
+    await copyFile(realpathSync(from), join(root, to));
+    await chmod(join(root, to), 0o755);
+  };
+  await put(bin, dest);
+  for (const line of execFileSync("ldd", [bin], { encoding: "utf8" }).split("\n")) {
+    const lib = /=>\s*(\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)\s/.exec(line)?.[1];
+    if (lib) await put(lib, lib);
+  }
+}
+
+/** A tiny root filesystem: /bin/sh (dash), /bin/cat, their libraries, /etc/marker, /tmp. */
+async function makeImageDir(dir: string): Promise<void> {
+  await copyProgram(dir, "/bin/dash", "/bin/sh");
+  await copyProgram(dir, "/bin/cat", "/bin/cat");
+  await mkdir(join(dir, "etc"), { recursive: true });
+  await writeFile(join(dir, "etc", "marker"), MARKER);
+  await mkdir(join(dir, "tmp"));
+  await chmod(join(dir, "tmp"), 0o1777);
+}
+
+describe("an imported image as the root of a runc task", { skip }, () => {
+  let r: TestRouter;
+  let tasks: TasksClient;
+  let admin: ImagesAdminClient;
+  let s: Awaited<ReturnType<typeof scratch>>;
+  let image: string;
+
+  before(async () => {
+    s = await scratch();
+    r = await startRuncRouter();
+    tasks = new TasksClient(r.client);
+    admin = new ImagesAdminClient(r.client);
+    const tree = join(s.dir, "tree");
+    await makeImageDir(tree);
+    image = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
+  });
+  after(async () => {
+    await r?.close();
+    await s?.cleanup();
+  });
+
+  it("runs commands on the image's files only, without perl, with the command's own exit code", async () => {
+    const t = await tasks.create("", { runtime: "runc", image });
+    assert.equal(t.image, image);
+    assert.equal((await tasks.get(t.taskId)).image, image);
+    assert.equal(t.defaultWorkdir, "/");
+    const out = await runIn(r, t.taskId, ["sh", "-c", "cat /etc/marker; exit 3"]);
+    assert.deepEqual(out.status, { code: 3 }, out.stderr);
+    assert.equal(out.stdout, MARKER);
+    const absent = await runIn(r, t.taskId, [
+      "sh",
+      "-c",
+      "test -e /usr/bin/perl || echo noperl; test -e /etc/passwd || echo nopasswd",
+    ]);
+    assert.equal(absent.stdout, "noperl\nnopasswd\n", absent.stderr);
+    const missing = await runIn(r, t.taskId, ["no-such-program"]);
+    assert.deepEqual(missing.status, { code: 127 });
+    await tasks.terminate(t.taskId);
+  });
+
+  it("writes stay in the task; a filesystem snapshot of it roots another task", async () => {
+    const t = await tasks.create("", { runtime: "runc", image });
+    const rt = r.daemon.tasks.get(t.taskId).runtime as RuncRuntime;
+    const bundle = dirname(rt.rootfs(t.taskId));
+    const w = await runIn(r, t.taskId, [
+      "sh",
+      "-c",
+      "echo changed > /etc/marker; echo new > /tmp/n",
+    ]);
+    assert.deepEqual(w.status, { code: 0 }, w.stderr);
+    const unpacked = join(r.daemon.images.store.unpackedDir, image);
+    assert.equal(readFileSync(join(unpacked, "etc", "marker"), "utf8"), MARKER);
+    assert.equal(existsSync(join(unpacked, "tmp", "n")), false);
+    assert.deepEqual(rt.rootLayers(t.taskId), {
+      imageId: image,
+      upper: join(bundle, "upper", "_root"),
+    });
+    const snap = await new TaskImagesClient(r.client).snapshotFilesystem(t.taskId);
+    const t2 = await tasks.create("", { runtime: "runc", image: snap });
+    const seen = await runIn(r, t2.taskId, ["sh", "-c", "cat /etc/marker /tmp/n"]);
+    assert.equal(seen.stdout, "changed\nnew\n", seen.stderr);
+    await tasks.terminate(t2.taskId);
+
+    // In use: the image cannot be removed; once the task is gone it can.
+    await rejectsKind(() => admin.delete(image), "FailedPrecondition", /in use/);
+    await tasks.terminate(t.taskId);
+    assert.equal(existsSync(bundle), false);
+    assert.deepEqual(await mountsUnder(bundle), []);
+    assert.equal(r.daemon.images.store.usersOf(image), 0);
+    await admin.delete(snap);
+  });
+
+  it("task create --image ID (CLI) makes an image-rooted task", async () => {
+    const res = await runCli([
+      "--server",
+      r.address,
+      "task",
+      "create",
+      "--id",
+      "cli-rooted",
+      "--image",
+      image,
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout, "cli-rooted\n");
+    assert.equal(r.daemon.tasks.get("cli-rooted").spec.image, image);
+    const out = await runIn(r, "cli-rooted", ["cat", "/etc/marker"]);
+    assert.equal(out.stdout, MARKER, out.stderr);
+    await tasks.terminate("cli-rooted");
+  });
+
+  it("refuses an unknown image, an image on a host task, and an image without /bin/sh", async () => {
+    const unknown = `im-${"0".repeat(32)}`;
+    await rejectsKind(
+      () => tasks.create("t-unknown", { runtime: "runc", image: unknown }),
+      "NotFound",
+    );
+    assert.equal(existsSync(join(r.dataDir, "runc", "bundles", "t-unknown")), false);
+    await rejectsKind(
+      () => tasks.create("", { runtime: "host", image }),
+      "InvalidArgument",
+      /images as task roots need the runc runtime/,
+    );
+    const bare = join(s.dir, "bare");
+    await mkdir(join(bare, "etc"), { recursive: true });
+    await writeFile(join(bare, "etc", "marker"), MARKER);
+    const noShell = await admin.import(tarDirectory(bare), { format: "tree", source: "test" });
+    await rejectsKind(
+      () => tasks.create("t-nosh", { runtime: "runc", image: noShell }),
+      "FailedPrecondition",
+      /no \/bin\/sh/,
+    );
+    assert.equal(existsSync(join(r.dataDir, "runc", "bundles", "t-nosh")), false);
+    assert.equal(r.daemon.images.store.usersOf(noShell), 0);
+    assert.deepEqual(
+      (await tasks.list()).map((t) => t.taskId),
+      [],
+    );
+  });
+});
+
+describe("an image-rooted runc task across a router restart", { skip }, () => {
+  let dataDir: string;
+  let s: Awaited<ReturnType<typeof scratch>>;
+  before(async () => {
+    s = await scratch();
+    dataDir = await tempDataDir();
+  });
+  after(async () => {
+    if (dataDir) await removeDataDir(dataDir);
+    await s?.cleanup();
+  });
+
+  it("is adopted with its image held again", async () => {
+    const tree = join(s.dir, "tree");
+    await makeImageDir(tree);
+    const d1 = await startRuncDaemon(dataDir);
+    let image: string;
+    try {
+      image = await d1.images.importStream(tarDirectory(tree), { format: "tree", source: "test" });
+      await d1.tasks.create("rooted", { runtime: "runc", spec: { image } });
+      assert.equal(d1.images.store.usersOf(image), 1);
+    } finally {
+      await d1.close();
+    }
+    const d2 = await startRuncDaemon(dataDir);
+    const c = new RouterClient(d2.address);
+    try {
+      assert.equal(d2.tasks.get("rooted").spec.image, image);
+      assert.equal(d2.images.store.usersOf(image), 1);
+      await rejectsKind(() => d2.images.delete(image), "FailedPrecondition", /in use/);
+      const out = await runIn({ client: c }, "rooted", ["sh", "-c", "cat /etc/marker; exit 4"]);
+      assert.deepEqual(out.status, { code: 4 }, out.stderr);
+      assert.equal(out.stdout, MARKER);
+      await d2.tasks.terminate("rooted");
+      assert.equal(d2.images.store.usersOf(image), 0);
+      await d2.images.delete(image);
+    } finally {
+      c.close();
+      await d2.close();
+    }
+  });
+});
