@@ -81,6 +81,7 @@ export class Task {
     if (req.pty) Object.assign(env, ptyEnv(req.pty));
     validateExecRequest(req, env, { allowRuntimeDebug: this.limits.allowRuntimeDebug });
     this.assertRunning();
+    this.assertRuntimeRunning();
     const cwd = req.workdir ?? this.env.defaultWorkdir;
     const hostCwd = this.runtime.resolvePath(this.id, cwd);
     const st = await stat(hostCwd).catch(() => undefined);
@@ -149,10 +150,15 @@ export class Task {
     return this.runtime.status(this.id);
   }
 
+  /** The task was not terminated (checked again after every await of a start). */
   private assertRunning(): void {
     if (this.state !== "running") {
       throw new FailedPreconditionError(`task ${this.id} is not running (${this.state})`);
     }
+  }
+
+  /** The runtime's environment is alive (a runc task's container); checked once per start. */
+  private assertRuntimeRunning(): void {
     const rs = this.runtimeStatus();
     if (rs.state !== "running") {
       throw new FailedPreconditionError(
