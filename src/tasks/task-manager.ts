@@ -38,6 +38,8 @@ export class TaskManager {
   private readonly tasks = new Map<string, Task>();
   /** Terminated tasks, remembered for `retentionMs`: the final state of their execs. */
   private readonly tombstones = new Map<string, ExecInfo[]>();
+  /** Ids of tasks being created (reserved, not yet visible). */
+  private readonly creating = new Set<string>();
 
   /**
    * @param runtimes the runtimes tasks may use, by name
@@ -105,17 +107,11 @@ export class TaskManager {
         `task id ${JSON.stringify(id)} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit`,
       );
     }
-    if (this.tasks.has(id)) throw new AlreadyExistsError(`task ${id} already exists`);
+    if (this.tasks.has(id) || this.creating.has(id)) {
+      throw new AlreadyExistsError(`task ${id} already exists`);
+    }
     const createdAt = Date.now();
-    const placeholder = new Task(
-      id,
-      createdAt,
-      runtime,
-      { defaultWorkdir: "/", baseEnv: {} },
-      this.limits,
-    );
-    placeholder.state = "terminated";
-    this.tasks.set(id, placeholder); // reserve the id while preparing
+    this.creating.add(id); // reserve the id while the runtime prepares the task
     try {
       const env = await runtime.prepareTask(id, spec);
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec };
@@ -127,12 +123,13 @@ export class TaskManager {
       task.spec = spec;
       this.tasks.set(id, task);
       this.tombstones.delete(id);
+      this.creating.delete(id);
       return task;
     } catch (err) {
       // Undo what the runtime made (mounts, a container) before forgetting the id.
       await runtime.destroyTask(id).catch(() => undefined);
       await rm(join(this.dataDir, "tasks", id), { recursive: true, force: true });
-      this.tasks.delete(id);
+      this.creating.delete(id);
       throw err;
     }
   }
