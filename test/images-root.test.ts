@@ -70,7 +70,7 @@ describe("an imported image as the root of a runc task", { skip }, () => {
     await s?.cleanup();
   });
 
-  it("runs commands on the image's files only, without perl, with the command's own exit code", async () => {
+  it("runs commands on the image's files only, without perl, exit code and signal told apart", async () => {
     const t = await tasks.create("", { runtime: "runc", image });
     assert.equal(t.image, image);
     assert.equal((await tasks.get(t.taskId)).image, image);
@@ -86,6 +86,10 @@ describe("an imported image as the root of a runc task", { skip }, () => {
     assert.equal(absent.stdout, "noperl\nnopasswd\n", absent.stderr);
     const missing = await runIn(r, t.taskId, ["no-such-program"]);
     assert.deepEqual(missing.status, { code: 127 });
+    const killed = await runIn(r, t.taskId, ["sh", "-c", "kill -9 $$"]);
+    assert.deepEqual(killed.status, { signal: 9 }, killed.stderr);
+    const exited = await runIn(r, t.taskId, ["sh", "-c", "exit 137"]);
+    assert.deepEqual(exited.status, { code: 137 }, exited.stderr);
     await tasks.terminate(t.taskId);
   });
 

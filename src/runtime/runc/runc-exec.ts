@@ -17,18 +17,7 @@ export interface RuncExecContext {
   filePrefix: string;
   /** OOM kills counted in the task's cgroup so far (undefined: unknown). */
   oomKills: () => number | undefined;
-  /**
-   * false: the task has no perl (an image root without it): the command runs
-   * under `/bin/sh` (which only closes fd 3 and merges stderr) and its status
-   * is the runtime's own exit code: a command killed by signal n reports code
-   * 128+n. Default true: the exec wrapper (./exec-wrapper.ts).
-   */
-  wrapper?: boolean;
 }
-
-/** The shell stand-in for the wrapper: closes the status fd, merges stderr when asked. */
-const SHELL_EXEC = 'exec "$@" 3>&-';
-const SHELL_EXEC_MERGED = 'exec "$@" 2>&1 3>&-';
 
 const POLL_PID_MS = 10;
 
@@ -48,10 +37,7 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     status: `${ctx.filePrefix}.status`,
   };
   const process_ = taskProcess({
-    args:
-      ctx.wrapper === false
-        ? ["/bin/sh", "-c", merge ? SHELL_EXEC_MERGED : SHELL_EXEC, "sh", ...spec.argv]
-        : wrapArgv(spec.argv, merge),
+    args: wrapArgv(spec.argv, merge),
     env: spec.env,
     cwd: spec.cwd,
     terminal: spec.pty,
@@ -125,10 +111,7 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     done = true;
     clearTimeout(poll);
     const report = await readFile(files.status, "utf8").catch(() => "");
-    const status =
-      ctx.wrapper === false
-        ? runtimeExit
-        : (parseWrapperStatus(report) ?? statusWithoutReport(runtimeExit));
+    const status = parseWrapperStatus(report) ?? statusWithoutReport(runtimeExit);
     // Before the pid file goes: a late signal still finds the group.
     readPgid();
     const oomAfter = ctx.oomKills();

@@ -7,7 +7,7 @@ import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import { cgroupDirs, oomKillCount } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
-import { WRAPPER_INTERPRETER } from "./exec-wrapper.ts";
+import { checkNativeHelpers, EXEC_IN_TASK, nativeHelper } from "./exec-wrapper.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, ociRuntimeName } from "./oci-cli.ts";
@@ -77,6 +77,7 @@ export class RuncRuntime implements Runtime {
     binary: string,
     opts: { shellInit?: boolean } = {},
   ): Promise<RuncRuntime> {
+    checkNativeHelpers();
     const real = await realpath(dataDir);
     if (UNSAFE_MOUNT_PATH.test(real)) {
       throw new Error(`runc runtime: the data dir path must not contain , : \\ or spaces: ${real}`);
@@ -191,7 +192,14 @@ export class RuncRuntime implements Runtime {
   }
 
   private config(taskId: string, spec: TaskSpec) {
-    const mounts: OciMount[] = [];
+    const mounts: OciMount[] = [
+      {
+        destination: EXEC_IN_TASK,
+        type: "bind",
+        source: nativeHelper("taskrouter-exec"),
+        options: ["bind", "ro"],
+      },
+    ];
     let args: string[];
     if (this.tini) {
       mounts.push({
@@ -267,8 +275,6 @@ export class RuncRuntime implements Runtime {
         containerId: taskId,
         filePrefix: join(bundle, "execs", `${process.pid}-${++this.seq}`),
         oomKills: () => oomKillCount(cgroup),
-        // An image without perl: no wrapper (see RuncExecContext.wrapper).
-        wrapper: !this.images.has(taskId) || existsInside(this.rootfs(taskId), WRAPPER_INTERPRETER),
       },
       spec,
     );

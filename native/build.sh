@@ -1,0 +1,14 @@
+#!/bin/sh
+# Builds the two small native helpers of the runc runtime into build/native/ (run by
+# `npm ci` / `npm install` as the postinstall step, or `npm run build:native`):
+#   taskrouter-exec   the exec wrapper inside every runc task (static: runs in any image)
+#   taskrouter-mount  places image mounts into tasks whose runtime does not propagate them
+# Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
+set -eu
+cd "$(dirname "$0")/.."
+CC="${CC:-cc}"
+mkdir -p build/native
+"$CC" -O2 -Wall -Wextra -Werror -static -o build/native/taskrouter-exec.tmp native/exec-wrapper.c
+"$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-mount.tmp native/mount-into.c
+mv build/native/taskrouter-exec.tmp build/native/taskrouter-exec
+mv build/native/taskrouter-mount.tmp build/native/taskrouter-mount

@@ -1,0 +1,104 @@
+/*
+ * taskrouter-exec: the program every exec of a runc task runs as, ahead of
+ * the command: `/.taskrouter/exec MERGE ARGV...` (bind-mounted read-only into
+ * each task; linked statically, so it runs in any image, with or without a
+ * libc of its own).
+ *
+ * `runc exec` reports a command killed by signal n as exit code 128+n, the
+ * same as `exit 128+n`. This wrapper is the command's parent inside the task,
+ * so it sees the real wait status and writes it (`code N` or `signal N`) to
+ * fd 3, a file of the router's that the runtime passes in (--preserve-fds 1)
+ * and the command never inherits.
+ *
+ * It also:
+ * - makes itself a process-group leader first (runc's exec already made it a
+ *   session leader, then this fails harmlessly; crun's exec without a
+ *   terminal does not), so the pid in the runtime's pid file is the group the
+ *   router signals;
+ * - ignores every catchable signal itself (the command gets the defaults
+ *   back), so a signal sent to the exec's process group reaches the command
+ *   and the wrapper stays to report how the command ended;
+ * - points the command's stderr at its stdout when MERGE is 1 (one pipe,
+ *   write order kept by the kernel);
+ * - reports a program that cannot start the way the host runtime does:
+ *   `taskrouter: NAME: command not found` (127) or `...: Permission denied`
+ *   (126);
+ * - closes its own stdio after the fork, so output pipes end with the
+ *   command's tree, not with the wrapper.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define STATUS_FD 3
+
+/* glibc keeps signals 32 and 33 for itself (thread cancellation, setxid). */
+static int catchable(int sig) {
+  return sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD && sig != 32 && sig != 33;
+}
+
+static void set_all(void (*handler)(int)) {
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (catchable(sig)) signal(sig, handler);
+  }
+}
+
+static void report(const char *kind, int n) {
+  char line[32];
+  int len = snprintf(line, sizeof line, "%s %d\n", kind, n);
+  while (write(STATUS_FD, line, (size_t)len) < 0 && errno == EINTR) {
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s MERGE(0|1) PROGRAM [ARG...]\n", argv[0]);
+    return 126;
+  }
+  if (fcntl(STATUS_FD, F_GETFD) < 0) {
+    fprintf(stderr, "taskrouter: no status channel on fd %d\n", STATUS_FD);
+    return 126;
+  }
+  int merge = strcmp(argv[1], "1") == 0;
+  char **cmd = argv + 2;
+  setpgid(0, 0);
+  set_all(SIG_IGN);
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    fprintf(stderr, "taskrouter: fork: %s\n", strerror(errno));
+    report("code", 126);
+    return 126;
+  }
+  if (pid == 0) {
+    set_all(SIG_DFL);
+    close(STATUS_FD);
+    if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
+    execvp(cmd[0], cmd);
+    int missing = errno == ENOENT || errno == ENOTDIR;
+    fprintf(stderr, "taskrouter: %s: %s\n", cmd[0],
+            missing ? "command not found" : "Permission denied");
+    _exit(missing ? 127 : 126);
+  }
+
+  close(STDIN_FILENO);
+  close(STDOUT_FILENO);
+  close(STDERR_FILENO);
+  int status;
+  pid_t r;
+  do {
+    r = waitpid(pid, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r != pid) return 125;
+  if (WIFSIGNALED(status)) {
+    report("signal", WTERMSIG(status));
+    return 128 + WTERMSIG(status);
+  }
+  report("code", WEXITSTATUS(status));
+  return WEXITSTATUS(status);
+}
