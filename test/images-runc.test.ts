@@ -9,7 +9,7 @@ import { taskFsLookup } from "../src/images/task-fs.ts";
 import type { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { rejectsKind } from "./helpers/images.ts";
 import type { TestRouter } from "./helpers/router.ts";
-import { runcSkipReason, runIn, startRuncRouter } from "./helpers/runc.ts";
+import { OCI_RUNTIMES, runcSkipReason, runIn, startRuncRouter } from "./helpers/runc.ts";
 
 const skip = await runcSkipReason();
 
@@ -145,3 +145,54 @@ describe("images in runc tasks", { skip }, () => {
     assert.equal(r.daemon.images.mounts.list(t).length, 0);
   });
 });
+
+// Mounts into running tasks with every OCI runtime: runc propagates them into the task,
+// crun does not (the router places them in the task's mount namespace instead).
+for (const { label, binary } of OCI_RUNTIMES) {
+  describe(`image mounts in a running task (${label})`, {
+    skip: await runcSkipReason(binary),
+  }, () => {
+    let r: TestRouter;
+    let images: TaskImagesClient;
+    before(async () => {
+      r = await startRuncRouter({ ociRuntime: binary });
+      images = new TaskImagesClient(r.client);
+    });
+    after(async () => {
+      await r?.close();
+    });
+
+    it("the task sees a mount at once, nested and replaced ones too; unmount brings back what it hid", async () => {
+      const t = await r.newTask();
+      const prep = await runIn(r, t, [
+        "sh",
+        "-c",
+        "mkdir -p /srv/img /mnt/x && echo image > /srv/img/f && echo hidden > /mnt/x/f",
+      ]);
+      assert.deepEqual(prep.status, { code: 0 }, prep.stderr);
+      const image = await images.snapshotDirectory(t, "/srv/img");
+      const look = async () => {
+        const res = await runIn(r, t, [
+          "sh",
+          "-c",
+          "cat /mnt/x/f 2>&1; ls -A /mnt/x | tr '\\n' ' '",
+        ]);
+        assert.deepEqual(res.status, { code: 0 }, res.stderr);
+        return res.stdout;
+      };
+
+      await images.mount(t, "/mnt/x", image);
+      assert.equal(await look(), "image\nf ");
+      await images.mount(t, "/mnt/x/sub", "");
+      const nested = await runIn(r, t, ["sh", "-c", "touch /mnt/x/sub/new && ls -A /mnt/x/sub"]);
+      assert.equal(nested.stdout, "new\n", nested.stderr);
+      await images.mount(t, "/mnt/x", ""); // replaces the image mount (and what was below it)
+      assert.equal(await look(), "cat: /mnt/x/f: No such file or directory\n");
+      await images.unmount(t, "/mnt/x");
+      assert.equal(await look(), "hidden\nf ");
+      assert.equal(r.daemon.images.mounts.list(t).length, 0);
+      await rejectsKind(() => images.unmount(t, "/mnt/x"), "NotFound", /no directory is mounted/);
+      await r.tasks.terminate(t);
+    });
+  });
+}

@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -12,7 +11,6 @@ import { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { waitGone } from "./helpers/procs.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
 import {
-  CRUN,
   initPid,
   OCI_RUNTIMES,
   removeDataDir,
@@ -120,26 +118,30 @@ for (const { label, binary } of OCI_RUNTIMES) {
       assert.deepEqual(check.status, { code: 0 }, `not reaped: ${check.stdout}`);
     });
 
-    // crun 1.8.1 bind-mounts the rootfs onto itself privately before it applies
-    // rootfsPropagation, so no later host mount reaches a running crun task.
-    const noPropagation =
-      binary === CRUN ? "crun cuts the task's rootfs off from the host's mount events" : undefined;
-    it("a mount made under the task's rootfs after start shows inside", {
-      skip: noPropagation,
-    }, async () => {
+    // runc propagates such a mount into the task (rootfsPropagation rslave); crun binds
+    // the rootfs privately, so there exposeMount places it in the task's mount namespace.
+    it("a mount made under the task's rootfs after start shows inside, and goes again", async () => {
       const t = await r.newTask();
       const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
-      const src = await mkdtemp(join(tmpdir(), "taskrouter-mnt-"));
-      await writeFile(join(src, "f"), "mounted\n");
       const target = rt.resolvePath(t, "/mnt/late");
       await mkdir(target, { recursive: true });
+      await writeFile(join(target, "f"), "hidden\n");
+      let mounted = false;
       try {
-        await sh("mount", ["--bind", src, target]);
+        await sh("mount", ["-t", "tmpfs", "-o", "size=1m", "late", target]);
+        mounted = true;
+        await writeFile(join(target, "f"), "mounted\n");
+        const st = await stat(target);
+        await rt.exposeMount(t, target, { dev: st.dev, ino: st.ino });
         const res = await runIn(r, t, ["cat", "/mnt/late/f"]);
         assert.deepEqual([res.status, res.stdout], [{ code: 0 }, "mounted\n"], res.stderr);
+        await sh("umount", [target]);
+        mounted = false;
+        await rt.hideMount(t, st.dev);
+        const gone = await runIn(r, t, ["cat", "/mnt/late/f"]);
+        assert.deepEqual([gone.status, gone.stdout], [{ code: 0 }, "hidden\n"], gone.stderr);
       } finally {
-        await sh("umount", [target]).catch(() => undefined);
-        await rm(src, { recursive: true, force: true });
+        if (mounted) await sh("umount", [target]).catch(() => undefined);
       }
     });
 

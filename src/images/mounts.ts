@@ -35,6 +35,17 @@ export interface MountRecord {
 }
 
 /**
+ * Where mounts go: the task's root, and for runtimes whose tasks do not see
+ * mounts made below their root on the host, how to place them there.
+ */
+export interface MountRoot extends FsRoot {
+  /** Makes the new mount at host path `hostPath` (root `root`) visible in the task. */
+  exposeMount?(hostPath: string, root: { dev: number; ino: number }): Promise<void>;
+  /** Removes from the task what is left of our detached mount of device `dev`. */
+  hideMount?(dev: number): Promise<void>;
+}
+
+/**
  * The overlay mounts of every task. Each mount has its own writable layer
  * (`<images>/mounts/<id>/upper`, with `work`) over the image unpacked once
  * into the store's cache (or an empty directory), so mounting costs the same
@@ -115,7 +126,7 @@ export class MountManager {
    */
   async mount(
     taskId: string,
-    fsRoot: FsRoot,
+    fsRoot: MountRoot,
     components: readonly BinPath[],
     imageId: string,
     manifest: Manifest,
@@ -129,7 +140,7 @@ export class MountManager {
       const st = await target.fh.stat();
       const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
       if (old) {
-        await this.detach(old, target.fh.fd);
+        await this.detach(old, target.fh.fd, fsRoot);
         await target.fh.close();
         target = await resolveDir(fsRoot, components, { create: true });
       }
@@ -166,6 +177,7 @@ export class MountManager {
         rec.dev = mounted.dev;
         rec.ino = mounted.ino;
         await this.save(rec);
+        await fsRoot.exposeMount?.(mounted.where, mounted);
         this.byId.set(id, rec);
         return rec;
       } finally {
@@ -173,6 +185,7 @@ export class MountManager {
       }
     } catch (err) {
       if (rec && !this.byId.has(rec.id)) {
+        if (rec.dev) await fsRoot.hideMount?.(rec.dev).catch(() => undefined);
         await detachOverlay(rec.id);
         await rm(join(this.dir, rec.id), { recursive: true, force: true });
       }
@@ -194,7 +207,7 @@ export class MountManager {
       const st = await existing.fh.stat();
       await existing.fh.close();
       const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
-      if (old) await this.detach(old, -1);
+      if (old) await this.detach(old, -1, fsRoot);
     }
     const id = `mnt-${randomBytes(8).toString("hex")}`;
     const store = this.store;
@@ -229,7 +242,7 @@ export class MountManager {
    * Unmounts our mount at `components` (what it hid reappears; its writes
    * are dropped). NotFound when there is no mount of ours there.
    */
-  async unmount(taskId: string, fsRoot: FsRoot, components: readonly BinPath[]): Promise<void> {
+  async unmount(taskId: string, fsRoot: MountRoot, components: readonly BinPath[]): Promise<void> {
     const target = await resolveDir(fsRoot, components, { create: false });
     try {
       const st = await target.fh.stat();
@@ -239,20 +252,21 @@ export class MountManager {
           `no directory is mounted at ${Buffer.from(`/${components.join("/")}`, "latin1").toString()}`,
         );
       }
-      await this.detach(rec, target.fh.fd);
+      await this.detach(rec, target.fh.fd, fsRoot);
     } finally {
       await target.fh.close();
     }
   }
 
   /** Detaches `rec` (its root open as `fd`), then forgets it and any mount that went with it. */
-  private async detach(rec: MountRecord, fd: number): Promise<void> {
+  private async detach(rec: MountRecord, fd: number, fsRoot: MountRoot): Promise<void> {
     if (rec.copy) {
       await copyOut(rec.copy);
       await this.forget(rec);
       return;
     }
     await detachMount(fd);
+    await fsRoot.hideMount?.(rec.dev);
     await this.forget(rec);
     for (const other of this.list(rec.taskId)) {
       if (!other.copy && !(await overlayMounted(other.id))) await this.forget(other);

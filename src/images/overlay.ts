@@ -1,24 +1,6 @@
-import { spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
-
-/** Runs mount(8)/umount(8) with `fd` (an open directory) as fd 3; rejects with its stderr. */
-function run(cmd: string, args: string[], opts: { cwd?: string; fd?: number }): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const stdio: (number | "ignore" | "pipe")[] = ["ignore", "ignore", "pipe"];
-    if (opts.fd !== undefined) stdio.push(opts.fd);
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio, env: { PATH: process.env.PATH ?? "" } });
-    let err = "";
-    child.stderr?.on("data", (d: Buffer) => {
-      err += d.toString();
-    });
-    child.once("error", reject);
-    child.once("exit", (code) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${cmd} failed (${code}): ${err.trim()}`));
-    });
-  });
-}
+import { runTool as run } from "../util/run-tool.ts";
 
 /**
  * Mounts an overlay on the directory open as `targetFd`: `lower` read-only,
@@ -83,14 +65,16 @@ function needleOf(id: string): string {
   return `upperdir=mounts/${id}/upper`;
 }
 
-/** Device and inode of the root of our mount `id` (found through /proc/self/mountinfo). */
-export async function overlayRoot(id: string): Promise<{ dev: number; ino: number }> {
+/** Where our mount `id` is (found through /proc/self/mountinfo), and its root's device and inode. */
+export async function overlayRoot(
+  id: string,
+): Promise<{ where: string; dev: number; ino: number }> {
   const [where] = await findOverlayMounts(needleOf(id));
   if (!where) throw new Error(`overlay ${id} is not mounted after mount(8) succeeded`);
   const fh = await open(Buffer.from(where, "latin1"), constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     const st = await fh.stat();
-    return { dev: st.dev, ino: st.ino };
+    return { where, dev: st.dev, ino: st.ino };
   } finally {
     await fh.close();
   }

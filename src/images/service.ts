@@ -6,11 +6,11 @@ import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
 import { type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
 import { emptyManifest, IMAGE_ID, type Manifest, ManifestIndex } from "./manifest.ts";
-import { MountManager, type MountRecord } from "./mounts.ts";
+import { MountManager, type MountRecord, type MountRoot } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
 import { type BinPath, parseRequestPath, show } from "./paths.ts";
-import { type FsRoot, resolveDir } from "./resolve.ts";
+import { resolveDir } from "./resolve.ts";
 import { type SnapshotOptions, type SnapshotProgress, snapshotTree } from "./snapshot.ts";
 import { SnapshotKeys } from "./snapshot-keys.ts";
 import { parseTtl, type TtlPolicy } from "./ttl.ts";
@@ -20,7 +20,7 @@ import { ensureUnpacked } from "./unpack.ts";
  * What the image service needs to know about a task's filesystem. The
  * daemon builds it from the task's runtime.
  */
-export interface TaskFs extends FsRoot {
+export interface TaskFs extends MountRoot {
   /** Runtime name (mount records of "host" tasks end with the router). */
   runtime: string;
   /** Throws (InvalidArgument) for request paths the runtime forbids (e.g. the router's data dir). */

@@ -10,13 +10,15 @@ import type { TaskFs, TaskFsLookup } from "./service.ts";
 /**
  * What a runtime may offer the images service beyond the Runtime interface:
  * the host path of a task's root filesystem (mounts made below it appear in
- * the task), its cgroup (to freeze it during snapshots), and whether its root
+ * the task, or are placed there by `exposeMount`), its cgroup (to freeze it during snapshots), and whether its root
  * is an overlay over one of our images (incremental filesystem snapshots).
  */
 interface RootedRuntime extends Runtime {
   rootfs(taskId: string): string;
   cgroupsPath?(taskId: string): string;
   rootLayers?(taskId: string): { imageId: string; upper: string } | undefined;
+  exposeMount?(taskId: string, hostPath: string, root: { dev: number; ino: number }): Promise<void>;
+  hideMount?(taskId: string, dev: number): Promise<void>;
 }
 
 function isRooted(rt: Runtime): rt is RootedRuntime {
@@ -64,6 +66,8 @@ export function taskFsLookup(tasks: TaskManager, dataDirPath: string): TaskFsLoo
     if (cgroup) fs.freeze = () => freezeCgroup(cgroup);
     const layers = rt.rootLayers?.(taskId);
     if (layers) fs.rootLayers = layers;
+    if (rt.exposeMount) fs.exposeMount = rt.exposeMount.bind(rt, taskId);
+    if (rt.hideMount) fs.hideMount = rt.hideMount.bind(rt, taskId);
     return fs;
   };
 }

@@ -6,6 +6,8 @@ const run = promisify(execFile);
 
 /** One line of /proc/self/mountinfo, the fields we use. */
 export interface MountInfo {
+  /** The device of the mount's filesystem, `major:minor` (as st_dev shows it). */
+  device: string;
   mountPoint: string;
   fsType: string;
   /** Optional fields, e.g. ["shared:3"], ["master:2"]. */
@@ -19,9 +21,12 @@ function unescapeMountPath(s: string): string {
   );
 }
 
-/** The mounts of the router's mount namespace. */
-export async function mountInfo(): Promise<MountInfo[]> {
-  const text = await readFile("/proc/self/mountinfo", "utf8");
+/**
+ * The mounts of the router's mount namespace, or with `pid` those of that
+ * process's (paths as seen from its root), in mount order.
+ */
+export async function mountInfo(pid: number | "self" = "self"): Promise<MountInfo[]> {
+  const text = await readFile(`/proc/${pid}/mountinfo`, "utf8");
   const out: MountInfo[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
@@ -29,12 +34,21 @@ export async function mountInfo(): Promise<MountInfo[]> {
     const sep = f.indexOf("-");
     if (sep < 6) continue;
     out.push({
+      device: f[2] ?? "",
       mountPoint: unescapeMountPath(f[4] ?? ""),
       fsType: f[sep + 1] ?? "",
       optional: f.slice(6, sep),
     });
   }
   return out;
+}
+
+/** The `major:minor` of a st_dev value (glibc's gnu_dev_major/minor). */
+export function deviceName(dev: number | bigint): string {
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
 }
 
 /** Mount points at or below `dir`, deepest first. */

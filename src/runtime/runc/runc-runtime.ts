@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { InvalidArgumentError } from "../../errors.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import { cgroupDirs, oomKillCount } from "./cgroup.ts";
@@ -14,6 +14,7 @@ import { OciCli, ociRuntimeName } from "./oci-cli.ts";
 import { buildTaskSpec, type OciMount, taskProcess } from "./oci-spec.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
+import { exposeMount, hideMount } from "./task-mounts.ts";
 
 /** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
 const SHELL_REAPER = 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done';
@@ -260,6 +261,28 @@ export class RuncRuntime implements Runtime {
     }
     this.tasks.delete(taskId);
     this.images.release(taskId);
+  }
+
+  /**
+   * Makes a mount made below the task's rootfs (its root: `hostPath`, with
+   * device and inode `root`) visible in the running task, when the OCI
+   * runtime did not propagate it (./task-mounts.ts).
+   */
+  exposeMount(taskId: string, hostPath: string, root: { dev: number; ino: number }): Promise<void> {
+    return exposeMount(this.initPid(taskId), this.rootfs(taskId), hostPath, root);
+  }
+
+  /** Removes from the running task what is left of a mount of device `dev` the router detached. */
+  async hideMount(taskId: string, dev: number): Promise<void> {
+    if (this.status(taskId).state !== "running") return;
+    await hideMount(this.initPid(taskId), dev);
+  }
+
+  private initPid(taskId: string): number {
+    const pid =
+      this.status(taskId).state === "running" ? this.tasks.get(taskId)?.init?.pid : undefined;
+    if (pid === undefined) throw new FailedPreconditionError(`task ${taskId} is not running`);
+    return pid;
   }
 
   resolvePath(taskId: string, path: string): string {
