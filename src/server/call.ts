@@ -31,13 +31,18 @@ function callSignal(
   shutdown: AbortSignal,
 ): { signal: AbortSignal; release: () => void } {
   const ac = new AbortController();
-  call.once("cancelled", () => ac.abort(new CancelledError("the client cancelled the call")));
+  const onCancel = () => ac.abort(new CancelledError("the client cancelled the call"));
+  call.once("cancelled", onCancel);
   const onShutdown = () => ac.abort(new UnavailableError("the server is shutting down"));
   if (shutdown.aborted) onShutdown();
   else shutdown.addEventListener("abort", onShutdown, { once: true });
   return {
     signal: ac.signal,
-    release: () => shutdown.removeEventListener("abort", onShutdown),
+    // grpc-js also reports a call that already ended as "cancelled": not an abort any more.
+    release: () => {
+      call.removeListener("cancelled", onCancel);
+      shutdown.removeEventListener("abort", onShutdown);
+    },
   };
 }
 
