@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { RouterClient } from "../src/client/client.ts";
+import { nativeHelper } from "../src/runtime/runc/exec-wrapper.ts";
 import { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
+import { runTool } from "../src/util/run-tool.ts";
 import { waitGone } from "./helpers/procs.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
 import {
@@ -142,6 +144,33 @@ for (const { label, binary } of OCI_RUNTIMES) {
         assert.deepEqual([gone.status, gone.stdout], [{ code: 0 }, "hidden\n"], gone.stderr);
       } finally {
         if (mounted) await sh("umount", [target]).catch(() => undefined);
+      }
+    });
+
+    it("the mount helper follows no symlink of the task's (a planted link fails, nothing moves)", async () => {
+      const t = await r.newTask();
+      const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
+      const planted = await runIn(r, t, ["sh", "-c", "mkdir -p /srv/in && ln -s /etc /srv/link"]);
+      assert.deepEqual(planted.status, { code: 0 }, planted.stderr);
+      const source = rt.resolvePath(t, "/srv/in");
+      await sh("mount", ["-t", "tmpfs", "-o", "size=1m", "probe", source]);
+      try {
+        const fh = await open(source, "r");
+        try {
+          const pid = await initPid(r, t, binary);
+          await assert.rejects(
+            runTool(nativeHelper("taskrouter-mount"), ["attach", String(pid), "/srv/link"], {
+              fd: fh.fd,
+            }),
+            /Too many levels of symbolic links/,
+          );
+        } finally {
+          await fh.close();
+        }
+        const etc = await runIn(r, t, ["test", "-e", "/etc/passwd"]);
+        assert.deepEqual(etc.status, { code: 0 }, "the task's /etc is still its own");
+      } finally {
+        await sh("umount", ["-l", source]);
       }
     });
 
