@@ -3,6 +3,7 @@
 # `npm ci` / `npm install` as the postinstall step, or `npm run build:native`):
 #   taskrouter-exec   the exec wrapper inside every runc task (static: runs in any image)
 #   taskrouter-mount  places image mounts into tasks whose runtime does not propagate them
+#   taskrouter-console  the terminal side of PTY execs for runtimes with --console-socket (runsc)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -10,5 +11,7 @@ CC="${CC:-cc}"
 mkdir -p build/native
 "$CC" -O2 -Wall -Wextra -Werror -static -o build/native/taskrouter-exec.tmp native/exec-wrapper.c
 "$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-mount.tmp native/mount-into.c
-mv build/native/taskrouter-exec.tmp build/native/taskrouter-exec
-mv build/native/taskrouter-mount.tmp build/native/taskrouter-mount
+"$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-console.tmp native/console-relay.c
+for n in exec mount console; do
+  mv "build/native/taskrouter-$n.tmp" "build/native/taskrouter-$n"
+done

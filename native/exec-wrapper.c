@@ -1,14 +1,18 @@
 /*
  * taskrouter-exec: the program every exec of a runc task runs as, ahead of
- * the command: `/.taskrouter/exec MERGE ARGV...` (bind-mounted read-only into
- * each task; linked statically, so it runs in any image, with or without a
- * libc of its own).
+ * the command: `/.taskrouter/exec [-s STATUSFILE] MERGE ARGV...` (bind-mounted
+ * read-only into each task; linked statically, so it runs in any image, with
+ * or without a libc of its own). Also `/.taskrouter/exec -k SIG PGID`: sends
+ * SIG to process group PGID (for runtimes whose task processes the host
+ * cannot signal: runsc).
  *
  * `runc exec` reports a command killed by signal n as exit code 128+n, the
  * same as `exit 128+n`. This wrapper is the command's parent inside the task,
  * so it sees the real wait status and writes it (`code N` or `signal N`) to
  * fd 3, a file of the router's that the runtime passes in (--preserve-fds 1)
- * and the command never inherits.
+ * and the command never inherits; or, with -s (runtimes without
+ * --preserve-fds: runsc), to STATUSFILE, a file in a directory of the
+ * router's bind-mounted into the task, synced before the wrapper exits.
  *
  * It also:
  * - makes itself a process-group leader first (runc's exec already made it a
@@ -31,6 +35,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,20 +53,49 @@ static void set_all(void (*handler)(int)) {
   }
 }
 
+static int status_fd = STATUS_FD;
+
 static void report(const char *kind, int n) {
   char line[32];
   int len = snprintf(line, sizeof line, "%s %d\n", kind, n);
-  while (write(STATUS_FD, line, (size_t)len) < 0 && errno == EINTR) {
+  while (write(status_fd, line, (size_t)len) < 0 && errno == EINTR) {
   }
+  if (status_fd != STATUS_FD) fsync(status_fd);
+}
+
+/* -k SIG PGID: signal a process group (exit 0, or 1 with the reason). */
+static int kill_group(const char *sig, const char *pgid) {
+  char *end1, *end2;
+  long s = strtol(sig, &end1, 10);
+  long g = strtol(pgid, &end2, 10);
+  if (*end1 != '\0' || *end2 != '\0' || s < 0 || s >= NSIG || g < 2) {
+    fprintf(stderr, "taskrouter: bad signal or group: %s %s\n", sig, pgid);
+    return 2;
+  }
+  if (kill((pid_t)-g, (int)s) < 0) {
+    fprintf(stderr, "taskrouter: kill -%ld -%ld: %s\n", s, g, strerror(errno));
+    return 1;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "-k") == 0) return kill_group(argv[2], argv[3]);
+  if (argc >= 3 && strcmp(argv[1], "-s") == 0) {
+    status_fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (status_fd < 0) {
+      fprintf(stderr, "taskrouter: status file %s: %s\n", argv[2], strerror(errno));
+      return 126;
+    }
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MERGE(0|1) PROGRAM [ARG...]\n", argv[0]);
+    fprintf(stderr, "usage: taskrouter-exec [-s STATUSFILE] MERGE(0|1) PROGRAM [ARG...]\n");
     return 126;
   }
-  if (fcntl(STATUS_FD, F_GETFD) < 0) {
-    fprintf(stderr, "taskrouter: no status channel on fd %d\n", STATUS_FD);
+  if (fcntl(status_fd, F_GETFD) < 0) {
+    fprintf(stderr, "taskrouter: no status channel on fd %d\n", status_fd);
     return 126;
   }
   int merge = strcmp(argv[1], "1") == 0;
@@ -77,7 +111,7 @@ int main(int argc, char **argv) {
   }
   if (pid == 0) {
     set_all(SIG_DFL);
-    close(STATUS_FD);
+    close(status_fd);
     if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
     execvp(cmd[0], cmd);
     int missing = errno == ENOENT || errno == ENOTDIR;

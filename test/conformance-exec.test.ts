@@ -1,18 +1,20 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
-import { CRUN, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
+import { OCI_RUNTIMES, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
 
 /**
  * The core exec behaviours, the same on every runtime. Paths are inside the
  * task (/tmp exists in both), pids are the task's own (read in the task).
- * The runc runtime runs it with each OCI runtime CLI: runc and crun.
+ * The runc runtime runs it with each OCI runtime CLI: runc, crun and runsc.
  */
-const variants = [
+const variants: { label: string; oci: string | undefined }[] = [
   { label: "host runtime", oci: undefined },
-  { label: "runc runtime", oci: "runc" },
-  { label: "runc runtime, --oci-runtime crun", oci: CRUN },
-] as const;
+  ...OCI_RUNTIMES.map((o) => ({
+    label: o.label === "runc" ? "runc runtime" : `runc runtime, --oci-runtime ${o.label}`,
+    oci: o.binary,
+  })),
+];
 for (const { label, oci } of variants) {
   const skip = oci ? await runcSkipReason(oci) : undefined;
   describe(`exec conformance (${label})`, { skip }, () => {

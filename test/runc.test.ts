@@ -27,6 +27,14 @@ import {
 const sh = promisify(execFile);
 const skip = await runcSkipReason();
 
+// Shell only, no coreutils: gVisor 2022 (Debian's runsc) refuses the statx flags that
+// coreutils' ls and stat pass (EINVAL), and has no /sys/class/net.
+/** `LIST DIR...`: prints "DIR:", then the names in each DIR (dotfiles too), then an empty line. */
+const LIST =
+  'list() { for d in "$@"; do echo "$d:"; for f in "$d"/* "$d"/.[!.]* "$d"/..?*; do { [ -e "$f" ] || [ -L "$f" ]; } && basename "$f"; done; echo; done; }; list';
+/** Prints the task's network interfaces, sorted, one a line. */
+const IFACES = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort";
+
 // Isolation and restart with every OCI runtime CLI (runc; crun when installed).
 for (const { label, binary } of OCI_RUNTIMES) {
   const ociSkip = await runcSkipReason(binary);
@@ -59,7 +67,7 @@ for (const { label, binary } of OCI_RUNTIMES) {
       const look = await runIn(r, b, [
         "sh",
         "-c",
-        `for p in "$@"; do [ -e "$p" ] && echo "visible: $p"; done; ls -A /root /home; exit 0`,
+        `for p in "$@"; do [ -e "$p" ] && echo "visible: $p"; done; ${LIST} /root /home; exit 0`,
         "sh",
         r.dataDir,
         `/root/.taskrouter-test-${tag}`,
@@ -68,7 +76,7 @@ for (const { label, binary } of OCI_RUNTIMES) {
         `/root/a-${tag}`,
         join(r.dataDir, "runc", "bundles", a),
       ]);
-      assert.equal(look.stdout, "/home:\n\n/root:\n", look.stderr);
+      assert.equal(look.stdout, "/root:\n\n/home:\n\n", look.stderr);
       // The same paths, as task A sees them: its own files only.
       const own = await runIn(r, a, ["cat", `/tmp/a-${tag}`, `/root/a-${tag}`]);
       assert.equal(own.stdout, "a\na\n");
@@ -87,7 +95,7 @@ for (const { label, binary } of OCI_RUNTIMES) {
       const seen = await runIn(r, b, [
         "sh",
         "-c",
-        `ls /usr/local/m-${tag} /etc/m-${tag} 2>&1; exit 0`,
+        `cat /usr/local/m-${tag} /etc/m-${tag} 2>&1; exit 0`,
       ]);
       assert.match(seen.stdout, /No such file/);
       assert.equal(existsSync(`/usr/local/m-${tag}`) || existsSync(`/etc/m-${tag}`), false);
@@ -95,15 +103,15 @@ for (const { label, binary } of OCI_RUNTIMES) {
 
     it("network none: only a loopback interface, and it is up", async () => {
       const t = await r.newTask();
-      const res = await runIn(r, t, ["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"]);
-      const [ifaces, flags] = [res.stdout.split("\n").slice(0, -2), res.stdout.split("\n").at(-2)];
-      assert.deepEqual(ifaces, ["lo"]);
-      assert.equal(Number(flags) & 1, 1, `lo flags ${flags}`);
+      const res = await runIn(r, t, ["sh", "-c", `${IFACES}; ip -o link show lo`]);
+      const lines = res.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(0, -1), ["lo"], res.stderr);
+      assert.match(lines.at(-1) ?? "", /<[^>]*\bUP\b[^>]*>/, "lo is up");
     });
 
     it("network host: the machine's interfaces", async () => {
       const t = (await r.tasks.create("", { network: "host" })).taskId;
-      const res = await runIn(r, t, ["ls", "/sys/class/net"]);
+      const res = await runIn(r, t, ["sh", "-c", IFACES]);
       assert.deepEqual(res.stdout.trim().split("\n"), readdirSync("/sys/class/net").sort());
     });
 
@@ -137,7 +145,7 @@ for (const { label, binary } of OCI_RUNTIMES) {
         await rt.exposeMount(t, target, { dev: st.dev, ino: st.ino });
         const res = await runIn(r, t, ["cat", "/mnt/late/f"]);
         assert.deepEqual([res.status, res.stdout], [{ code: 0 }, "mounted\n"], res.stderr);
-        await sh("umount", [target]);
+        await sh("umount", ["-l", target]);
         mounted = false;
         await rt.hideMount(t, st.dev);
         const gone = await runIn(r, t, ["cat", "/mnt/late/f"]);
@@ -147,7 +155,9 @@ for (const { label, binary } of OCI_RUNTIMES) {
       }
     });
 
-    it("the mount helper follows no symlink of the task's (a planted link fails, nothing moves)", async () => {
+    it("the mount helper follows no symlink of the task's (a planted link fails, nothing moves)", {
+      skip: label === "runsc" ? "runsc tasks get mounts by propagation, not the helper" : undefined,
+    }, async () => {
       const t = await r.newTask();
       const rt = r.daemon.tasks.get(t).runtime as RuncRuntime;
       const planted = await runIn(r, t, ["sh", "-c", "mkdir -p /srv/in && ln -s /etc /srv/link"]);

@@ -48,9 +48,11 @@ function crunForTests(): string {
 export function runcSkipReason(binary = "runc"): Promise<string | undefined> {
   let p = probed.get(binary);
   if (!p) {
+    const missing =
+      (binary === CRUN && !existsSync("/usr/bin/crun")) || (binary === RUNSC && !existsSync(RUNSC));
     p = (
-      binary === CRUN && !existsSync("/usr/bin/crun")
-        ? Promise.resolve("/usr/bin/crun is not installed")
+      missing
+        ? Promise.resolve(`${binary === CRUN ? "/usr/bin/crun" : binary} is not installed`)
         : probeOciRuntime(binary)
     ).then((why) => {
       if (why) process.stdout.write(`# ${binary} tests skipped: ${why}\n`);
@@ -61,11 +63,31 @@ export function runcSkipReason(binary = "runc"): Promise<string | undefined> {
   return p;
 }
 
-/** The OCI runtimes the runc suites run with: runc, and crun (skipped when missing). */
+/** gVisor's OCI runtime (Debian package runsc). */
+export const RUNSC = "/usr/bin/runsc";
+
+/** The OCI runtimes the runc suites run with: runc, crun and runsc (skipped when missing). */
 export const OCI_RUNTIMES = [
   { label: "runc", binary: "runc" },
   { label: "crun", binary: CRUN },
+  { label: "runsc", binary: RUNSC },
 ] as const;
+
+/** The container ids of runtime root `root` (`list --quiet`), or undefined when that fails. */
+async function listContainers(root: string, binary: string): Promise<string[] | undefined> {
+  if (!existsSync(root)) return [];
+  try {
+    const { stdout } = await run(binary, ["--root", root, "list", "--quiet"]);
+    return stdout.split("\n").filter((l) => l.trim() !== "");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The container ids of `root`: listed, else its entries (runc and crun keep a dir per container). */
+async function containerIds(root: string, binary: string): Promise<string[]> {
+  return (await listContainers(root, binary)) ?? (await readdir(root).catch(() => []));
+}
 
 /**
  * Removes whatever runc state a router left under `dataDir`: deletes every
@@ -74,10 +96,11 @@ export const OCI_RUNTIMES = [
  */
 export async function cleanupRunc(dataDir: string, binary = "runc"): Promise<void> {
   const root = join(dataDir, "runc", "state");
-  const ids = await readdir(root).catch(() => [] as string[]);
-  for (const id of ids) {
+  for (const id of await containerIds(root, binary)) {
     await run(binary, ["--root", root, "delete", "--force", id]).catch(() => undefined);
   }
+  const left = await listContainers(root, binary);
+  if (left?.length) throw new Error(`containers left in ${root}: ${left.join(" ")}`);
   await unmountAll(join(dataDir, "runc"));
 }
 
@@ -152,6 +175,8 @@ export async function initPid(
   binary = "runc",
 ): Promise<number> {
   const root = join(r.dataDir, "runc", "state");
-  const { stdout } = await run(binary, ["--root", root, "state", task]);
+  // runsc's container ids carry a prefix (RuncRuntime.containerId).
+  const id = (await containerIds(root, binary)).find((c) => c === task || c.endsWith(`-${task}`));
+  const { stdout } = await run(binary, ["--root", root, "state", id ?? task]);
   return (JSON.parse(stdout) as { pid: number }).pid;
 }

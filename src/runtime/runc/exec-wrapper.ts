@@ -19,14 +19,17 @@ import type { ExitStatus } from "../runtime.ts";
  */
 export const EXEC_IN_TASK = "/.taskrouter/exec";
 
-/** The host path of a helper built by native/build.sh (`taskrouter-exec`, `taskrouter-mount`). */
-export function nativeHelper(name: "taskrouter-exec" | "taskrouter-mount"): string {
+/** The native helpers native/build.sh builds (see there). */
+export type NativeHelper = "taskrouter-exec" | "taskrouter-mount" | "taskrouter-console";
+
+/** The host path of a helper built by native/build.sh. */
+export function nativeHelper(name: NativeHelper): string {
   return fileURLToPath(new URL(`../../../build/native/${name}`, import.meta.url));
 }
 
 /** Throws, saying how to build them, when the native helpers are missing. */
 export function checkNativeHelpers(): void {
-  for (const name of ["taskrouter-exec", "taskrouter-mount"] as const) {
+  for (const name of ["taskrouter-exec", "taskrouter-mount", "taskrouter-console"] as const) {
     const path = nativeHelper(name);
     if (!existsSync(path)) {
       throw new Error(
@@ -36,9 +39,18 @@ export function checkNativeHelpers(): void {
   }
 }
 
-/** The argv that runs `argv` under the wrapper. */
-export function wrapArgv(argv: string[], merge: boolean): string[] {
-  return [EXEC_IN_TASK, merge ? "1" : "0", ...argv];
+/**
+ * The argv that runs `argv` under the wrapper; with `statusFile` (a path in
+ * the task) the status goes there instead of to fd 3.
+ */
+export function wrapArgv(argv: string[], merge: boolean, statusFile?: string): string[] {
+  const status = statusFile === undefined ? [] : ["-s", statusFile];
+  return [EXEC_IN_TASK, ...status, merge ? "1" : "0", ...argv];
+}
+
+/** The argv, run in the task, that sends signal number `sig` to process group `pgid`. */
+export function killArgv(sig: number, pgid: number): string[] {
+  return [EXEC_IN_TASK, "-k", String(sig), String(pgid)];
 }
 
 /** Parses the wrapper's report (`code N` / `signal N`), or undefined when there is none. */

@@ -13,6 +13,17 @@ export interface ContainerState {
 }
 
 /**
+ * Which OCI runtime a binary is (the first word of its `--version`). They
+ * share runc's command line, with these differences that matter here:
+ * - crun's `exec --tty` does not relay terminal size changes into the task;
+ * - runsc (gVisor) runs the task's processes in its own kernel: host pids and
+ *   process groups are not the host's to signal, `exec` has neither
+ *   `--preserve-fds` nor `--tty` (terminals come through `--console-socket`),
+ *   and the sandbox's network and file access are global flags of `run`.
+ */
+export type OciFlavor = "runc" | "crun" | "runsc";
+
+/**
  * The OCI runtime command line (`runc`, or any runtime with the same CLI:
  * `crun`, `runsc`). All state lives under `root` (the runtime's `--root`), so
  * routers with different data dirs never see each other's containers.
@@ -23,12 +34,14 @@ export class OciCli {
     readonly binary: string,
     /** The runtime's state directory (`--root`). */
     readonly root: string,
-    /**
-     * Whether `exec --tty` passes its own terminal's size changes on to the
-     * terminal inside the task (runc does, crun 1.8 does not).
-     */
-    readonly relaysResize = true,
+    /** Which runtime it is (unknown ones are treated as runc). */
+    readonly flavor: OciFlavor = "runc",
   ) {}
+
+  /** Whether `exec --tty` passes its own terminal's size changes on to the task's terminal. */
+  get relaysResize(): boolean {
+    return this.flavor !== "crun";
+  }
 
   /** Arguments that start every call (global flags). */
   globalArgs(): string[] {
@@ -62,12 +75,20 @@ export class OciCli {
    * container's init gets /dev/null for stdin/stdout and `logFile` for stderr
    * (which also receives the runtime's own errors): nothing ties it to the router.
    */
-  async runDetached(id: string, bundle: string, logFile: string): Promise<void> {
+  async runDetached(
+    id: string,
+    bundle: string,
+    logFile: string,
+    network: "none" | "host",
+  ): Promise<void> {
     const fd = openSync(logFile, "a", 0o600);
+    // runsc sets up the sandbox's network itself (loopback only, or the host's), and
+    // with shared file access sees files and mounts the router makes in the rootfs.
+    const net = this.flavor === "runsc" ? [`--network=${network}`, "--file-access=shared"] : [];
     try {
       const child = spawn(
         this.binary,
-        [...this.globalArgs(), "run", "-d", "--bundle", bundle, id],
+        [...this.globalArgs(), ...net, "run", "--detach", "--bundle", bundle, id],
         {
           stdio: ["ignore", "ignore", fd],
         },
@@ -97,19 +118,34 @@ export class OciCli {
     }
   }
 
-  /** Arguments of `exec` for one process (after the global ones). */
-  execArgs(id: string, processJson: string, pidFile: string, tty: boolean): string[] {
-    const a = ["exec", "--process", processJson, "--pid-file", pidFile, "--preserve-fds", "1"];
-    if (tty) a.push("--tty");
+  /**
+   * Arguments of `exec` for one process (after the global ones). `pidFile`
+   * receives the pid of the process: its host pid, or for runsc (whose task
+   * processes the host cannot see) its pid inside the task. A terminal is
+   * `--tty`, or for runsc `--console-socket` (see native/console-relay.c).
+   */
+  execArgs(
+    id: string,
+    p: { processJson: string; pidFile: string; tty: boolean; consoleSocket: string },
+  ): string[] {
+    if (this.flavor === "runsc") {
+      const a = ["exec", "--process", p.processJson, "--internal-pid-file", p.pidFile];
+      if (p.tty) a.push("--console-socket", p.consoleSocket);
+      a.push(id);
+      return a;
+    }
+    const a = ["exec", "--process", p.processJson, "--pid-file", p.pidFile, "--preserve-fds", "1"];
+    if (p.tty) a.push("--tty");
     a.push(id);
     return a;
   }
 }
 
-/** The runtime's name, the first word of `binary --version` ("runc", "crun", "runsc"...). */
-export async function ociRuntimeName(binary: string): Promise<string> {
-  const { stdout } = await run(binary, ["--version"]);
-  return stdout.trim().split(/\s+/)[0] ?? "";
+/** Which runtime `binary` is, from the first word of its `--version` (runc when unknown). */
+export async function ociFlavor(binary: string): Promise<OciFlavor> {
+  const { stdout } = await run(binary, ["--version"]).catch(() => ({ stdout: "" }));
+  const name = stdout.trim().split(/\s+/)[0] ?? "";
+  return name === "crun" || name === "runsc" ? name : "runc";
 }
 
 /** Why `binary` cannot run containers here, or undefined when it can. */

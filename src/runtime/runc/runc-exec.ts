@@ -2,10 +2,17 @@ import { spawn as spawnChild } from "node:child_process";
 import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { constants } from "node:os";
+import { runTool } from "../../util/run-tool.ts";
 import { procFromChild } from "../child-proc.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
-import { parseWrapperStatus, statusWithoutReport, wrapArgv } from "./exec-wrapper.ts";
+import {
+  killArgv,
+  nativeHelper,
+  parseWrapperStatus,
+  statusWithoutReport,
+  wrapArgv,
+} from "./exec-wrapper.ts";
 import type { OciCli } from "./oci-cli.ts";
 import { taskProcess } from "./oci-spec.ts";
 
@@ -17,6 +24,11 @@ export interface RuncExecContext {
   filePrefix: string;
   /** OOM kills counted in the task's cgroup so far (undefined: unknown). */
   oomKills: () => number | undefined;
+  /**
+   * For runtimes without `--preserve-fds` (runsc): the wrapper writes its
+   * status to `taskPath` in the task, a file the router reads at `hostPath`.
+   */
+  statusFile?: { hostPath: string; taskPath: string };
 }
 
 const POLL_PID_MS = 10;
@@ -31,13 +43,15 @@ const POLL_PID_MS = 10;
  */
 export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
   const merge = spec.stderr === "stdout";
+  const sandboxed = ctx.cli.flavor === "runsc";
   const files = {
     process: `${ctx.filePrefix}.json`,
     pid: `${ctx.filePrefix}.pid`,
-    status: `${ctx.filePrefix}.status`,
+    status: ctx.statusFile?.hostPath ?? `${ctx.filePrefix}.status`,
+    socket: `${ctx.filePrefix}.sock`,
   };
   const process_ = taskProcess({
-    args: wrapArgv(spec.argv, merge),
+    args: wrapArgv(spec.argv, merge, ctx.statusFile?.taskPath),
     env: spec.env,
     cwd: spec.cwd,
     terminal: spec.pty,
@@ -46,21 +60,31 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
   writeFileSync(files.process, JSON.stringify(process_), { mode: 0o600 });
   const args = [
     ...ctx.cli.globalArgs(),
-    ...ctx.cli.execArgs(ctx.containerId, files.process, files.pid, spec.pty !== undefined),
+    ...ctx.cli.execArgs(ctx.containerId, {
+      processJson: files.process,
+      pidFile: files.pid,
+      tty: spec.pty !== undefined,
+      consoleSocket: files.socket,
+    }),
   ];
   const oomBefore = ctx.oomKills();
 
   let outer: Proc;
   if (spec.pty) {
-    // node-pty passes no extra fds: a host shell opens the status file as fd 3.
+    // node-pty passes no extra fds: a host shell opens the status file as fd 3
+    // (runsc: the relay takes the task's terminal from the console socket).
     outer = spawnHostPty({
-      argv: ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, ctx.cli.binary, ...args],
+      argv: sandboxed
+        ? [nativeHelper("taskrouter-console"), files.socket, ctx.cli.binary, ...args]
+        : ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, ctx.cli.binary, ...args],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
       cwd: "/",
       stdout: spec.stdout,
       stderr: "stdout",
       pty: spec.pty,
     });
+  } else if (ctx.statusFile) {
+    outer = pipeProc(ctx.cli.binary, args, spec, undefined);
   } else {
     const statusFd = openSync(files.status, "w", 0o600);
     try {
@@ -85,6 +109,7 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     return pgid;
   };
   const deliver = (sig: NodeJS.Signals | number) => {
+    if (sandboxed) return inTaskKill(sig);
     try {
       process.kill(-(pgid as number), sig);
     } catch {
@@ -99,6 +124,13 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       }
     }
   };
+  // runsc: the task's processes are not the host's to signal; a kill runs in the task.
+  let killing = Promise.resolve();
+  const inTaskKill = (sig: NodeJS.Signals | number) => {
+    const n = typeof sig === "number" ? sig : (constants.signals[sig] ?? constants.signals.SIGKILL);
+    const argv = [...ctx.cli.globalArgs(), "exec", ctx.containerId, ...killArgv(n, pgid as number)];
+    killing = killing.then(() => runTool(ctx.cli.binary, argv).catch(() => undefined));
+  };
   const flush = () => {
     poll = undefined;
     if (readPgid() !== undefined) {
@@ -111,13 +143,16 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     done = true;
     clearTimeout(poll);
     // Sync reads of two tiny files: an async read costs several event-loop turns (~2 ms).
-    const status = parseWrapperStatus(readSmall(files.status)) ?? statusWithoutReport(runtimeExit);
+    const report = parseWrapperStatus(readSmall(files.status));
+    const oomGrew = oomBefore !== undefined && (ctx.oomKills() ?? 0) > oomBefore;
+    // No report and an OOM kill in the task: the exec went with it (under runsc
+    // the whole sandbox goes, and the runtime's exit code says nothing).
+    const status: ExitStatus =
+      report ??
+      (oomGrew ? { signal: constants.signals.SIGKILL } : statusWithoutReport(runtimeExit));
     // Before the pid file goes: a late signal still finds the group.
     readPgid();
-    oomKilled =
-      status.signal === constants.signals.SIGKILL &&
-      oomBefore !== undefined &&
-      (ctx.oomKills() ?? 0) > oomBefore;
+    oomKilled = status.signal === constants.signals.SIGKILL && oomGrew;
     // Off the exit path: nothing reads these files again.
     for (const f of Object.values(files)) void rm(f, { force: true }).catch(() => undefined);
     return status;
@@ -215,13 +250,24 @@ function readSmall(path: string): string {
   }
 }
 
-/** The runtime's exec process with pipes; fd 3 is the wrapper's status file. */
-function pipeProc(binary: string, args: string[], spec: SpawnSpec, statusFd: number): Proc {
+/** The runtime's exec process with pipes; fd 3 is the wrapper's status file (when given). */
+function pipeProc(
+  binary: string,
+  args: string[],
+  spec: SpawnSpec,
+  statusFd: number | undefined,
+): Proc {
+  const stdio: ("pipe" | "ignore" | number)[] = [
+    "pipe",
+    spec.stdout,
+    spec.stderr === "pipe" ? "pipe" : "ignore",
+  ];
+  if (statusFd !== undefined) stdio.push(statusFd);
   const child = spawnChild(binary, args, {
     cwd: "/",
     env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
     detached: true,
-    stdio: ["pipe", spec.stdout, spec.stderr === "pipe" ? "pipe" : "ignore", statusFd],
+    stdio,
   });
   return procFromChild(child, {
     stderr: spec.stderr === "pipe" ? child.stderr : null,

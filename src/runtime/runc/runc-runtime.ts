@@ -1,29 +1,21 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
-import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import { cgroupDirs, oomKillCount } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
-import { checkNativeHelpers, EXEC_IN_TASK, nativeHelper } from "./exec-wrapper.ts";
+import { checkNativeHelpers } from "./exec-wrapper.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
-import { OciCli, ociRuntimeName } from "./oci-cli.ts";
-import { buildTaskSpec, type OciMount, taskProcess } from "./oci-spec.ts";
+import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
+import { statusInTask, TINI_CANDIDATES, taskConfig } from "./task-config.ts";
 import { exposeMount, hideMount } from "./task-mounts.ts";
 
-/** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
-const SHELL_REAPER = 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done';
-/** tini's child: a loop that a stray `kill` of its sleep does not end. */
-const KEEPALIVE =
-  'trap "" HUP INT QUIT TERM USR1 USR2 PIPE ALRM; while :; do sleep 2147483647; done';
-const TINI_CANDIDATES = ["/usr/bin/tini-static", "/usr/bin/tini"];
-/** Where the init binary appears inside a task. */
-const INIT_IN_TASK = "/.taskrouter/init";
 /** Directories a task must never see through the host image. */
 const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
@@ -62,10 +54,10 @@ export class RuncRuntime implements Runtime {
     dataDir: string,
     binary: string,
     private readonly tini: string | undefined,
-    relaysResize: boolean,
+    flavor: OciFlavor,
   ) {
     this.base = join(dataDir, "runc");
-    this.cli = new OciCli(binary, join(this.base, "state"), relaysResize);
+    this.cli = new OciCli(binary, join(this.base, "state"), flavor);
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
   }
 
@@ -89,9 +81,7 @@ export class RuncRuntime implements Runtime {
       }
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
-    // crun's `exec --tty` leaves resizing the task's terminal to us.
-    const relaysResize = (await ociRuntimeName(binary).catch(() => "")) !== "crun";
-    const rt = new RuncRuntime(real, binary, tini, relaysResize);
+    const rt = new RuncRuntime(real, binary, tini, await ociFlavor(binary));
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
@@ -116,6 +106,15 @@ export class RuncRuntime implements Runtime {
     return join(this.bundle(taskId), "rootfs");
   }
 
+  /**
+   * The task's container id: the task id, or for runsc `<tag>-<task id>`
+   * (runsc names its sandboxes' control sockets after the id, host-wide, so
+   * routers with different data dirs must not share ids).
+   */
+  containerId(taskId: string): string {
+    return this.cli.flavor === "runsc" ? `${this.tag}-${taskId}` : taskId;
+  }
+
   /** The task's cgroup path (OCI cgroupsPath). */
   cgroupsPath(taskId: string): string {
     return `/taskrouter/${this.tag}-${taskId}`;
@@ -131,6 +130,10 @@ export class RuncRuntime implements Runtime {
     }
     if (cpus !== undefined && !(Number.isFinite(cpus) && cpus >= 0.01 && cpus <= 1024)) {
       throw new InvalidArgumentError("cpus must be between 0.01 and 1024");
+    }
+    if (pids !== undefined && this.cli.flavor === "runsc") {
+      // gVisor's sandbox counts its own host processes against it; past it the task dies.
+      throw new InvalidArgumentError("pids_limit is not supported with the runsc OCI runtime");
     }
     if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
       throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");
@@ -153,14 +156,30 @@ export class RuncRuntime implements Runtime {
       ? await this.images.acquire(taskId, spec.image, opts.existing === true)
       : undefined;
     await mkdir(bundle, { recursive: true, mode: 0o700 });
-    await rm(join(bundle, "execs"), { recursive: true, force: true });
-    await mkdir(join(bundle, "execs"), { mode: 0o700 });
+    // Emptied, not replaced: a running runsc task has status/ bind-mounted.
+    for (const d of ["execs", "status"]) {
+      await mkdir(join(bundle, d), { recursive: true, mode: 0o700 });
+      for (const f of await readdir(join(bundle, d))) {
+        await rm(join(bundle, d, f), { recursive: true, force: true });
+      }
+    }
     if (!layers) this.image ??= hostImage(join(this.base, "images", "host"));
     await mountRootfs(bundle, layers ?? (await (this.image as Promise<RootfsLayer[]>)));
     if (layers?.[0] && !opts.existing) await copyRootAttrs(layers[0].lower, this.rootfs(taskId));
     await writeFile(
       join(bundle, "config.json"),
-      JSON.stringify(this.config(taskId, spec), null, 1),
+      JSON.stringify(
+        taskConfig({
+          taskId,
+          bundle,
+          spec,
+          tini: this.tini,
+          flavor: this.cli.flavor,
+          cgroupsPath: this.cgroupsPath(taskId),
+        }),
+        null,
+        1,
+      ),
     );
 
     const info: TaskInfo = {
@@ -169,14 +188,16 @@ export class RuncRuntime implements Runtime {
       init: undefined,
       stopReason: undefined,
     };
-    let state = await this.cli.state(taskId);
+    const cid = this.containerId(taskId);
+    let state = await this.cli.state(cid);
     if (state?.status === "stopped" && !opts.existing) {
-      await this.cli.deleteForce(taskId); // a leftover of a failed create
+      await this.cli.deleteForce(cid); // a leftover of a failed create
       state = undefined;
     }
     if (state === undefined) {
-      await this.cli.runDetached(taskId, bundle, join(bundle, "init.log"));
-      state = await this.cli.state(taskId);
+      const network = spec.network === "host" ? "host" : "none";
+      await this.cli.runDetached(cid, bundle, join(bundle, "init.log"), network);
+      state = await this.cli.state(cid);
     }
     const start = state && state.pid > 0 ? procStart(state.pid) : undefined;
     if (state && state.status !== "stopped" && start !== undefined) {
@@ -190,44 +211,6 @@ export class RuncRuntime implements Runtime {
       defaultWorkdir: !layers || existsInside(this.rootfs(taskId), "/root") ? "/root" : "/",
       baseEnv: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", USER: "root", LOGNAME: "root" },
     };
-  }
-
-  private config(taskId: string, spec: TaskSpec) {
-    const mounts: OciMount[] = [
-      {
-        destination: EXEC_IN_TASK,
-        type: "bind",
-        source: nativeHelper("taskrouter-exec"),
-        options: ["bind", "ro"],
-      },
-    ];
-    let args: string[];
-    if (this.tini) {
-      mounts.push({
-        destination: INIT_IN_TASK,
-        type: "bind",
-        source: this.tini,
-        options: ["bind", "ro"],
-      });
-      args = [INIT_IN_TASK, "--", "/bin/sh", "-c", KEEPALIVE];
-    } else {
-      args = ["/bin/sh", "-c", SHELL_REAPER];
-    }
-    return buildTaskSpec({
-      hostname: taskId.slice(0, 63).replace(/[^A-Za-z0-9.-]/g, "-"),
-      init: taskProcess({
-        args,
-        env: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8" },
-        cwd: "/",
-      }),
-      rootfs: "rootfs",
-      cgroupsPath: this.cgroupsPath(taskId),
-      isolatedNetwork: spec.network !== "host",
-      memoryBytes: spec.memoryBytes,
-      cpus: spec.cpus,
-      pidsLimit: spec.pidsLimit,
-      extraMounts: mounts,
-    });
   }
 
   private stopReason(info: TaskInfo): string {
@@ -247,7 +230,7 @@ export class RuncRuntime implements Runtime {
 
   async destroyTask(taskId: string): Promise<void> {
     const bundle = this.bundle(taskId);
-    await this.cli.deleteForce(taskId);
+    await this.cli.deleteForce(this.containerId(taskId));
     await unmountAll(bundle);
     // Never remove a tree with something still mounted in it (it could be this machine's files).
     if ((await mountsUnder(bundle)).length > 0) throw new Error(`mounts left under ${bundle}`);
@@ -268,13 +251,19 @@ export class RuncRuntime implements Runtime {
    * device and inode `root`) visible in the running task, when the OCI
    * runtime did not propagate it (./task-mounts.ts).
    */
-  exposeMount(taskId: string, hostPath: string, root: { dev: number; ino: number }): Promise<void> {
-    return exposeMount(this.initPid(taskId), this.rootfs(taskId), hostPath, root);
+  async exposeMount(
+    taskId: string,
+    hostPath: string,
+    root: { dev: number; ino: number },
+  ): Promise<void> {
+    // runsc: its file server sees the host's mounts (--file-access=shared revalidates).
+    if (this.cli.flavor === "runsc") return;
+    await exposeMount(this.initPid(taskId), this.rootfs(taskId), hostPath, root);
   }
 
   /** Removes from the running task what is left of a mount of device `dev` the router detached. */
   async hideMount(taskId: string, dev: number): Promise<void> {
-    if (this.status(taskId).state !== "running") return;
+    if (this.cli.flavor === "runsc" || this.status(taskId).state !== "running") return;
     await hideMount(this.initPid(taskId), dev);
   }
 
@@ -292,12 +281,21 @@ export class RuncRuntime implements Runtime {
   spawn(taskId: string, spec: SpawnSpec): Proc {
     const bundle = this.bundle(taskId);
     const cgroup = this.cgroupsPath(taskId);
+    const name = `${process.pid}-${++this.seq}`;
     return spawnRuncExec(
       {
         cli: this.cli,
-        containerId: taskId,
-        filePrefix: join(bundle, "execs", `${process.pid}-${++this.seq}`),
+        containerId: this.containerId(taskId),
+        filePrefix: join(bundle, "execs", name),
         oomKills: () => oomKillCount(cgroup),
+        ...(this.cli.flavor === "runsc"
+          ? {
+              statusFile: {
+                hostPath: join(bundle, "status", `${name}.status`),
+                taskPath: statusInTask(name),
+              },
+            }
+          : {}),
       },
       spec,
     );
