@@ -54,10 +54,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
 
 export function taskExecStart(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStartRequest, TaskExecStartResponse>(deps, "TaskExecStart", async (req) => {
-    (globalThis as any).__mark?.("handler-in");
     if (req.taskId === "") throw new InvalidArgumentError("task_id must not be empty");
     await tasks.startExec(req.taskId, toExecRequest(req));
-    (globalThis as any).__mark?.("handler-out");
     return create(TaskExecStartResponseSchema);
   });
 }
