@@ -33,8 +33,16 @@ static void on_winch(int sig) {
   winch = 1;
 }
 
+static pid_t child = -1;
+
+/* Reports `what`; ends the runtime's exec (and with it the command) if it was started. */
 static int fail(const char *what) {
   fprintf(stderr, "taskrouter-console: %s: %s\r\n", what, strerror(errno));
+  if (child > 0) {
+    kill(child, SIGKILL);
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+    }
+  }
   return 125;
 }
 
@@ -90,10 +98,10 @@ int main(int argc, char **argv) {
   if (lsock < 0 || bind(lsock, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(lsock, 1) < 0) {
     return fail("console socket");
   }
-  struct sigaction sa = {.sa_handler = on_winch};
+  struct sigaction sa = {.sa_handler = on_winch, .sa_flags = SA_RESTART};
   sigaction(SIGWINCH, &sa, NULL);
 
-  pid_t child = fork();
+  child = fork();
   if (child < 0) return fail("fork");
   if (child == 0) {
     execvp(argv[2], argv + 2);
@@ -107,10 +115,14 @@ int main(int argc, char **argv) {
   for (;;) {
     struct pollfd p = {.fd = lsock, .events = POLLIN};
     int r = poll(&p, 1, 100);
+    if (r < 0 && errno != EINTR) return fail("poll");
     if (r > 0) {
       int conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+      if (conn < 0 && errno == EINTR) continue;
       if (conn < 0) return fail("accept");
-      master = receive_fd(conn);
+      do {
+        master = receive_fd(conn);
+      } while (master < 0 && errno == EINTR);
       close(conn);
       if (master < 0) return fail("receive terminal");
       break;

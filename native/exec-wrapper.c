@@ -54,13 +54,14 @@ static void set_all(void (*handler)(int)) {
 }
 
 static int status_fd = STATUS_FD;
+static int status_is_file = 0; /* -s: a file to sync before exiting */
 
 static void report(const char *kind, int n) {
   char line[32];
   int len = snprintf(line, sizeof line, "%s %d\n", kind, n);
   while (write(status_fd, line, (size_t)len) < 0 && errno == EINTR) {
   }
-  if (status_fd != STATUS_FD) fsync(status_fd);
+  if (status_is_file) fsync(status_fd);
 }
 
 /* -k SIG PGID: signal a process group (exit 0, or 1 with the reason). */
@@ -82,7 +83,8 @@ static int kill_group(const char *sig, const char *pgid) {
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "-k") == 0) return kill_group(argv[2], argv[3]);
   if (argc >= 3 && strcmp(argv[1], "-s") == 0) {
-    status_fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    status_fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    status_is_file = 1;
     if (status_fd < 0) {
       fprintf(stderr, "taskrouter: status file %s: %s\n", argv[2], strerror(errno));
       return 126;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, open, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -174,6 +174,25 @@ for (const { label, binary } of OCI_RUNTIMES) {
             }),
             /Too many levels of symbolic links/,
           );
+          // detach through a planted parent link: never the task's read-only /proc/sys.
+          const pl = await runIn(r, t, ["sh", "-c", "ln -s /proc /srv/p"]);
+          assert.deepEqual(pl.status, { code: 0 }, pl.stderr);
+          const procDev = (await readFile(`/proc/${pid}/mountinfo`, "utf8"))
+            .split("\n")
+            .map((l) => l.split(" "))
+            .find((f) => f[4] === "/proc/sys")?.[2];
+          assert.ok(procDev, "the task has /proc/sys mounted");
+          await assert.rejects(
+            runTool(nativeHelper("taskrouter-mount"), [
+              "detach",
+              String(pid),
+              "/srv/p/sys",
+              procDev,
+            ]),
+            /Too many levels of symbolic links/,
+          );
+          const still = await readFile(`/proc/${pid}/mountinfo`, "utf8");
+          assert.match(still, / \/proc\/sys ro,/);
         } finally {
           await fh.close();
         }
@@ -182,6 +201,21 @@ for (const { label, binary } of OCI_RUNTIMES) {
       } finally {
         await sh("umount", ["-l", source]);
       }
+    });
+
+    it("runsc: a link the task plants in the status directory is never followed", {
+      skip: label === "runsc" ? undefined : "only runsc execs report through a status directory",
+    }, async () => {
+      const t = await r.newTask();
+      // The command swaps every status file (its own too) for a link to /dev/zero and a FIFO.
+      const res = await runIn(r, t, [
+        "sh",
+        "-c",
+        'cd /.taskrouter/status && for f in *.status; do rm -f "$f"; ln -s /dev/zero "$f"; done; mkfifo 999999-1.status; exit 5',
+      ]);
+      assert.deepEqual(res.status, { code: 5 }, res.stderr);
+      const next = await runIn(r, t, ["sh", "-c", "kill -9 $$"]);
+      assert.deepEqual(next.status, { signal: 9 });
     });
 
     it("resolvePath keeps a task's symlinks inside its rootfs", async () => {

@@ -266,8 +266,12 @@ export class MountManager {
       return;
     }
     await detachMount(fd);
-    await fsRoot.hideMount?.(rec.dev);
-    await this.forget(rec);
+    try {
+      await fsRoot.hideMount?.(rec.dev);
+    } finally {
+      // The router's mount is gone either way: so is its record.
+      await this.forget(rec);
+    }
     for (const other of this.list(rec.taskId)) {
       if (!other.copy && !(await overlayMounted(other.id))) await this.forget(other);
     }

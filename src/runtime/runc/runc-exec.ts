@@ -1,7 +1,17 @@
 import { spawn as spawnChild } from "node:child_process";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants as fsc,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { rm } from "node:fs/promises";
 import { constants } from "node:os";
+import { basename, dirname } from "node:path";
 import { runTool } from "../../util/run-tool.ts";
 import { procFromChild } from "../child-proc.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
@@ -38,8 +48,13 @@ const POLL_PID_MS = 10;
  * wrapper (./exec-wrapper.ts). The runtime's exec process is the router's
  * child; inside the task, the wrapper leads its own process group (runc's
  * setsid, or its own setpgrp under crun) with the command in it, and
- * `--pid-file` tells its host pid, which is that group's id: `signalGroup` signals the group from the host, so
- * signals and timeouts reach the command's whole tree inside the task.
+ * `--pid-file` tells its host pid, which is that group's id: `signalGroup`
+ * signals the group from the host, so signals and timeouts reach the
+ * command's whole tree inside the task. Under runsc the group lives in
+ * gVisor's kernel: `--internal-pid-file` gives its id there, and a signal
+ * runs `<runtime> exec TASK /.taskrouter/exec -k SIG PGID` in the task; the
+ * status comes through a file (`ctx.statusFile`), the terminal through
+ * `--console-socket` and native/console-relay.c.
  */
 export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
   const merge = spec.stderr === "stdout";
@@ -68,17 +83,25 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     }),
   ];
   const oomBefore = ctx.oomKills();
+  // runsc: the status file is in a directory the task can write. Made here first and
+  // read through this fd only, so a file the task swaps in (a symlink to /dev/zero, a
+  // FIFO) is never opened by the router: then there is simply no report.
+  if (ctx.statusFile) rmSync(files.status, { force: true }); // unlink: never follows a link
+  const statusFd = ctx.statusFile
+    ? openSync(files.status, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
+    : undefined;
 
   let outer: Proc;
   if (spec.pty) {
     // node-pty passes no extra fds: a host shell opens the status file as fd 3
     // (runsc: the relay takes the task's terminal from the console socket).
+    // The relay runs in the socket's directory: a unix socket path has at most 107 bytes.
     outer = spawnHostPty({
       argv: sandboxed
-        ? [nativeHelper("taskrouter-console"), files.socket, ctx.cli.binary, ...args]
+        ? [nativeHelper("taskrouter-console"), basename(files.socket), ctx.cli.binary, ...args]
         : ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, ctx.cli.binary, ...args],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
-      cwd: "/",
+      cwd: sandboxed ? dirname(files.socket) : "/",
       stdout: spec.stdout,
       stderr: "stdout",
       pty: spec.pty,
@@ -127,7 +150,8 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
   // runsc: the task's processes are not the host's to signal; a kill runs in the task.
   let killing = Promise.resolve();
   const inTaskKill = (sig: NodeJS.Signals | number) => {
-    const n = typeof sig === "number" ? sig : (constants.signals[sig] ?? constants.signals.SIGKILL);
+    const n = typeof sig === "number" ? sig : constants.signals[sig];
+    if (n === undefined) return; // not a signal of this system
     const argv = [...ctx.cli.globalArgs(), "exec", ctx.containerId, ...killArgv(n, pgid as number)];
     killing = killing.then(() => runTool(ctx.cli.binary, argv).catch(() => undefined));
   };
@@ -143,13 +167,18 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     done = true;
     clearTimeout(poll);
     // Sync reads of two tiny files: an async read costs several event-loop turns (~2 ms).
-    const report = parseWrapperStatus(readSmall(files.status));
+    const report = parseWrapperStatus(
+      statusFd === undefined ? readSmall(files.status) : readOwn(statusFd),
+    );
+    if (statusFd !== undefined) closeSync(statusFd);
     const oomGrew = oomBefore !== undefined && (ctx.oomKills() ?? 0) > oomBefore;
-    // No report and an OOM kill in the task: the exec went with it (under runsc
-    // the whole sandbox goes, and the runtime's exit code says nothing).
+    // runsc: no report and an OOM kill in the task: the whole sandbox went, and the
+    // runtime's exit code says nothing about the exec.
     const status: ExitStatus =
       report ??
-      (oomGrew ? { signal: constants.signals.SIGKILL } : statusWithoutReport(runtimeExit));
+      (sandboxed && oomGrew
+        ? { signal: constants.signals.SIGKILL }
+        : statusWithoutReport(runtimeExit));
     // Before the pid file goes: a late signal still finds the group.
     readPgid();
     oomKilled = status.signal === constants.signals.SIGKILL && oomGrew;
@@ -238,6 +267,17 @@ function ptsOf(pid: number): string | undefined {
     return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
   } catch {
     return undefined;
+  }
+}
+
+/** The first bytes of the regular file open as `fd` (a status report is a dozen bytes). */
+function readOwn(fd: number): string {
+  try {
+    if (!fstatSync(fd).isFile()) return "";
+    const buf = Buffer.alloc(64);
+    return buf.toString("utf8", 0, readSync(fd, buf, 0, buf.length, 0));
+  } catch {
+    return "";
   }
 }
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
-import { mkdir, readdir, realpath, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, realpath, rm, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
@@ -156,13 +156,9 @@ export class RuncRuntime implements Runtime {
       ? await this.images.acquire(taskId, spec.image, opts.existing === true)
       : undefined;
     await mkdir(bundle, { recursive: true, mode: 0o700 });
-    // Emptied, not replaced: a running runsc task has status/ bind-mounted.
-    for (const d of ["execs", "status"]) {
-      await mkdir(join(bundle, d), { recursive: true, mode: 0o700 });
-      for (const f of await readdir(join(bundle, d))) {
-        await rm(join(bundle, d, f), { recursive: true, force: true });
-      }
-    }
+    await rm(join(bundle, "execs"), { recursive: true, force: true });
+    await mkdir(join(bundle, "execs"), { mode: 0o700 });
+    await clearStatusDir(join(bundle, "status"));
     if (!layers) this.image ??= hostImage(join(this.base, "images", "host"));
     await mountRootfs(bundle, layers ?? (await (this.image as Promise<RootfsLayer[]>)));
     if (layers?.[0] && !opts.existing) await copyRootAttrs(layers[0].lower, this.rootfs(taskId));
@@ -304,6 +300,18 @@ export class RuncRuntime implements Runtime {
   /** The OCI runtime's container ids of this router (for tests and diagnostics). */
   get runtimeRoot(): string {
     return this.cli.root;
+  }
+}
+
+/**
+ * Empties a runsc task's status directory, keeping the directory: the running
+ * sandbox has it bind-mounted. The task can write there, so nothing is
+ * followed or recursed into: only non-directories are unlinked.
+ */
+async function clearStatusDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (!e.isDirectory()) await unlink(join(dir, e.name)).catch(() => undefined);
   }
 }
 

@@ -68,7 +68,8 @@ export async function hideMount(initPid: number, dev: number): Promise<void> {
   for (let pass = 0; pass < 8; pass++) {
     const left = (await taskMountsOf(initPid, dev)).at(-1);
     if (left === undefined) return;
-    await runTool(nativeHelper("taskrouter-mount"), ["detach", String(initPid), left]);
+    const args = ["detach", String(initPid), left, deviceName(dev)];
+    await runTool(nativeHelper("taskrouter-mount"), args);
   }
   throw new Error(`the task still has mounts of device ${deviceName(dev)}`);
 }
