@@ -1,13 +1,13 @@
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import type { RouterClient } from "../../src/client/client.ts";
 import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../../src/daemon.ts";
+import { hidingV2Controllers, hybridWithV2Controllers } from "../../src/runtime/runc/cgroup.ts";
 import { mountsUnder, unmountAll } from "../../src/runtime/runc/mounts.ts";
 import { probeOciRuntime } from "../../src/runtime/runc/oci-cli.ts";
 import { collect, startRouter, type TestRouter } from "./router.ts";
@@ -16,28 +16,14 @@ const run = promisify(execFile);
 
 const probed = new Map<string, Promise<string | undefined>>();
 
-/**
- * The crun of the crun variants of the runc suites: Debian's /usr/bin/crun, or,
- * on a host with hybrid cgroups whose cgroup2 mount has controllers (crun
- * refuses to run any container there), ./crun-hybrid.sh, which runs it with
- * that list hidden in a private mount namespace.
- */
-export const CRUN = crunForTests();
+/** crun (Debian package crun); on hybrid-cgroup hosts the runtime hides cgroup2's controllers from it. */
+export const CRUN = "/usr/bin/crun";
 
-function crunForTests(): string {
-  const v2 = "/sys/fs/cgroup/unified/cgroup.controllers";
-  let hybrid = false;
-  try {
-    hybrid = existsSync("/usr/bin/crun") && readFileSync(v2, "utf8").trim() !== "";
-  } catch {
-    // no hybrid cgroup2 mount
-  }
-  if (!hybrid) return "/usr/bin/crun";
-  const wrapper = fileURLToPath(new URL("./crun-hybrid.sh", import.meta.url));
-  process.stdout.write(
-    `# crun tests: hybrid cgroups with v2 controllers, crun runs via ${wrapper}\n`,
-  );
-  return wrapper;
+/** Runs OCI runtime `binary` as the runc runtime does (crun on a hybrid-cgroup host: see cgroup.ts). */
+function oci(binary: string, args: string[]) {
+  const [file = binary, ...rest] =
+    binary === CRUN && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
+  return run(file, [...rest, ...args]);
 }
 
 /**
@@ -77,7 +63,7 @@ export const OCI_RUNTIMES = [
 async function listContainers(root: string, binary: string): Promise<string[] | undefined> {
   if (!existsSync(root)) return [];
   try {
-    const { stdout } = await run(binary, ["--root", root, "list", "--quiet"]);
+    const { stdout } = await oci(binary, ["--root", root, "list", "--quiet"]);
     return stdout.split("\n").filter((l) => l.trim() !== "");
   } catch {
     return undefined;
@@ -97,7 +83,7 @@ async function containerIds(root: string, binary: string): Promise<string[]> {
 export async function cleanupRunc(dataDir: string, binary = "runc"): Promise<void> {
   const root = join(dataDir, "runc", "state");
   for (const id of await containerIds(root, binary)) {
-    await run(binary, ["--root", root, "delete", "--force", id]).catch(() => undefined);
+    await oci(binary, ["--root", root, "delete", "--force", id]).catch(() => undefined);
   }
   const left = await listContainers(root, binary);
   if (left?.length) throw new Error(`containers left in ${root}: ${left.join(" ")}`);
@@ -177,6 +163,6 @@ export async function initPid(
   const root = join(r.dataDir, "runc", "state");
   // runsc's container ids carry a prefix (RuncRuntime.containerId).
   const id = (await containerIds(root, binary)).find((c) => c === task || c.endsWith(`-${task}`));
-  const { stdout } = await run(binary, ["--root", root, "state", id ?? task]);
+  const { stdout } = await oci(binary, ["--root", root, "state", id ?? task]);
   return (JSON.parse(stdout) as { pid: number }).pid;
 }

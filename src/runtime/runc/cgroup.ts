@@ -8,6 +8,41 @@ export function cgroupV2(): boolean {
   return existsSync(join(CGROUP_ROOT, "cgroup.controllers"));
 }
 
+/** The controller list of the cgroup2 mount of a hybrid host. */
+const HYBRID_V2_CONTROLLERS = join(CGROUP_ROOT, "unified", "cgroup.controllers");
+
+/**
+ * True on a hybrid host (v1 controllers, plus a cgroup2 mount at
+ * /sys/fs/cgroup/unified) whose cgroup2 mount has controllers of its own:
+ * crun 1.8 refuses to start any container there.
+ */
+export function hybridWithV2Controllers(): boolean {
+  try {
+    return readFileSync(HYBRID_V2_CONTROLLERS, "utf8").trim() !== "";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The command prefix that runs `binary` with that controller list reading
+ * empty, in a private mount namespace of its own (mount propagation left as
+ * it is, so mounts made below a task's rootfs still reach it); crun then uses
+ * the v1 controllers, as runc does. Nothing outside that namespace changes.
+ */
+export function hidingV2Controllers(binary: string): string[] {
+  return [
+    "unshare",
+    "-m",
+    "--propagation",
+    "unchanged",
+    "/bin/sh",
+    "-c",
+    `mount --bind /dev/null ${HYBRID_V2_CONTROLLERS} && exec "$0" "$@"`,
+    binary,
+  ];
+}
+
 /**
  * The directories of cgroup `path` (an OCI `cgroupsPath`, absolute) on this
  * machine: one on cgroup v2, one per v1 controller that has it.

@@ -36,7 +36,15 @@ export class OciCli {
     readonly root: string,
     /** Which runtime it is (unknown ones are treated as runc). */
     readonly flavor: OciFlavor = "runc",
+    /** The command that runs the binary (default: the binary itself; see cgroup.ts). */
+    private readonly prefix: string[] = [binary],
   ) {}
+
+  /** The program and arguments that run the runtime with `args` (after the global flags). */
+  command(args: string[]): { file: string; args: string[] } {
+    const [file = this.binary, ...rest] = this.prefix;
+    return { file, args: [...rest, ...this.globalArgs(), ...args] };
+  }
 
   /** Whether `exec --tty` passes its own terminal's size changes on to the task's terminal. */
   get relaysResize(): boolean {
@@ -49,7 +57,8 @@ export class OciCli {
   }
 
   private async call(args: string[]): Promise<string> {
-    const { stdout } = await run(this.binary, [...this.globalArgs(), ...args], {
+    const cmd = this.command(args);
+    const { stdout } = await run(cmd.file, cmd.args, {
       maxBuffer: 4 * 1024 * 1024,
     });
     return stdout;
@@ -86,13 +95,8 @@ export class OciCli {
     // with shared file access sees files and mounts the router makes in the rootfs.
     const net = this.flavor === "runsc" ? [`--network=${network}`, "--file-access=shared"] : [];
     try {
-      const child = spawn(
-        this.binary,
-        [...this.globalArgs(), ...net, "run", "--detach", "--bundle", bundle, id],
-        {
-          stdio: ["ignore", "ignore", fd],
-        },
-      );
+      const cmd = this.command([...net, "run", "--detach", "--bundle", bundle, id]);
+      const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
       const code = await new Promise<number>((resolve) => {
         child.once("error", () => resolve(-1));
         child.once("exit", (c) => resolve(c ?? -1));

@@ -73,15 +73,14 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     extraCaps: spec.runtimeDebug ? ["CAP_SYS_PTRACE"] : [],
   });
   writeFileSync(files.process, JSON.stringify(process_), { mode: 0o600 });
-  const args = [
-    ...ctx.cli.globalArgs(),
-    ...ctx.cli.execArgs(ctx.containerId, {
+  const cmd = ctx.cli.command(
+    ctx.cli.execArgs(ctx.containerId, {
       processJson: files.process,
       pidFile: files.pid,
       tty: spec.pty !== undefined,
       consoleSocket: files.socket,
     }),
-  ];
+  );
   const oomBefore = ctx.oomKills();
   // runsc: the status file is in a directory the task can write. Made here first and
   // read through this fd only, so a file the task swaps in (a symlink to /dev/zero, a
@@ -98,8 +97,8 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     // The relay runs in the socket's directory: a unix socket path has at most 107 bytes.
     outer = spawnHostPty({
       argv: sandboxed
-        ? [nativeHelper("taskrouter-console"), basename(files.socket), ctx.cli.binary, ...args]
-        : ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, ctx.cli.binary, ...args],
+        ? [nativeHelper("taskrouter-console"), basename(files.socket), cmd.file, ...cmd.args]
+        : ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, cmd.file, ...cmd.args],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
       cwd: sandboxed ? dirname(files.socket) : "/",
       stdout: spec.stdout,
@@ -107,11 +106,11 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       pty: spec.pty,
     });
   } else if (ctx.statusFile) {
-    outer = pipeProc(ctx.cli.binary, args, spec, undefined);
+    outer = pipeProc(cmd.file, cmd.args, spec, undefined);
   } else {
     const statusFd = openSync(files.status, "w", 0o600);
     try {
-      outer = pipeProc(ctx.cli.binary, args, spec, statusFd);
+      outer = pipeProc(cmd.file, cmd.args, spec, statusFd);
     } finally {
       closeSync(statusFd);
     }
@@ -152,8 +151,8 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
   const inTaskKill = (sig: NodeJS.Signals | number) => {
     const n = typeof sig === "number" ? sig : constants.signals[sig];
     if (n === undefined) return; // not a signal of this system
-    const argv = [...ctx.cli.globalArgs(), "exec", ctx.containerId, ...killArgv(n, pgid as number)];
-    killing = killing.then(() => runTool(ctx.cli.binary, argv).catch(() => undefined));
+    const kill = ctx.cli.command(["exec", ctx.containerId, ...killArgv(n, pgid as number)]);
+    killing = killing.then(() => runTool(kill.file, kill.args).catch(() => undefined));
   };
   const flush = () => {
     poll = undefined;

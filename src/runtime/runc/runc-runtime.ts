@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
-import { cgroupDirs, oomKillCount } from "./cgroup.ts";
+import {
+  cgroupDirs,
+  hidingV2Controllers,
+  hybridWithV2Controllers,
+  oomKillCount,
+} from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
 import { checkNativeHelpers } from "./exec-wrapper.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
@@ -55,9 +60,10 @@ export class RuncRuntime implements Runtime {
     binary: string,
     private readonly tini: string | undefined,
     flavor: OciFlavor,
+    prefix: string[],
   ) {
     this.base = join(dataDir, "runc");
-    this.cli = new OciCli(binary, join(this.base, "state"), flavor);
+    this.cli = new OciCli(binary, join(this.base, "state"), flavor, prefix);
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
   }
 
@@ -81,7 +87,11 @@ export class RuncRuntime implements Runtime {
       }
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
-    const rt = new RuncRuntime(real, binary, tini, await ociFlavor(binary));
+    const flavor = await ociFlavor(binary);
+    // crun refuses hybrid-cgroup hosts whose cgroup2 mount has controllers: hide them from it.
+    const prefix =
+      flavor === "crun" && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
+    const rt = new RuncRuntime(real, binary, tini, flavor, prefix);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
