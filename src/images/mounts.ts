@@ -14,7 +14,7 @@ import {
   overlayRoot,
 } from "./overlay.ts";
 import type { BinPath } from "./paths.ts";
-import { type FsRoot, resolveDir } from "./resolve.ts";
+import { type FsRoot, type MountRoot, resolveDir } from "./resolve.ts";
 import { Mutex } from "./rwlock.ts";
 import { CAN_CHOWN, ensureUnpacked, timeOf } from "./unpack.ts";
 
@@ -32,17 +32,6 @@ export interface MountRecord {
   createdAtMs: number;
   /** Copy mode (no overlay): where the copy is and what it hid. */
   copy?: CopyPlacement;
-}
-
-/**
- * Where mounts go: the task's root, and for runtimes whose tasks do not see
- * mounts made below their root on the host, how to place them there.
- */
-export interface MountRoot extends FsRoot {
-  /** Makes the new mount at host path `hostPath` (root `root`) visible in the task. */
-  exposeMount?(hostPath: string, root: { dev: number; ino: number }): Promise<void>;
-  /** Removes from the task what is left of our detached mount of device `dev`. */
-  hideMount?(dev: number): Promise<void>;
 }
 
 /**

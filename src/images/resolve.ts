@@ -18,6 +18,17 @@ export interface FsRoot {
   refuseSymlinks: boolean;
 }
 
+/**
+ * Where mounts go: the task's root, and for runtimes whose tasks do not see
+ * mounts made below their root on the host, how to place them there.
+ */
+export interface MountRoot extends FsRoot {
+  /** Makes the new mount at host path `hostPath` (root `root`) visible in the task. */
+  exposeMount?(hostPath: string, root: { dev: number; ino: number }): Promise<void>;
+  /** Removes from the task what is left of our detached mount of device `dev`. */
+  hideMount?(dev: number): Promise<void>;
+}
+
 /** A directory resolved inside a task: an open handle (the identity) and its host path. */
 export interface ResolvedDir {
   fh: FileHandle;

@@ -25,6 +25,7 @@ import {
 } from "./exec-wrapper.ts";
 import type { OciCli } from "./oci-cli.ts";
 import { taskProcess } from "./oci-spec.ts";
+import { resizer } from "./pty-resize.ts";
 
 /** What one exec needs from its task. */
 export interface RuncExecContext {
@@ -209,64 +210,6 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     },
     ...(outer.resize ? { resize: resizer(outer, ctx.cli.relaysResize, readPgid) } : {}),
   };
-}
-
-/**
- * `Proc.resize` of a PTY exec: resizes the router's terminal, and, when the
- * runtime does not relay that to the task's terminal itself (crun), sets the
- * size of the task's terminal too: the wrapper's controlling terminal (field
- * tty_nr of its stat, a Unix98 pts) reached through its root, with `stty -F`;
- * one at a time, the latest size last.
- */
-function resizer(outer: Proc, relays: boolean, wrapperPid: () => number | undefined) {
-  let running = false;
-  let want: [number, number] | undefined;
-  const next = () => {
-    const pid = wrapperPid();
-    const size = want;
-    want = undefined;
-    const pts = pid === undefined || size === undefined ? undefined : ptsOf(pid);
-    if (pts === undefined || size === undefined) {
-      running = false;
-      return;
-    }
-    running = true;
-    const child = spawnChild(
-      "stty",
-      ["-F", pts, "rows", String(size[0]), "cols", String(size[1])],
-      {
-        stdio: "ignore",
-      },
-    );
-    let ended = false;
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      next();
-    };
-    child.once("error", end);
-    child.once("exit", end);
-  };
-  return (rows: number, cols: number) => {
-    outer.resize?.(rows, cols);
-    if (relays) return;
-    want = [rows, cols];
-    if (!running) next();
-  };
-}
-
-/** The host path of the pts that is process `pid`'s controlling terminal in its task. */
-function ptsOf(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[4]);
-    const major = (ttyNr >> 8) & 0xfff;
-    const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
-    if (major < 136 || major > 143) return undefined;
-    return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The first bytes of the regular file open as `fd` (a status report is a dozen bytes). */

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
-import { mkdir, readdir, realpath, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
+import { FailedPreconditionError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import {
@@ -18,7 +18,13 @@ import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
-import { statusInTask, TINI_CANDIDATES, taskConfig } from "./task-config.ts";
+import {
+  checkTaskSpec,
+  clearStatusDir,
+  statusInTask,
+  TINI_CANDIDATES,
+  taskConfig,
+} from "./task-config.ts";
 import { exposeMount, hideMount } from "./task-mounts.ts";
 
 /** Directories a task must never see through the host image. */
@@ -131,28 +137,7 @@ export class RuncRuntime implements Runtime {
   }
 
   checkSpec(spec: TaskSpec): void {
-    const { memoryBytes: mem, cpus, pidsLimit: pids, network, image } = spec;
-    if (image !== undefined && (typeof image !== "string" || image === "")) {
-      throw new InvalidArgumentError("image must be a non-empty image id");
-    }
-    if (mem !== undefined && (!Number.isSafeInteger(mem) || mem < 8 * 1024 * 1024)) {
-      throw new InvalidArgumentError("memory must be at least 8 MiB");
-    }
-    if (cpus !== undefined && !(Number.isFinite(cpus) && cpus >= 0.01 && cpus <= 1024)) {
-      throw new InvalidArgumentError("cpus must be between 0.01 and 1024");
-    }
-    if (pids !== undefined && this.cli.flavor === "runsc") {
-      // gVisor's sandbox counts its own host processes against it; past it the task dies.
-      throw new InvalidArgumentError("pids_limit is not supported with the runsc OCI runtime");
-    }
-    if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
-      throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");
-    }
-    if (network !== undefined && network !== "none" && network !== "host") {
-      throw new InvalidArgumentError(
-        `network must be "none" or "host", not ${JSON.stringify(network)}`,
-      );
-    }
+    checkTaskSpec(spec, this.cli.flavor);
   }
 
   async prepareTask(
@@ -310,18 +295,6 @@ export class RuncRuntime implements Runtime {
   /** The OCI runtime's container ids of this router (for tests and diagnostics). */
   get runtimeRoot(): string {
     return this.cli.root;
-  }
-}
-
-/**
- * Empties a runsc task's status directory, keeping the directory: the running
- * sandbox has it bind-mounted. The task can write there, so nothing is
- * followed or recursed into: only non-directories are unlinked.
- */
-async function clearStatusDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    if (!e.isDirectory()) await unlink(join(dir, e.name)).catch(() => undefined);
   }
 }
 

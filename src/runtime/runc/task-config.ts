@@ -1,4 +1,6 @@
+import { mkdir, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import type { TaskSpec } from "../runtime.ts";
 import { EXEC_IN_TASK, nativeHelper } from "./exec-wrapper.ts";
@@ -83,4 +85,42 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
     pidsLimit: c.spec.pidsLimit,
     extraMounts: mounts,
   });
+}
+
+/** Throws InvalidArgument for a task spec the runc runtime (with OCI runtime `flavor`) cannot run. */
+export function checkTaskSpec(spec: TaskSpec, flavor: OciFlavor): void {
+  const { memoryBytes: mem, cpus, pidsLimit: pids, network, image } = spec;
+  if (image !== undefined && (typeof image !== "string" || image === "")) {
+    throw new InvalidArgumentError("image must be a non-empty image id");
+  }
+  if (mem !== undefined && (!Number.isSafeInteger(mem) || mem < 8 * 1024 * 1024)) {
+    throw new InvalidArgumentError("memory must be at least 8 MiB");
+  }
+  if (cpus !== undefined && !(Number.isFinite(cpus) && cpus >= 0.01 && cpus <= 1024)) {
+    throw new InvalidArgumentError("cpus must be between 0.01 and 1024");
+  }
+  if (pids !== undefined && flavor === "runsc") {
+    // gVisor's sandbox counts its own host processes against it; past it the task dies.
+    throw new InvalidArgumentError("pids_limit is not supported with the runsc OCI runtime");
+  }
+  if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
+    throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");
+  }
+  if (network !== undefined && network !== "none" && network !== "host") {
+    throw new InvalidArgumentError(
+      `network must be "none" or "host", not ${JSON.stringify(network)}`,
+    );
+  }
+}
+
+/**
+ * Empties a runsc task's status directory, keeping the directory: the running
+ * sandbox has it bind-mounted. The task can write there, so nothing is
+ * followed or recursed into: only non-directories are unlinked.
+ */
+export async function clearStatusDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (!e.isDirectory()) await unlink(join(dir, e.name)).catch(() => undefined);
+  }
 }
