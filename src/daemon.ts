@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import type { SigningKey } from "./auth/keys.ts";
 import { type AuthConfig, prepareEdge, type TlsConfig } from "./edge.ts";
+import { systemArgMax } from "./exec/exec-request.ts";
 import { ImageService } from "./images/service.ts";
 import { taskFsLookup } from "./images/task-fs.ts";
 import { HostRuntime } from "./runtime/host/host-runtime.ts";
@@ -143,6 +144,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   tasks.onTeardown((taskId) => images.teardownTask(taskId));
   let server: RouterServer;
   try {
+    systemArgMax(); // read once now, not in the first TaskExecStart
     server = await startServer(config.listen, tasks, log, { secrets, images }, edge);
   } catch (err) {
     await tasks.shutdown();

@@ -211,6 +211,7 @@ export class OutputLog {
   }
 
   private wake(): void {
+    if (this.waiters.size === 0) return; // the common case: called per chunk
     const ws = this.waiters;
     this.waiters = new Set();
     for (const w of ws) w();

@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { handleClientStreamingCall } from "@grpc/grpc-js";
-import { InvalidArgumentError, UnavailableError } from "../errors.ts";
+import { InvalidArgumentError } from "../errors.ts";
 import {
   type CollectGarbageRequest,
   type CollectGarbageResponse,
@@ -28,8 +27,7 @@ import {
 import type { ImageMeta } from "../images/image-store.ts";
 import { bin } from "../images/paths.ts";
 import type { ImageService } from "../images/service.ts";
-import { type ServerDeps, serverStream, unary } from "./call.ts";
-import { toGrpcError } from "./status.ts";
+import { clientStream, type ServerDeps, serverStream, unary } from "./call.ts";
 
 function toMsg(images: ImageService, m: ImageMeta): Image {
   return create(ImageSchema, {
@@ -44,26 +42,6 @@ function toMsg(images: ImageService, m: ImageMeta): Image {
     users: images.store.usersOf(m.id),
     expired: images.store.expired(m),
   });
-}
-
-/** A client-streaming handler: `fn` gets the request messages as an async iterable. */
-function clientStream<Req, Res>(
-  deps: ServerDeps,
-  method: string,
-  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal) => Promise<Res>,
-): handleClientStreamingCall<Req, Res> {
-  return (call, callback) => {
-    const ac = new AbortController();
-    call.once("cancelled", () => ac.abort());
-    const onShutdown = () => ac.abort(new UnavailableError("the server is shutting down"));
-    deps.shutdown.addEventListener("abort", onShutdown, { once: true });
-    fn(call as unknown as AsyncIterable<Req>, ac.signal)
-      .then(
-        (res) => callback(null, res),
-        (err: unknown) => callback(toGrpcError(err, deps.log, method)),
-      )
-      .finally(() => deps.shutdown.removeEventListener("abort", onShutdown));
-  };
 }
 
 /** Handlers of taskrouter.v1.Images (the image store's admin API), one thin adapter per RPC. */

@@ -1,12 +1,20 @@
+import type { EventEmitter } from "node:events";
 import type {
+  handleClientStreamingCall,
   handleServerStreamingCall,
   handleUnaryCall,
-  ServerUnaryCall,
   ServerWritableStream,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { CancelledError, UnavailableError } from "../errors.ts";
 import { toGrpcError } from "./status.ts";
+
+const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A wire offset (uint64) as a number: past 2^53 - 1 it is clamped (no log is that long). */
+export function wireOffset(o: bigint): number {
+  return Number(o > MAX_OFFSET ? MAX_OFFSET : o);
+}
 
 /** What every handler gets: the logger and the signal that ends the call. */
 export interface CallContext {
@@ -27,7 +35,7 @@ export interface ServerDeps {
  * the server-wide shutdown signal does not collect a listener per call.
  */
 function callSignal(
-  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  call: EventEmitter,
   shutdown: AbortSignal,
 ): { signal: AbortSignal; release: () => void } {
   const ac = new AbortController();
@@ -46,6 +54,27 @@ function callSignal(
   };
 }
 
+/** A client-streaming handler: `fn` gets the request messages as an async iterable. */
+export function clientStream<Req, Res>(
+  deps: ServerDeps,
+  method: string,
+  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal) => Promise<Res>,
+): handleClientStreamingCall<Req, Res> {
+  return (call, callback) => {
+    const { signal, release } = callSignal(call, deps.shutdown);
+    fn(call as unknown as AsyncIterable<Req>, signal).then(
+      (res) => {
+        release();
+        callback(null, res);
+      },
+      (err: unknown) => {
+        release();
+        callback(toGrpcError(err, deps.log, method));
+      },
+    );
+  };
+}
+
 /** Adapts a promise-returning handler to a grpc-js unary handler with error mapping. */
 export function unary<Req, Res>(
   deps: ServerDeps,
@@ -53,10 +82,7 @@ export function unary<Req, Res>(
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const { signal, release } = callSignal(
-      call as ServerUnaryCall<unknown, unknown>,
-      deps.shutdown,
-    );
+    const { signal, release } = callSignal(call, deps.shutdown);
     fn(call.request, { log: deps.log, signal }).then(
       (res) => {
         release();
@@ -81,10 +107,7 @@ export function serverStream<Req, Res>(
   fn: (req: Req, ctx: CallContext) => AsyncIterable<Res>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
-    const { signal, release } = callSignal(
-      call as ServerWritableStream<unknown, unknown>,
-      deps.shutdown,
-    );
+    const { signal, release } = callSignal(call, deps.shutdown);
     void (async () => {
       try {
         for await (const msg of fn(call.request, { log: deps.log, signal })) {

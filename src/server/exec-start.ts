@@ -54,7 +54,6 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
 
 export function taskExecStart(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStartRequest, TaskExecStartResponse>(deps, "TaskExecStart", async (req) => {
-    if (req.taskId === "") throw new InvalidArgumentError("task_id must not be empty");
     await tasks.startExec(req.taskId, toExecRequest(req));
     return create(TaskExecStartResponseSchema);
   });

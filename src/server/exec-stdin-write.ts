@@ -5,9 +5,7 @@ import {
   TaskExecStdinWriteResponseSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
-
-const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+import { type ServerDeps, unary, wireOffset } from "./call.ts";
 
 export function taskExecStdinWrite(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStdinWriteRequest, TaskExecStdinWriteResponse>(
@@ -15,7 +13,7 @@ export function taskExecStdinWrite(deps: ServerDeps, tasks: TaskManager) {
     "TaskExecStdinWrite",
     async (req) => {
       // No stdin reaches 2^53 bytes, so a larger offset is simply a gap (OUT_OF_RANGE).
-      const offset = Number(req.offset > MAX_OFFSET ? MAX_OFFSET : req.offset);
+      const offset = wireOffset(req.offset);
       await tasks.writeStdin(req.taskId, req.execId, offset, req.data, req.eof);
       return create(TaskExecStdinWriteResponseSchema);
     },

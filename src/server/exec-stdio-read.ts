@@ -7,9 +7,7 @@ import {
   TaskExecStdioReadResponseSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, serverStream } from "./call.ts";
-
-const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+import { type ServerDeps, serverStream, wireOffset } from "./call.ts";
 
 export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
   return serverStream<TaskExecStdioReadRequest, TaskExecStdioReadResponse>(
@@ -25,7 +23,7 @@ export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
             : undefined;
       if (!stream) throw new InvalidArgumentError(`unknown file_descriptor ${fd}`);
       // No stream reaches 2^53 bytes, so a larger offset is simply past the end (OUT_OF_RANGE).
-      const offset = Number(req.offset > MAX_OFFSET ? MAX_OFFSET : req.offset);
+      const offset = wireOffset(req.offset);
       const chunks = tasks.read(req.taskId, req.execId, stream, offset, signal);
       for await (const data of chunks) yield create(TaskExecStdioReadResponseSchema, { data });
     },

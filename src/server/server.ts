@@ -5,6 +5,7 @@ import { type Server, ServerCredentials, type UntypedServiceImplementation } fro
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { TokenVerifier } from "../auth/verifier.ts";
+import { listenHost } from "../edge.ts";
 import { TaskCommandRouter } from "../gen/modal_proto/task_command_router_pb.ts";
 import { Execs } from "../gen/taskrouter/v1/execs_pb.ts";
 import { Images } from "../gen/taskrouter/v1/images_pb.ts";
@@ -174,9 +175,8 @@ function createInjector(server: Server, creds: ServerCredentials, log: Logger) {
 }
 
 function listenOn(net: NetServer, listen: string): Promise<string> {
-  const i = listen.lastIndexOf(":");
-  const host = listen.slice(0, i).replace(/^\[|\]$/g, "") || "127.0.0.1";
-  const port = Number(listen.slice(i + 1));
+  const host = listenHost(listen);
+  const port = Number(listen.slice(listen.lastIndexOf(":") + 1));
   return new Promise((resolve, reject) => {
     net.once("error", reject);
     net.listen(port, host, () => {

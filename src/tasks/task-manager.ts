@@ -136,13 +136,12 @@ export class TaskManager {
 
   /** The task `taskId`; NotFound when unknown. Terminated tasks are still returned. */
   get(taskId: string): Task {
-    if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
     const t = this.tasks.get(taskId);
     if (t) return t;
     if (this.tombstones.has(taskId)) {
       throw new FailedPreconditionError(`task ${taskId} is not running (terminated)`);
     }
-    throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
+    return this.missing(taskId);
   }
 
   list(): Task[] {
@@ -186,12 +185,13 @@ export class TaskManager {
 
   private exec(taskId: string, execId: string): Exec {
     if (execId === "") throw new InvalidArgumentError("exec_id must not be empty");
-    const task = this.tasks.get(taskId);
-    if (!task) {
-      if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
-      throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
-    }
-    return task.exec(execId);
+    return (this.tasks.get(taskId) ?? this.missing(taskId)).exec(execId);
+  }
+
+  /** InvalidArgument for an empty task id, NotFound otherwise. */
+  private missing(taskId: string): never {
+    if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
+    throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
   }
 
   async startExec(taskId: string, req: ExecRequest): Promise<Exec> {
@@ -246,7 +246,6 @@ export class TaskManager {
     e.kill(n, endsProcessByDefault(n) ? "killed" : null);
   }
 
-  /** The task's execs (running and retained), oldest first; NotFound for an unknown task. */
   /**
    * The task's execs, oldest first. For a terminated task (within
    * `retentionMs`), the final state its execs had at teardown (cause
@@ -256,11 +255,7 @@ export class TaskManager {
     const task = this.tasks.get(taskId);
     const final = this.tombstones.get(taskId);
     if (!task && final) return final;
-    if (!task) {
-      if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
-      throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
-    }
-    return task
+    return (task ?? this.missing(taskId))
       .listExecs()
       .sort((a, b) => a.startedAt - b.startedAt)
       .map(describeExec);
