@@ -51,16 +51,15 @@ export class HostRuntime implements Runtime {
 }
 
 /** Starts `spec` as the leader of a new session and process group (setsid). */
-export function spawnHostProcess(spec: SpawnSpec, prefix: string[] = []): Proc {
+function spawnHostProcess(spec: SpawnSpec): Proc {
   const merged = spec.stderr === "stdout";
   // Node cannot hand one pipe to both fd 1 and fd 2, so a merged exec runs
   // through `sh`, which points fd 2 at fd 1 and then execs the program
   // (one extra execve, no extra process). Both fds then share one pipe and
   // the kernel keeps the bytes in the order the program wrote them.
   const argv = merged ? ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh", ...spec.argv] : spec.argv;
-  const full = [...prefix, ...argv];
   const stdio: StdioOptions = ["pipe", spec.stdout, spec.stderr === "pipe" ? "pipe" : "ignore"];
-  const child: ChildProcess = spawnChild(full[0] as string, full.slice(1), {
+  const child: ChildProcess = spawnChild(argv[0] as string, argv.slice(1), {
     cwd: spec.cwd,
     env: spec.env,
     detached: true,

@@ -3,9 +3,12 @@ import { join } from "node:path";
 
 const CGROUP_ROOT = "/sys/fs/cgroup";
 
-/** True on a unified (v2-only) cgroup hierarchy. */
+let v2: boolean | undefined;
+
+/** True on a unified (v2-only) cgroup hierarchy (read once: it does not change while we run). */
 export function cgroupV2(): boolean {
-  return existsSync(join(CGROUP_ROOT, "cgroup.controllers"));
+  v2 ??= existsSync(join(CGROUP_ROOT, "cgroup.controllers"));
+  return v2;
 }
 
 /** The controller list of the cgroup2 mount of a hybrid host. */

@@ -1,17 +1,11 @@
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { runTool as run } from "../../util/run-tool.ts";
 
 /** One line of /proc/self/mountinfo, the fields we use. */
 export interface MountInfo {
   /** The device of the mount's filesystem, `major:minor` (as st_dev shows it). */
   device: string;
   mountPoint: string;
-  fsType: string;
-  /** Optional fields, e.g. ["shared:3"], ["master:2"]. */
-  optional: string[];
 }
 
 /** Decodes the octal escapes (\040 for a space...) of a mountinfo path. */
@@ -31,13 +25,10 @@ export async function mountInfo(pid: number | "self" = "self"): Promise<MountInf
   for (const line of text.split("\n")) {
     if (!line) continue;
     const f = line.split(" ");
-    const sep = f.indexOf("-");
-    if (sep < 6) continue;
+    if (f.indexOf("-") < 6) continue;
     out.push({
       device: f[2] ?? "",
       mountPoint: unescapeMountPath(f[4] ?? ""),
-      fsType: f[sep + 1] ?? "",
-      optional: f.slice(6, sep),
     });
   }
   return out;

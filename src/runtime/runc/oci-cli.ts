@@ -52,7 +52,7 @@ export class OciCli {
   }
 
   /** Arguments that start every call (global flags). */
-  globalArgs(): string[] {
+  private globalArgs(): string[] {
     return ["--root", this.root];
   }
 

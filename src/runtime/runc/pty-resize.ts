@@ -1,5 +1,5 @@
 import { spawn as spawnChild } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { procStatFields } from "../proc-stat.ts";
 import type { Proc } from "../runtime.ts";
 
 /**
@@ -48,14 +48,9 @@ export function resizer(outer: Proc, relays: boolean, wrapperPid: () => number |
 
 /** The host path of the pts that is process `pid`'s controlling terminal in its task. */
 function ptsOf(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[4]);
-    const major = (ttyNr >> 8) & 0xfff;
-    const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
-    if (major < 136 || major > 143) return undefined;
-    return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
-  } catch {
-    return undefined;
-  }
+  const ttyNr = Number(procStatFields(pid)?.[4] ?? 0);
+  const major = (ttyNr >> 8) & 0xfff;
+  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+  if (major < 136 || major > 143) return undefined;
+  return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
 }

@@ -43,6 +43,8 @@ export interface RuncExecContext {
 }
 
 const POLL_PID_MS = 10;
+/** The environment of the runtime's own processes (the task's env is in the process JSON). */
+const TOOL_ENV = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" };
 
 /**
  * Starts `spec` in a running container with `<runtime> exec`, under the exec
@@ -100,7 +102,7 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       argv: sandboxed
         ? [nativeHelper("taskrouter-console"), basename(files.socket), cmd.file, ...cmd.args]
         : ["/bin/sh", "-c", 'exec "$@" 3>"$0"', files.status, cmd.file, ...cmd.args],
-      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+      env: TOOL_ENV,
       cwd: sandboxed ? dirname(files.socket) : "/",
       stdout: spec.stdout,
       stderr: "stdout",
@@ -171,17 +173,16 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       statusFd === undefined ? readSmall(files.status) : readOwn(statusFd),
     );
     if (statusFd !== undefined) closeSync(statusFd);
-    const oomGrew = oomBefore !== undefined && (ctx.oomKills() ?? 0) > oomBefore;
+    // The cgroup's OOM count is read only when it can matter (a SIGKILL, or no report).
+    const oomGrew = () => oomBefore !== undefined && (ctx.oomKills() ?? 0) > oomBefore;
+    const SIGKILL = constants.signals.SIGKILL;
     // runsc: no report and an OOM kill in the task: the whole sandbox went, and the
     // runtime's exit code says nothing about the exec.
     const status: ExitStatus =
-      report ??
-      (sandboxed && oomGrew
-        ? { signal: constants.signals.SIGKILL }
-        : statusWithoutReport(runtimeExit));
+      report ?? (sandboxed && oomGrew() ? { signal: SIGKILL } : statusWithoutReport(runtimeExit));
     // Before the pid file goes: a late signal still finds the group.
     readPgid();
-    oomKilled = status.signal === constants.signals.SIGKILL && oomGrew;
+    oomKilled = status.signal === SIGKILL && oomGrew();
     // Off the exit path: nothing reads these files again.
     for (const f of Object.values(files)) void rm(f, { force: true }).catch(() => undefined);
     return status;
@@ -247,7 +248,7 @@ function pipeProc(
   if (statusFd !== undefined) stdio.push(statusFd);
   const child = spawnChild(binary, args, {
     cwd: "/",
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+    env: TOOL_ENV,
     detached: true,
     stdio,
   });

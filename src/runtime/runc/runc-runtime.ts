@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, rmdirSync } from "node:fs";
+import { existsSync, rmdirSync } from "node:fs";
 import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
+import { procStatFields } from "../proc-stat.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import {
   cgroupDirs,
@@ -31,7 +32,6 @@ import { exposeMount, hideMount } from "./task-mounts.ts";
 const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
 interface TaskInfo {
-  bundle: string;
   cgroupsPath: string;
   /** Host pid and start time of the container's init; undefined once stopped. */
   init: { pid: number; start: string } | undefined;
@@ -174,7 +174,6 @@ export class RuncRuntime implements Runtime {
     );
 
     const info: TaskInfo = {
-      bundle,
       cgroupsPath: this.cgroupsPath(taskId),
       init: undefined,
       stopReason: undefined,
@@ -255,7 +254,8 @@ export class RuncRuntime implements Runtime {
   /** Removes from the running task what is left of a mount of device `dev` the router detached. */
   async hideMount(taskId: string, dev: number): Promise<void> {
     if (this.cli.flavor === "runsc" || this.status(taskId).state !== "running") return;
-    await hideMount(this.initPid(taskId), dev);
+    const pid = this.tasks.get(taskId)?.init?.pid;
+    if (pid !== undefined) await hideMount(pid, dev);
   }
 
   private initPid(taskId: string): number {
@@ -291,21 +291,10 @@ export class RuncRuntime implements Runtime {
       spec,
     );
   }
-
-  /** The OCI runtime's container ids of this router (for tests and diagnostics). */
-  get runtimeRoot(): string {
-    return this.cli.root;
-  }
 }
 
 /** Field 22 of /proc/<pid>/stat (start time), or undefined when gone or a zombie. */
 function procStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (rest[0] === "Z") return undefined;
-    return rest[19];
-  } catch {
-    return undefined;
-  }
+  const f = procStatFields(pid);
+  return f === undefined || f[0] === "Z" ? undefined : f[19];
 }
