@@ -10,7 +10,7 @@ import {
   takeBuffer,
   writeAll,
 } from "./fdio.ts";
-import { errCode, fsyncDir, syncFilesystem, tmpName } from "./fs-util.ts";
+import { fsyncDir, syncFilesystem, tmpName } from "./fs-util.ts";
 
 const HEX = /^[0-9a-f]{64}$/;
 
@@ -201,9 +201,4 @@ export class BlobBatch {
     this.temps.clear();
     this.pending.clear();
   }
-}
-
-/** True when `err` is an fs "does not exist" error. */
-export function isMissing(err: unknown): boolean {
-  return errCode(err) === "ENOENT";
 }

@@ -12,7 +12,6 @@ export const openFd = promisify(fs.open) as (
   mode?: number,
 ) => Promise<number>;
 export const closeFd = promisify(fs.close);
-export const fstatFd = promisify(fs.fstat) as (fd: number) => Promise<fs.Stats>;
 
 export function readFd(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => {

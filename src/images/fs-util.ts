@@ -1,8 +1,8 @@
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { runTool } from "../util/run-tool.ts";
 
 /** A unique name for a temporary file or directory. */
 export function tmpName(prefix: string): string {
@@ -57,12 +57,7 @@ export async function writeFileAtomic(
  * Falls back to `sync` (every filesystem) where `sync -f` is missing.
  */
 export function syncFilesystem(path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile("sync", ["-f", path], (err) => {
-      if (!err) return resolve();
-      execFile("sync", [], (err2) => (err2 ? reject(err2) : resolve()));
-    });
-  });
+  return runTool("sync", ["-f", path]).catch(() => runTool("sync", []));
 }
 
 /**

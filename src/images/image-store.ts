@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.ts";
+import { FailedPreconditionError, NotFoundError } from "../errors.ts";
 import { BlobStore } from "./blob-store.ts";
 import { errCode, writeFileAtomic } from "./fs-util.ts";
 import {
@@ -82,13 +82,6 @@ export class ImageStore {
     await this.blobs.init();
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
-  }
-
-  /** Throws InvalidArgument unless `id` looks like an image id. */
-  static checkId(id: string): void {
-    if (!IMAGE_ID.test(id)) {
-      throw new InvalidArgumentError(`${JSON.stringify(id)} is not an image id (im-<32 hex>)`);
-    }
   }
 
   private manifestFile(id: string): string {

@@ -2,8 +2,8 @@ import type { Readable } from "node:stream";
 import { extract } from "tar-stream";
 import { InvalidArgumentError } from "../errors.ts";
 import type { BlobBatch } from "./blob-store.ts";
-import type { Entry, Manifest } from "./manifest.ts";
-import { type BinPath, comparePaths, fromUtf8, isWithin, show } from "./paths.ts";
+import { dirEntry, type Entry, type Manifest } from "./manifest.ts";
+import { type BinPath, comparePaths, fromUtf8, isWithin, joinRel, show } from "./paths.ts";
 
 const WHITEOUT = ".wh.";
 const OPAQUE = ".wh..wh..opq";
@@ -39,15 +39,7 @@ export class TreeBuilder {
   skipped = 0;
 
   constructor() {
-    this.entries.set("", {
-      path: "",
-      type: "dir",
-      mode: 0o755,
-      uid: 0,
-      gid: 0,
-      mtimeNs: 0n,
-      size: 0,
-    });
+    this.entries.set("", dirEntry(""));
   }
 
   /** Applies one layer read from `tar` (uncompressed), storing file contents through `batch`. */
@@ -63,7 +55,7 @@ export class TreeBuilder {
       if (opts.whiteouts && name.startsWith(WHITEOUT)) {
         const dir = parentOf(path);
         if (name === OPAQUE) this.removeUnder(dir, added, false);
-        else this.removeUnder(joinPath(dir, name.slice(WHITEOUT.length)), added, true);
+        else this.removeUnder(joinRel(dir, name.slice(WHITEOUT.length)), added, true);
         entry.resume();
         continue;
       }
@@ -114,15 +106,7 @@ export class TreeBuilder {
       const cur = this.entries.get(p);
       if (cur?.type === "dir") {
         for (const d of chain.reverse()) {
-          this.entries.set(d, {
-            path: d,
-            type: "dir",
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtimeNs: 0n,
-            size: 0,
-          });
+          this.entries.set(d, dirEntry(d));
           added.add(d);
         }
         break;
@@ -148,8 +132,4 @@ export class TreeBuilder {
     const entries = [...this.entries.values()].sort((a, b) => comparePaths(a.path, b.path));
     return { entries };
   }
-}
-
-function joinPath(dir: BinPath, name: BinPath): BinPath {
-  return dir === "" ? name : `${dir}/${name}`;
 }

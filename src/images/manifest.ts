@@ -163,5 +163,10 @@ export function manifestStats(m: Manifest): { files: number; bytes: number; blob
 
 /** A manifest with only a root directory (what `image_id` "" mounts). */
 export function emptyManifest(mtimeNs = 0n): Manifest {
-  return { entries: [{ path: "", type: "dir", mode: 0o755, uid: 0, gid: 0, mtimeNs, size: 0 }] };
+  return { entries: [dirEntry("", mtimeNs)] };
+}
+
+/** A plain directory entry: root-owned, mode 755. */
+export function dirEntry(path: BinPath, mtimeNs = 0n): Entry {
+  return { path, type: "dir", mode: 0o755, uid: 0, gid: 0, mtimeNs, size: 0 };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, lchown, lutimes, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError } from "../errors.ts";
 import { writeFileAtomic } from "./fs-util.ts";
@@ -16,7 +16,7 @@ import {
 import type { BinPath } from "./paths.ts";
 import { type FsRoot, type MountRoot, resolveDir } from "./resolve.ts";
 import { Mutex } from "./rwlock.ts";
-import { CAN_CHOWN, ensureUnpacked, timeOf } from "./unpack.ts";
+import { CAN_CHOWN, ensureUnpacked, setAttrs } from "./unpack.ts";
 
 /** A mount made by TaskMountDirectory, persisted in `<images>/mounts/<id>/mount.json`. */
 export interface MountRecord {
@@ -141,11 +141,7 @@ export class MountManager {
         await mkdir(upper, { mode: 0o755 });
         // The mount's root shows the upper directory's attributes: give it the image root's.
         const root = imageId ? manifest.entries[0] : undefined;
-        if (root) {
-          if (CAN_CHOWN) await lchown(upper, root.uid, root.gid);
-          await chmod(upper, root.mode);
-          await lutimes(upper, timeOf(root.mtimeNs), timeOf(root.mtimeNs));
-        }
+        if (root) await setAttrs(upper, root);
         rec = {
           id,
           taskId,

@@ -2,15 +2,16 @@ import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { type FileHandle, open, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { pack } from "tar-stream";
 import { throwIfAborted } from "../errors.ts";
 import { tmpName } from "./fs-util.ts";
 import type { ImageStore } from "./image-store.ts";
 import type { Entry } from "./manifest.ts";
+import { OCI_ARCH } from "./oci-import.ts";
 import { bin } from "./paths.ts";
 
-const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" };
 const CHUNK = 1024 * 1024;
 
 /** An export being streamed: its exact size, then its bytes. `chunks` cleans up when it ends. */
@@ -54,12 +55,7 @@ async function writeLayer(store: ImageStore, id: string, file: string, signal?: 
     } else {
       const sink = p.entry({ ...header, type: "file", size: e.size });
       const src = createReadStream(store.blobs.path(e.digest ?? ""), { highWaterMark: CHUNK });
-      await new Promise<void>((resolve, reject) => {
-        src.once("error", reject);
-        sink.once("error", reject);
-        sink.once("finish", () => resolve());
-        src.pipe(sink as unknown as NodeJS.WritableStream);
-      });
+      await copyInto(src, sink);
     }
   }
   p.finalize();
@@ -103,7 +99,7 @@ export async function exportImage(
     const { layer } = meta;
     const config = jsonBlob({
       created: new Date(meta.createdAtMs).toISOString(),
-      architecture: GOARCH[process.arch] ?? process.arch,
+      architecture: OCI_ARCH,
       os: "linux",
       config: {},
       rootfs: { type: "layers", diff_ids: [layer.digest] },
@@ -173,12 +169,7 @@ async function* archiveChunks(
         mtime: new Date(0),
       });
       const src = fh.createReadStream({ start: 0, highWaterMark: CHUNK, autoClose: false });
-      await new Promise<void>((resolve, reject) => {
-        src.once("error", reject);
-        sink.once("error", reject);
-        sink.once("finish", () => resolve());
-        src.pipe(sink as unknown as NodeJS.WritableStream);
-      });
+      await copyInto(src, sink);
       p.finalize();
     })();
     feed.catch((err: unknown) => p.destroy(err as Error));
@@ -188,4 +179,16 @@ async function* archiveChunks(
     p.destroy();
     await fh.close();
   }
+}
+
+type TarSink = ReturnType<ReturnType<typeof pack>["entry"]>;
+
+/** Pipes `src` into a tar entry's `sink`; resolves when the entry is written. */
+function copyInto(src: Readable, sink: TarSink): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    src.once("error", reject);
+    sink.once("error", reject);
+    sink.once("finish", () => resolve());
+    src.pipe(sink as unknown as NodeJS.WritableStream);
+  });
 }

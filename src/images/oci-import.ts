@@ -78,6 +78,8 @@ interface Descriptor {
 }
 
 const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" };
+/** This machine's architecture as OCI names it (GOARCH). */
+export const OCI_ARCH = GOARCH[process.arch] ?? process.arch;
 
 async function readJson<T>(file: string): Promise<T> {
   try {
@@ -105,9 +107,8 @@ async function findLayers(dir: string): Promise<{ file: string; digest?: string 
     let doc = await readJson<{ manifests?: Descriptor[] }>(join(dir, "index.json"));
     for (let depth = 0; depth < 4; depth++) {
       const list = doc.manifests ?? [];
-      const arch = GOARCH[process.arch] ?? process.arch;
       desc =
-        list.find((m) => m.platform?.os === "linux" && m.platform.architecture === arch) ??
+        list.find((m) => m.platform?.os === "linux" && m.platform.architecture === OCI_ARCH) ??
         list.find((m) => !m.platform || m.platform.os === "linux") ??
         list[0];
       if (!desc) throw new InvalidArgumentError("archive: the OCI index lists no image");

@@ -65,21 +65,24 @@ export async function unpackTree(
       jobs.push(
         pool.run(async () => {
           await copyFile(src, p, constants.COPYFILE_FICLONE);
-          if (CAN_CHOWN) await lchown(p, e.uid, e.gid);
-          await chmod(p, e.mode);
-          await lutimes(p, timeOf(e.mtimeNs), timeOf(e.mtimeNs));
+          await setAttrs(p, e);
         }),
       );
       if (jobs.length >= 256) await Promise.all(jobs.splice(0));
     }
   }
   await Promise.all(jobs);
-  for (const e of dirs.reverse()) {
-    const p = abs(e);
-    if (CAN_CHOWN) await lchown(p, e.uid, e.gid);
-    await chmod(p, e.mode);
-    await lutimes(p, timeOf(e.mtimeNs), timeOf(e.mtimeNs));
-  }
+  for (const e of dirs.reverse()) await setAttrs(abs(e), e);
+}
+
+/** Gives `p` the owner (when we may), mode and times of `e`. */
+export async function setAttrs(
+  p: string | Buffer,
+  e: { uid: number; gid: number; mode: number; mtimeNs: bigint },
+): Promise<void> {
+  if (CAN_CHOWN) await lchown(p, e.uid, e.gid);
+  await chmod(p, e.mode);
+  await lutimes(p, timeOf(e.mtimeNs), timeOf(e.mtimeNs));
 }
 
 const inflight = new Map<string, Promise<string>>();
