@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
+import type { Writable } from "node:stream";
 import type { RouterClient, StartOptions } from "../client/client.ts";
 import { ExecsClient } from "../client/execs.ts";
 
@@ -99,13 +100,11 @@ export async function execTty(
   };
   const input = o.interactive ? forward() : Promise.resolve();
   try {
-    const copy = async () => {
-      for await (const chunk of client.read(task, execId, "stdout")) {
-        if (!process.stdout.write(chunk)) await once(process.stdout, "drain");
-      }
-    };
-    const [status] = await Promise.all([client.wait(task, execId), copy()]);
-    return status.signal !== undefined ? 128 + status.signal : status.code;
+    const [status] = await Promise.all([
+      client.wait(task, execId),
+      copyOutput(client, task, execId, "stdout", process.stdout),
+    ]);
+    return exitCodeOf(status);
   } finally {
     clearInterval(keepalive);
     process.off("SIGWINCH", onResize);
@@ -138,4 +137,22 @@ function rawMode(on: boolean): () => void {
       // stdin is already gone; the kernel keeps the terminal's mode, Node restores it at exit.
     }
   };
+}
+
+/** Copies an exec's output stream to `out` until it ends, honouring `out`'s backpressure. */
+export async function copyOutput(
+  client: RouterClient,
+  task: string,
+  execId: string,
+  stream: "stdout" | "stderr",
+  out: Writable,
+): Promise<void> {
+  for await (const chunk of client.read(task, execId, stream)) {
+    if (!out.write(chunk)) await once(out, "drain");
+  }
+}
+
+/** The CLI's exit code for an exec's status: its code, or 128 + the signal that ended it. */
+export function exitCodeOf(status: { code?: number; signal?: number }): number {
+  return status.signal !== undefined ? 128 + status.signal : (status.code ?? 0);
 }

@@ -1,9 +1,7 @@
-import { once } from "node:events";
-import type { Writable } from "node:stream";
 import type { Command } from "commander";
-import type { RouterClient, StartOptions, StreamName } from "../client/client.ts";
+import type { RouterClient, StartOptions } from "../client/client.ts";
 import { clientFrom, run } from "./common.ts";
-import { execTty } from "./exec-tty.ts";
+import { copyOutput, execTty, exitCodeOf } from "./exec-tty.ts";
 import { EXEC_VERB_USAGES, execVerb } from "./exec-verbs.ts";
 import { collectEnv, parsePositiveInt } from "./parse.ts";
 
@@ -115,22 +113,17 @@ async function execCommand(
     stderr: "pipe",
     ...req.start,
   });
-  const copy = async (stream: StreamName, out: Writable) => {
-    for await (const chunk of client.read(task, execId, stream)) {
-      if (!out.write(chunk)) await once(out, "drain");
-    }
-  };
   const stdin = o.interactive
     ? forwardStdin(client, task, execId)
     : client.writeStdin(task, execId, 0, new Uint8Array(), true);
   const [status] = await Promise.all([
     client.wait(task, execId),
-    copy("stdout", process.stdout),
-    copy("stderr", process.stderr),
+    copyOutput(client, task, execId, "stdout", process.stdout),
+    copyOutput(client, task, execId, "stderr", process.stderr),
   ]);
   process.stdin.destroy();
   await stdin.catch(() => {});
-  return status.signal !== undefined ? 128 + status.signal : status.code;
+  return exitCodeOf(status);
 }
 
 async function forwardStdin(client: RouterClient, task: string, execId: string): Promise<void> {

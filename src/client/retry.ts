@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type ServiceError, status } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
 import { isServiceError, RETRYABLE } from "./errors.ts";
 
 export interface RetryPolicy {
@@ -16,7 +16,7 @@ export const DEFAULT_RETRY: RetryPolicy = { tries: 10, baseDelayMs: 10, maxDelay
 /** True for a failure that a retry of the identical request can cure. */
 export function isRetryable(err: unknown, signal?: AbortSignal): err is ServiceError {
   if (signal?.aborted) return false;
-  return isServiceError(err) && RETRYABLE.has(err.code) && err.code !== status.UNIMPLEMENTED;
+  return isServiceError(err) && RETRYABLE.has(err.code);
 }
 
 /** Runs `fn` until it succeeds, fails for good, or the policy's tries are spent. */
