@@ -1,9 +1,10 @@
 #!/bin/sh
-# Builds the two small native helpers of the runc runtime into build/native/ (run by
+# Builds the small native helpers of the runc runtime into build/native/ (run by
 # `npm ci` / `npm install` as the postinstall step, or `npm run build:native`):
 #   taskrouter-exec   the exec wrapper inside every runc task (static: runs in any image)
 #   taskrouter-mount  places image mounts into tasks whose runtime does not propagate them
 #   taskrouter-console  the terminal side of PTY execs for runtimes with --console-socket (runsc)
+#   taskrouter-spawner  starts the runtime's processes for the router (posix_spawn, no fork of Node)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ mkdir -p build/native
 "$CC" -O2 -Wall -Wextra -Werror -static -o build/native/taskrouter-exec.tmp native/exec-wrapper.c
 "$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-mount.tmp native/mount-into.c
 "$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-console.tmp native/console-relay.c
-for n in exec mount console; do
+"$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-spawner.tmp native/spawner.c
+for n in exec mount console spawner; do
   mv "build/native/taskrouter-$n.tmp" "build/native/taskrouter-$n"
 done

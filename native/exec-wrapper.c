@@ -27,7 +27,7 @@
  * - reports a program that cannot start the way the host runtime does:
  *   `taskrouter: NAME: command not found` (127) or `...: Permission denied`
  *   (126);
- * - closes its own stdio after the fork, so output pipes end with the
+ * - closes its own stdio once the command runs, so output pipes end with the
  *   command's tree, not with the wrapper.
  */
 #define _GNU_SOURCE
@@ -38,7 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <spawn.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define STATUS_FD 3
 
@@ -80,6 +83,76 @@ static int kill_group(const char *sig, const char *pgid) {
   return 0;
 }
 
+/* The command could not be started (errno err): the shell's message and code. */
+static int report_not_started(const char *name, int err) {
+  int missing = err == ENOENT || err == ENOTDIR;
+  fprintf(stderr, "taskrouter: %s: %s\n", name, missing ? "command not found" : "Permission denied");
+  report("code", missing ? 127 : 126);
+  return missing ? 127 : 126;
+}
+
+/*
+ * fork + execvp: for a file execvp runs with /bin/sh (no #! line), which
+ * posix_spawnp refuses with ENOEXEC. Returns the pid, or -errno.
+ */
+static pid_t fork_exec(char **cmd, int merge) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) < 0) return -errno;
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(ready[0]);
+    close(ready[1]);
+    return -err;
+  }
+  if (pid == 0) {
+    close(ready[0]);
+    set_all(SIG_DFL);
+    if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
+    execvp(cmd[0], cmd);
+    int err = errno;
+    while (write(ready[1], &err, sizeof err) < 0 && errno == EINTR) {
+    }
+    _exit(127);
+  }
+  close(ready[1]);
+  int err = 0;
+  ssize_t n;
+  do {
+    n = read(ready[0], &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  close(ready[0]);
+  if (n == (ssize_t)sizeof err) {
+    waitpid(pid, NULL, 0);
+    return -err;
+  }
+  return pid;
+}
+
+/*
+ * Starts the command with default signal dispositions, stderr on stdout when
+ * merging, without the status fd. posix_spawnp (vfork) costs less than a
+ * fork here. Returns the pid, or -errno when the command cannot start.
+ */
+static pid_t start(char **cmd, int merge) {
+  fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF);
+  if (merge) posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid;
+  int err = posix_spawnp(&pid, cmd[0], &fa, &at, cmd, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  if (err == ENOEXEC) return fork_exec(cmd, merge);
+  return err == 0 ? pid : -err;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "-k") == 0) return kill_group(argv[2], argv[3]);
   if (argc >= 3 && strcmp(argv[1], "-s") == 0) {
@@ -105,22 +178,8 @@ int main(int argc, char **argv) {
   setpgid(0, 0);
   set_all(SIG_IGN);
 
-  pid_t pid = fork();
-  if (pid < 0) {
-    fprintf(stderr, "taskrouter: fork: %s\n", strerror(errno));
-    report("code", 126);
-    return 126;
-  }
-  if (pid == 0) {
-    set_all(SIG_DFL);
-    close(status_fd);
-    if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
-    execvp(cmd[0], cmd);
-    int missing = errno == ENOENT || errno == ENOTDIR;
-    fprintf(stderr, "taskrouter: %s: %s\n", cmd[0],
-            missing ? "command not found" : "Permission denied");
-    _exit(missing ? 127 : 126);
-  }
+  pid_t pid = start(cmd, merge);
+  if (pid < 0) return report_not_started(cmd[0], -pid);
 
   close(STDIN_FILENO);
   close(STDOUT_FILENO);

@@ -149,6 +149,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   } catch (err) {
     await tasks.shutdown();
     await images.shutdown(endsWithRouter);
+    for (const r of runtimes.values()) r.close?.();
     throw err;
   }
   return {
@@ -163,6 +164,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       await server.close();
       await tasks.shutdown();
       await images.shutdown(endsWithRouter);
+      for (const r of runtimes.values()) r.close?.();
     },
   };
 }

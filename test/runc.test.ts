@@ -282,7 +282,7 @@ describe("runc runtime without tini: the shell init reaps too", { skip }, () => 
     const rt = await RuncRuntime.create(dataDir, "runc", { shellInit: true });
     const env = await rt.prepareTask("s");
     const exec = async (script: string) => {
-      const p = rt.spawn("s", {
+      const p = await rt.spawn("s", {
         argv: ["sh", "-c", script],
         env: env.baseEnv,
         cwd: "/",
@@ -304,6 +304,7 @@ describe("runc runtime without tini: the shell init reaps too", { skip }, () => 
       assert.deepEqual(check.status, { code: 0 }, "the orphan was not reaped");
     } finally {
       await rt.destroyTask("s");
+      rt.close();
     }
   });
 });

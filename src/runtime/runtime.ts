@@ -113,7 +113,8 @@ export interface Runtime {
   prepareTask(taskId: string, spec?: TaskSpec, opts?: { existing?: boolean }): Promise<TaskEnv>;
   destroyTask(taskId: string): Promise<void>;
   resolvePath(taskId: string, path: string): string;
-  spawn(taskId: string, spec: SpawnSpec): Proc;
+  spawn(taskId: string, spec: SpawnSpec): Promise<Proc>;
+  close?(): void;
   /**
    * Throws InvalidArgument when the runtime cannot give a task `spec`. Absent:
    * the runtime enforces no limits and accepts only an empty spec.

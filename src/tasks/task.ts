@@ -43,6 +43,8 @@ export class Task {
   /** Limits and network the task was created with (runc tasks). */
   spec: TaskSpec = {};
   private readonly execs = new Map<string, Exec>();
+  /** Execs whose process the runtime is starting (the id is taken already). */
+  private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
   private readonly collectors = new Map<string, NodeJS.Timeout>();
 
   constructor(
@@ -94,12 +96,28 @@ export class Task {
     const raced = this.sameOrConflict(req.execId, fp);
     if (raced) return raced;
     this.assertRunning();
-    if (this.execs.size >= this.limits.maxExecsPerTask) {
+    const held = this.execs.size + this.starting.size;
+    if (held >= this.limits.maxExecsPerTask) {
       throw new ResourceExhaustedError(
-        `task ${this.id} holds ${this.execs.size} execs, the limit (--max-execs-per-task)`,
+        `task ${this.id} holds ${held} execs, the limit (--max-execs-per-task)`,
       );
     }
-    const proc = this.runtime.spawn(this.id, {
+    const exec = this.launch(req, fp, env, cwd);
+    this.starting.set(req.execId, { fp, exec });
+    try {
+      return await exec;
+    } finally {
+      this.starting.delete(req.execId);
+    }
+  }
+
+  private async launch(
+    req: ExecRequest,
+    fp: string,
+    env: Record<string, string>,
+    cwd: string,
+  ): Promise<Exec> {
+    const proc = await this.runtime.spawn(this.id, {
       argv: req.argv,
       env,
       cwd,
@@ -134,14 +152,15 @@ export class Task {
     return this.limits.secrets.resolve(ids);
   }
 
-  private sameOrConflict(execId: string, fp: string): Exec | undefined {
-    const e = this.execs.get(execId);
-    if (e && e.fingerprint !== fp) {
+  /** The exec `execId` (or its start under way) when `fp` matches; AlreadyExists when not. */
+  private sameOrConflict(execId: string, fp: string): Exec | Promise<Exec> | undefined {
+    const e = this.execs.get(execId) ?? this.starting.get(execId);
+    if (e && (e instanceof Exec ? e.fingerprint : e.fp) !== fp) {
       throw new AlreadyExistsError(
         `exec_id ${JSON.stringify(execId)} is already used by a different request`,
       );
     }
-    return e;
+    return e instanceof Exec ? e : e?.exec;
   }
 
   /** What the runtime sees of the task now (a runc task's container may have died). */
@@ -190,6 +209,8 @@ export class Task {
    */
   async teardown(): Promise<ExecInfo[]> {
     this.state = "terminated";
+    // Starts past their checks finish first: their processes are killed with the rest.
+    await Promise.allSettled([...this.starting.values()].map((s) => s.exec));
     const all = [...this.execs.values()];
     for (const e of all) e.kill("SIGKILL", "task_terminated");
     await Promise.all(all.map((e) => e.exited));

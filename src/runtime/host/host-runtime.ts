@@ -44,7 +44,7 @@ export class HostRuntime implements Runtime {
     return normalize(path);
   }
 
-  spawn(_taskId: string, spec: SpawnSpec): Proc {
+  async spawn(_taskId: string, spec: SpawnSpec): Promise<Proc> {
     if (spec.pty) return spawnHostPty(spec);
     return spawnHostProcess(spec);
   }

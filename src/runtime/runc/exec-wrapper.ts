@@ -20,7 +20,13 @@ import type { ExitStatus } from "../runtime.ts";
 export const EXEC_IN_TASK = "/.taskrouter/exec";
 
 /** The native helpers native/build.sh builds (see there). */
-export type NativeHelper = "taskrouter-exec" | "taskrouter-mount" | "taskrouter-console";
+const HELPERS = [
+  "taskrouter-exec",
+  "taskrouter-mount",
+  "taskrouter-console",
+  "taskrouter-spawner",
+] as const;
+export type NativeHelper = (typeof HELPERS)[number];
 
 /** The host path of a helper built by native/build.sh. */
 export function nativeHelper(name: NativeHelper): string {
@@ -29,7 +35,7 @@ export function nativeHelper(name: NativeHelper): string {
 
 /** Throws, saying how to build them, when the native helpers are missing. */
 export function checkNativeHelpers(): void {
-  for (const name of ["taskrouter-exec", "taskrouter-mount", "taskrouter-console"] as const) {
+  for (const name of HELPERS) {
     const path = nativeHelper(name);
     if (!existsSync(path)) {
       throw new Error(

@@ -1,4 +1,3 @@
-import { spawn as spawnChild } from "node:child_process";
 import {
   closeSync,
   constants as fsc,
@@ -12,10 +11,11 @@ import {
 import { rm } from "node:fs/promises";
 import { constants } from "node:os";
 import { basename, dirname } from "node:path";
+import { Writable } from "node:stream";
 import { runTool } from "../../util/run-tool.ts";
-import { procFromChild } from "../child-proc.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
+import type { Spawned, Spawner } from "../spawner.ts";
 import {
   killArgv,
   nativeHelper,
@@ -31,6 +31,8 @@ import { resizer } from "./pty-resize.ts";
 export interface RuncExecContext {
   cli: OciCli;
   containerId: string;
+  /** Starts the runtime's pipe processes (see ../spawner.ts). */
+  spawner: Spawner;
   /** Prefix of this exec's files on the host (`.json`, `.pid`, `.status`). */
   filePrefix: string;
   /** OOM kills counted in the task's cgroup so far (undefined: unknown). */
@@ -44,7 +46,7 @@ export interface RuncExecContext {
 
 const POLL_PID_MS = 10;
 /** The environment of the runtime's own processes (the task's env is in the process JSON). */
-const TOOL_ENV = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" };
+export const TOOL_ENV = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" };
 
 /**
  * Starts `spec` in a running container with `<runtime> exec`, under the exec
@@ -57,9 +59,11 @@ const TOOL_ENV = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" };
  * gVisor's kernel: `--internal-pid-file` gives its id there, and a signal
  * runs `<runtime> exec TASK /.taskrouter/exec -k SIG PGID` in the task; the
  * status comes through a file (`ctx.statusFile`), the terminal through
- * `--console-socket` and native/console-relay.c.
+ * `--console-socket` and native/console-relay.c. Pipe execs start through
+ * the spawner (fd 3, the wrapper's report, is a pipe of the spawner's that
+ * comes back with the exit); PTY execs through node-pty, fd 3 a file.
  */
-export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
+export async function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Promise<Proc> {
   const merge = spec.stderr === "stdout";
   const sandboxed = ctx.cli.flavor === "runsc";
   const files = {
@@ -93,6 +97,8 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     ? openSync(files.status, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
     : undefined;
 
+  // The wrapper's report when it came with the exit (pipe execs without ctx.statusFile).
+  let piped: string | undefined;
   let outer: Proc;
   if (spec.pty) {
     // node-pty passes no extra fds: a host shell opens the status file as fd 3
@@ -108,15 +114,22 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
       stderr: "stdout",
       pty: spec.pty,
     });
-  } else if (ctx.statusFile) {
-    outer = pipeProc(cmd.file, cmd.args, spec, undefined);
   } else {
-    const statusFd = openSync(files.status, "w", 0o600);
-    try {
-      outer = pipeProc(cmd.file, cmd.args, spec, statusFd);
-    } finally {
-      closeSync(statusFd);
-    }
+    const report = !ctx.statusFile;
+    outer = await ctx.spawner
+      .spawn(cmd.file, cmd.args, {
+        cwd: "/",
+        stdout: spec.stdout,
+        stderr: spec.stderr === "pipe" ? "pipe" : "ignore",
+        report,
+      })
+      .then(
+        (s) =>
+          spawnedProc(s, (r) => {
+            if (report) piped = r;
+          }),
+        (err: Error) => notStarted(`${cmd.file}: ${err.message}`),
+      );
   }
 
   let done = false;
@@ -170,7 +183,7 @@ export function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Proc {
     clearTimeout(poll);
     // Sync reads of two tiny files: an async read costs several event-loop turns (~2 ms).
     const report = parseWrapperStatus(
-      statusFd === undefined ? readSmall(files.status) : readOwn(statusFd),
+      piped ?? (statusFd === undefined ? readSmall(files.status) : readOwn(statusFd)),
     );
     if (statusFd !== undefined) closeSync(statusFd);
     // The cgroup's OOM count is read only when it can matter (a SIGKILL, or no report).
@@ -233,27 +246,37 @@ function readSmall(path: string): string {
   }
 }
 
-/** The runtime's exec process with pipes; fd 3 is the wrapper's status file (when given). */
-function pipeProc(
-  binary: string,
-  args: string[],
-  spec: SpawnSpec,
-  statusFd: number | undefined,
-): Proc {
-  const stdio: ("pipe" | "ignore" | number)[] = [
-    "pipe",
-    spec.stdout,
-    spec.stderr === "pipe" ? "pipe" : "ignore",
-  ];
-  if (statusFd !== undefined) stdio.push(statusFd);
-  const child = spawnChild(binary, args, {
-    cwd: "/",
-    env: TOOL_ENV,
-    detached: true,
-    stdio,
-  });
-  return procFromChild(child, {
-    stderr: spec.stderr === "pipe" ? child.stderr : null,
-    startError: (err) => ({ message: `${binary}: ${err.message}`, code: 127 }),
-  });
+/** A spawner's process as a Proc; `onReport` gets its fd-3 bytes before `exited` resolves. */
+function spawnedProc(s: Spawned, onReport: (report: string) => void): Proc {
+  return {
+    pid: s.pid,
+    stdin: s.stdin,
+    stdout: s.stdout,
+    stderr: s.stderr,
+    exited: s.exited.then(({ status, report }) => {
+      onReport(report);
+      return status;
+    }),
+    startError: undefined,
+    signalGroup(sig) {
+      try {
+        process.kill(-s.pid, sig);
+      } catch {
+        // ESRCH: the group is gone.
+      }
+    },
+  };
+}
+
+/** The Proc of a runtime process that could not be started (code 127, like a missing program). */
+function notStarted(reason: string): Proc {
+  return {
+    pid: undefined,
+    stdin: new Writable({ write: (_chunk, _enc, done) => done() }),
+    stdout: null,
+    stderr: null,
+    exited: Promise.resolve({ code: 127 }),
+    startError: reason,
+    signalGroup() {},
+  };
 }

@@ -3,9 +3,11 @@ import { existsSync, rmdirSync } from "node:fs";
 import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../errors.ts";
+import { findProgram } from "../../util/which.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import { procStatFields } from "../proc-stat.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
+import { lazySpawner } from "../spawner.ts";
 import {
   cgroupDirs,
   hidingV2Controllers,
@@ -13,12 +15,12 @@ import {
   oomKillCount,
 } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
-import { checkNativeHelpers } from "./exec-wrapper.ts";
+import { checkNativeHelpers, nativeHelper } from "./exec-wrapper.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
-import { spawnRuncExec } from "./runc-exec.ts";
+import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
 import {
   checkTaskSpec,
   clearStatusDir,
@@ -60,6 +62,7 @@ export class RuncRuntime implements Runtime {
   private seq = 0;
   /** Image-rooted tasks: the image and its hold (released by destroyTask). */
   private readonly images = new ImageRoots();
+  private readonly spawner = lazySpawner(nativeHelper("taskrouter-spawner"), TOOL_ENV);
 
   private constructor(
     dataDir: string,
@@ -95,8 +98,9 @@ export class RuncRuntime implements Runtime {
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
     const flavor = await ociFlavor(binary);
     // crun refuses hybrid-cgroup hosts whose cgroup2 mount has controllers: hide them from it.
-    const prefix =
+    const [file = binary, ...args] =
       flavor === "crun" && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
+    const prefix = [findProgram(file) ?? file, ...args];
     const rt = new RuncRuntime(real, binary, tini, flavor, prefix);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
@@ -218,6 +222,11 @@ export class RuncRuntime implements Runtime {
     return { state: "stopped", reason: info.stopReason ?? "exited" };
   }
 
+  /** Ends the spawner (tasks and their containers stay). */
+  close(): void {
+    this.spawner.close();
+  }
+
   async destroyTask(taskId: string): Promise<void> {
     const bundle = this.bundle(taskId);
     await this.cli.deleteForce(this.containerId(taskId));
@@ -269,13 +278,14 @@ export class RuncRuntime implements Runtime {
     return resolveConfined(this.rootfs(taskId), path);
   }
 
-  spawn(taskId: string, spec: SpawnSpec): Proc {
+  spawn(taskId: string, spec: SpawnSpec): Promise<Proc> {
     const bundle = this.bundle(taskId);
     const cgroup = this.cgroupsPath(taskId);
     const name = `${process.pid}-${++this.seq}`;
     return spawnRuncExec(
       {
         cli: this.cli,
+        spawner: this.spawner.get(),
         containerId: this.containerId(taskId),
         filePrefix: join(bundle, "execs", name),
         oomKills: () => oomKillCount(cgroup),

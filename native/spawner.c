@@ -1,0 +1,280 @@
+/*
+ * taskrouter-spawner: starts the runtime's processes (`runc exec ...`) for the
+ * router. The router is a large process: its own fork copies the page tables
+ * of its whole heap and blocks its event loop until the child has exec'd
+ * (~7 ms here); this small process starts each one with posix_spawn (vfork)
+ * in ~1 ms while the router goes on.
+ *
+ * One spawner per router, its child, started once. Requests come on stdin:
+ * a 4-byte little-endian length, then that many bytes of NUL-terminated
+ * fields:
+ *   spawn ID FLAGS CWD PROGRAM ARG...   start PROGRAM (an absolute path) with
+ *       ARGs in CWD, in a session of its own, with default signal dispositions
+ *       and an empty mask. stdin is always a pipe; FLAGS letters: 'o' stdout
+ *       is a pipe, 'e' stderr is a pipe (each /dev/null otherwise), 'r' fd 3
+ *       is a pipe whose bytes (a status report, at most 63 of them) come back
+ *       with the exit.
+ *   release ID   the router has opened the pipe ends: close ours.
+ * Events go to stdout, one line each:
+ *   started ID PID IN OUT ERR   the router opens /proc/<spawner>/fd/<N> for
+ *       each pipe end it needs (-1: none), then sends `release ID`.
+ *   failed ID ERRNO             posix_spawn failed; nothing runs.
+ *   exit ID code N|signal N REPORT   the process ended (REPORT: the bytes
+ *       written to fd 3, in hex; empty when none).
+ * On end of stdin (the router is gone) it exits at once; processes it
+ * started keep running (the router's own children would too).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define MAX_FRAME (1 << 20)
+#define MAX_ARGS 256
+#define MAX_ID 64
+#define LOW_FDS 10 /* pipe ends live above this, clear of the child's 0-3 */
+
+struct job {
+  char id[MAX_ID + 1];
+  pid_t pid;
+  int ends[3]; /* our ends of stdin, stdout, stderr: kept until `release` */
+  int report;  /* read end of fd 3, or -1 */
+  int exited;
+  struct job *next;
+};
+
+static struct job *jobs;
+
+static void emit(const char *line) {
+  size_t len = strlen(line), off = 0;
+  while (off < len) {
+    ssize_t n = write(STDOUT_FILENO, line + off, len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) exit(1); /* the router stopped listening */
+    off += (size_t)n;
+  }
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+/* fd moved above LOW_FDS (close-on-exec), so a dup2 to 0-3 never hits one of ours. */
+static int high(int fd) {
+  if (fd < 0 || fd >= LOW_FDS) return fd;
+  int h = fcntl(fd, F_DUPFD_CLOEXEC, LOW_FDS);
+  close(fd);
+  return h;
+}
+
+/* A pipe with both ends high and close-on-exec; -1 on failure. */
+static int make_pipe(int p[2]) {
+  if (pipe2(p, O_CLOEXEC) < 0) return -1;
+  p[0] = high(p[0]);
+  p[1] = high(p[1]);
+  if (p[0] < 0 || p[1] < 0) {
+    close_fd(&p[0]);
+    close_fd(&p[1]);
+    return -1;
+  }
+  return 0;
+}
+
+static void drop(struct job *j) {
+  for (struct job **p = &jobs; *p; p = &(*p)->next) {
+    if (*p == j) {
+      *p = j->next;
+      break;
+    }
+  }
+  for (int i = 0; i < 3; i++) close_fd(&j->ends[i]);
+  close_fd(&j->report);
+  free(j);
+}
+
+static struct job *find(const char *id) {
+  for (struct job *j = jobs; j; j = j->next) {
+    if (strcmp(j->id, id) == 0) return j;
+  }
+  return NULL;
+}
+
+static int spawn_job(struct job *j, const char *flags, const char *cwd, char **argv) {
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
+  int fail = 0;
+  if (make_pipe(in) < 0) fail = errno;
+  if (!fail && strchr(flags, 'o') && make_pipe(out) < 0) fail = errno;
+  if (!fail && strchr(flags, 'e') && make_pipe(err) < 0) fail = errno;
+  if (!fail && strchr(flags, 'r') && make_pipe(rep) < 0) fail = errno;
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  if (!fail) {
+    posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    if (out[1] >= 0) posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    if (err[1] >= 0) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    else posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    if (rep[1] >= 0) posix_spawn_file_actions_adddup2(&fa, rep[1], 3);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at,
+                             POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
+    fail = posix_spawn(&j->pid, argv[0], &fa, &at, argv, environ);
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  /* The child's ends are the child's now. */
+  close_fd(&in[0]);
+  close_fd(&out[1]);
+  close_fd(&err[1]);
+  close_fd(&rep[1]);
+  j->ends[0] = in[1];
+  j->ends[1] = out[0];
+  j->ends[2] = err[0];
+  j->report = rep[0];
+  if (j->report >= 0) fcntl(j->report, F_SETFL, O_NONBLOCK);
+  return fail;
+}
+
+/* One request frame: fields separated by NULs (the last one NUL-terminated too). */
+static void handle(char *buf, size_t len) {
+  char *f[MAX_ARGS + 5];
+  size_t n = 0;
+  for (size_t i = 0; i < len && n < MAX_ARGS + 4; n++) {
+    f[n] = buf + i;
+    char *nul = memchr(buf + i, '\0', len - i);
+    if (!nul) return; /* malformed: ignored */
+    i = (size_t)(nul - buf) + 1;
+    if (n == MAX_ARGS + 3 && i < len) return; /* more fields than any request has: ignored */
+  }
+  if (n == 2 && strcmp(f[0], "release") == 0) {
+    struct job *j = find(f[1]);
+    if (!j) return;
+    for (int i = 0; i < 3; i++) close_fd(&j->ends[i]);
+    if (j->exited) drop(j);
+    return;
+  }
+  if (n < 5 || strcmp(f[0], "spawn") != 0 || strlen(f[1]) > MAX_ID || find(f[1])) {
+    char line[128];
+    snprintf(line, sizeof line, "failed %.64s %d\n", n > 1 ? f[1] : "-", EINVAL);
+    emit(line);
+    return;
+  }
+  struct job *j = calloc(1, sizeof *j);
+  if (!j) exit(1);
+  strcpy(j->id, f[1]);
+  f[n] = NULL;
+  int fail = spawn_job(j, f[2], f[3], f + 4);
+  char line[160];
+  if (fail) {
+    snprintf(line, sizeof line, "failed %s %d\n", j->id, fail);
+    emit(line);
+    for (int i = 0; i < 3; i++) close_fd(&j->ends[i]);
+    close_fd(&j->report);
+    free(j);
+    return;
+  }
+  j->next = jobs;
+  jobs = j;
+  snprintf(line, sizeof line, "started %s %d %d %d %d\n", j->id, (int)j->pid, j->ends[0],
+           j->ends[1], j->ends[2]);
+  emit(line);
+}
+
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    struct job *j = jobs;
+    while (j && j->pid != pid) j = j->next;
+    if (!j) continue;
+    char report[2 * 63 + 1] = ""; /* hex */
+    if (j->report >= 0) {
+      unsigned char raw[63];
+      ssize_t r = read(j->report, raw, sizeof raw);
+      for (ssize_t i = 0; i < r; i++) snprintf(report + 2 * i, 3, "%02x", raw[i]);
+      close_fd(&j->report);
+    }
+    char line[320];
+    if (WIFSIGNALED(status)) {
+      snprintf(line, sizeof line, "exit %s signal %d %s\n", j->id, WTERMSIG(status), report);
+    } else {
+      snprintf(line, sizeof line, "exit %s code %d %s\n", j->id, WEXITSTATUS(status), report);
+    }
+    emit(line);
+    j->exited = 1;
+    if (j->ends[0] < 0 && j->ends[1] < 0 && j->ends[2] < 0) drop(j);
+  }
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) {
+    perror("taskrouter-spawner: signalfd");
+    return 1;
+  }
+  size_t cap = 64 * 1024, have = 0;
+  char *buf = malloc(cap);
+  if (!buf) return 1;
+  struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+  for (;;) {
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (p[1].revents) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) > 0) {
+      }
+      reap();
+    }
+    if (!p[0].revents) continue;
+    if (have == cap) {
+      /* Grows to hold one whole frame (a frame longer than MAX_FRAME ends the spawner). */
+      if (cap >= MAX_FRAME + 4) return 1;
+      cap *= 2;
+      char *nb = realloc(buf, cap);
+      if (!nb) return 1;
+      buf = nb;
+    }
+    ssize_t r = read(STDIN_FILENO, buf + have, cap - have);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0; /* the router is gone */
+    have += (size_t)r;
+    size_t off = 0;
+    while (have - off >= 4) {
+      uint32_t len;
+      memcpy(&len, buf + off, 4);
+      if (len > MAX_FRAME) return 1;
+      if (have - off - 4 < len) break;
+      handle(buf + off + 4, len);
+      off += 4 + len;
+    }
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+}
