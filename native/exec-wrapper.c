@@ -38,10 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <spawn.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define STATUS_FD 3
 
@@ -83,74 +80,51 @@ static int kill_group(const char *sig, const char *pgid) {
   return 0;
 }
 
-/* The command could not be started (errno err): the shell's message and code. */
-static int report_not_started(const char *name, int err) {
+/*
+ * The command could not be started: the shell's one-line reason and code,
+ * on stdout when stderr is merged into it (where the command's would be).
+ */
+static int report_not_started(const char *name, int err, int merge) {
   int missing = err == ENOENT || err == ENOTDIR;
-  fprintf(stderr, "taskrouter: %s: %s\n", name, missing ? "command not found" : "Permission denied");
+  dprintf(merge ? STDOUT_FILENO : STDERR_FILENO, "taskrouter: %s: %s\n", name,
+          missing ? "command not found" : "Permission denied");
   report("code", missing ? 127 : 126);
   return missing ? 127 : 126;
 }
 
-/*
- * fork + execvp: for a file execvp runs with /bin/sh (no #! line), which
- * posix_spawnp refuses with ENOEXEC. Returns the pid, or -errno.
- */
-static pid_t fork_exec(char **cmd, int merge) {
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) return -errno;
-  pid_t pid = fork();
-  if (pid < 0) {
-    int err = errno;
-    close(ready[0]);
-    close(ready[1]);
-    return -err;
-  }
-  if (pid == 0) {
-    close(ready[0]);
-    set_all(SIG_DFL);
-    if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
-    execvp(cmd[0], cmd);
-    int err = errno;
-    while (write(ready[1], &err, sizeof err) < 0 && errno == EINTR) {
-    }
-    _exit(127);
-  }
-  close(ready[1]);
-  int err = 0;
-  ssize_t n;
-  do {
-    n = read(ready[0], &err, sizeof err);
-  } while (n < 0 && errno == EINTR);
-  close(ready[0]);
-  if (n == (ssize_t)sizeof err) {
-    waitpid(pid, NULL, 0);
-    return -err;
-  }
-  return pid;
-}
+/* Set by the vfork child (it shares our memory) when its execvp failed. */
+static volatile int exec_errno;
 
 /*
  * Starts the command with default signal dispositions, stderr on stdout when
- * merging, without the status fd. posix_spawnp (vfork) costs less than a
- * fork here. Returns the pid, or -errno when the command cannot start.
+ * merging, without the status fd (close-on-exec). vfork: no copy of our page
+ * tables, and we resume once the child has exec'd (or failed to). Not
+ * posix_spawnp: glibc's leaves its two internal signals (32, 33) ignored in
+ * the child, and it refuses a file without `#!` that execvp runs with
+ * /bin/sh. Returns the pid, or -1 after reporting why nothing started.
  */
 static pid_t start(char **cmd, int merge) {
   fcntl(status_fd, F_SETFD, FD_CLOEXEC);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&at);
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF);
-  if (merge) posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid;
-  int err = posix_spawnp(&pid, cmd[0], &fa, &at, cmd, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  if (err == ENOEXEC) return fork_exec(cmd, merge);
-  return err == 0 ? pid : -err;
+  exec_errno = 0;
+  pid_t pid = vfork();
+  if (pid < 0) {
+    dprintf(merge ? STDOUT_FILENO : STDERR_FILENO, "taskrouter: fork: %s\n", strerror(errno));
+    report("code", 126);
+    return -1;
+  }
+  if (pid == 0) {
+    set_all(SIG_DFL);
+    if (merge) dup2(STDOUT_FILENO, STDERR_FILENO);
+    execvp(cmd[0], cmd);
+    exec_errno = errno;
+    _exit(127);
+  }
+  if (exec_errno != 0) {
+    waitpid(pid, NULL, 0);
+    report_not_started(cmd[0], exec_errno, merge);
+    return -1;
+  }
+  return pid;
 }
 
 int main(int argc, char **argv) {
@@ -179,7 +153,7 @@ int main(int argc, char **argv) {
   set_all(SIG_IGN);
 
   pid_t pid = start(cmd, merge);
-  if (pid < 0) return report_not_started(cmd[0], -pid);
+  if (pid < 0) return exec_errno == ENOENT || exec_errno == ENOTDIR ? 127 : 126;
 
   close(STDIN_FILENO);
   close(STDOUT_FILENO);

@@ -2,8 +2,8 @@
  * taskrouter-spawner: starts the runtime's processes (`runc exec ...`) for the
  * router. The router is a large process: its own fork copies the page tables
  * of its whole heap and blocks its event loop until the child has exec'd
- * (~7 ms here); this small process starts each one with posix_spawn (vfork)
- * in ~1 ms while the router goes on.
+ * (~7 ms here); this small process starts each one with vfork in ~1 ms
+ * while the router goes on.
  *
  * One spawner per router, its child, started once. Requests come on stdin:
  * a 4-byte little-endian length, then that many bytes of NUL-terminated
@@ -18,7 +18,8 @@
  * Events go to stdout, one line each:
  *   started ID PID IN OUT ERR   the router opens /proc/<spawner>/fd/<N> for
  *       each pipe end it needs (-1: none), then sends `release ID`.
- *   failed ID ERRNO             posix_spawn failed; nothing runs.
+ *   failed ID ERRNO             it could not start (fork, cwd or exec failed,
+ *       or a malformed request); nothing runs.
  *   exit ID code N|signal N REPORT   the process ended (REPORT: the bytes
  *       written to fd 3, in hex; empty when none).
  * On end of stdin (the router is gone) it exits at once; processes it
@@ -29,7 +30,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +111,41 @@ static struct job *find(const char *id) {
   return NULL;
 }
 
+/* Set by a vfork child (it shares our memory) when it could not exec. */
+static volatile int child_errno;
+
+/* In the vfork child: only system calls, then exec or _exit. */
+static __attribute__((noreturn)) void child(int in, int out, int err, int rep, const char *cwd, char **argv) {
+  sigset_t none;
+  sigemptyset(&none);
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  sigaction(SIGPIPE, &dfl, NULL); /* the only signal we do not leave at its default */
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  int null = -1;
+  if (out < 0 || err < 0) null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (setsid() < 0 || chdir(cwd) < 0 || dup2(in, 0) < 0 || dup2(out >= 0 ? out : null, 1) < 0 ||
+      dup2(err >= 0 ? err : null, 2) < 0 || (rep >= 0 && dup2(rep, 3) < 0)) {
+    child_errno = errno;
+    _exit(127);
+  }
+  execve(argv[0], argv, environ);
+  child_errno = errno;
+  _exit(127);
+}
+
+/* vfork in a frame of its own: nothing of the caller's can be clobbered. */
+static __attribute__((noinline)) pid_t start_child(int in, int out, int err, int rep,
+                                                   const char *cwd, char **argv) {
+  pid_t pid = vfork();
+  if (pid == 0) child(in, out, err, rep, cwd, argv);
+  return pid;
+}
+
+/*
+ * vfork, not posix_spawn: glibc's posix_spawn leaves its two internal signals
+ * (32, 33) ignored in the child, and every process below (the runtime, the
+ * exec wrapper, the command) would inherit that.
+ */
 static int spawn_job(struct job *j, const char *flags, const char *cwd, char **argv) {
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
   int fail = 0;
@@ -118,30 +153,18 @@ static int spawn_job(struct job *j, const char *flags, const char *cwd, char **a
   if (!fail && strchr(flags, 'o') && make_pipe(out) < 0) fail = errno;
   if (!fail && strchr(flags, 'e') && make_pipe(err) < 0) fail = errno;
   if (!fail && strchr(flags, 'r') && make_pipe(rep) < 0) fail = errno;
-
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&at);
   if (!fail) {
-    posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    if (out[1] >= 0) posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    if (err[1] >= 0) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    else posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    if (rep[1] >= 0) posix_spawn_file_actions_adddup2(&fa, rep[1], 3);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at,
-                             POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
-    fail = posix_spawn(&j->pid, argv[0], &fa, &at, argv, environ);
+    child_errno = 0;
+    pid_t pid = start_child(in[0], out[1], err[1], rep[1], cwd, argv);
+    if (pid < 0) {
+      fail = errno;
+    } else if (child_errno != 0) {
+      fail = child_errno;
+      waitpid(pid, NULL, 0);
+    } else {
+      j->pid = pid;
+    }
   }
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
   /* The child's ends are the child's now. */
   close_fd(&in[0]);
   close_fd(&out[1]);
@@ -155,6 +178,13 @@ static int spawn_job(struct job *j, const char *flags, const char *cwd, char **a
   return fail;
 }
 
+/* Answers a request that starts nothing (an id longer than ids are is cut: it matches none). */
+static void reject(const char *id, int err) {
+  char line[128];
+  snprintf(line, sizeof line, "failed %.64s %d\n", id, err);
+  emit(line);
+}
+
 /* One request frame: fields separated by NULs (the last one NUL-terminated too). */
 static void handle(char *buf, size_t len) {
   char *f[MAX_ARGS + 5];
@@ -162,9 +192,9 @@ static void handle(char *buf, size_t len) {
   for (size_t i = 0; i < len && n < MAX_ARGS + 4; n++) {
     f[n] = buf + i;
     char *nul = memchr(buf + i, '\0', len - i);
-    if (!nul) return; /* malformed: ignored */
+    if (!nul) return reject(n > 1 ? f[1] : "-", EINVAL);
     i = (size_t)(nul - buf) + 1;
-    if (n == MAX_ARGS + 3 && i < len) return; /* more fields than any request has: ignored */
+    if (n == MAX_ARGS + 3 && i < len) return reject(f[1], E2BIG);
   }
   if (n == 2 && strcmp(f[0], "release") == 0) {
     struct job *j = find(f[1]);
@@ -174,10 +204,7 @@ static void handle(char *buf, size_t len) {
     return;
   }
   if (n < 5 || strcmp(f[0], "spawn") != 0 || strlen(f[1]) > MAX_ID || find(f[1])) {
-    char line[128];
-    snprintf(line, sizeof line, "failed %.64s %d\n", n > 1 ? f[1] : "-", EINVAL);
-    emit(line);
-    return;
+    return reject(n > 1 ? f[1] : "-", EINVAL);
   }
   struct job *j = calloc(1, sizeof *j);
   if (!j) exit(1);

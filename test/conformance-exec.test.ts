@@ -107,5 +107,18 @@ for (const { label, oci } of variants) {
       assert.deepEqual(dir.status, { code: 126 });
       assert.match(dir.stderr, /\/tmp: Permission denied/);
     });
+
+    it("with stderr merged, the reason for a missing program is on stdout", async () => {
+      const nf = await run(["no-such-program-y"], { stderr: "stdout" });
+      assert.deepEqual(nf.status, { code: 127 });
+      assert.equal(nf.stdout, "taskrouter: no-such-program-y: command not found\n");
+    });
+
+    it("starts the command with no signal ignored (kill -32, -33, -15 end a child)", async () => {
+      // glibc's posix_spawn leaves its internal signals 32 and 33 ignored in the child.
+      const script = "for s in 32 33 15; do sleep 10 & kill -$s $!; wait $!; echo $?; done";
+      const res = await run(["sh", "-c", script]);
+      assert.equal(res.stdout, "160\n161\n143\n", res.stderr);
+    });
   });
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
@@ -62,6 +63,22 @@ describe("the spawner (native/spawner.c) starts processes for the router", () =>
     assert.deepEqual(sig.status, { signal: 9 });
   });
 
+  it("starts each process with no signal ignored or blocked (its own are)", async () => {
+    const r = await output(await sh("grep -E '^Sig(Ign|Blk)' /proc/self/status"));
+    assert.equal(r.out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+  });
+
+  it("refuses more arguments than the helper takes, before sending", async () => {
+    await assert.rejects(
+      spawner.spawn("/bin/true", Array(300).fill("x"), {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+      }),
+      /more than 255 arguments/,
+    );
+  });
+
   it("gives /dev/null where no pipe is asked for, and no fd 3 without `report`", async () => {
     const p = await sh("echo lost; echo lost >&2; [ -e /dev/fd/3 ] && exit 3; exit 0", {
       stdout: "ignore",
@@ -96,6 +113,49 @@ describe("the spawner (native/spawner.c) starts processes for the router", () =>
       spawner.spawn("/bin/true", [], { cwd: "/nonexistent", stdout: "pipe", stderr: "pipe" }),
       /ENOENT/,
     );
+  });
+});
+
+describe("the spawner's wire format", () => {
+  /** Sends raw request frames to a fresh helper; returns its event lines once it has answered `n`. */
+  const exchange = async (frames: Buffer[], n: number): Promise<string[]> => {
+    const helper = spawn(HELPER, [], { env: ENV, stdio: ["pipe", "pipe", "inherit"] });
+    try {
+      let out = "";
+      const lines = new Promise<string[]>((resolve) => {
+        helper.stdout.on("data", (c: Buffer) => {
+          out += c.toString();
+          const got = out.split("\n").filter(Boolean);
+          if (got.length >= n) resolve(got);
+        });
+      });
+      for (const f of frames) {
+        const head = Buffer.alloc(4);
+        head.writeUInt32LE(f.length);
+        helper.stdin.write(Buffer.concat([head, f]));
+      }
+      return await lines;
+    } finally {
+      helper.stdin.end();
+      assert.deepEqual(
+        await waitGone([helper.pid as number]),
+        [],
+        "the helper did not exit at EOF",
+      );
+    }
+  };
+
+  it("answers a malformed request with `failed`, and nothing runs", async () => {
+    const tooMany = ["spawn", "b", "-", "/", "/bin/true", ...Array(300).fill("x")].join("\0");
+    const lines = await exchange(
+      [
+        Buffer.from("spawn\0a\0-\0/\0/bin/true"),
+        Buffer.from(`${tooMany}\0`),
+        Buffer.from("nonsense\0c\0"),
+      ],
+      3,
+    );
+    assert.deepEqual(lines, ["failed a 22", "failed b 7", "failed c 22"]);
   });
 });
 

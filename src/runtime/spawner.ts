@@ -29,6 +29,9 @@ export interface SpawnOptions {
   report?: boolean;
 }
 
+/** The spawner's limit (native/spawner.c MAX_ARGS, the program included). */
+const MAX_ARGS = 255;
+
 type Started = { pid: number; fds: number[] } | Error;
 type Exit = { status: ExitStatus; report: string };
 
@@ -65,7 +68,8 @@ export class Spawner {
     child.stdout.on("data", (s: string) => this.onData(s));
     child.stdin.on("error", () => {}); // EPIPE when it died: reported through "exit"
     child.on("error", (err) => this.fail(err));
-    child.on("exit", (code, signal) =>
+    // "close": after the last event on stdout was read (an "exit" may still be in the pipe at "exit").
+    child.on("close", (code, signal) =>
       this.fail(new Error(`taskrouter-spawner exited (${signal ?? code})`)),
     );
     // It keeps the event loop alive only while a process of its runs (see `hold`).
@@ -78,8 +82,13 @@ export class Spawner {
   /** Keeps the event loop alive while jobs are pending (their exit comes on stdout). */
   private hold(): void {
     const out = this.child.stdout as Socket;
-    if (this.jobs.size > 0) out.ref();
-    else out.unref();
+    if (this.jobs.size > 0) {
+      out.ref();
+      this.child.ref(); // its death must be seen too
+    } else {
+      out.unref();
+      this.child.unref();
+    }
   }
 
   /** Starts the helper at `path` (its env is the env of every process it starts). */
@@ -101,6 +110,7 @@ export class Spawner {
 
   async spawn(program: string, args: string[], opts: SpawnOptions): Promise<Spawned> {
     if (this.gone) throw this.gone;
+    if (args.length > MAX_ARGS) throw new Error(`more than ${MAX_ARGS} arguments`);
     const id = String(++this.seq);
     let onExit: (r: Exit) => void = () => {};
     const exited = new Promise<Exit>((r) => {
@@ -116,21 +126,28 @@ export class Spawner {
       this.hold();
       throw s;
     }
-    return { pid: s.pid, ...this.open(id, s.fds), exited };
+    return { pid: s.pid, ...this.open(id, s.pid, s.fds), exited };
   }
 
-  /** Opens our side of the pipes (the helper keeps them until `release`). */
-  private open(id: string, fds: number[]) {
+  /**
+   * Opens our side of the pipes (the helper keeps them until `release`). If
+   * one cannot be opened, the process is killed (it could never be fed or
+   * read) and the error thrown.
+   */
+  private open(id: string, pid: number, fds: number[]) {
+    const opened: Socket[] = [];
     const at = (i: number, flags: number): Socket | null => {
       const n = fds[i] ?? -1;
       if (n < 0) return null;
       const fd = openSync(`/proc/${this.child.pid}/fd/${n}`, flags | fsc.O_NONBLOCK);
       try {
-        return new Socket({
+        const s = new Socket({
           fd,
           readable: flags === fsc.O_RDONLY,
           writable: flags === fsc.O_WRONLY,
         });
+        opened.push(s);
+        return s;
       } catch (err) {
         closeSync(fd);
         throw err;
@@ -141,6 +158,14 @@ export class Spawner {
       // A process that closed its stdin makes writes fail with EPIPE: expected.
       stdin.on("error", () => {});
       return { stdin, stdout: at(1, fsc.O_RDONLY), stderr: at(2, fsc.O_RDONLY) };
+    } catch (err) {
+      for (const s of opened) s.destroy();
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+      throw err;
     } finally {
       this.send(["release", id]);
     }

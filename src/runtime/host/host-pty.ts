@@ -1,8 +1,9 @@
-import { accessSync, constants as fsConstants, readSync, statSync } from "node:fs";
+import { readSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { ReadStream } from "node:tty";
+import { lookupProgram, notStartedProc } from "../program.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
 
 /**
@@ -70,8 +71,8 @@ const DRAIN_POLL_MAX_MS = 100;
 export function spawnHostPty(spec: SpawnSpec): Proc {
   const size = spec.pty ?? { rows: 24, cols: 80 };
   const argv0 = spec.argv[0] ?? "";
-  const problem = findProgram(argv0, spec.env.PATH ?? "", spec.cwd);
-  if (problem) return failedProc(`${argv0}: ${problem.reason}`, problem.code);
+  const found = lookupProgram(argv0, spec.env.PATH ?? "", spec.cwd);
+  if (!("file" in found)) return notStartedProc(`${argv0}: ${found.reason}`, found.code);
 
   const { pty, helper } = loadNative();
   let resolveExit!: (s: ExitStatus) => void;
@@ -226,53 +227,4 @@ class MasterReader {
     clearTimeout(this.poll);
     this.socket.destroy(); // closes the master fd
   }
-}
-
-/** Why `name` cannot be executed as a shell would say it, or undefined when it can. */
-function findProgram(
-  name: string,
-  path: string,
-  cwd: string,
-): { code: 126 | 127; reason: string } | undefined {
-  const candidates = name.includes("/")
-    ? [isAbsolute(name) ? name : resolve(cwd, name)]
-    : path
-        .split(":")
-        .filter((d) => d !== "")
-        .map((d) => join(isAbsolute(d) ? d : resolve(cwd, d), name));
-  let denied = false;
-  for (const file of candidates) {
-    const st = statSync(file, { throwIfNoEntry: false });
-    // A PATH search skips directories, as a shell does; an explicit path cannot run one.
-    if (!st || (!st.isFile() && !name.includes("/"))) continue;
-    try {
-      if (!st.isFile()) throw new Error("not a file");
-      accessSync(file, fsConstants.X_OK);
-      return undefined;
-    } catch {
-      denied = true;
-    }
-  }
-  return denied
-    ? { code: 126, reason: "Permission denied" }
-    : { code: 127, reason: "command not found" };
-}
-
-/** A Proc for a program that could not be started (see the Proc contract). */
-function failedProc(reason: string, code: 126 | 127): Proc {
-  const stdin = new Writable({
-    write(_c, _e, cb) {
-      cb();
-    },
-  });
-  return {
-    pid: undefined,
-    stdin,
-    stdout: null,
-    stderr: null,
-    exited: Promise.resolve({ code }),
-    startError: reason,
-    signalGroup() {},
-    resize() {},
-  };
 }

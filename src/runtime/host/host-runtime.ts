@@ -3,6 +3,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
 import { procFromChild } from "../child-proc.ts";
+import { lookupProgram, notStartedProc } from "../program.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
 import { spawnHostPty } from "./host-pty.ts";
 
@@ -57,6 +58,12 @@ function spawnHostProcess(spec: SpawnSpec): Proc {
   // through `sh`, which points fd 2 at fd 1 and then execs the program
   // (one extra execve, no extra process). Both fds then share one pipe and
   // the kernel keeps the bytes in the order the program wrote them.
+  if (merged) {
+    // sh would say "exec: NAME: not found": checked first, so the reason reads as unmerged.
+    const name = spec.argv[0] ?? "";
+    const found = lookupProgram(name, spec.env.PATH ?? "", spec.cwd);
+    if (!("file" in found)) return notStartedProc(`${name}: ${found.reason}`, found.code);
+  }
   const argv = merged ? ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh", ...spec.argv] : spec.argv;
   const stdio: StdioOptions = ["pipe", spec.stdout, spec.stderr === "pipe" ? "pipe" : "ignore"];
   const child: ChildProcess = spawnChild(argv[0] as string, argv.slice(1), {

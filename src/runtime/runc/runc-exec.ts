@@ -11,9 +11,9 @@ import {
 import { rm } from "node:fs/promises";
 import { constants } from "node:os";
 import { basename, dirname } from "node:path";
-import { Writable } from "node:stream";
 import { runTool } from "../../util/run-tool.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
+import { notStartedProc } from "../program.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
 import type { Spawned, Spawner } from "../spawner.ts";
 import {
@@ -128,7 +128,7 @@ export async function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Prom
           spawnedProc(s, (r) => {
             if (report) piped = r;
           }),
-        (err: Error) => notStarted(`${cmd.file}: ${err.message}`),
+        (err: Error) => notStartedProc(`${cmd.file}: ${err.message}`, 127),
       );
   }
 
@@ -265,18 +265,5 @@ function spawnedProc(s: Spawned, onReport: (report: string) => void): Proc {
         // ESRCH: the group is gone.
       }
     },
-  };
-}
-
-/** The Proc of a runtime process that could not be started (code 127, like a missing program). */
-function notStarted(reason: string): Proc {
-  return {
-    pid: undefined,
-    stdin: new Writable({ write: (_chunk, _enc, done) => done() }),
-    stdout: null,
-    stderr: null,
-    exited: Promise.resolve({ code: 127 }),
-    startError: reason,
-    signalGroup() {},
   };
 }

@@ -3,9 +3,9 @@ import { existsSync, rmdirSync } from "node:fs";
 import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../errors.ts";
-import { findProgram } from "../../util/which.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import { procStatFields } from "../proc-stat.ts";
+import { lookupProgram } from "../program.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
 import { lazySpawner } from "../spawner.ts";
 import {
@@ -100,7 +100,9 @@ export class RuncRuntime implements Runtime {
     // crun refuses hybrid-cgroup hosts whose cgroup2 mount has controllers: hide them from it.
     const [file = binary, ...args] =
       flavor === "crun" && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
-    const prefix = [findProgram(file) ?? file, ...args];
+    // Resolved once: each exec then starts without a failed execve per PATH entry before it.
+    const found = lookupProgram(file, process.env.PATH ?? "");
+    const prefix = ["file" in found ? found.file : file, ...args];
     const rt = new RuncRuntime(real, binary, tini, flavor, prefix);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
