@@ -196,8 +196,12 @@ export async function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Prom
     // Before the pid file goes: a late signal still finds the group.
     readPgid();
     oomKilled = status.signal === SIGKILL && oomGrew();
-    // Off the exit path: nothing reads these files again.
-    for (const f of Object.values(files)) void rm(f, { force: true }).catch(() => undefined);
+    // Off the exit path: nothing reads these files again (a pipe exec of runc/crun has no
+    // status file, only a runsc PTY exec a console socket).
+    const made = [files.process, files.pid];
+    if (spec.pty || ctx.statusFile) made.push(files.status);
+    if (spec.pty && sandboxed) made.push(files.socket);
+    for (const f of made) void rm(f, { force: true }).catch(() => undefined);
     return status;
   });
 
