@@ -11,7 +11,7 @@ import { probeOciRuntime } from "./runtime/runc/oci-cli.ts";
 import { RuncRuntime } from "./runtime/runc/runc-runtime.ts";
 import type { Runtime } from "./runtime/runtime.ts";
 import { SecretStore } from "./secrets/secret-store.ts";
-import { type RouterServer, startServer } from "./server/server.ts";
+import { type RouterServer, startServer } from "./server/transport/server.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
 import { snapshotProgress } from "./util/progress.ts";
 

@@ -9,6 +9,7 @@ export type ErrorKind =
   | "NotFound"
   | "AlreadyExists"
   | "FailedPrecondition"
+  | "Aborted"
   | "OutOfRange"
   | "PermissionDenied"
   | "Unauthenticated"
@@ -47,6 +48,12 @@ export class AlreadyExistsError extends TaskRouterError {
 export class FailedPreconditionError extends TaskRouterError {
   constructor(message: string) {
     super("FailedPrecondition", message);
+  }
+}
+/** The operation was superseded by another (e.g. a stdin stream evicted by a status call). */
+export class AbortedError extends TaskRouterError {
+  constructor(message: string) {
+    super("Aborted", message);
   }
 }
 export class OutOfRangeError extends TaskRouterError {

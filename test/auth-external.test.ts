@@ -23,7 +23,7 @@ import { loadOrCreateSigningKey } from "../src/auth/keys.ts";
 import { issueToken } from "../src/auth/tokens.ts";
 import { ownKey } from "../src/auth/trusted-keys.ts";
 import { TokenVerifier } from "../src/auth/verifier.ts";
-import { AuthServer } from "../src/server/auth.ts";
+import { AuthServer } from "../src/server/transport/auth.ts";
 import { clients, clientWith, failure, HOUR } from "./helpers/auth-common.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 

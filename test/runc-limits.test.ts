@@ -105,7 +105,8 @@ for (const { label, binary } of OCI_RUNTIMES) {
           stderr: "pipe",
           timeoutSecs: undefined,
           workdir: undefined,
-          secretIds: [],
+          envSources: [],
+          containerId: "",
           pty: undefined,
           runtimeDebug: debug,
         };

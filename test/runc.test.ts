@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { RouterClient } from "../src/client/client.ts";
-import { nativeHelper } from "../src/runtime/runc/exec-wrapper.ts";
+import { nativeHelper } from "../src/runtime/native.ts";
 import { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { runTool } from "../src/util/run-tool.ts";
 import { waitGone } from "./helpers/procs.ts";

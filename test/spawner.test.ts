@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
-import { nativeHelper } from "../src/runtime/runc/exec-wrapper.ts";
+import { nativeHelper } from "../src/runtime/native.ts";
 import { lazySpawner, type Spawned, Spawner } from "../src/runtime/spawner.ts";
 import { alive, waitGone } from "./helpers/procs.ts";
 import { collect } from "./helpers/router.ts";

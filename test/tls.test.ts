@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials, status } from "@grpc/grpc-js";
 import { RouterClient } from "../src/client/client.ts";
-import { routeByFirstByte } from "../src/server/first-byte.ts";
+import { routeByFirstByte } from "../src/server/transport/first-byte.ts";
 import { ensureSelfSigned, selfSignedCertificate } from "../src/tls/certs.ts";
 import { cliEnv, killAll, runCli } from "./helpers/cli-run.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";

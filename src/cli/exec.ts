@@ -3,7 +3,7 @@ import type { RouterClient, StartOptions } from "../client/client.ts";
 import { clientFrom, run } from "./common.ts";
 import { copyOutput, execTty, exitCodeOf } from "./exec-tty.ts";
 import { EXEC_VERB_USAGES, execVerb } from "./exec-verbs.ts";
-import { collectEnv, parsePositiveInt } from "./parse.ts";
+import { collectEnv, envPairs, parsePositiveInt } from "./parse.ts";
 
 interface ExecOptions {
   interactive?: boolean;
@@ -73,17 +73,18 @@ export function registerExec(program: Command): void {
 }
 
 /**
- * What both exec paths start: `argv` behind env(1) when `-e` was given (the
- * protocol has no env field, so variables are set in the task), and the start
- * options `-w`, `--timeout` and `--secret` ask for (only those given).
+ * What both exec paths start: `argv`, and the start options `-e` (the
+ * request's `env`, which wins over secrets), `-w`, `--timeout` and
+ * `--secret` ask for (only those given).
  */
 function startRequest(
   argv: string[],
   o: ExecOptions,
 ): { argv: string[]; start: Omit<StartOptions, "pty" | "stdout" | "stderr"> } {
   return {
-    argv: o.env.length > 0 ? ["env", ...o.env, ...argv] : argv,
+    argv,
     start: {
+      ...(o.env.length > 0 ? { env: envPairs(o.env) } : {}),
       ...(o.workdir !== undefined ? { workdir: o.workdir } : {}),
       ...(o.timeout !== undefined ? { timeoutSecs: o.timeout } : {}),
       ...(o.secret.length > 0 ? { secretIds: o.secret } : {}),

@@ -33,3 +33,13 @@ export function collectEnv(v: string, prev: string[]): string[] {
   if (!/^[^=]+=/.test(v)) throw new InvalidArgumentError(`--env takes NAME=VALUE, got ${v}`);
   return [...prev, v];
 }
+
+/** `NAME=VALUE` strings (checked by collectEnv) as a map; a later NAME wins. */
+export function envPairs(pairs: readonly string[]): Record<string, string> {
+  return Object.fromEntries(
+    pairs.map((p) => {
+      const i = p.indexOf("=");
+      return [p.slice(0, i), p.slice(i + 1)];
+    }),
+  );
+}

@@ -42,6 +42,8 @@ export interface StartOptions {
   workdir?: string;
   /** Secrets whose pairs become env vars of the command (later ids win). */
   secretIds?: string[];
+  /** Env vars set directly (`env`, applied over the secrets). */
+  env?: Record<string, string>;
   /** Run on a pseudo-terminal (all output on stdout; stdin bytes go to the terminal). */
   pty?: PtyStartOptions;
 }
@@ -156,6 +158,7 @@ export class RouterClient {
       ...(opts.timeoutSecs ? { timeoutSecs: opts.timeoutSecs } : {}),
       ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
       ...(opts.secretIds ? { secretIds: opts.secretIds } : {}),
+      ...(opts.env ? { env: opts.env } : {}),
       ...(opts.pty
         ? {
             ptyInfo: create(PTYInfoSchema, {

@@ -6,6 +6,7 @@ const KINDS: Partial<Record<status, ErrorKind>> = {
   [status.NOT_FOUND]: "NotFound",
   [status.ALREADY_EXISTS]: "AlreadyExists",
   [status.FAILED_PRECONDITION]: "FailedPrecondition",
+  [status.ABORTED]: "Aborted",
   [status.OUT_OF_RANGE]: "OutOfRange",
   [status.PERMISSION_DENIED]: "PermissionDenied",
   [status.UNAUTHENTICATED]: "Unauthenticated",

@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
 
 /** A pseudo-terminal request (see SPEC, PTY). */
@@ -11,6 +12,14 @@ export interface PtyOptions {
   noTerminateOnIdleStdin: boolean;
 }
 
+/**
+ * One source of environment variables of an exec: a stored secret (resolved
+ * by the router) or inline pairs (plaintext secrets: kept in memory only,
+ * never logged, persisted or echoed). Sources apply in order; a later one
+ * wins on a duplicate key.
+ */
+export type EnvSource = { secretId: string } | { env: Readonly<Record<string, string>> };
+
 /** A request to start a command in a task, in domain terms (no protobuf). */
 export interface ExecRequest {
   execId: string;
@@ -21,10 +30,16 @@ export interface ExecRequest {
   timeoutSecs: number | undefined;
   /** Absolute path inside the task; undefined: the task's default directory. */
   workdir: string | undefined;
-  secretIds: string[];
+  /** Env vars over the task's base environment, in order (see EnvSource). */
+  envSources: EnvSource[];
+  /** The container to run in: "" for the task's main one. */
+  containerId: string;
   pty: PtyOptions | undefined;
   runtimeDebug: boolean;
 }
+
+/** Names an inline env var may have (what the SDKs let through). */
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Linux's limit on one argument string (MAX_ARG_STRLEN). */
 const MAX_ARG_STRLEN = 128 * 1024;
@@ -73,6 +88,17 @@ export function validateExecRequest(
       `command_args and environment take ${total} bytes, more than the system's ARG_MAX (${systemArgMax()})`,
     );
   }
+  for (const src of req.envSources) {
+    if (!("env" in src)) continue;
+    for (const [k, v] of Object.entries(src.env)) {
+      if (!ENV_KEY.test(k)) {
+        throw new InvalidArgumentError(
+          `env var name ${JSON.stringify(k.slice(0, 64))} is invalid (must match ${ENV_KEY.source})`,
+        );
+      }
+      if (v.includes("\0")) throw new InvalidArgumentError(`env var ${k} contains a NUL byte`);
+    }
+  }
   if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
     throw new InvalidArgumentError(
       `workdir must be an absolute path: ${JSON.stringify(req.workdir)}`,
@@ -85,16 +111,26 @@ export function validateExecRequest(
   }
 }
 
-/** A stable string that is equal for two requests exactly when they ask for the same thing. */
+/**
+ * A stable string that is equal for two requests exactly when they ask for
+ * the same thing (a hash: inline env values are not kept in it).
+ */
 export function fingerprint(req: ExecRequest): string {
-  return JSON.stringify([
+  const sources = req.envSources.map((s) =>
+    "env" in s
+      ? Object.entries(s.env).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      : s.secretId,
+  );
+  const text = JSON.stringify([
     req.argv,
     req.stdout,
     req.stderr,
     req.timeoutSecs ?? 0,
     req.workdir ?? null,
-    req.secretIds,
+    sources,
+    req.containerId,
     req.pty ?? null,
     req.runtimeDebug,
   ]);
+  return createHash("sha256").update(text).digest("base64");
 }

@@ -32,6 +32,14 @@ export interface ExecOptions {
 export type StreamName = "stdout" | "stderr";
 
 /**
+ * A `timeout_secs` kill comes this much before the timeout, so that every
+ * stream of the exec has ended (output, then OK) by the time a client that
+ * started its clock when TaskExecStart returned reaches the timeout: the
+ * SDKs give the stream exactly that deadline (see docs/DECISIONS.md).
+ */
+export const TIMEOUT_STREAM_MARGIN_MS = 100;
+
+/**
  * One command started in a task: its process, output logs, stdin and exit
  * state. The exec outlives its process; it is dropped by `dispose()`.
  */
@@ -72,7 +80,8 @@ export class Exec {
       pump(proc.stderr, this.logs.stderr, proc.exited, opts.drainGraceMs);
     }
     if (request.timeoutSecs) {
-      this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), request.timeoutSecs * 1000);
+      const ms = Math.max(0, request.timeoutSecs * 1000 - TIMEOUT_STREAM_MARGIN_MS);
+      this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), ms);
     }
     if (request.pty) {
       this.ptySize = { rows: request.pty.rows, cols: request.pty.cols };

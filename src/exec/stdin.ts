@@ -1,47 +1,135 @@
 import type { Writable } from "node:stream";
-import { FailedPreconditionError, OutOfRangeError } from "../errors.ts";
+import { AbortedError, FailedPreconditionError, OutOfRangeError } from "../errors.ts";
+
+/** Where an exec's stdin stands (TaskExecStdinStatus). */
+export interface StdinProgress {
+  /** Bytes accepted so far by every write path: the next expected offset. */
+  written: number;
+  /** EOF was received (stdin is closed). */
+  closed: boolean;
+}
+
+/**
+ * One streaming writer of an exec's stdin (TaskExecStdinWriteStream): it
+ * writes at its own running offset, starting where the stream's start
+ * message said. It is evicted by `StdinStream.progress()` (a status call)
+ * or by a newer stream: from then on every call throws Aborted and applies
+ * nothing.
+ */
+export interface StdinSession {
+  /** Writes `data` at the session's offset (a replayed prefix is skipped) and advances it. */
+  write(data: Uint8Array): Promise<void>;
+  /** Closes stdin after everything written so far. */
+  end(): Promise<void>;
+}
 
 /**
  * The stdin byte stream of one exec, addressed by offset.
  *
- * Contract (SPEC, TaskExecStdinWrite):
+ * Contract (SPEC, TaskExecStdinWrite; PROTOCOL-LATER §5.4):
  * - `write(offset, data, eof)` drops the bytes before `written` (a retried
  *   write never writes twice) and writes only the new suffix; an offset past
  *   `written` throws OutOfRange; writes are applied in call order.
  * - `eof` closes stdin after the data. A second EOF is fine, and so is an
  *   EOF-only write with an old offset. New data after EOF: FailedPrecondition.
- * - After the process exited, data is dropped and the call succeeds.
+ * - After the process exited, unary data is dropped and the call succeeds;
+ *   a streaming session instead throws FailedPrecondition, and only once the
+ *   exit status is known (so a client that polls sees the exit).
  * - The returned promise settles once the data was handed to the pipe.
+ * - Nothing closes stdin but an EOF: a broken or evicted stream leaves it
+ *   open with every byte it had applied.
  */
 export class StdinStream {
   private written = 0;
   private eofSent = false;
   private exited = false;
+  private pipeBroken = false;
   private queue: Promise<void> = Promise.resolve();
+  /** Generation of the streaming session allowed to write; bumped by status and new streams. */
+  private sessionGen = 0;
+  private readonly gone: Promise<void>;
+  private markGone: () => void = () => {};
   /** When the last write call came (ms since the epoch; any call, also an empty one). */
   lastWriteAt = Date.now();
 
-  constructor(private readonly pipe: Writable) {}
+  constructor(private readonly pipe: Writable) {
+    this.gone = new Promise((resolve) => {
+      this.markGone = resolve;
+    });
+    pipe.on("error", () => {
+      this.pipeBroken = true;
+    });
+  }
 
   /** Bytes accepted so far (the next expected offset). */
   get offset(): number {
     return this.written;
   }
 
-  /** Called when the process exits: later writes are dropped, pending ones released. */
+  /**
+   * Where stdin stands. Evicts the streaming session in flight, if any
+   * (PROTOCOL-LATER §5.4: a status call precedes a resume).
+   */
+  progress(): StdinProgress {
+    this.sessionGen++;
+    return { written: this.written, closed: this.eofSent };
+  }
+
+  /** Called when the process exits (its status is known): later writes are dropped, pending ones released. */
   markExited(): void {
     this.exited = true;
     if (!this.pipe.destroyed) this.pipe.destroy();
+    this.markGone();
   }
 
   write(offset: number, data: Uint8Array, eof: boolean): Promise<void> {
+    return this.enqueue(() => this.apply(offset, data, eof, undefined));
+  }
+
+  /**
+   * Opens a streaming session whose first byte goes at `offset` (evicting any
+   * earlier session). An offset past `written` is OutOfRange; a lower one
+   * skips the prefix that was already written.
+   */
+  openSession(offset: number): StdinSession {
+    if (offset > this.written) {
+      throw new OutOfRangeError(
+        `stdin offset ${offset} is past the ${this.written} bytes written so far`,
+      );
+    }
+    const gen = ++this.sessionGen;
+    let pos = offset;
+    const guard = () => {
+      if (gen !== this.sessionGen) {
+        throw new AbortedError(
+          "this stdin stream was superseded (a status call or a newer stream)",
+        );
+      }
+    };
+    return {
+      write: (data) => {
+        const at = pos;
+        pos += data.length;
+        return this.enqueue(() => this.apply(at, data, false, guard));
+      },
+      end: () => this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard)),
+    };
+  }
+
+  private enqueue(op: () => Promise<void>): Promise<void> {
     this.lastWriteAt = Date.now();
-    const run = this.queue.then(() => this.apply(offset, data, eof));
+    const run = this.queue.then(op);
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async apply(offset: number, data: Uint8Array, eof: boolean): Promise<void> {
+  private async apply(
+    offset: number,
+    data: Uint8Array,
+    eof: boolean,
+    guard: (() => void) | undefined,
+  ): Promise<void> {
+    guard?.();
     if (offset > this.written) {
       throw new OutOfRangeError(
         `stdin offset ${offset} is past the ${this.written} bytes written so far`,
@@ -51,6 +139,11 @@ export class StdinStream {
     const suffix = skip >= data.length ? data.subarray(0, 0) : data.subarray(skip);
     if (suffix.length > 0 && this.eofSent) {
       throw new FailedPreconditionError("stdin is already closed (EOF was sent)");
+    }
+    if (guard && (this.exited || this.pipeBroken) && (suffix.length > 0 || !this.eofSent)) {
+      // The process is gone: answer only once its exit status is visible to Poll.
+      await this.gone;
+      throw new FailedPreconditionError("the process has exited: its stdin is closed");
     }
     if (this.exited) {
       this.written += suffix.length;

@@ -1,6 +1,11 @@
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { FailedPreconditionError, NotFoundError, throwIfAborted } from "../errors.ts";
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  throwIfAborted,
+  UnimplementedError,
+} from "../errors.ts";
 import type { BlobBatch } from "./blob-store.ts";
 import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
@@ -37,7 +42,19 @@ export interface TaskFs extends MountRoot {
  */
 export type TaskFsLookup = (taskId: string) => TaskFs;
 
-export interface SnapshotRequest {
+/**
+ * Which container of the task a call addresses, and the customer-supplied
+ * encryption key it carries. Only the main container ("" or absent) and no
+ * key are served today: anything else is refused (NotFound for a container
+ * the task does not have, Unimplemented for a key), never ignored. The key
+ * is never stored, logged or echoed.
+ */
+export interface CallTarget {
+  containerId?: string;
+  encryptionKey?: Uint8Array | undefined;
+}
+
+export interface SnapshotRequest extends CallTarget {
   snapshotId?: string;
   ttlSeconds?: bigint | undefined;
   signal?: AbortSignal;
@@ -90,16 +107,41 @@ export class ImageService {
     await this.mounts.init(keep);
   }
 
-  private taskFs(taskId: string, raw: Uint8Array): { fs: TaskFs; components: BinPath[] } {
+  private taskFs(
+    taskId: string,
+    raw: Uint8Array,
+    target: CallTarget,
+  ): { fs: TaskFs; components: BinPath[] } {
     const components = parseRequestPath(raw);
-    const fs = this.lookup(taskId);
+    const fs = this.targetFs(taskId, target);
     fs.checkPath?.(components);
     return { fs, components };
   }
 
+  /** The task's filesystem, after refusing what CallTarget says is not served. */
+  private targetFs(taskId: string, target: CallTarget): TaskFs {
+    const fs = this.lookup(taskId);
+    if (target.containerId) {
+      throw new NotFoundError(
+        `container ${JSON.stringify(target.containerId.slice(0, 80))} not found in task ${taskId} (it has only its main container)`,
+      );
+    }
+    if (target.encryptionKey !== undefined) {
+      throw new UnimplementedError(
+        "customer-supplied encryption keys are not supported by this router yet",
+      );
+    }
+    return fs;
+  }
+
   /** TaskMountDirectory: mounts image `imageId` ("" = empty directory) at `path`. */
-  async mountDirectory(taskId: string, path: Uint8Array, imageId: string): Promise<void> {
-    const { fs, components } = this.taskFs(taskId, path);
+  async mountDirectory(
+    taskId: string,
+    path: Uint8Array,
+    imageId: string,
+    target: CallTarget = {},
+  ): Promise<void> {
+    const { fs, components } = this.taskFs(taskId, path, target);
     const manifest = imageId ? await this.store.get(imageId) : emptyManifest();
     await this.mounts.withTask(taskId, async () => {
       this.lookup(taskId); // still running
@@ -109,14 +151,14 @@ export class ImageService {
   }
 
   /** TaskUnmountDirectory: removes our mount at `path`; what it hid reappears. */
-  async unmountDirectory(taskId: string, path: Uint8Array): Promise<void> {
-    const { fs, components } = this.taskFs(taskId, path);
+  async unmountDirectory(taskId: string, path: Uint8Array, target: CallTarget = {}): Promise<void> {
+    const { fs, components } = this.taskFs(taskId, path, target);
     await this.mounts.withTask(taskId, () => this.mounts.unmount(taskId, fs, components));
   }
 
   /** TaskSnapshotDirectory: captures the directory at `path` as an image; returns its id. */
   async snapshotDirectory(taskId: string, path: Uint8Array, req: SnapshotRequest): Promise<string> {
-    const { fs, components } = this.taskFs(taskId, path);
+    const { fs, components } = this.taskFs(taskId, path, req);
     const ttl = parseTtl(req.ttlSeconds);
     const target = `dir:${Buffer.from(components.join("/"), "latin1").toString("base64")}`;
     return this.keys.once(taskId, req.snapshotId ?? "", target, () =>
@@ -147,7 +189,7 @@ export class ImageService {
    * TaskMountDirectory (snapshot those separately).
    */
   async snapshotFilesystem(taskId: string, req: SnapshotRequest): Promise<string> {
-    const fs = this.lookup(taskId);
+    const fs = this.targetFs(taskId, req);
     const ttl = parseTtl(req.ttlSeconds);
     if (fs.runtime === "host") {
       throw new FailedPreconditionError(

@@ -11,6 +11,7 @@ import type { Exec, StreamName } from "../exec/exec.ts";
 import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
 import type { ExecRequest } from "../exec/exec-request.ts";
 import { endsProcessByDefault, parseSignal } from "../exec/signals.ts";
+import type { StdinProgress, StdinSession } from "../exec/stdin.ts";
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
 import { type ExecLimits, Task } from "./task.ts";
 
@@ -225,6 +226,16 @@ export class TaskManager {
     eof: boolean,
   ): Promise<void> {
     return this.exec(taskId, execId).stdin.write(offset, data, eof);
+  }
+
+  /** Where the exec's stdin stands; evicts its stdin stream in flight (see StdinStream.progress). */
+  stdinStatus(taskId: string, execId: string): StdinProgress {
+    return this.exec(taskId, execId).stdin.progress();
+  }
+
+  /** Opens a streaming stdin writer at `offset` (see StdinStream.openSession). */
+  openStdinSession(taskId: string, execId: string, offset: number): StdinSession {
+    return this.exec(taskId, execId).stdin.openSession(offset);
   }
 
   // ---- our exec extensions (taskrouter.v1.Execs) ----

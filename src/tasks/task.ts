@@ -8,7 +8,12 @@ import {
 } from "../errors.ts";
 import { Exec, type ExecOptions } from "../exec/exec.ts";
 import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
-import { type ExecRequest, fingerprint, validateExecRequest } from "../exec/exec-request.ts";
+import {
+  type EnvSource,
+  type ExecRequest,
+  fingerprint,
+  validateExecRequest,
+} from "../exec/exec-request.ts";
 import { ptyEnv } from "../exec/pty.ts";
 import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
 import type { SecretResolver } from "../secrets/secret-store.ts";
@@ -78,8 +83,13 @@ export class Task {
     const fp = fingerprint(req);
     const existing = this.sameOrConflict(req.execId, fp);
     if (existing) return existing;
-    // Secrets override the runtime's base env; request-level vars (PTY TERM...) are set after.
-    const env = { ...this.env.baseEnv, ...this.resolveSecrets(req.secretIds) };
+    if (req.containerId !== "") {
+      throw new NotFoundError(
+        `container ${JSON.stringify(req.containerId.slice(0, 80))} not found in task ${this.id} (it has only its main container)`,
+      );
+    }
+    // Env sources override the runtime's base env; request-level vars (PTY TERM...) are set after.
+    const env = { ...this.env.baseEnv, ...this.resolveEnv(req.envSources) };
     if (req.pty) Object.assign(env, ptyEnv(req.pty));
     validateExecRequest(req, env, { allowRuntimeDebug: this.limits.allowRuntimeDebug });
     this.assertRunning();
@@ -145,11 +155,21 @@ export class Task {
     return exec;
   }
 
-  /** Env vars of `ids` (later ids win); NotFound for an unknown id, before anything starts. */
-  private resolveSecrets(ids: readonly string[]): Record<string, string> {
-    if (ids.length === 0) return {};
-    if (!this.limits.secrets) throw new NotFoundError(`secret ${JSON.stringify(ids[0])} not found`);
-    return this.limits.secrets.resolve(ids);
+  /**
+   * The env vars of `sources`, layered in order (later wins); NotFound for an
+   * unknown secret id, before anything starts.
+   */
+  private resolveEnv(sources: readonly EnvSource[]): Record<string, string> {
+    // A Map, then fromEntries: a key like __proto__ stays plain data.
+    const env = new Map<string, string>();
+    for (const src of sources) {
+      let pairs: Readonly<Record<string, string>>;
+      if ("env" in src) pairs = src.env;
+      else if (this.limits.secrets) pairs = this.limits.secrets.resolve([src.secretId]);
+      else throw new NotFoundError(`secret ${JSON.stringify(src.secretId)} not found`);
+      for (const [k, v] of Object.entries(pairs)) env.set(k, v);
+    }
+    return Object.fromEntries(env);
   }
 
   /** The exec `execId` (or its start under way) when `fp` matches; AlreadyExists when not. */

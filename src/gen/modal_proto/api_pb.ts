@@ -2,9 +2,10 @@
 // @generated from file modal_proto/api.proto (package modal.client, syntax proto3)
 /* eslint-disable */
 
-// The one message of package modal.client that task_command_router.proto
-// needs. Field numbers and names match the upstream definition, so requests
-// from existing clients decode unchanged.
+// The messages of package modal.client that task_command_router.proto
+// needs. Field numbers and names match the upstream definition (and the SDK
+// 0.11.1 encoders, see ../shared/PROTOCOL-LATER.md), so requests from existing
+// clients decode unchanged.
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
@@ -14,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modal_proto/api.proto.
  */
 export const file_modal_proto_api: GenFile = /*@__PURE__*/
-  fileDesc("ChVtb2RhbF9wcm90by9hcGkucHJvdG8SDG1vZGFsLmNsaWVudCKqAgoHUFRZSW5mbxIPCgdlbmFibGVkGAEgASgIEhIKCndpbnN6X3Jvd3MYAiABKA0SEgoKd2luc3pfY29scxgDIAEoDRIQCghlbnZfdGVybRgEIAEoCRIVCg1lbnZfY29sb3J0ZXJtGAUgASgJEhgKEGVudl90ZXJtX3Byb2dyYW0YBiABKAkSLwoIcHR5X3R5cGUYByABKA4yHS5tb2RhbC5jbGllbnQuUFRZSW5mby5QVFlUeXBlEiIKGm5vX3Rlcm1pbmF0ZV9vbl9pZGxlX3N0ZGluGAggASgIIk4KB1BUWVR5cGUSGAoUUFRZX1RZUEVfVU5TUEVDSUZJRUQQABIVChFQVFlfVFlQRV9GVU5DVElPThABEhIKDlBUWV9UWVBFX1NIRUxMEAJCJlokZ2l0aHViLmNvbS9tb2RhbC1sYWJzL21vZGFsL2dvL3Byb3RvYgZwcm90bzM");
+  fileDesc("ChVtb2RhbF9wcm90by9hcGkucHJvdG8SDG1vZGFsLmNsaWVudCKqAgoHUFRZSW5mbxIPCgdlbmFibGVkGAEgASgIEhIKCndpbnN6X3Jvd3MYAiABKA0SEgoKd2luc3pfY29scxgDIAEoDRIQCghlbnZfdGVybRgEIAEoCRIVCg1lbnZfY29sb3J0ZXJtGAUgASgJEhgKEGVudl90ZXJtX3Byb2dyYW0YBiABKAkSLwoIcHR5X3R5cGUYByABKA4yHS5tb2RhbC5jbGllbnQuUFRZSW5mby5QVFlUeXBlEiIKGm5vX3Rlcm1pbmF0ZV9vbl9pZGxlX3N0ZGluGAggASgIIk4KB1BUWVR5cGUSGAoUUFRZX1RZUEVfVU5TUEVDSUZJRUQQABIVChFQVFlfVFlQRV9GVU5DVElPThABEhIKDlBUWV9UWVBFX1NIRUxMEAIi1wEKDU5ldHdvcmtBY2Nlc3MSSgoTbmV0d29ya19hY2Nlc3NfdHlwZRgBIAEoDjItLm1vZGFsLmNsaWVudC5OZXR3b3JrQWNjZXNzLk5ldHdvcmtBY2Nlc3NUeXBlEhUKDWFsbG93ZWRfY2lkcnMYAiADKAkSFwoPYWxsb3dlZF9kb21haW5zGAMgAygJIkoKEU5ldHdvcmtBY2Nlc3NUeXBlEg8KC1VOU1BFQ0lGSUVEEAASCAoET1BFThABEgsKB0JMT0NLRUQQAhINCglBTExPV0xJU1QQAyKNAQoLVm9sdW1lTW91bnQSEQoJdm9sdW1lX2lkGAEgASgJEhIKCm1vdW50X3BhdGgYAiABKAkSIAoYYWxsb3dfYmFja2dyb3VuZF9jb21taXRzGAMgASgIEhEKCXJlYWRfb25seRgEIAEoCBIVCghzdWJfcGF0aBgFIAEoCUgAiAEBQgsKCV9zdWJfcGF0aCK6BAoNR2VuZXJpY1Jlc3VsdBI5CgZzdGF0dXMYASABKA4yKS5tb2RhbC5jbGllbnQuR2VuZXJpY1Jlc3VsdC5HZW5lcmljU3RhdHVzEhEKCWV4Y2VwdGlvbhgCIAEoCRIQCghleGl0Y29kZRgDIAEoBRIRCgl0cmFjZWJhY2sYBCABKAkSDgoEZGF0YRgFIAEoDEgAEhYKDGRhdGFfYmxvYl9pZBgKIAEoCUgAEhUKDXNlcmlhbGl6ZWRfdGIYCyABKAwSFQoNdGJfbGluZV9jYWNoZRgMIAEoDBIaChJwcm9wYWdhdGlvbl9yZWFzb24YDSABKAkitQIKDUdlbmVyaWNTdGF0dXMSHgoaR0VORVJJQ19TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZHRU5FUklDX1NUQVRVU19TVUNDRVNTEAESGgoWR0VORVJJQ19TVEFUVVNfRkFJTFVSRRACEh0KGUdFTkVSSUNfU1RBVFVTX1RFUk1JTkFURUQQAxIaChZHRU5FUklDX1NUQVRVU19USU1FT1VUEAQSHwobR0VORVJJQ19TVEFUVVNfSU5JVF9GQUlMVVJFEAUSIwofR0VORVJJQ19TVEFUVVNfSU5URVJOQUxfRkFJTFVSRRAGEh8KG0dFTkVSSUNfU1RBVFVTX0lETEVfVElNRU9VVBAHEioKJkdFTkVSSUNfU1RBVFVTX01FTU9SWV9NQU5BR0VSX0VWSUNUSU9OEAhCDAoKZGF0YV9vbmVvZiJ1CglTdHJpbmdNYXASNwoIY29udGVudHMYASADKAsyJS5tb2RhbC5jbGllbnQuU3RyaW5nTWFwLkNvbnRlbnRzRW50cnkaLwoNQ29udGVudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlUKDFNlY3JldFNvdXJjZRITCglzZWNyZXRfaWQYASABKAlIABImCgNlbnYYAiABKAsyFy5tb2RhbC5jbGllbnQuU3RyaW5nTWFwSABCCAoGc291cmNlIsQCChpFeHBlcmltZW50YWxPdXRib3VuZFBvbGljeRJXChNoZWFkZXJfcmVwbGFjZW1lbnRzGAEgAygLMjoubW9kYWwuY2xpZW50LkV4cGVyaW1lbnRhbE91dGJvdW5kUG9saWN5LkhlYWRlclJlcGxhY2VtZW50GswBChFIZWFkZXJSZXBsYWNlbWVudBIOCgZkb21haW4YASABKAkSEQoJc2VjcmV0X2lkGAQgASgJElgKB2hlYWRlcnMYBSADKAsyRy5tb2RhbC5jbGllbnQuRXhwZXJpbWVudGFsT3V0Ym91bmRQb2xpY3kuSGVhZGVyUmVwbGFjZW1lbnQuSGVhZGVyc0VudHJ5Gi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBSgQIAhADSgQIAxAEQiZaJGdpdGh1Yi5jb20vbW9kYWwtbGFicy9tb2RhbC9nby9wcm90b2IGcHJvdG8z");
 
 /**
  * @generated from message modal.client.PTYInfo
@@ -106,4 +107,321 @@ export enum PTYInfo_PTYType {
  */
 export const PTYInfo_PTYTypeSchema: GenEnum<PTYInfo_PTYType> = /*@__PURE__*/
   enumDesc(file_modal_proto_api, 0, 0);
+
+/**
+ * @generated from message modal.client.NetworkAccess
+ */
+export type NetworkAccess = Message<"modal.client.NetworkAccess"> & {
+  /**
+   * @generated from field: modal.client.NetworkAccess.NetworkAccessType network_access_type = 1;
+   */
+  networkAccessType: NetworkAccess_NetworkAccessType;
+
+  /**
+   * @generated from field: repeated string allowed_cidrs = 2;
+   */
+  allowedCidrs: string[];
+
+  /**
+   * @generated from field: repeated string allowed_domains = 3;
+   */
+  allowedDomains: string[];
+};
+
+/**
+ * Describes the message modal.client.NetworkAccess.
+ * Use `create(NetworkAccessSchema)` to create a new message.
+ */
+export const NetworkAccessSchema: GenMessage<NetworkAccess> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 1);
+
+/**
+ * @generated from enum modal.client.NetworkAccess.NetworkAccessType
+ */
+export enum NetworkAccess_NetworkAccessType {
+  /**
+   * @generated from enum value: UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * @generated from enum value: BLOCKED = 2;
+   */
+  BLOCKED = 2,
+
+  /**
+   * @generated from enum value: ALLOWLIST = 3;
+   */
+  ALLOWLIST = 3,
+}
+
+/**
+ * Describes the enum modal.client.NetworkAccess.NetworkAccessType.
+ */
+export const NetworkAccess_NetworkAccessTypeSchema: GenEnum<NetworkAccess_NetworkAccessType> = /*@__PURE__*/
+  enumDesc(file_modal_proto_api, 1, 0);
+
+/**
+ * @generated from message modal.client.VolumeMount
+ */
+export type VolumeMount = Message<"modal.client.VolumeMount"> & {
+  /**
+   * @generated from field: string volume_id = 1;
+   */
+  volumeId: string;
+
+  /**
+   * @generated from field: string mount_path = 2;
+   */
+  mountPath: string;
+
+  /**
+   * @generated from field: bool allow_background_commits = 3;
+   */
+  allowBackgroundCommits: boolean;
+
+  /**
+   * @generated from field: bool read_only = 4;
+   */
+  readOnly: boolean;
+
+  /**
+   * @generated from field: optional string sub_path = 5;
+   */
+  subPath?: string | undefined;
+};
+
+/**
+ * Describes the message modal.client.VolumeMount.
+ * Use `create(VolumeMountSchema)` to create a new message.
+ */
+export const VolumeMountSchema: GenMessage<VolumeMount> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 2);
+
+/**
+ * @generated from message modal.client.GenericResult
+ */
+export type GenericResult = Message<"modal.client.GenericResult"> & {
+  /**
+   * @generated from field: modal.client.GenericResult.GenericStatus status = 1;
+   */
+  status: GenericResult_GenericStatus;
+
+  /**
+   * @generated from field: string exception = 2;
+   */
+  exception: string;
+
+  /**
+   * @generated from field: int32 exitcode = 3;
+   */
+  exitcode: number;
+
+  /**
+   * Function-result fields; the router leaves them unset.
+   *
+   * @generated from field: string traceback = 4;
+   */
+  traceback: string;
+
+  /**
+   * @generated from oneof modal.client.GenericResult.data_oneof
+   */
+  dataOneof: {
+    /**
+     * @generated from field: bytes data = 5;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: string data_blob_id = 10;
+     */
+    value: string;
+    case: "dataBlobId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: bytes serialized_tb = 11;
+   */
+  serializedTb: Uint8Array;
+
+  /**
+   * @generated from field: bytes tb_line_cache = 12;
+   */
+  tbLineCache: Uint8Array;
+
+  /**
+   * @generated from field: string propagation_reason = 13;
+   */
+  propagationReason: string;
+};
+
+/**
+ * Describes the message modal.client.GenericResult.
+ * Use `create(GenericResultSchema)` to create a new message.
+ */
+export const GenericResultSchema: GenMessage<GenericResult> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 3);
+
+/**
+ * @generated from enum modal.client.GenericResult.GenericStatus
+ */
+export enum GenericResult_GenericStatus {
+  /**
+   * @generated from enum value: GENERIC_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_SUCCESS = 1;
+   */
+  SUCCESS = 1,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_FAILURE = 2;
+   */
+  FAILURE = 2,
+
+  /**
+   * Killed from outside.
+   *
+   * @generated from enum value: GENERIC_STATUS_TERMINATED = 3;
+   */
+  TERMINATED = 3,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_TIMEOUT = 4;
+   */
+  TIMEOUT = 4,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_INIT_FAILURE = 5;
+   */
+  INIT_FAILURE = 5,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_INTERNAL_FAILURE = 6;
+   */
+  INTERNAL_FAILURE = 6,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_IDLE_TIMEOUT = 7;
+   */
+  IDLE_TIMEOUT = 7,
+
+  /**
+   * @generated from enum value: GENERIC_STATUS_MEMORY_MANAGER_EVICTION = 8;
+   */
+  MEMORY_MANAGER_EVICTION = 8,
+}
+
+/**
+ * Describes the enum modal.client.GenericResult.GenericStatus.
+ */
+export const GenericResult_GenericStatusSchema: GenEnum<GenericResult_GenericStatus> = /*@__PURE__*/
+  enumDesc(file_modal_proto_api, 3, 0);
+
+/**
+ * @generated from message modal.client.StringMap
+ */
+export type StringMap = Message<"modal.client.StringMap"> & {
+  /**
+   * @generated from field: map<string, string> contents = 1;
+   */
+  contents: { [key: string]: string };
+};
+
+/**
+ * Describes the message modal.client.StringMap.
+ * Use `create(StringMapSchema)` to create a new message.
+ */
+export const StringMapSchema: GenMessage<StringMap> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 4);
+
+/**
+ * SDK-only: one env source of an exec or sidecar, applied in list order.
+ *
+ * @generated from message modal.client.SecretSource
+ */
+export type SecretSource = Message<"modal.client.SecretSource"> & {
+  /**
+   * @generated from oneof modal.client.SecretSource.source
+   */
+  source: {
+    /**
+     * A stored secret, resolved by the server.
+     *
+     * @generated from field: string secret_id = 1;
+     */
+    value: string;
+    case: "secretId";
+  } | {
+    /**
+     * Inline plaintext pairs; never persisted or logged.
+     *
+     * @generated from field: modal.client.StringMap env = 2;
+     */
+    value: StringMap;
+    case: "env";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message modal.client.SecretSource.
+ * Use `create(SecretSourceSchema)` to create a new message.
+ */
+export const SecretSourceSchema: GenMessage<SecretSource> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 5);
+
+/**
+ * SDK-only: header replacement rules of the outbound proxy.
+ *
+ * @generated from message modal.client.ExperimentalOutboundPolicy
+ */
+export type ExperimentalOutboundPolicy = Message<"modal.client.ExperimentalOutboundPolicy"> & {
+  /**
+   * @generated from field: repeated modal.client.ExperimentalOutboundPolicy.HeaderReplacement header_replacements = 1;
+   */
+  headerReplacements: ExperimentalOutboundPolicy_HeaderReplacement[];
+};
+
+/**
+ * Describes the message modal.client.ExperimentalOutboundPolicy.
+ * Use `create(ExperimentalOutboundPolicySchema)` to create a new message.
+ */
+export const ExperimentalOutboundPolicySchema: GenMessage<ExperimentalOutboundPolicy> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 6);
+
+/**
+ * @generated from message modal.client.ExperimentalOutboundPolicy.HeaderReplacement
+ */
+export type ExperimentalOutboundPolicy_HeaderReplacement = Message<"modal.client.ExperimentalOutboundPolicy.HeaderReplacement"> & {
+  /**
+   * @generated from field: string domain = 1;
+   */
+  domain: string;
+
+  /**
+   * @generated from field: string secret_id = 4;
+   */
+  secretId: string;
+
+  /**
+   * @generated from field: map<string, string> headers = 5;
+   */
+  headers: { [key: string]: string };
+};
+
+/**
+ * Describes the message modal.client.ExperimentalOutboundPolicy.HeaderReplacement.
+ * Use `create(ExperimentalOutboundPolicy_HeaderReplacementSchema)` to create a new message.
+ */
+export const ExperimentalOutboundPolicy_HeaderReplacementSchema: GenMessage<ExperimentalOutboundPolicy_HeaderReplacement> = /*@__PURE__*/
+  messageDesc(file_modal_proto_api, 6, 0);
 

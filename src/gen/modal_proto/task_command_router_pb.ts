@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_empty } from "@bufbuild/protobuf/wkt";
-import type { PTYInfo } from "./api_pb.ts";
+import type { ExperimentalOutboundPolicy, GenericResult, NetworkAccess, PTYInfo, SecretSource, VolumeMount } from "./api_pb.ts";
 import { file_modal_proto_api } from "./api_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modal_proto/task_command_router.proto.
  */
 export const file_modal_proto_task_command_router: GenFile = /*@__PURE__*/
-  fileDesc("CiVtb2RhbF9wcm90by90YXNrX2NvbW1hbmRfcm91dGVyLnByb3RvEhltb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyIjcKE1Rhc2tFeGVjUG9sbFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIkcKFFRhc2tFeGVjUG9sbFJlc3BvbnNlEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIAEINCgtleGl0X3N0YXR1cyKSAwoUVGFza0V4ZWNTdGFydFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEhQKDGNvbW1hbmRfYXJncxgDIAMoCRJGCg1zdGRvdXRfY29uZmlnGAQgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZG91dENvbmZpZxJGCg1zdGRlcnJfY29uZmlnGAUgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGVyckNvbmZpZxIZCgx0aW1lb3V0X3NlY3MYBiABKA1IAIgBARIUCgd3b3JrZGlyGAcgASgJSAGIAQESEgoKc2VjcmV0X2lkcxgIIAMoCRIsCghwdHlfaW5mbxgJIAEoCzIVLm1vZGFsLmNsaWVudC5QVFlJbmZvSAKIAQESFQoNcnVudGltZV9kZWJ1ZxgKIAEoCEIPCg1fdGltZW91dF9zZWNzQgoKCF93b3JrZGlyQgsKCV9wdHlfaW5mbyIXChVUYXNrRXhlY1N0YXJ0UmVzcG9uc2UiaAoZVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIhwKGlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlIp0BChhUYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBm9mZnNldBgDIAEoBBJPCg9maWxlX2Rlc2NyaXB0b3IYBCABKA4yNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvciIpChlUYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlEgwKBGRhdGEYASABKAwiNwoTVGFza0V4ZWNXYWl0UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiRwoUVGFza0V4ZWNXYWl0UmVzcG9uc2USDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAQg0KC2V4aXRfc3RhdHVzIkwKGVRhc2tNb3VudERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhAKCGltYWdlX2lkGAMgASgJInwKHFRhc2tTbmFwc2hvdERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhMKC3NuYXBzaG90X2lkGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIjEKHVRhc2tTbmFwc2hvdERpcmVjdG9yeVJlc3BvbnNlEhAKCGltYWdlX2lkGAEgASgJIjwKG1Rhc2tVbm1vdW50RGlyZWN0b3J5UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEgwKBHBhdGgYAiABKAwibwodVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIYCgt0dGxfc2Vjb25kcxgDIAEoA0gAiAEBQg4KDF90dGxfc2Vjb25kcyIyCh5UYXNrU25hcHNob3RGaWxlc3lzdGVtUmVzcG9uc2USEAoIaW1hZ2VfaWQYASABKAkqgQEKFFRhc2tFeGVjU3RkZXJyQ29uZmlnEiMKH1RBU0tfRVhFQ19TVERFUlJfQ09ORklHX0RFVk5VTEwQABIgChxUQVNLX0VYRUNfU1RERVJSX0NPTkZJR19QSVBFEAESIgoeVEFTS19FWEVDX1NUREVSUl9DT05GSUdfU1RET1VUEAIqdQobVGFza0V4ZWNTdGRpb0ZpbGVEZXNjcmlwdG9yEioKJlRBU0tfRVhFQ19TVERJT19GSUxFX0RFU0NSSVBUT1JfU1RET1VUEAASKgomVEFTS19FWEVDX1NURElPX0ZJTEVfREVTQ1JJUFRPUl9TVERFUlIQASpdChRUYXNrRXhlY1N0ZG91dENvbmZpZxIjCh9UQVNLX0VYRUNfU1RET1VUX0NPTkZJR19ERVZOVUxMEAASIAocVEFTS19FWEVDX1NURE9VVF9DT05GSUdfUElQRRABMtkIChFUYXNrQ29tbWFuZFJvdXRlchJvCgxUYXNrRXhlY1BvbGwSLi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjUG9sbFJlcXVlc3QaLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjUG9sbFJlc3BvbnNlEnIKDVRhc2tFeGVjU3RhcnQSLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RhcnRSZXF1ZXN0GjAubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0YXJ0UmVzcG9uc2USgQEKElRhc2tFeGVjU3RkaW5Xcml0ZRI0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBo1Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpbldyaXRlUmVzcG9uc2USgAEKEVRhc2tFeGVjU3RkaW9SZWFkEjMubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QaNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9SZWFkUmVzcG9uc2UwARJvCgxUYXNrRXhlY1dhaXQSLi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjV2FpdFJlcXVlc3QaLy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjV2FpdFJlc3BvbnNlEmIKElRhc2tNb3VudERpcmVjdG9yeRI0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza01vdW50RGlyZWN0b3J5UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRKKAQoVVGFza1NuYXBzaG90RGlyZWN0b3J5EjcubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3REaXJlY3RvcnlSZXF1ZXN0GjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3REaXJlY3RvcnlSZXNwb25zZRJmChRUYXNrVW5tb3VudERpcmVjdG9yeRI2Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1VubW91bnREaXJlY3RvcnlSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5Eo0BChZUYXNrU25hcHNob3RGaWxlc3lzdGVtEjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3RGaWxlc3lzdGVtUmVxdWVzdBo5Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlc3BvbnNlQiZaJGdpdGh1Yi5jb20vbW9kYWwtbGFicy9tb2RhbC9nby9wcm90b2IGcHJvdG8z", [file_google_protobuf_empty, file_modal_proto_api]);
+  fileDesc("CiVtb2RhbF9wcm90by90YXNrX2NvbW1hbmRfcm91dGVyLnByb3RvEhltb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyIjcKE1Rhc2tFeGVjUG9sbFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIkcKFFRhc2tFeGVjUG9sbFJlc3BvbnNlEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIAEINCgtleGl0X3N0YXR1cyLPBAoUVGFza0V4ZWNTdGFydFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEhQKDGNvbW1hbmRfYXJncxgDIAMoCRJGCg1zdGRvdXRfY29uZmlnGAQgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZG91dENvbmZpZxJGCg1zdGRlcnJfY29uZmlnGAUgASgOMi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGVyckNvbmZpZxIZCgx0aW1lb3V0X3NlY3MYBiABKA1IAIgBARIUCgd3b3JrZGlyGAcgASgJSAGIAQESEgoKc2VjcmV0X2lkcxgIIAMoCRIsCghwdHlfaW5mbxgJIAEoCzIVLm1vZGFsLmNsaWVudC5QVFlJbmZvSAKIAQESFQoNcnVudGltZV9kZWJ1ZxgKIAEoCBIUCgxjb250YWluZXJfaWQYCyABKAkSRQoDZW52GAwgAygLMjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0YXJ0UmVxdWVzdC5FbnZFbnRyeRIyCg5zZWNyZXRfc291cmNlcxgNIAMoCzIaLm1vZGFsLmNsaWVudC5TZWNyZXRTb3VyY2UaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCg1fdGltZW91dF9zZWNzQgoKCF93b3JrZGlyQgsKCV9wdHlfaW5mbyIXChVUYXNrRXhlY1N0YXJ0UmVzcG9uc2UiaAoZVGFza0V4ZWNTdGRpbldyaXRlUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIhwKGlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlIp0BChhUYXNrRXhlY1N0ZGlvUmVhZFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBm9mZnNldBgDIAEoBBJPCg9maWxlX2Rlc2NyaXB0b3IYBCABKA4yNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvciIpChlUYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlEgwKBGRhdGEYASABKAwiNwoTVGFza0V4ZWNXYWl0UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiRwoUVGFza0V4ZWNXYWl0UmVzcG9uc2USDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAQg0KC2V4aXRfc3RhdHVzIrYBChlUYXNrTW91bnREaXJlY3RvcnlSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDAoEcGF0aBgCIAEoDBIQCghpbWFnZV9pZBgDIAEoCRItCiBjdXN0b21lcl9zdXBwbGllZF9lbmNyeXB0aW9uX2tleRgEIAEoDEgAiAEBEhQKDGNvbnRhaW5lcl9pZBgFIAEoCUIjCiFfY3VzdG9tZXJfc3VwcGxpZWRfZW5jcnlwdGlvbl9rZXki5gEKHFRhc2tTbmFwc2hvdERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhMKC3NuYXBzaG90X2lkGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESLQogY3VzdG9tZXJfc3VwcGxpZWRfZW5jcnlwdGlvbl9rZXkYBSABKAxIAYgBARIUCgxjb250YWluZXJfaWQYBiABKAlCDgoMX3R0bF9zZWNvbmRzQiMKIV9jdXN0b21lcl9zdXBwbGllZF9lbmNyeXB0aW9uX2tleSIxCh1UYXNrU25hcHNob3REaXJlY3RvcnlSZXNwb25zZRIQCghpbWFnZV9pZBgBIAEoCSJSChtUYXNrVW5tb3VudERpcmVjdG9yeVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIMCgRwYXRoGAIgASgMEhQKDGNvbnRhaW5lcl9pZBgDIAEoCSLZAQodVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIYCgt0dGxfc2Vjb25kcxgDIAEoA0gAiAEBEi0KIGN1c3RvbWVyX3N1cHBsaWVkX2VuY3J5cHRpb25fa2V5GAQgASgMSAGIAQESFAoMY29udGFpbmVyX2lkGAUgASgJQg4KDF90dGxfc2Vjb25kc0IjCiFfY3VzdG9tZXJfc3VwcGxpZWRfZW5jcnlwdGlvbl9rZXkiMgoeVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlc3BvbnNlEhAKCGltYWdlX2lkGAEgASgJIs4BCh9UYXNrRXhlY1N0ZGluV3JpdGVTdHJlYW1SZXF1ZXN0EkkKBXN0YXJ0GAEgASgLMjgubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGluV3JpdGVTdHJlYW1TdGFydEgAEg4KBGRhdGEYAiABKAxIABJFCgNlbmQYAyABKAsyNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVN0cmVhbUVuZEgAQgkKB3BheWxvYWQiUQodVGFza0V4ZWNTdGRpbldyaXRlU3RyZWFtU3RhcnQSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBm9mZnNldBgDIAEoBCIdChtUYXNrRXhlY1N0ZGluV3JpdGVTdHJlYW1FbmQiIgogVGFza0V4ZWNTdGRpbldyaXRlU3RyZWFtUmVzcG9uc2UiPgoaVGFza0V4ZWNTdGRpblN0YXR1c1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIkgKG1Rhc2tFeGVjU3RkaW5TdGF0dXNSZXNwb25zZRIZChFudW1fYnl0ZXNfd3JpdHRlbhgBIAEoBBIOCgZjbG9zZWQYAiABKAgiWAoaU2FuZGJveFN0ZGluV3JpdGVWMlJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDBILCgNlb2YYBCABKAgiHQobU2FuZGJveFN0ZGluV3JpdGVWMlJlc3BvbnNlIowBChlTYW5kYm94U3RkaW9SZWFkVjJSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGb2Zmc2V0GAIgASgEEk4KD2ZpbGVfZGVzY3JpcHRvchgDIAEoDjI1Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuU2FuZGJveFN0ZGlvRmlsZURlc2NyaXB0b3IiQwoaU2FuZGJveFN0ZGlvUmVhZFYyUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIXCg9zdGFydGluZ19vZmZzZXQYAiABKAQiQwofU2FuZGJveFdhaXRVbnRpbFJlYWR5VGNyUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3RpbWVvdXQYAiABKAIiNAogU2FuZGJveFdhaXRVbnRpbFJlYWR5VGNyUmVzcG9uc2USEAoIcmVhZHlfYXQYASABKAEivwQKGlRhc2tDb250YWluZXJDcmVhdGVSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFgoOY29udGFpbmVyX25hbWUYAiABKAkSEAoIaW1hZ2VfaWQYAyABKAkSDAoEYXJncxgFIAMoCRJLCgNlbnYYBiADKAsyPi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tDb250YWluZXJDcmVhdGVSZXF1ZXN0LkVudkVudHJ5Eg8KB3dvcmtkaXIYByABKAkSEgoKc2VjcmV0X2lkcxgIIAMoCRIwCg12b2x1bWVfbW91bnRzGAkgAygLMhkubW9kYWwuY2xpZW50LlZvbHVtZU1vdW50EjgKDm5ldHdvcmtfYWNjZXNzGAogASgLMhsubW9kYWwuY2xpZW50Lk5ldHdvcmtBY2Nlc3NIAIgBARIsCghwdHlfaW5mbxgLIAEoCzIVLm1vZGFsLmNsaWVudC5QVFlJbmZvSAGIAQESJwoabWVtb3J5X3Jlc2VydmVfY29uc3VtZV9taWIYDCABKA1IAogBARIyCg5zZWNyZXRfc291cmNlcxgNIAMoCzIaLm1vZGFsLmNsaWVudC5TZWNyZXRTb3VyY2UaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIRCg9fbmV0d29ya19hY2Nlc3NCCwoJX3B0eV9pbmZvQh0KG19tZW1vcnlfcmVzZXJ2ZV9jb25zdW1lX21pYkoECAQQBSJLChtUYXNrQ29udGFpbmVyQ3JlYXRlUmVzcG9uc2USFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDmNvbnRhaW5lcl9uYW1lGAIgASgJIn4KEVRhc2tDb250YWluZXJJbmZvEhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIWCg5jb250YWluZXJfbmFtZRgCIAEoCRIOCgZzdGF0dXMYAyABKAkSKwoGcmVzdWx0GAQgASgLMhsubW9kYWwuY2xpZW50LkdlbmVyaWNSZXN1bHQiXgoXVGFza0NvbnRhaW5lckdldFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIWCg5jb250YWluZXJfbmFtZRgCIAEoCRIaChJpbmNsdWRlX3Rlcm1pbmF0ZWQYAyABKAgiWwoYVGFza0NvbnRhaW5lckdldFJlc3BvbnNlEj8KCWNvbnRhaW5lchgBIAEoCzIsLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lckluZm8iRwoYVGFza0NvbnRhaW5lckxpc3RSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSGgoSaW5jbHVkZV90ZXJtaW5hdGVkGAIgASgIIl0KGVRhc2tDb250YWluZXJMaXN0UmVzcG9uc2USQAoKY29udGFpbmVycxgBIAMoCzIsLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lckluZm8iRgodVGFza0NvbnRhaW5lclRlcm1pbmF0ZVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIUCgxjb250YWluZXJfaWQYAiABKAkiIAoeVGFza0NvbnRhaW5lclRlcm1pbmF0ZVJlc3BvbnNlIlIKGFRhc2tDb250YWluZXJXYWl0UmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhQKDGNvbnRhaW5lcl9pZBgCIAEoCRIPCgd0aW1lb3V0GAMgASgCIkgKGVRhc2tDb250YWluZXJXYWl0UmVzcG9uc2USKwoGcmVzdWx0GAEgASgLMhsubW9kYWwuY2xpZW50LkdlbmVyaWNSZXN1bHQiQQoYVGFza1JlbG9hZFZvbHVtZXNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFAoMY29udGFpbmVyX2lkGAIgASgJIhsKGVRhc2tSZWxvYWRWb2x1bWVzUmVzcG9uc2UiYwobVGFza1NldE5ldHdvcmtBY2Nlc3NSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSMwoObmV0d29ya19hY2Nlc3MYAiABKAsyGy5tb2RhbC5jbGllbnQuTmV0d29ya0FjY2VzcyIeChxUYXNrU2V0TmV0d29ya0FjY2Vzc1Jlc3BvbnNlIosBCihUYXNrU2V0RXhwZXJpbWVudGFsT3V0Ym91bmRQb2xpY3lSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSTgocZXhwZXJpbWVudGFsX291dGJvdW5kX3BvbGljeRgCIAEoCzIoLm1vZGFsLmNsaWVudC5FeHBlcmltZW50YWxPdXRib3VuZFBvbGljeSIrCilUYXNrU2V0RXhwZXJpbWVudGFsT3V0Ym91bmRQb2xpY3lSZXNwb25zZSJFChlUYXNrU25hcHNob3RNZW1vcnlSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJIjEKGlRhc2tTbmFwc2hvdE1lbW9yeVJlc3BvbnNlEhMKC3NuYXBzaG90X2lkGAEgASgJKnAKGlNhbmRib3hTdGRpb0ZpbGVEZXNjcmlwdG9yEigKJFNBTkRCT1hfU1RESU9fRklMRV9ERVNDUklQVE9SX1NURE9VVBAAEigKJFNBTkRCT1hfU1RESU9fRklMRV9ERVNDUklQVE9SX1NUREVSUhABKoEBChRUYXNrRXhlY1N0ZGVyckNvbmZpZxIjCh9UQVNLX0VYRUNfU1RERVJSX0NPTkZJR19ERVZOVUxMEAASIAocVEFTS19FWEVDX1NUREVSUl9DT05GSUdfUElQRRABEiIKHlRBU0tfRVhFQ19TVERFUlJfQ09ORklHX1NURE9VVBACKnUKG1Rhc2tFeGVjU3RkaW9GaWxlRGVzY3JpcHRvchIqCiZUQVNLX0VYRUNfU1RESU9fRklMRV9ERVNDUklQVE9SX1NURE9VVBAAEioKJlRBU0tfRVhFQ19TVERJT19GSUxFX0RFU0NSSVBUT1JfU1RERVJSEAEqXQoUVGFza0V4ZWNTdGRvdXRDb25maWcSIwofVEFTS19FWEVDX1NURE9VVF9DT05GSUdfREVWTlVMTBAAEiAKHFRBU0tfRVhFQ19TVERPVVRfQ09ORklHX1BJUEUQATLfFwoRVGFza0NvbW1hbmRSb3V0ZXISbwoMVGFza0V4ZWNQb2xsEi4ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1BvbGxSZXF1ZXN0Gi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1BvbGxSZXNwb25zZRJyCg1UYXNrRXhlY1N0YXJ0Ei8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0YXJ0UmVxdWVzdBowLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGFydFJlc3BvbnNlEoEBChJUYXNrRXhlY1N0ZGluV3JpdGUSNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVJlcXVlc3QaNS5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVJlc3BvbnNlEoABChFUYXNrRXhlY1N0ZGlvUmVhZBIzLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpb1JlYWRSZXF1ZXN0GjQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGlvUmVhZFJlc3BvbnNlMAESbwoMVGFza0V4ZWNXYWl0Ei4ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1dhaXRSZXF1ZXN0Gi8ubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1dhaXRSZXNwb25zZRJiChJUYXNrTW91bnREaXJlY3RvcnkSNC5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tNb3VudERpcmVjdG9yeVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSigEKFVRhc2tTbmFwc2hvdERpcmVjdG9yeRI3Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RGlyZWN0b3J5UmVxdWVzdBo4Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RGlyZWN0b3J5UmVzcG9uc2USZgoUVGFza1VubW91bnREaXJlY3RvcnkSNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tVbm1vdW50RGlyZWN0b3J5UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRKNAQoWVGFza1NuYXBzaG90RmlsZXN5c3RlbRI4Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NuYXBzaG90RmlsZXN5c3RlbVJlcXVlc3QaOS5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tTbmFwc2hvdEZpbGVzeXN0ZW1SZXNwb25zZRKEAQoTU2FuZGJveFN0ZGluV3JpdGVWMhI1Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuU2FuZGJveFN0ZGluV3JpdGVWMlJlcXVlc3QaNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlNhbmRib3hTdGRpbldyaXRlVjJSZXNwb25zZRKDAQoSU2FuZGJveFN0ZGlvUmVhZFYyEjQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5TYW5kYm94U3RkaW9SZWFkVjJSZXF1ZXN0GjUubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5TYW5kYm94U3RkaW9SZWFkVjJSZXNwb25zZTABEpABChVTYW5kYm94V2FpdFVudGlsUmVhZHkSOi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlNhbmRib3hXYWl0VW50aWxSZWFkeVRjclJlcXVlc3QaOy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlNhbmRib3hXYWl0VW50aWxSZWFkeVRjclJlc3BvbnNlEoQBChNUYXNrQ29udGFpbmVyQ3JlYXRlEjUubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrQ29udGFpbmVyQ3JlYXRlUmVxdWVzdBo2Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lckNyZWF0ZVJlc3BvbnNlEnsKEFRhc2tDb250YWluZXJHZXQSMi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tDb250YWluZXJHZXRSZXF1ZXN0GjMubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrQ29udGFpbmVyR2V0UmVzcG9uc2USfgoRVGFza0NvbnRhaW5lckxpc3QSMy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tDb250YWluZXJMaXN0UmVxdWVzdBo0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lckxpc3RSZXNwb25zZRKNAQoWVGFza0NvbnRhaW5lclRlcm1pbmF0ZRI4Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lclRlcm1pbmF0ZVJlcXVlc3QaOS5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tDb250YWluZXJUZXJtaW5hdGVSZXNwb25zZRJ+ChFUYXNrQ29udGFpbmVyV2FpdBIzLm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0NvbnRhaW5lcldhaXRSZXF1ZXN0GjQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrQ29udGFpbmVyV2FpdFJlc3BvbnNlEoQBChNUYXNrRXhlY1N0ZGluU3RhdHVzEjUubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrRXhlY1N0ZGluU3RhdHVzUmVxdWVzdBo2Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza0V4ZWNTdGRpblN0YXR1c1Jlc3BvbnNlEpUBChhUYXNrRXhlY1N0ZGluV3JpdGVTdHJlYW0SOi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVN0cmVhbVJlcXVlc3QaOy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tFeGVjU3RkaW5Xcml0ZVN0cmVhbVJlc3BvbnNlKAESfgoRVGFza1JlbG9hZFZvbHVtZXMSMy5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tSZWxvYWRWb2x1bWVzUmVxdWVzdBo0Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1JlbG9hZFZvbHVtZXNSZXNwb25zZRKHAQoUVGFza1NldE5ldHdvcmtBY2Nlc3MSNi5tb2RhbC50YXNrX2NvbW1hbmRfcm91dGVyLlRhc2tTZXROZXR3b3JrQWNjZXNzUmVxdWVzdBo3Lm1vZGFsLnRhc2tfY29tbWFuZF9yb3V0ZXIuVGFza1NldE5ldHdvcmtBY2Nlc3NSZXNwb25zZRKiAQoVVGFza1NldE91dGJvdW5kUG9saWN5EkMubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU2V0RXhwZXJpbWVudGFsT3V0Ym91bmRQb2xpY3lSZXF1ZXN0GkQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU2V0RXhwZXJpbWVudGFsT3V0Ym91bmRQb2xpY3lSZXNwb25zZRKBAQoSVGFza1NuYXBzaG90TWVtb3J5EjQubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3RNZW1vcnlSZXF1ZXN0GjUubW9kYWwudGFza19jb21tYW5kX3JvdXRlci5UYXNrU25hcHNob3RNZW1vcnlSZXNwb25zZUImWiRnaXRodWIuY29tL21vZGFsLWxhYnMvbW9kYWwvZ28vcHJvdG9iBnByb3RvMw", [file_google_protobuf_empty, file_modal_proto_api]);
 
 /**
  * @generated from message modal.task_command_router.TaskExecPollRequest
@@ -155,6 +155,27 @@ export type TaskExecStartRequest = Message<"modal.task_command_router.TaskExecSt
    * @generated from field: bool runtime_debug = 10;
    */
   runtimeDebug: boolean;
+
+  /**
+   * Added later upstream: the container to exec in (`ctr-...`); empty = the main one.
+   *
+   * @generated from field: string container_id = 11;
+   */
+  containerId: string;
+
+  /**
+   * Added later upstream: env vars given directly (applied over secret_ids).
+   *
+   * @generated from field: map<string, string> env = 12;
+   */
+  env: { [key: string]: string };
+
+  /**
+   * Added later upstream (SDK-only): ordered env sources; never together with 8 or 12.
+   *
+   * @generated from field: repeated modal.client.SecretSource secret_sources = 13;
+   */
+  secretSources: SecretSource[];
 };
 
 /**
@@ -374,6 +395,20 @@ export type TaskMountDirectoryRequest = Message<"modal.task_command_router.TaskM
    * @generated from field: string image_id = 3;
    */
   imageId: string;
+
+  /**
+   * Added later upstream: key that decrypts a CSEK-protected image; never stored.
+   *
+   * @generated from field: optional bytes customer_supplied_encryption_key = 4;
+   */
+  customerSuppliedEncryptionKey?: Uint8Array | undefined;
+
+  /**
+   * Added later upstream (SDK-only): target container; empty = the main one.
+   *
+   * @generated from field: string container_id = 5;
+   */
+  containerId: string;
 };
 
 /**
@@ -410,6 +445,20 @@ export type TaskSnapshotDirectoryRequest = Message<"modal.task_command_router.Ta
    * @generated from field: optional int64 ttl_seconds = 4;
    */
   ttlSeconds?: bigint | undefined;
+
+  /**
+   * Added later upstream: key that encrypts the new image; never stored.
+   *
+   * @generated from field: optional bytes customer_supplied_encryption_key = 5;
+   */
+  customerSuppliedEncryptionKey?: Uint8Array | undefined;
+
+  /**
+   * Added later upstream (SDK-only): target container; empty = the main one.
+   *
+   * @generated from field: string container_id = 6;
+   */
+  containerId: string;
 };
 
 /**
@@ -451,6 +500,13 @@ export type TaskUnmountDirectoryRequest = Message<"modal.task_command_router.Tas
    * @generated from field: bytes path = 2;
    */
   path: Uint8Array;
+
+  /**
+   * Added later upstream (SDK-only): target container; empty = the main one.
+   *
+   * @generated from field: string container_id = 3;
+   */
+  containerId: string;
 };
 
 /**
@@ -480,6 +536,20 @@ export type TaskSnapshotFilesystemRequest = Message<"modal.task_command_router.T
    * @generated from field: optional int64 ttl_seconds = 3;
    */
   ttlSeconds?: bigint | undefined;
+
+  /**
+   * Added later upstream: key that encrypts the new image; never stored.
+   *
+   * @generated from field: optional bytes customer_supplied_encryption_key = 4;
+   */
+  customerSuppliedEncryptionKey?: Uint8Array | undefined;
+
+  /**
+   * Added later upstream (SDK-only): target container; empty = the main one.
+   *
+   * @generated from field: string container_id = 5;
+   */
+  containerId: string;
 };
 
 /**
@@ -507,6 +577,750 @@ export type TaskSnapshotFilesystemResponse = Message<"modal.task_command_router.
  */
 export const TaskSnapshotFilesystemResponseSchema: GenMessage<TaskSnapshotFilesystemResponse> = /*@__PURE__*/
   messageDesc(file_modal_proto_task_command_router, 15);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinWriteStreamRequest
+ */
+export type TaskExecStdinWriteStreamRequest = Message<"modal.task_command_router.TaskExecStdinWriteStreamRequest"> & {
+  /**
+   * @generated from oneof modal.task_command_router.TaskExecStdinWriteStreamRequest.payload
+   */
+  payload: {
+    /**
+     * Must be the first message, and only the first.
+     *
+     * @generated from field: modal.task_command_router.TaskExecStdinWriteStreamStart start = 1;
+     */
+    value: TaskExecStdinWriteStreamStart;
+    case: "start";
+  } | {
+    /**
+     * One chunk of stdin.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * EOF: close stdin after the data before it.
+     *
+     * @generated from field: modal.task_command_router.TaskExecStdinWriteStreamEnd end = 3;
+     */
+    value: TaskExecStdinWriteStreamEnd;
+    case: "end";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinWriteStreamRequest.
+ * Use `create(TaskExecStdinWriteStreamRequestSchema)` to create a new message.
+ */
+export const TaskExecStdinWriteStreamRequestSchema: GenMessage<TaskExecStdinWriteStreamRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 16);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinWriteStreamStart
+ */
+export type TaskExecStdinWriteStreamStart = Message<"modal.task_command_router.TaskExecStdinWriteStreamStart"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string exec_id = 2;
+   */
+  execId: string;
+
+  /**
+   * Stdin position of this stream's first data byte.
+   *
+   * @generated from field: uint64 offset = 3;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinWriteStreamStart.
+ * Use `create(TaskExecStdinWriteStreamStartSchema)` to create a new message.
+ */
+export const TaskExecStdinWriteStreamStartSchema: GenMessage<TaskExecStdinWriteStreamStart> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 17);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinWriteStreamEnd
+ */
+export type TaskExecStdinWriteStreamEnd = Message<"modal.task_command_router.TaskExecStdinWriteStreamEnd"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinWriteStreamEnd.
+ * Use `create(TaskExecStdinWriteStreamEndSchema)` to create a new message.
+ */
+export const TaskExecStdinWriteStreamEndSchema: GenMessage<TaskExecStdinWriteStreamEnd> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 18);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinWriteStreamResponse
+ */
+export type TaskExecStdinWriteStreamResponse = Message<"modal.task_command_router.TaskExecStdinWriteStreamResponse"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinWriteStreamResponse.
+ * Use `create(TaskExecStdinWriteStreamResponseSchema)` to create a new message.
+ */
+export const TaskExecStdinWriteStreamResponseSchema: GenMessage<TaskExecStdinWriteStreamResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 19);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinStatusRequest
+ */
+export type TaskExecStdinStatusRequest = Message<"modal.task_command_router.TaskExecStdinStatusRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string exec_id = 2;
+   */
+  execId: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinStatusRequest.
+ * Use `create(TaskExecStdinStatusRequestSchema)` to create a new message.
+ */
+export const TaskExecStdinStatusRequestSchema: GenMessage<TaskExecStdinStatusRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 20);
+
+/**
+ * @generated from message modal.task_command_router.TaskExecStdinStatusResponse
+ */
+export type TaskExecStdinStatusResponse = Message<"modal.task_command_router.TaskExecStdinStatusResponse"> & {
+  /**
+   * Stdin bytes accepted so far (every write path).
+   *
+   * @generated from field: uint64 num_bytes_written = 1;
+   */
+  numBytesWritten: bigint;
+
+  /**
+   * Stdin was closed (EOF received).
+   *
+   * @generated from field: bool closed = 2;
+   */
+  closed: boolean;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskExecStdinStatusResponse.
+ * Use `create(TaskExecStdinStatusResponseSchema)` to create a new message.
+ */
+export const TaskExecStdinStatusResponseSchema: GenMessage<TaskExecStdinStatusResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 21);
+
+/**
+ * @generated from message modal.task_command_router.SandboxStdinWriteV2Request
+ */
+export type SandboxStdinWriteV2Request = Message<"modal.task_command_router.SandboxStdinWriteV2Request"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: bool eof = 4;
+   */
+  eof: boolean;
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxStdinWriteV2Request.
+ * Use `create(SandboxStdinWriteV2RequestSchema)` to create a new message.
+ */
+export const SandboxStdinWriteV2RequestSchema: GenMessage<SandboxStdinWriteV2Request> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 22);
+
+/**
+ * @generated from message modal.task_command_router.SandboxStdinWriteV2Response
+ */
+export type SandboxStdinWriteV2Response = Message<"modal.task_command_router.SandboxStdinWriteV2Response"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxStdinWriteV2Response.
+ * Use `create(SandboxStdinWriteV2ResponseSchema)` to create a new message.
+ */
+export const SandboxStdinWriteV2ResponseSchema: GenMessage<SandboxStdinWriteV2Response> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 23);
+
+/**
+ * @generated from message modal.task_command_router.SandboxStdioReadV2Request
+ */
+export type SandboxStdioReadV2Request = Message<"modal.task_command_router.SandboxStdioReadV2Request"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: modal.task_command_router.SandboxStdioFileDescriptor file_descriptor = 3;
+   */
+  fileDescriptor: SandboxStdioFileDescriptor;
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxStdioReadV2Request.
+ * Use `create(SandboxStdioReadV2RequestSchema)` to create a new message.
+ */
+export const SandboxStdioReadV2RequestSchema: GenMessage<SandboxStdioReadV2Request> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 24);
+
+/**
+ * @generated from message modal.task_command_router.SandboxStdioReadV2Response
+ */
+export type SandboxStdioReadV2Response = Message<"modal.task_command_router.SandboxStdioReadV2Response"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * Absolute stream position of this chunk's first byte.
+   *
+   * @generated from field: uint64 starting_offset = 2;
+   */
+  startingOffset: bigint;
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxStdioReadV2Response.
+ * Use `create(SandboxStdioReadV2ResponseSchema)` to create a new message.
+ */
+export const SandboxStdioReadV2ResponseSchema: GenMessage<SandboxStdioReadV2Response> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 25);
+
+/**
+ * @generated from message modal.task_command_router.SandboxWaitUntilReadyTcrRequest
+ */
+export type SandboxWaitUntilReadyTcrRequest = Message<"modal.task_command_router.SandboxWaitUntilReadyTcrRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * Seconds.
+   *
+   * @generated from field: float timeout = 2;
+   */
+  timeout: number;
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxWaitUntilReadyTcrRequest.
+ * Use `create(SandboxWaitUntilReadyTcrRequestSchema)` to create a new message.
+ */
+export const SandboxWaitUntilReadyTcrRequestSchema: GenMessage<SandboxWaitUntilReadyTcrRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 26);
+
+/**
+ * @generated from message modal.task_command_router.SandboxWaitUntilReadyTcrResponse
+ */
+export type SandboxWaitUntilReadyTcrResponse = Message<"modal.task_command_router.SandboxWaitUntilReadyTcrResponse"> & {
+  /**
+   * When the sandbox became ready, Unix epoch seconds.
+   *
+   * @generated from field: double ready_at = 1;
+   */
+  readyAt: number;
+};
+
+/**
+ * Describes the message modal.task_command_router.SandboxWaitUntilReadyTcrResponse.
+ * Use `create(SandboxWaitUntilReadyTcrResponseSchema)` to create a new message.
+ */
+export const SandboxWaitUntilReadyTcrResponseSchema: GenMessage<SandboxWaitUntilReadyTcrResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 27);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerCreateRequest
+ */
+export type TaskContainerCreateRequest = Message<"modal.task_command_router.TaskContainerCreateRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string container_name = 2;
+   */
+  containerName: string;
+
+  /**
+   * @generated from field: string image_id = 3;
+   */
+  imageId: string;
+
+  /**
+   * @generated from field: repeated string args = 5;
+   */
+  args: string[];
+
+  /**
+   * @generated from field: map<string, string> env = 6;
+   */
+  env: { [key: string]: string };
+
+  /**
+   * @generated from field: string workdir = 7;
+   */
+  workdir: string;
+
+  /**
+   * @generated from field: repeated string secret_ids = 8;
+   */
+  secretIds: string[];
+
+  /**
+   * @generated from field: repeated modal.client.VolumeMount volume_mounts = 9;
+   */
+  volumeMounts: VolumeMount[];
+
+  /**
+   * @generated from field: optional modal.client.NetworkAccess network_access = 10;
+   */
+  networkAccess?: NetworkAccess | undefined;
+
+  /**
+   * @generated from field: optional modal.client.PTYInfo pty_info = 11;
+   */
+  ptyInfo?: PTYInfo | undefined;
+
+  /**
+   * @generated from field: optional uint32 memory_reserve_consume_mib = 12;
+   */
+  memoryReserveConsumeMib?: number | undefined;
+
+  /**
+   * @generated from field: repeated modal.client.SecretSource secret_sources = 13;
+   */
+  secretSources: SecretSource[];
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerCreateRequest.
+ * Use `create(TaskContainerCreateRequestSchema)` to create a new message.
+ */
+export const TaskContainerCreateRequestSchema: GenMessage<TaskContainerCreateRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 28);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerCreateResponse
+ */
+export type TaskContainerCreateResponse = Message<"modal.task_command_router.TaskContainerCreateResponse"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: string container_name = 2;
+   */
+  containerName: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerCreateResponse.
+ * Use `create(TaskContainerCreateResponseSchema)` to create a new message.
+ */
+export const TaskContainerCreateResponseSchema: GenMessage<TaskContainerCreateResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 29);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerInfo
+ */
+export type TaskContainerInfo = Message<"modal.task_command_router.TaskContainerInfo"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: string container_name = 2;
+   */
+  containerName: string;
+
+  /**
+   * Free-form state text.
+   *
+   * @generated from field: string status = 3;
+   */
+  status: string;
+
+  /**
+   * Final result; unset or UNSPECIFIED = still running.
+   *
+   * @generated from field: modal.client.GenericResult result = 4;
+   */
+  result?: GenericResult | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerInfo.
+ * Use `create(TaskContainerInfoSchema)` to create a new message.
+ */
+export const TaskContainerInfoSchema: GenMessage<TaskContainerInfo> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 30);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerGetRequest
+ */
+export type TaskContainerGetRequest = Message<"modal.task_command_router.TaskContainerGetRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string container_name = 2;
+   */
+  containerName: string;
+
+  /**
+   * @generated from field: bool include_terminated = 3;
+   */
+  includeTerminated: boolean;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerGetRequest.
+ * Use `create(TaskContainerGetRequestSchema)` to create a new message.
+ */
+export const TaskContainerGetRequestSchema: GenMessage<TaskContainerGetRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 31);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerGetResponse
+ */
+export type TaskContainerGetResponse = Message<"modal.task_command_router.TaskContainerGetResponse"> & {
+  /**
+   * @generated from field: modal.task_command_router.TaskContainerInfo container = 1;
+   */
+  container?: TaskContainerInfo | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerGetResponse.
+ * Use `create(TaskContainerGetResponseSchema)` to create a new message.
+ */
+export const TaskContainerGetResponseSchema: GenMessage<TaskContainerGetResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 32);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerListRequest
+ */
+export type TaskContainerListRequest = Message<"modal.task_command_router.TaskContainerListRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: bool include_terminated = 2;
+   */
+  includeTerminated: boolean;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerListRequest.
+ * Use `create(TaskContainerListRequestSchema)` to create a new message.
+ */
+export const TaskContainerListRequestSchema: GenMessage<TaskContainerListRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 33);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerListResponse
+ */
+export type TaskContainerListResponse = Message<"modal.task_command_router.TaskContainerListResponse"> & {
+  /**
+   * @generated from field: repeated modal.task_command_router.TaskContainerInfo containers = 1;
+   */
+  containers: TaskContainerInfo[];
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerListResponse.
+ * Use `create(TaskContainerListResponseSchema)` to create a new message.
+ */
+export const TaskContainerListResponseSchema: GenMessage<TaskContainerListResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 34);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerTerminateRequest
+ */
+export type TaskContainerTerminateRequest = Message<"modal.task_command_router.TaskContainerTerminateRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string container_id = 2;
+   */
+  containerId: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerTerminateRequest.
+ * Use `create(TaskContainerTerminateRequestSchema)` to create a new message.
+ */
+export const TaskContainerTerminateRequestSchema: GenMessage<TaskContainerTerminateRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 35);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerTerminateResponse
+ */
+export type TaskContainerTerminateResponse = Message<"modal.task_command_router.TaskContainerTerminateResponse"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerTerminateResponse.
+ * Use `create(TaskContainerTerminateResponseSchema)` to create a new message.
+ */
+export const TaskContainerTerminateResponseSchema: GenMessage<TaskContainerTerminateResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 36);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerWaitRequest
+ */
+export type TaskContainerWaitRequest = Message<"modal.task_command_router.TaskContainerWaitRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string container_id = 2;
+   */
+  containerId: string;
+
+  /**
+   * Seconds; 0 = answer now.
+   *
+   * @generated from field: float timeout = 3;
+   */
+  timeout: number;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerWaitRequest.
+ * Use `create(TaskContainerWaitRequestSchema)` to create a new message.
+ */
+export const TaskContainerWaitRequestSchema: GenMessage<TaskContainerWaitRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 37);
+
+/**
+ * @generated from message modal.task_command_router.TaskContainerWaitResponse
+ */
+export type TaskContainerWaitResponse = Message<"modal.task_command_router.TaskContainerWaitResponse"> & {
+  /**
+   * @generated from field: modal.client.GenericResult result = 1;
+   */
+  result?: GenericResult | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskContainerWaitResponse.
+ * Use `create(TaskContainerWaitResponseSchema)` to create a new message.
+ */
+export const TaskContainerWaitResponseSchema: GenMessage<TaskContainerWaitResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 38);
+
+/**
+ * @generated from message modal.task_command_router.TaskReloadVolumesRequest
+ */
+export type TaskReloadVolumesRequest = Message<"modal.task_command_router.TaskReloadVolumesRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string container_id = 2;
+   */
+  containerId: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskReloadVolumesRequest.
+ * Use `create(TaskReloadVolumesRequestSchema)` to create a new message.
+ */
+export const TaskReloadVolumesRequestSchema: GenMessage<TaskReloadVolumesRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 39);
+
+/**
+ * @generated from message modal.task_command_router.TaskReloadVolumesResponse
+ */
+export type TaskReloadVolumesResponse = Message<"modal.task_command_router.TaskReloadVolumesResponse"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskReloadVolumesResponse.
+ * Use `create(TaskReloadVolumesResponseSchema)` to create a new message.
+ */
+export const TaskReloadVolumesResponseSchema: GenMessage<TaskReloadVolumesResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 40);
+
+/**
+ * @generated from message modal.task_command_router.TaskSetNetworkAccessRequest
+ */
+export type TaskSetNetworkAccessRequest = Message<"modal.task_command_router.TaskSetNetworkAccessRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: modal.client.NetworkAccess network_access = 2;
+   */
+  networkAccess?: NetworkAccess | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSetNetworkAccessRequest.
+ * Use `create(TaskSetNetworkAccessRequestSchema)` to create a new message.
+ */
+export const TaskSetNetworkAccessRequestSchema: GenMessage<TaskSetNetworkAccessRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 41);
+
+/**
+ * @generated from message modal.task_command_router.TaskSetNetworkAccessResponse
+ */
+export type TaskSetNetworkAccessResponse = Message<"modal.task_command_router.TaskSetNetworkAccessResponse"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSetNetworkAccessResponse.
+ * Use `create(TaskSetNetworkAccessResponseSchema)` to create a new message.
+ */
+export const TaskSetNetworkAccessResponseSchema: GenMessage<TaskSetNetworkAccessResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 42);
+
+/**
+ * @generated from message modal.task_command_router.TaskSetExperimentalOutboundPolicyRequest
+ */
+export type TaskSetExperimentalOutboundPolicyRequest = Message<"modal.task_command_router.TaskSetExperimentalOutboundPolicyRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: modal.client.ExperimentalOutboundPolicy experimental_outbound_policy = 2;
+   */
+  experimentalOutboundPolicy?: ExperimentalOutboundPolicy | undefined;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSetExperimentalOutboundPolicyRequest.
+ * Use `create(TaskSetExperimentalOutboundPolicyRequestSchema)` to create a new message.
+ */
+export const TaskSetExperimentalOutboundPolicyRequestSchema: GenMessage<TaskSetExperimentalOutboundPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 43);
+
+/**
+ * @generated from message modal.task_command_router.TaskSetExperimentalOutboundPolicyResponse
+ */
+export type TaskSetExperimentalOutboundPolicyResponse = Message<"modal.task_command_router.TaskSetExperimentalOutboundPolicyResponse"> & {
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSetExperimentalOutboundPolicyResponse.
+ * Use `create(TaskSetExperimentalOutboundPolicyResponseSchema)` to create a new message.
+ */
+export const TaskSetExperimentalOutboundPolicyResponseSchema: GenMessage<TaskSetExperimentalOutboundPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 44);
+
+/**
+ * @generated from message modal.task_command_router.TaskSnapshotMemoryRequest
+ */
+export type TaskSnapshotMemoryRequest = Message<"modal.task_command_router.TaskSnapshotMemoryRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSnapshotMemoryRequest.
+ * Use `create(TaskSnapshotMemoryRequestSchema)` to create a new message.
+ */
+export const TaskSnapshotMemoryRequestSchema: GenMessage<TaskSnapshotMemoryRequest> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 45);
+
+/**
+ * @generated from message modal.task_command_router.TaskSnapshotMemoryResponse
+ */
+export type TaskSnapshotMemoryResponse = Message<"modal.task_command_router.TaskSnapshotMemoryResponse"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message modal.task_command_router.TaskSnapshotMemoryResponse.
+ * Use `create(TaskSnapshotMemoryResponseSchema)` to create a new message.
+ */
+export const TaskSnapshotMemoryResponseSchema: GenMessage<TaskSnapshotMemoryResponse> = /*@__PURE__*/
+  messageDesc(file_modal_proto_task_command_router, 46);
+
+/**
+ * Added later upstream: which stream of a V2 sandbox's entrypoint.
+ *
+ * @generated from enum modal.task_command_router.SandboxStdioFileDescriptor
+ */
+export enum SandboxStdioFileDescriptor {
+  /**
+   * @generated from enum value: SANDBOX_STDIO_FILE_DESCRIPTOR_STDOUT = 0;
+   */
+  STDOUT = 0,
+
+  /**
+   * @generated from enum value: SANDBOX_STDIO_FILE_DESCRIPTOR_STDERR = 1;
+   */
+  STDERR = 1,
+}
+
+/**
+ * Describes the enum modal.task_command_router.SandboxStdioFileDescriptor.
+ */
+export const SandboxStdioFileDescriptorSchema: GenEnum<SandboxStdioFileDescriptor> = /*@__PURE__*/
+  enumDesc(file_modal_proto_task_command_router, 0);
 
 /**
  * @generated from enum modal.task_command_router.TaskExecStderrConfig
@@ -539,7 +1353,7 @@ export enum TaskExecStderrConfig {
  * Describes the enum modal.task_command_router.TaskExecStderrConfig.
  */
 export const TaskExecStderrConfigSchema: GenEnum<TaskExecStderrConfig> = /*@__PURE__*/
-  enumDesc(file_modal_proto_task_command_router, 0);
+  enumDesc(file_modal_proto_task_command_router, 1);
 
 /**
  * @generated from enum modal.task_command_router.TaskExecStdioFileDescriptor
@@ -564,7 +1378,7 @@ export enum TaskExecStdioFileDescriptor {
  * Describes the enum modal.task_command_router.TaskExecStdioFileDescriptor.
  */
 export const TaskExecStdioFileDescriptorSchema: GenEnum<TaskExecStdioFileDescriptor> = /*@__PURE__*/
-  enumDesc(file_modal_proto_task_command_router, 1);
+  enumDesc(file_modal_proto_task_command_router, 2);
 
 /**
  * @generated from enum modal.task_command_router.TaskExecStdoutConfig
@@ -589,7 +1403,7 @@ export enum TaskExecStdoutConfig {
  * Describes the enum modal.task_command_router.TaskExecStdoutConfig.
  */
 export const TaskExecStdoutConfigSchema: GenEnum<TaskExecStdoutConfig> = /*@__PURE__*/
-  enumDesc(file_modal_proto_task_command_router, 2);
+  enumDesc(file_modal_proto_task_command_router, 3);
 
 /**
  * @generated from service modal.task_command_router.TaskCommandRouter
@@ -684,6 +1498,120 @@ export const TaskCommandRouter: GenService<{
     methodKind: "unary";
     input: typeof TaskSnapshotFilesystemRequestSchema;
     output: typeof TaskSnapshotFilesystemResponseSchema;
+  },
+  /**
+   * Added later upstream: the rest of the 23-RPC protocol (PROTOCOL-LATER.md §2).
+   *
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.SandboxStdinWriteV2
+   */
+  sandboxStdinWriteV2: {
+    methodKind: "unary";
+    input: typeof SandboxStdinWriteV2RequestSchema;
+    output: typeof SandboxStdinWriteV2ResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.SandboxStdioReadV2
+   */
+  sandboxStdioReadV2: {
+    methodKind: "server_streaming";
+    input: typeof SandboxStdioReadV2RequestSchema;
+    output: typeof SandboxStdioReadV2ResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.SandboxWaitUntilReady
+   */
+  sandboxWaitUntilReady: {
+    methodKind: "unary";
+    input: typeof SandboxWaitUntilReadyTcrRequestSchema;
+    output: typeof SandboxWaitUntilReadyTcrResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskContainerCreate
+   */
+  taskContainerCreate: {
+    methodKind: "unary";
+    input: typeof TaskContainerCreateRequestSchema;
+    output: typeof TaskContainerCreateResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskContainerGet
+   */
+  taskContainerGet: {
+    methodKind: "unary";
+    input: typeof TaskContainerGetRequestSchema;
+    output: typeof TaskContainerGetResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskContainerList
+   */
+  taskContainerList: {
+    methodKind: "unary";
+    input: typeof TaskContainerListRequestSchema;
+    output: typeof TaskContainerListResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskContainerTerminate
+   */
+  taskContainerTerminate: {
+    methodKind: "unary";
+    input: typeof TaskContainerTerminateRequestSchema;
+    output: typeof TaskContainerTerminateResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskContainerWait
+   */
+  taskContainerWait: {
+    methodKind: "unary";
+    input: typeof TaskContainerWaitRequestSchema;
+    output: typeof TaskContainerWaitResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskExecStdinStatus
+   */
+  taskExecStdinStatus: {
+    methodKind: "unary";
+    input: typeof TaskExecStdinStatusRequestSchema;
+    output: typeof TaskExecStdinStatusResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskExecStdinWriteStream
+   */
+  taskExecStdinWriteStream: {
+    methodKind: "client_streaming";
+    input: typeof TaskExecStdinWriteStreamRequestSchema;
+    output: typeof TaskExecStdinWriteStreamResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskReloadVolumes
+   */
+  taskReloadVolumes: {
+    methodKind: "unary";
+    input: typeof TaskReloadVolumesRequestSchema;
+    output: typeof TaskReloadVolumesResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskSetNetworkAccess
+   */
+  taskSetNetworkAccess: {
+    methodKind: "unary";
+    input: typeof TaskSetNetworkAccessRequestSchema;
+    output: typeof TaskSetNetworkAccessResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskSetOutboundPolicy
+   */
+  taskSetOutboundPolicy: {
+    methodKind: "unary";
+    input: typeof TaskSetExperimentalOutboundPolicyRequestSchema;
+    output: typeof TaskSetExperimentalOutboundPolicyResponseSchema;
+  },
+  /**
+   * @generated from rpc modal.task_command_router.TaskCommandRouter.TaskSnapshotMemory
+   */
+  taskSnapshotMemory: {
+    methodKind: "unary";
+    input: typeof TaskSnapshotMemoryRequestSchema;
+    output: typeof TaskSnapshotMemoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_modal_proto_task_command_router, 0);

@@ -3,6 +3,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
 import { procFromChild } from "../child-proc.ts";
+import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import { lookupProgram, notStartedProc } from "../program.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
 import { spawnHostPty } from "./host-pty.ts";
@@ -46,8 +47,13 @@ export class HostRuntime implements Runtime {
   }
 
   async spawn(_taskId: string, spec: SpawnSpec): Promise<Proc> {
-    if (spec.pty) return spawnHostPty(spec);
-    return spawnHostProcess(spec);
+    // The SDKs' filesystem helper has no place on this machine's own filesystem: run ours.
+    const s =
+      spec.argv[0] === FS_TOOLS_IN_TASK
+        ? { ...spec, argv: [nativeHelper("modal-sandbox-fs-tools"), ...spec.argv.slice(1)] }
+        : spec;
+    if (s.pty) return spawnHostPty(s);
+    return spawnHostProcess(s);
   }
 }
 

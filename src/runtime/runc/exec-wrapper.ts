@@ -1,5 +1,3 @@
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import type { ExitStatus } from "../runtime.ts";
 
 /**
@@ -18,32 +16,6 @@ import type { ExitStatus } from "../runtime.ts";
  * the C source for the details).
  */
 export const EXEC_IN_TASK = "/.taskrouter/exec";
-
-/** The native helpers native/build.sh builds (see there). */
-const HELPERS = [
-  "taskrouter-exec",
-  "taskrouter-mount",
-  "taskrouter-console",
-  "taskrouter-spawner",
-] as const;
-export type NativeHelper = (typeof HELPERS)[number];
-
-/** The host path of a helper built by native/build.sh. */
-export function nativeHelper(name: NativeHelper): string {
-  return fileURLToPath(new URL(`../../../build/native/${name}`, import.meta.url));
-}
-
-/** Throws, saying how to build them, when the native helpers are missing. */
-export function checkNativeHelpers(): void {
-  for (const name of HELPERS) {
-    const path = nativeHelper(name);
-    if (!existsSync(path)) {
-      throw new Error(
-        `${path} is missing: build it with \`npm run build:native\` (needs cc and libc6-dev)`,
-      );
-    }
-  }
-}
 
 /**
  * The argv that runs `argv` under the wrapper; with `statusFile` (a path in

@@ -33,6 +33,8 @@ const SKELETON_DIRS: [string, number][] = [
   ["var", 0o755],
   ["var/tmp", 0o1777],
   [".taskrouter", 0o755],
+  ["__modal", 0o755],
+  ["__modal/.bin", 0o755],
 ];
 
 /**

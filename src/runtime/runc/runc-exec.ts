@@ -13,16 +13,11 @@ import { constants } from "node:os";
 import { basename, dirname } from "node:path";
 import { runTool } from "../../util/run-tool.ts";
 import { spawnHostPty } from "../host/host-pty.ts";
+import { nativeHelper } from "../native.ts";
 import { notStartedProc } from "../program.ts";
 import type { ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
 import type { Spawned, Spawner } from "../spawner.ts";
-import {
-  killArgv,
-  nativeHelper,
-  parseWrapperStatus,
-  statusWithoutReport,
-  wrapArgv,
-} from "./exec-wrapper.ts";
+import { killArgv, parseWrapperStatus, statusWithoutReport, wrapArgv } from "./exec-wrapper.ts";
 import type { OciCli } from "./oci-cli.ts";
 import { taskProcess } from "./oci-spec.ts";
 import { resizer } from "./pty-resize.ts";

@@ -4,6 +4,7 @@ import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
+import { checkNativeHelpers, nativeHelper } from "../native.ts";
 import { procStatFields } from "../proc-stat.ts";
 import { lookupProgram } from "../program.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
@@ -15,7 +16,6 @@ import {
   oomKillCount,
 } from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
-import { checkNativeHelpers, nativeHelper } from "./exec-wrapper.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";

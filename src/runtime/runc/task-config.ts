@@ -2,8 +2,9 @@ import { mkdir, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
+import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import type { TaskSpec } from "../runtime.ts";
-import { EXEC_IN_TASK, nativeHelper } from "./exec-wrapper.ts";
+import { EXEC_IN_TASK } from "./exec-wrapper.ts";
 import type { OciFlavor } from "./oci-cli.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
 
@@ -37,7 +38,7 @@ export interface TaskConfigInput {
 
 /**
  * The OCI config of a task: the exec wrapper bind-mounted read-only at
- * /.taskrouter/exec, tini (or a shell loop) as PID 1, and for runsc the
+ * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1, and for runsc the
  * status directory of its execs (its exec has no --preserve-fds).
  */
 export function taskConfig(c: TaskConfigInput): OciSpec {
@@ -46,6 +47,12 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       destination: EXEC_IN_TASK,
       type: "bind",
       source: nativeHelper("taskrouter-exec"),
+      options: ["bind", "ro"],
+    },
+    {
+      destination: FS_TOOLS_IN_TASK,
+      type: "bind",
+      source: nativeHelper("modal-sandbox-fs-tools"),
       options: ["bind", "ro"],
     },
   ];

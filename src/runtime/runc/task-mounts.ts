@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 import { runTool } from "../../util/run-tool.ts";
-import { nativeHelper } from "./exec-wrapper.ts";
+import { nativeHelper } from "../native.ts";
 import { deviceName, mountInfo } from "./mounts.ts";
 
 /**

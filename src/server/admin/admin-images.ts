@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError } from "../../errors.ts";
 import {
   type CollectGarbageRequest,
   type CollectGarbageResponse,
@@ -23,11 +23,11 @@ import {
   type ListImagesRequest,
   type ListImagesResponse,
   ListImagesResponseSchema,
-} from "../gen/taskrouter/v1/images_pb.ts";
-import type { ImageMeta } from "../images/image-store.ts";
-import { bin } from "../images/paths.ts";
-import type { ImageService } from "../images/service.ts";
-import { clientStream, type ServerDeps, serverStream, unary } from "./call.ts";
+} from "../../gen/taskrouter/v1/images_pb.ts";
+import type { ImageMeta } from "../../images/image-store.ts";
+import { bin } from "../../images/paths.ts";
+import type { ImageService } from "../../images/service.ts";
+import { clientStream, type ServerDeps, serverStream, unary } from "../transport/call.ts";
 
 function toMsg(images: ImageService, m: ImageMeta): Image {
   return create(ImageSchema, {

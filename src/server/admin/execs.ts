@@ -1,5 +1,5 @@
-import type { TaskManager } from "../tasks/task-manager.ts";
-import type { ServerDeps } from "./call.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import type { ServerDeps } from "../transport/call.ts";
 import { execsInspect } from "./execs-inspect.ts";
 import { execsList } from "./execs-list.ts";
 import { execsResize } from "./execs-resize.ts";

@@ -1,13 +1,13 @@
 import { create } from "@bufbuild/protobuf";
-import type { TerminationCause as DomainCause } from "../exec/exec.ts";
-import type { ExecInfo } from "../exec/exec-info.ts";
+import type { TerminationCause as DomainCause } from "../../exec/exec.ts";
+import type { ExecInfo } from "../../exec/exec-info.ts";
 import {
   type ExecInfo as ExecInfoMsg,
   ExecInfoSchema,
   ExecState,
   TerminationCause,
-} from "../gen/taskrouter/v1/execs_pb.ts";
-import { exitStatusOneof } from "./exit-status.ts";
+} from "../../gen/taskrouter/v1/execs_pb.ts";
+import { exitStatusOneof } from "../router/exit-status.ts";
 
 const CAUSES: Record<DomainCause, TerminationCause> = {
   exited: TerminationCause.EXITED,

@@ -3,9 +3,9 @@ import {
   type TaskExecStdinWriteRequest,
   type TaskExecStdinWriteResponse,
   TaskExecStdinWriteResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary, wireOffset } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary, wireOffset } from "../transport/call.ts";
 
 export function taskExecStdinWrite(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStdinWriteRequest, TaskExecStdinWriteResponse>(

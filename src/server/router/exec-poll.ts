@@ -3,9 +3,9 @@ import {
   type TaskExecPollRequest,
   type TaskExecPollResponse,
   TaskExecPollResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 import { exitStatusOneof } from "./exit-status.ts";
 
 export function taskExecPoll(deps: ServerDeps, tasks: TaskManager) {

@@ -11,9 +11,9 @@ import {
   ListSecretsResponseSchema,
   type SecretInfo as SecretInfoMsg,
   SecretInfoSchema,
-} from "../gen/taskrouter/v1/secrets_pb.ts";
-import type { SecretInfo, SecretStore } from "../secrets/secret-store.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/taskrouter/v1/secrets_pb.ts";
+import type { SecretInfo, SecretStore } from "../../secrets/secret-store.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 function toMsg(s: SecretInfo): SecretInfoMsg {
   return create(SecretInfoSchema, {

@@ -3,9 +3,9 @@ import {
   type TaskExecWaitRequest,
   type TaskExecWaitResponse,
   TaskExecWaitResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 import { exitStatusOneof } from "./exit-status.ts";
 
 /** Holds the call until the exec exits; a cancelled call just stops waiting. */

@@ -1,13 +1,13 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError } from "../../errors.ts";
 import {
   TaskExecStdioFileDescriptor,
   type TaskExecStdioReadRequest,
   type TaskExecStdioReadResponse,
   TaskExecStdioReadResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, serverStream, wireOffset } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, serverStream, wireOffset } from "../transport/call.ts";
 
 export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
   return serverStream<TaskExecStdioReadRequest, TaskExecStdioReadResponse>(

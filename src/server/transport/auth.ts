@@ -7,9 +7,9 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { authorize, type Need } from "../auth/tokens.ts";
-import type { TokenVerifier } from "../auth/verifier.ts";
-import { TaskRouterError, UnauthenticatedError } from "../errors.ts";
+import { authorize, type Need } from "../../auth/tokens.ts";
+import type { TokenVerifier } from "../../auth/verifier.ts";
+import { TaskRouterError, UnauthenticatedError } from "../../errors.ts";
 import { toGrpcError } from "./status.ts";
 
 /**

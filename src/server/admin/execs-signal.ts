@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError } from "../../errors.ts";
 import {
   type SignalExecRequest,
   type SignalExecResponse,
   SignalExecResponseSchema,
-} from "../gen/taskrouter/v1/execs_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/taskrouter/v1/execs_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 export function execsSignal(deps: ServerDeps, tasks: TaskManager) {
   return unary<SignalExecRequest, SignalExecResponse>(deps, "SignalExec", async (req) => {

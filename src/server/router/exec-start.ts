@@ -1,15 +1,15 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
-import type { ExecRequest } from "../exec/exec-request.ts";
+import { InvalidArgumentError } from "../../errors.ts";
+import type { EnvSource, ExecRequest } from "../../exec/exec-request.ts";
 import {
   type TaskExecStartRequest,
   type TaskExecStartResponse,
   TaskExecStartResponseSchema,
   TaskExecStderrConfig,
   TaskExecStdoutConfig,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 /** Maps the wire request to the domain's ExecRequest (enums checked here). */
 export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
@@ -37,7 +37,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
     stderr,
     timeoutSecs: req.timeoutSecs || undefined,
     workdir: req.workdir,
-    secretIds: req.secretIds,
+    envSources: envSources(req),
+    containerId: req.containerId,
     pty: p?.enabled
       ? {
           rows: p.winszRows || 24,
@@ -50,6 +51,29 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
       : undefined,
     runtimeDebug: req.runtimeDebug,
   };
+}
+
+/**
+ * The env carriers of the request as one ordered list (PROTOCOL-LATER §6):
+ * `secret_sources` as sent, or else `secret_ids` in order and then `env` on
+ * top. Mixing `secret_sources` with the others, or a source with neither
+ * field, is InvalidArgument.
+ */
+function envSources(req: TaskExecStartRequest): EnvSource[] {
+  const env = Object.entries(req.env);
+  if (req.secretSources.length > 0) {
+    if (req.secretIds.length > 0 || env.length > 0) {
+      throw new InvalidArgumentError("secret_sources cannot be combined with secret_ids or env");
+    }
+    return req.secretSources.map((s, i): EnvSource => {
+      if (s.source.case === "secretId") return { secretId: s.source.value };
+      if (s.source.case === "env") return { env: s.source.value.contents };
+      throw new InvalidArgumentError(`secret_sources[${i}] sets neither secret_id nor env`);
+    });
+  }
+  const out: EnvSource[] = req.secretIds.map((id) => ({ secretId: id }));
+  if (env.length > 0) out.push({ env: req.env });
+  return out;
 }
 
 export function taskExecStart(deps: ServerDeps, tasks: TaskManager) {

@@ -1,37 +1,28 @@
 import { setMaxListeners } from "node:events";
 import type { Http2Server, ServerOptions as Http2ServerOptions } from "node:http2";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
-import { type Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { type Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
-import type { TokenVerifier } from "../auth/verifier.ts";
-import { listenHost } from "../edge.ts";
-import { TaskCommandRouter } from "../gen/modal_proto/task_command_router_pb.ts";
-import { Execs } from "../gen/taskrouter/v1/execs_pb.ts";
-import { Images } from "../gen/taskrouter/v1/images_pb.ts";
-import { Secrets } from "../gen/taskrouter/v1/secrets_pb.ts";
-import { Tasks } from "../gen/taskrouter/v1/tasks_pb.ts";
-import type { ImageService } from "../images/service.ts";
-import { grpcServiceDef } from "../rpc/service-def.ts";
-import type { SecretStore } from "../secrets/secret-store.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import type { TlsKeyPair } from "../tls/certs.ts";
-import { imagesService } from "./admin-images.ts";
-import { secretsService } from "./admin-secrets.ts";
-import { tasksService } from "./admin-tasks.ts";
+import type { TokenVerifier } from "../../auth/verifier.ts";
+import { listenHost } from "../../edge.ts";
+import { Execs } from "../../gen/taskrouter/v1/execs_pb.ts";
+import { Images } from "../../gen/taskrouter/v1/images_pb.ts";
+import { Secrets } from "../../gen/taskrouter/v1/secrets_pb.ts";
+import { Tasks } from "../../gen/taskrouter/v1/tasks_pb.ts";
+import type { ImageService } from "../../images/service.ts";
+import type { SecretStore } from "../../secrets/secret-store.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import type { TlsKeyPair } from "../../tls/certs.ts";
+import { imagesService } from "../admin/admin-images.ts";
+import { secretsService } from "../admin/admin-secrets.ts";
+import { tasksService } from "../admin/admin-tasks.ts";
+import { execsService } from "../admin/execs.ts";
+import { routerService } from "../router/index.ts";
 import { AuthServer } from "./auth.ts";
 import type { ServerDeps } from "./call.ts";
-import { taskExecPoll } from "./exec-poll.ts";
-import { taskExecStart } from "./exec-start.ts";
-import { taskExecStdinWrite } from "./exec-stdin-write.ts";
-import { taskExecStdioRead } from "./exec-stdio-read.ts";
-import { taskExecWait } from "./exec-wait.ts";
-import { execsService } from "./execs.ts";
+import { type BoundService, bindService } from "./conformance.ts";
 import { routeByFirstByte, TLS_HANDSHAKE } from "./first-byte.ts";
-import { taskMountDirectory } from "./mount-directory.ts";
-import { taskSnapshotDirectory } from "./snapshot-directory.ts";
-import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
-import { taskUnmountDirectory } from "./unmount-directory.ts";
 
 /** Requests up to this size are accepted (one stdin write can carry 16 MiB; SPEC asks ≥ 100 MiB). */
 export const MAX_RECEIVE_MESSAGE = 128 * 1024 * 1024;
@@ -78,38 +69,14 @@ export async function startServer(
     "grpc.max_send_message_length": 4 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  const router = {
-    taskExecPoll: taskExecPoll(deps, tasks),
-    taskExecStart: taskExecStart(deps, tasks),
-    taskExecStdinWrite: taskExecStdinWrite(deps, tasks),
-    taskExecStdioRead: taskExecStdioRead(deps, tasks),
-    taskExecWait: taskExecWait(deps, tasks),
-    taskMountDirectory: taskMountDirectory(deps, services.images),
-    taskSnapshotDirectory: taskSnapshotDirectory(deps, services.images),
-    taskUnmountDirectory: taskUnmountDirectory(deps, services.images),
-    taskSnapshotFilesystem: taskSnapshotFilesystem(deps, services.images),
-  };
-  server.addService(grpcServiceDef(TaskCommandRouter), router as UntypedServiceImplementation);
-  server.addService(
-    grpcServiceDef(Tasks),
-    tasksService(deps, tasks) as unknown as UntypedServiceImplementation,
-  );
-  server.addService(
-    grpcServiceDef(Execs),
-    execsService(deps, tasks) as unknown as UntypedServiceImplementation,
-  );
-  if (services.images) {
-    server.addService(
-      grpcServiceDef(Images),
-      imagesService(deps, services.images) as unknown as UntypedServiceImplementation,
-    );
-  }
-  if (services.secrets) {
-    server.addService(
-      grpcServiceDef(Secrets),
-      secretsService(deps, services.secrets) as unknown as UntypedServiceImplementation,
-    );
-  }
+  const bound: BoundService[] = [
+    routerService(deps, tasks, services.images),
+    bindService(Tasks, tasksService(deps, tasks)),
+    bindService(Execs, execsService(deps, tasks)),
+  ];
+  if (services.images) bound.push(bindService(Images, imagesService(deps, services.images)));
+  if (services.secrets) bound.push(bindService(Secrets, secretsService(deps, services.secrets)));
+  for (const b of bound) server.addService(b.definition, b.implementation);
   new HealthImplementation({ "": "SERVING" }).addToServer(server);
 
   const h2c = createInjector(server, ServerCredentials.createInsecure(), log);

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError } from "../../errors.ts";
 import {
   type CreateTaskRequest,
   type CreateTaskResponse,
@@ -16,11 +16,11 @@ import {
   type TerminateTaskRequest,
   type TerminateTaskResponse,
   TerminateTaskResponseSchema,
-} from "../gen/taskrouter/v1/tasks_pb.ts";
-import type { TaskSpec } from "../runtime/runtime.ts";
-import type { Task } from "../tasks/task.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/taskrouter/v1/tasks_pb.ts";
+import type { TaskSpec } from "../../runtime/runtime.ts";
+import type { Task } from "../../tasks/task.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 function toMsg(t: Task): TaskMsg {
   const rs = t.runtimeStatus();

@@ -1,12 +1,13 @@
 import { Metadata, type ServerErrorResponse, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type ErrorKind, TaskRouterError } from "../errors.ts";
+import { type ErrorKind, TaskRouterError } from "../../errors.ts";
 
 const CODES: Record<ErrorKind, status> = {
   InvalidArgument: status.INVALID_ARGUMENT,
   NotFound: status.NOT_FOUND,
   AlreadyExists: status.ALREADY_EXISTS,
   FailedPrecondition: status.FAILED_PRECONDITION,
+  Aborted: status.ABORTED,
   OutOfRange: status.OUT_OF_RANGE,
   PermissionDenied: status.PERMISSION_DENIED,
   Unauthenticated: status.UNAUTHENTICATED,

@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
-import { UnimplementedError } from "../errors.ts";
+import { UnimplementedError } from "../../errors.ts";
 import {
   type TaskSnapshotDirectoryRequest,
   type TaskSnapshotDirectoryResponse,
   TaskSnapshotDirectoryResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { ImageService } from "../images/service.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { ImageService } from "../../images/service.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 /** TaskSnapshotDirectory: captures the directory at `path` as a new image. */
 export function taskSnapshotDirectory(deps: ServerDeps, images?: ImageService) {
@@ -18,6 +18,8 @@ export function taskSnapshotDirectory(deps: ServerDeps, images?: ImageService) {
       const imageId = await images.snapshotDirectory(req.taskId, req.path, {
         snapshotId: req.snapshotId,
         ttlSeconds: req.ttlSeconds,
+        containerId: req.containerId,
+        encryptionKey: req.customerSuppliedEncryptionKey,
         signal: ctx.signal,
       });
       return create(TaskSnapshotDirectoryResponseSchema, { imageId });

@@ -1,4 +1,4 @@
-import type { ExitStatus } from "../runtime/runtime.ts";
+import type { ExitStatus } from "../../runtime/runtime.ts";
 
 /** The `exit_status` oneof of Poll and Wait responses; unset while running. */
 export function exitStatusOneof(

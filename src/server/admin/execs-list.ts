@@ -3,9 +3,9 @@ import {
   type ListExecsRequest,
   type ListExecsResponse,
   ListExecsResponseSchema,
-} from "../gen/taskrouter/v1/execs_pb.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/taskrouter/v1/execs_pb.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 import { toExecInfoMsg } from "./execs-info.ts";
 
 export function execsList(deps: ServerDeps, tasks: TaskManager) {

@@ -6,7 +6,7 @@ import type {
   ServerWritableStream,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { CancelledError, UnavailableError } from "../errors.ts";
+import { CancelledError, UnavailableError } from "../../errors.ts";
 import { toGrpcError } from "./status.ts";
 
 const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);

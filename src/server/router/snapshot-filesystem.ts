@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
-import { UnimplementedError } from "../errors.ts";
+import { UnimplementedError } from "../../errors.ts";
 import {
   type TaskSnapshotFilesystemRequest,
   type TaskSnapshotFilesystemResponse,
   TaskSnapshotFilesystemResponseSchema,
-} from "../gen/modal_proto/task_command_router_pb.ts";
-import type { ImageService } from "../images/service.ts";
-import { type ServerDeps, unary } from "./call.ts";
+} from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { ImageService } from "../../images/service.ts";
+import { type ServerDeps, unary } from "../transport/call.ts";
 
 /** TaskSnapshotFilesystem: captures the task's whole root filesystem as a new image. */
 export function taskSnapshotFilesystem(deps: ServerDeps, images?: ImageService) {
@@ -18,6 +18,8 @@ export function taskSnapshotFilesystem(deps: ServerDeps, images?: ImageService) 
       const imageId = await images.snapshotFilesystem(req.taskId, {
         snapshotId: req.snapshotId,
         ttlSeconds: req.ttlSeconds,
+        containerId: req.containerId,
+        encryptionKey: req.customerSuppliedEncryptionKey,
         signal: ctx.signal,
       });
       return create(TaskSnapshotFilesystemResponseSchema, { imageId });

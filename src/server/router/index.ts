@@ -1,0 +1,54 @@
+import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { ImageService } from "../../images/service.ts";
+import type { TaskManager } from "../../tasks/task-manager.ts";
+import type { ServerDeps } from "../transport/call.ts";
+import { type BoundService, bindService } from "../transport/conformance.ts";
+import { taskExecPoll } from "./exec-poll.ts";
+import { taskExecStart } from "./exec-start.ts";
+import { taskExecStdinStatus } from "./exec-stdin-status.ts";
+import { taskExecStdinWrite } from "./exec-stdin-write.ts";
+import { taskExecStdinWriteStream } from "./exec-stdin-write-stream.ts";
+import { taskExecStdioRead } from "./exec-stdio-read.ts";
+import { taskExecWait } from "./exec-wait.ts";
+import { taskMountDirectory } from "./mount-directory.ts";
+import { notYetStream, notYetUnary } from "./not-yet.ts";
+import { taskSnapshotDirectory } from "./snapshot-directory.ts";
+import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
+import { taskUnmountDirectory } from "./unmount-directory.ts";
+
+/**
+ * modal.task_command_router.TaskCommandRouter: all 23 RPCs of the later
+ * protocol (PROTOCOL-LATER.md), one thin adapter file per RPC. The ones the
+ * task-level protocol brings (issue 12) answer UNIMPLEMENTED with a reason.
+ */
+export function routerService(
+  deps: ServerDeps,
+  tasks: TaskManager,
+  images: ImageService | undefined,
+): BoundService {
+  return bindService(TaskCommandRouter, {
+    taskExecPoll: taskExecPoll(deps, tasks),
+    taskExecStart: taskExecStart(deps, tasks),
+    taskExecStdinWrite: taskExecStdinWrite(deps, tasks),
+    taskExecStdioRead: taskExecStdioRead(deps, tasks),
+    taskExecWait: taskExecWait(deps, tasks),
+    taskExecStdinStatus: taskExecStdinStatus(deps, tasks),
+    taskExecStdinWriteStream: taskExecStdinWriteStream(deps, tasks),
+    taskMountDirectory: taskMountDirectory(deps, images),
+    taskSnapshotDirectory: taskSnapshotDirectory(deps, images),
+    taskUnmountDirectory: taskUnmountDirectory(deps, images),
+    taskSnapshotFilesystem: taskSnapshotFilesystem(deps, images),
+    sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
+    sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
+    sandboxWaitUntilReady: notYetUnary(deps, "SandboxWaitUntilReady"),
+    taskContainerCreate: notYetUnary(deps, "TaskContainerCreate"),
+    taskContainerGet: notYetUnary(deps, "TaskContainerGet"),
+    taskContainerList: notYetUnary(deps, "TaskContainerList"),
+    taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
+    taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
+    taskReloadVolumes: notYetUnary(deps, "TaskReloadVolumes"),
+    taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
+    taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
+    taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),
+  });
+}
