@@ -1,6 +1,6 @@
 /*
  * taskrouter-exec: the program every exec of a runc task runs as, ahead of
- * the command: `/.taskrouter/exec [-s STATUSFILE] MERGE ARGV...` (bind-mounted
+ * the command: `/.taskrouter/exec [-s STATUSFILE] [-t DEADLINE] MERGE ARGV...` (bind-mounted
  * read-only into each task; linked statically, so it runs in any image, with
  * or without a libc of its own). Also `/.taskrouter/exec -k SIG PGID`: sends
  * SIG to process group PGID (for runtimes whose task processes the host
@@ -13,6 +13,13 @@
  * and the command never inherits; or, with -s (runtimes without
  * --preserve-fds: runsc), to STATUSFILE, a file in a directory of the
  * router's bind-mounted into the task, synced before the wrapper exits.
+ *
+ * With -t, DEADLINE is a wall-clock time in milliseconds since the Unix
+ * epoch (the host's clock, which the task shares): at that time the wrapper
+ * SIGKILLs its whole process group (the command, its group and itself, the
+ * same kill the router sends for a timeout), without a round trip through the
+ * runtime: that is what lets a timed-out exec's streams end before the
+ * client's deadline even where a kill from the host costs a `runsc exec`.
  *
  * It also:
  * - makes itself a process-group leader first (runc's exec already made it a
@@ -37,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STATUS_FD 3
@@ -92,6 +101,26 @@ static int report_not_started(const char *name, int err, int merge) {
   return missing ? 127 : 126;
 }
 
+/* -t: SIGKILL our whole group (we lead it) when the deadline comes. */
+static void on_deadline(int sig) {
+  (void)sig;
+  kill(0, SIGKILL);
+}
+
+/* Arms the deadline (ms since the epoch); returns -1 for a malformed value. */
+static int arm_deadline(const char *text) {
+  char *end;
+  long long at = strtoll(text, &end, 10);
+  if (*end != '\0' || at <= 0) return -1;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  long long left = at - ((long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+  if (left < 1) left = 1;
+  struct itimerval it = {{0, 0}, {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000}};
+  signal(SIGALRM, on_deadline);
+  return setitimer(ITIMER_REAL, &it, NULL);
+}
+
 /* Set by the vfork child (it shares our memory) when its execvp failed. */
 static volatile int exec_errno;
 
@@ -139,8 +168,14 @@ int main(int argc, char **argv) {
     argc -= 2;
     argv += 2;
   }
+  const char *deadline = NULL;
+  if (argc >= 3 && strcmp(argv[1], "-t") == 0) {
+    deadline = argv[2];
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 3) {
-    fprintf(stderr, "usage: taskrouter-exec [-s STATUSFILE] MERGE(0|1) PROGRAM [ARG...]\n");
+    fprintf(stderr, "usage: taskrouter-exec [-s STATUSFILE] [-t DEADLINE] MERGE(0|1) PROGRAM [ARG...]\n");
     return 126;
   }
   if (fcntl(status_fd, F_GETFD) < 0) {
@@ -154,6 +189,9 @@ int main(int argc, char **argv) {
 
   pid_t pid = start(cmd, merge);
   if (pid < 0) return exec_errno == ENOENT || exec_errno == ENOTDIR ? 127 : 126;
+  if (deadline && arm_deadline(deadline) < 0) {
+    kill(0, SIGKILL); /* never run a command past a deadline we could not arm */
+  }
 
   close(STDIN_FILENO);
   close(STDOUT_FILENO);

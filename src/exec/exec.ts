@@ -25,6 +25,12 @@ export interface ExecOptions {
   /** Prefix of the spill files (`<prefix>.stdout`, `<prefix>.stderr`). */
   spillPrefix: string;
   onError: (err: unknown) => void;
+  /**
+   * When a `timeout_secs` exec is killed (ms since the epoch; the same time
+   * the runtime was given as SpawnSpec.deadline). Default: the start plus
+   * timeoutKillDelayMs.
+   */
+  deadline?: number;
   /** A PTY exec whose stdin had no write this long is ended (unless its request opts out); 0: never. */
   ptyIdleTimeoutMs?: number;
 }
@@ -38,6 +44,11 @@ export type StreamName = "stdout" | "stderr";
  * SDKs give the stream exactly that deadline (see docs/DECISIONS.md).
  */
 export const TIMEOUT_STREAM_MARGIN_MS = 100;
+
+/** When (ms after the start) an exec with `timeout_secs` is killed. */
+export function timeoutKillDelayMs(timeoutSecs: number): number {
+  return Math.max(0, timeoutSecs * 1000 - TIMEOUT_STREAM_MARGIN_MS);
+}
 
 /**
  * One command started in a task: its process, output logs, stdin and exit
@@ -79,8 +90,11 @@ export class Exec {
       pump(proc.stdout, this.logs.stdout, proc.exited, opts.drainGraceMs);
       pump(proc.stderr, this.logs.stderr, proc.exited, opts.drainGraceMs);
     }
-    if (request.timeoutSecs) {
-      const ms = Math.max(0, request.timeoutSecs * 1000 - TIMEOUT_STREAM_MARGIN_MS);
+    const deadline = request.timeoutSecs
+      ? (opts.deadline ?? this.startedAt + timeoutKillDelayMs(request.timeoutSecs))
+      : undefined;
+    if (deadline !== undefined) {
+      const ms = Math.max(0, deadline - Date.now());
       this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), ms);
     }
     if (request.pty) {
@@ -118,6 +132,10 @@ export class Exec {
       }
       this.status = status;
       this.endedAt = Date.now();
+      // A SIGKILL at the deadline came from the runtime's own timer (SpawnSpec.deadline).
+      if (deadline !== undefined && status.signal === 9 && Date.now() >= deadline) {
+        this.requestedCause ??= "timeout";
+      }
       this.cause =
         this.requestedCause ??
         (proc.oomKilled ? "oom" : status.signal !== undefined ? "signaled" : "exited");

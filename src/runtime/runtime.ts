@@ -20,6 +20,12 @@ export interface SpawnSpec {
    * to the terminal, and `Proc.resize` changes its size.
    */
   pty?: { rows: number; cols: number };
+  /**
+   * Wall-clock time (ms since the epoch) at which the process group is to be
+   * SIGKILLed (an exec's timeout). Runtimes that can do it inside the task
+   * (no round trip, so no later than this) do; the caller kills it anyway.
+   */
+  deadline?: number;
   /** Grant debugging powers (ptrace) to this process only (`runtime_debug`). */
   runtimeDebug?: boolean;
 }

@@ -7,6 +7,13 @@ export interface TcpProxy {
   address: string;
   /** Bytes relayed from the server to clients, over all connections so far. */
   readonly downBytes: number;
+  /** Bytes relayed from clients to the server, over all connections so far. */
+  readonly upBytes: number;
+  /**
+   * Cuts every connection each time `upBytes` grows by `n` more bytes (until
+   * `close`); returns a function that stops it.
+   */
+  cutEveryUp(n: number): () => void;
   /** Connections accepted so far. */
   readonly connections: number;
   /** Times `cutAll` destroyed at least one live connection. */
@@ -29,6 +36,8 @@ export async function startProxy(target: string): Promise<TcpProxy> {
   const port = Number(target.slice(i + 1));
   const live = new Set<Socket>();
   let downBytes = 0;
+  let upBytes = 0;
+  let upCut: { every: number; next: number } | undefined;
   let connections = 0;
   let cuts = 0;
   let trigger: { at: number; fire: () => void } | undefined;
@@ -54,7 +63,18 @@ export async function startProxy(target: string): Promise<TcpProxy> {
     upstream.on("error", drop);
     client.on("close", drop);
     upstream.on("close", drop);
-    client.pipe(upstream);
+    client.on("data", (chunk: Buffer) => {
+      upBytes += chunk.length;
+      if (!upstream.write(chunk)) {
+        client.pause();
+        upstream.once("drain", () => client.resume());
+      }
+      if (upCut && upBytes >= upCut.next) {
+        upCut.next = upBytes + upCut.every;
+        cutAll();
+      }
+    });
+    client.on("end", () => upstream.end());
     upstream.on("data", (chunk: Buffer) => {
       downBytes += chunk.length;
       if (!client.write(chunk)) {
@@ -78,6 +98,15 @@ export async function startProxy(target: string): Promise<TcpProxy> {
     get downBytes() {
       return downBytes;
     },
+    get upBytes() {
+      return upBytes;
+    },
+    cutEveryUp: (n) => {
+      upCut = { every: n, next: upBytes + n };
+      return () => {
+        upCut = undefined;
+      };
+    },
     get connections() {
       return connections;
     },
@@ -97,6 +126,7 @@ export async function startProxy(target: string): Promise<TcpProxy> {
       }),
     close: async () => {
       trigger = undefined;
+      upCut = undefined;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       cutAll();
       await closed;

@@ -55,6 +55,9 @@ export interface StartRequest {
   secret_ids?: string[];
   pty_info?: Record<string, unknown>;
   runtime_debug?: boolean;
+  container_id?: string;
+  env?: Record<string, string>;
+  secret_sources?: ({ secret_id: string } | { env: { contents: Record<string, string> } })[];
 }
 
 export interface ReadRequest {
@@ -124,11 +127,8 @@ export class WireClient {
     });
   }
 
-  private unary(
-    method: string,
-    req: unknown,
-    opts: CallOptions = {},
-  ): Promise<Record<string, unknown>> {
+  /** Any unary method by its proto name (e.g. "TaskExecStdinStatus"). */
+  unary(method: string, req: unknown, opts: CallOptions = {}): Promise<Record<string, unknown>> {
     const fn = (this.raw as unknown as Record<string, UnaryFn>)[method] as UnaryFn;
     const callOpts: grpc.CallOptions = {};
     if (opts.deadlineMs !== undefined) callOpts.deadline = Date.now() + opts.deadlineMs;

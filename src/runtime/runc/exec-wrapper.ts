@@ -19,11 +19,18 @@ export const EXEC_IN_TASK = "/.taskrouter/exec";
 
 /**
  * The argv that runs `argv` under the wrapper; with `statusFile` (a path in
- * the task) the status goes there instead of to fd 3.
+ * the task) the status goes there instead of to fd 3; with `deadline` (ms
+ * since the epoch) the wrapper SIGKILLs the exec's group at that time.
  */
-export function wrapArgv(argv: string[], merge: boolean, statusFile?: string): string[] {
+export function wrapArgv(
+  argv: string[],
+  merge: boolean,
+  statusFile?: string,
+  deadline?: number,
+): string[] {
   const status = statusFile === undefined ? [] : ["-s", statusFile];
-  return [EXEC_IN_TASK, ...status, merge ? "1" : "0", ...argv];
+  const timer = deadline === undefined ? [] : ["-t", String(Math.floor(deadline))];
+  return [EXEC_IN_TASK, ...status, ...timer, merge ? "1" : "0", ...argv];
 }
 
 /** The argv, run in the task, that sends signal number `sig` to process group `pgid`. */

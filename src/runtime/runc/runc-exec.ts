@@ -68,7 +68,7 @@ export async function spawnRuncExec(ctx: RuncExecContext, spec: SpawnSpec): Prom
     socket: `${ctx.filePrefix}.sock`,
   };
   const process_ = taskProcess({
-    args: wrapArgv(spec.argv, merge, ctx.statusFile?.taskPath),
+    args: wrapArgv(spec.argv, merge, ctx.statusFile?.taskPath, spec.deadline),
     env: spec.env,
     cwd: spec.cwd,
     terminal: spec.pty,
