@@ -8,7 +8,8 @@ import { ImageService } from "./images/service.ts";
 import { taskFsLookup } from "./images/task-fs.ts";
 import { HostRuntime } from "./runtime/host/host-runtime.ts";
 import { probeOciRuntime } from "./runtime/runc/oci-cli.ts";
-import { RuncRuntime } from "./runtime/runc/runc-runtime.ts";
+import { RuncRuntime, TASK_SECCOMP_CAPS } from "./runtime/runc/runc-runtime.ts";
+import { loadSeccomp } from "./runtime/runc/seccomp.ts";
 import type { Runtime } from "./runtime/runtime.ts";
 import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/transport/server.ts";
@@ -27,6 +28,11 @@ export interface DaemonConfig {
   runtime: "auto" | "host" | "runc";
   /** The OCI runtime binary of the runc runtime (runc, crun, runsc: same CLI). */
   ociRuntime: string;
+  /**
+   * The seccomp filter of runc tasks created from now on: "default" (Docker's
+   * default profile), "unconfined", or the path of a profile file.
+   */
+  seccomp: string;
   /** How long finished execs (and their output) are kept, ms. */
   retentionMs: number;
   /** Bytes of output kept per exec before the command is paused. */
@@ -51,8 +57,10 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   dataDir: "./.taskrouter",
   runtime: "auto",
   ociRuntime: "runc",
+  seccomp: "default",
   retentionMs: 60 * 60 * 1000,
-  outputCap: 1024 * 1024 * 1024,
+  // Above the filesystem helper's 5 GiB read limit (FS-TOOLS.md §6), so an SDK read never stalls.
+  outputCap: 6 * 1024 * 1024 * 1024,
   memoryLimit: 8 * 1024 * 1024,
   drainGraceMs: 1000,
   maxExecsPerTask: 10_000,
@@ -92,7 +100,9 @@ async function makeRuntimes(
   let why = await probeOciRuntime(config.ociRuntime);
   if (why === undefined) {
     try {
-      const runc = await RuncRuntime.create(dataDir, config.ociRuntime);
+      const runc = await RuncRuntime.create(dataDir, config.ociRuntime, {
+        seccomp: config.seccomp,
+      });
       runtimes.set(runc.name, runc);
     } catch (err) {
       why = (err as Error).message;
@@ -108,6 +118,8 @@ async function makeRuntimes(
 /** The one place that wires the router: runtime, task manager, server. */
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
   const dataDir = resolve(config.dataDir);
+  // A bad profile file stops the start, whichever runtime ends up the default.
+  loadSeccomp(config.seccomp, TASK_SECCOMP_CAPS);
   const edge = await prepareEdge(config.listen, dataDir, config.auth, config.tls, log);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const runtimes = await makeRuntimes(config, dataDir, log);

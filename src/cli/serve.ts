@@ -27,6 +27,7 @@ interface ServeOptions {
   ptyIdleTimeout: number;
   runtime: DaemonConfig["runtime"];
   ociRuntime: string;
+  seccomp: string;
 }
 
 /** The demo task's token (printed by `serve --demo`) lasts this long. */
@@ -115,6 +116,12 @@ export function registerServe(program: Command): void {
       d.ociRuntime,
     )
     .option(
+      "--seccomp <profile>",
+      "seccomp filter of runc tasks: default (Docker's default profile), unconfined, or a FILE" +
+        " holding an OCI linux.seccomp object",
+      d.seccomp,
+    )
+    .option(
       "--allow-runtime-debug",
       "let execs ask for runtime_debug (ptrace rights in their task)",
     )
@@ -125,6 +132,7 @@ export function registerServe(program: Command): void {
         dataDir: o.dataDir,
         runtime: o.runtime,
         ociRuntime: o.ociRuntime,
+        seccomp: o.seccomp,
         retentionMs: o.retention,
         outputCap: o.outputCap,
         memoryLimit: o.memoryLimit,

@@ -1,3 +1,5 @@
+import type { OciSeccomp } from "./seccomp.ts";
+
 /**
  * A typed builder for the parts of the OCI runtime spec (config.json) that
  * taskrouter uses. Field names follow the OCI runtime-spec 1.0 exactly.
@@ -47,6 +49,7 @@ export interface OciSpec {
     rootfsPropagation: string;
     maskedPaths: string[];
     readonlyPaths: string[];
+    seccomp?: OciSeccomp;
   };
 }
 
@@ -108,6 +111,8 @@ export interface TaskSpecInput {
   pidsLimit?: number | undefined;
   /** Extra mounts after the standard /proc, /dev, /sys ones (e.g. the init binary). */
   extraMounts: OciMount[];
+  /** The seccomp filter of every process of the task; undefined: none. */
+  seccomp?: OciSeccomp | undefined;
 }
 
 const CPU_PERIOD_US = 100_000;
@@ -127,7 +132,7 @@ export function buildTaskSpec(t: TaskSpecInput): OciSpec {
   if (t.pidsLimit !== undefined) resources.pids = { limit: t.pidsLimit };
   const namespaces = ["pid", "ipc", "uts", "mount"];
   if (t.isolatedNetwork) namespaces.push("network");
-  return {
+  const spec: OciSpec = {
     ociVersion: "1.0.2",
     process: t.init,
     root: { path: t.rootfs, readonly: false },
@@ -187,4 +192,6 @@ export function buildTaskSpec(t: TaskSpecInput): OciSpec {
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
   };
+  if (t.seccomp) spec.linux.seccomp = t.seccomp;
+  return spec;
 }

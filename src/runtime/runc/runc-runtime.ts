@@ -19,8 +19,10 @@ import { resolveConfined } from "./confined-path.ts";
 import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
 import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
 import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";
+import { DEFAULT_CAPS } from "./oci-spec.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
+import { loadSeccomp, type OciSeccomp, type SeccompOption } from "./seccomp.ts";
 import {
   checkTaskSpec,
   clearStatusDir,
@@ -29,6 +31,13 @@ import {
   taskConfig,
 } from "./task-config.ts";
 import { exposeMount, hideMount } from "./task-mounts.ts";
+
+/**
+ * The capabilities the seccomp profile is rendered for: any exec of a task may
+ * hold them (DEFAULT_CAPS; CAP_SYS_PTRACE for a runtime_debug exec, see
+ * runc-exec.ts), and the filter is the container's, shared by all of them.
+ */
+export const TASK_SECCOMP_CAPS = [...DEFAULT_CAPS, "CAP_SYS_PTRACE"];
 
 /** Directories a task must never see through the host image. */
 const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
@@ -70,6 +79,7 @@ export class RuncRuntime implements Runtime {
     private readonly tini: string | undefined,
     flavor: OciFlavor,
     prefix: string[],
+    private readonly seccomp: OciSeccomp | undefined,
   ) {
     this.base = join(dataDir, "runc");
     this.cli = new OciCli(binary, join(this.base, "state"), flavor, prefix);
@@ -79,12 +89,15 @@ export class RuncRuntime implements Runtime {
   /**
    * A runtime for `dataDir` using the OCI runtime `binary`. The tasks' init
    * is tini when installed (`opts.shellInit`: the shell reaper loop anyway).
+   * `opts.seccomp` (default "default"): the seccomp filter of tasks created
+   * from now on ("default", "unconfined" or a profile file, see seccomp.ts).
    */
   static async create(
     dataDir: string,
     binary: string,
-    opts: { shellInit?: boolean } = {},
+    opts: { shellInit?: boolean; seccomp?: SeccompOption } = {},
   ): Promise<RuncRuntime> {
+    const seccomp = loadSeccomp(opts.seccomp ?? "default", TASK_SECCOMP_CAPS);
     checkNativeHelpers();
     const real = await realpath(dataDir);
     if (UNSAFE_MOUNT_PATH.test(real)) {
@@ -102,8 +115,10 @@ export class RuncRuntime implements Runtime {
       flavor === "crun" && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
     // Resolved once: each exec then starts without a failed execve per PATH entry before it.
     const found = lookupProgram(file, process.env.PATH ?? "");
-    const prefix = ["file" in found ? found.file : file, ...args];
-    const rt = new RuncRuntime(real, binary, tini, flavor, prefix);
+    // runsc ignores linux.seccomp unless told to load it into its sandbox (a global flag).
+    const flags = flavor === "runsc" ? ["--oci-seccomp"] : [];
+    const prefix = ["file" in found ? found.file : file, ...args, ...flags];
+    const rt = new RuncRuntime(real, binary, tini, flavor, prefix, seccomp);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
@@ -173,6 +188,7 @@ export class RuncRuntime implements Runtime {
           tini: this.tini,
           flavor: this.cli.flavor,
           cgroupsPath: this.cgroupsPath(taskId),
+          seccomp: this.seccomp,
         }),
         null,
         1,

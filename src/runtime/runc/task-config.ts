@@ -7,6 +7,7 @@ import type { TaskSpec } from "../runtime.ts";
 import { EXEC_IN_TASK } from "./exec-wrapper.ts";
 import type { OciFlavor } from "./oci-cli.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
+import type { OciSeccomp } from "./seccomp.ts";
 
 /** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
 const SHELL_REAPER = 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done';
@@ -34,6 +35,8 @@ export interface TaskConfigInput {
   tini: string | undefined;
   flavor: OciFlavor;
   cgroupsPath: string;
+  /** The task's seccomp filter (`serve --seccomp`); undefined: unconfined. */
+  seccomp?: OciSeccomp | undefined;
 }
 
 /**
@@ -91,6 +94,7 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
     cpus: c.spec.cpus,
     pidsLimit: c.spec.pidsLimit,
     extraMounts: mounts,
+    seccomp: c.seccomp,
   });
 }
 
