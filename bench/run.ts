@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only exec,stdout,stdin,concurrency,images]
+ * `npm run bench [-- --quick] [--only exec,stdout,stdin,concurrency,images,files]
  *  [--rounds N] [--no-write] [--no-install] [--out FILE]`
  *
  * Runs each scenario's variants (ours and its baselines) alternately after a
@@ -21,6 +21,7 @@ import { renderSection, type Section, unavailableSection } from "./lib/report.ts
 import { progress } from "./lib/rounds.ts";
 import { concurrency } from "./scenarios/concurrency.ts";
 import { execLatency } from "./scenarios/exec-latency.ts";
+import { files } from "./scenarios/files.ts";
 import { images } from "./scenarios/images.ts";
 import { stdinThroughput } from "./scenarios/stdin.ts";
 import { stdoutThroughput } from "./scenarios/stdout.ts";
@@ -31,6 +32,7 @@ const SCENARIOS: Record<string, { title: string; fn: (ctx: BenchContext) => Prom
   stdin: { title: "3. Stdin throughput", fn: stdinThroughput },
   concurrency: { title: "4. Concurrency", fn: concurrency },
   images: { title: "5. Images", fn: images },
+  files: { title: "6. File transfer", fn: files },
 };
 
 const BEGIN = "<!-- bench:begin (written by `npm run bench`; edits here are overwritten) -->";

@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { registerCp } from "./cp.ts";
 import { registerExec } from "./exec.ts";
 import { registerImageExport } from "./image-export.ts";
 import { registerImageGc } from "./image-gc.ts";
@@ -26,6 +27,7 @@ const program = new Command("taskrouter")
 
 registerServe(program);
 registerExec(program);
+registerCp(program);
 const task = program.command("task").description("manage tasks");
 registerTaskCreate(task);
 registerTaskLs(task);

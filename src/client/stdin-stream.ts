@@ -1,0 +1,229 @@
+import { once } from "node:events";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { ClientWritableStream, MethodDefinition, ServiceError } from "@grpc/grpc-js";
+import { status as Code } from "@grpc/grpc-js";
+import { CancelledError } from "../errors.ts";
+import {
+  TaskCommandRouter,
+  TaskExecStdinStatusRequestSchema,
+  type TaskExecStdinStatusResponse,
+  TaskExecStdinWriteStreamRequestSchema,
+} from "../gen/modal_proto/task_command_router_pb.ts";
+import type { RouterClient } from "./client.ts";
+import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
+import { methodsOf } from "./methods.ts";
+import { DEFAULT_REPLAY, reader, type StdinInput } from "./stdin-source.ts";
+
+export {
+  DEFAULT_REPLAY,
+  fileSource,
+  type SeekableSource,
+  type StdinInput,
+} from "./stdin-source.ts";
+
+/** Bytes per `data` message, as the JS SDK sends (STREAMING_STDIN_CHUNK_SIZE). */
+export const STDIN_CHUNK = 256 * 1024;
+/** Resumes after the first attempt, as the JS SDK allows. */
+export const MAX_RESUMES = 9;
+
+export interface WriteStdinOptions {
+  signal?: AbortSignal;
+  /** Resumes allowed after a failed stream (default 9, as the SDKs). */
+  maxResumes?: number;
+  /** Bytes kept for replay of a one-shot source (default 64 MiB). */
+  replayBytes?: number;
+  /** Called with the resume offset before each resume. */
+  onResume?: (offset: number, err: unknown) => void;
+}
+
+export interface StdinStatus {
+  /** Stdin bytes accepted so far by every write path. */
+  written: number;
+  /** EOF was received. */
+  closed: boolean;
+}
+
+const def = methodsOf(TaskCommandRouter);
+
+/** TaskExecStdinStatus (retried). Evicts the exec's stdin stream in flight, if any. */
+export async function stdinStatus(
+  client: RouterClient,
+  taskId: string,
+  execId: string,
+  signal?: AbortSignal,
+): Promise<StdinStatus> {
+  const res = await client.unary<TaskExecStdinStatusResponse>(
+    def("taskExecStdinStatus"),
+    create(TaskExecStdinStatusRequestSchema, { taskId, execId }),
+    signal,
+  );
+  return { written: Number(res.numBytesWritten), closed: res.closed };
+}
+
+type Msg = { start: number } | { data: Uint8Array } | { end: true };
+
+/**
+ * Streams `source` into the exec's stdin (TaskExecStdinWriteStream: start,
+ * data chunks of at most 256 KiB, end) with backpressure, and closes stdin at
+ * the end. Resumes as the JS SDK does (PROTOCOL-LATER §5.4): after a failure
+ * with a transient code or UNAUTHENTICATED it asks TaskExecStdinStatus; stdin
+ * closed with everything sent and counted is success, closed otherwise is the
+ * stream's error, open reopens at `num_bytes_written`; at most 9 resumes. A
+ * failing source or an abort ends the call without `end`, so stdin stays open
+ * (nothing partial is committed). Returns the bytes sent; errors are RpcError,
+ * the source's own error, or CancelledError.
+ */
+export async function writeStdinStream(
+  client: RouterClient,
+  taskId: string,
+  execId: string,
+  source: StdinInput,
+  opts: WriteStdinOptions = {},
+): Promise<number> {
+  const read = reader(source, opts.replayBytes ?? DEFAULT_REPLAY);
+  const maxResumes = opts.maxResumes ?? MAX_RESUMES;
+  const method = streamMethod(taskId, execId);
+  let offset = 0;
+  for (let attempt = 0; ; attempt++) {
+    const state = { sent: offset, exhausted: false, sourceError: undefined as unknown };
+    try {
+      await attemptStream(client, method, read(offset), state, opts.signal);
+      return state.sent;
+    } catch (err) {
+      if (state.sourceError !== undefined) throw state.sourceError;
+      if (opts.signal?.aborted) throw abortReason(opts.signal);
+      if (!isServiceError(err) || !(RETRYABLE.has(err.code) || err.code === Code.UNAUTHENTICATED)) {
+        throw fromServiceError(err);
+      }
+      if (attempt >= maxResumes) throw fromServiceError(err);
+      const st = await stdinStatus(client, taskId, execId, opts.signal);
+      if (st.closed) {
+        // Only our `end` closes stdin: if all was sent and counted, just the answer was lost.
+        if (state.exhausted && st.written === state.sent) return state.sent;
+        throw fromServiceError(err);
+      }
+      offset = st.written;
+      opts.onResume?.(offset, err);
+    }
+  }
+}
+
+/** One attempt: start at the first offset, the source's chunks, end; resolves on OK. */
+async function attemptStream(
+  client: RouterClient,
+  method: MethodDefinition<Msg, unknown>,
+  chunks: AsyncIterable<Uint8Array>,
+  state: { sent: number; exhausted: boolean; sourceError: unknown },
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (signal?.aborted) throw abortReason(signal);
+  let settle: (err: ServiceError | null) => void = () => {};
+  const done = new Promise<ServiceError | null>((resolve) => {
+    settle = resolve;
+  });
+  const call: ClientWritableStream<Msg> = client.grpc.makeClientStreamRequest(
+    method.path,
+    method.requestSerialize,
+    method.responseDeserialize,
+    client.metadata(),
+    {},
+    (err) => settle(err),
+  );
+  call.on("error", () => {}); // reported through the callback
+  const cancel = () => call.cancel();
+  signal?.addEventListener("abort", cancel, { once: true });
+  // Stops the writer as soon as the call has failed (no drain will come then).
+  let failed = false;
+  const failure = new Promise<void>((resolve) => {
+    void done.then((err) => {
+      if (err === null) return;
+      failed = true;
+      resolve();
+    });
+  });
+  const send = async (m: Msg) => {
+    if (failed || call.write(m)) return;
+    // A failed call reports through its callback; `once` would reject on its "error".
+    await Promise.race([once(call, "drain").catch(() => {}), failure]);
+  };
+  const it = chunks[Symbol.asyncIterator]();
+  const stopped = failure.then(() => undefined);
+  try {
+    await send({ start: state.sent });
+    while (!failed) {
+      let r: IteratorResult<Uint8Array>;
+      try {
+        // A call that fails while the source is slow is noticed at once.
+        const next = it.next();
+        const first = await Promise.race([next, stopped]);
+        if (!first) {
+          next.catch(() => {});
+          break;
+        }
+        r = first;
+      } catch (err) {
+        state.sourceError = err ?? new Error("the stdin source failed");
+        call.cancel();
+        throw state.sourceError;
+      }
+      if (r.done) break;
+      const chunk = r.value;
+      for (let i = 0; i < chunk.length && !failed; i += STDIN_CHUNK) {
+        const data = chunk.subarray(i, i + STDIN_CHUNK);
+        state.sent += data.length;
+        await send({ data });
+      }
+    }
+    if (!failed) {
+      state.exhausted = true;
+      await send({ end: true });
+      call.end();
+    }
+    const err = await done;
+    if (err) throw err;
+  } finally {
+    signal?.removeEventListener("abort", cancel);
+    call.cancel(); // a no-op once the call has ended
+    if (!state.exhausted && state.sourceError === undefined) it.return?.()?.catch(() => {});
+  }
+}
+
+/** The method definition with a serializer that copies a data chunk once. */
+function streamMethod(taskId: string, execId: string): MethodDefinition<Msg, unknown> {
+  const base = def("taskExecStdinWriteStream");
+  const serialize = (m: Msg): Buffer => {
+    if ("data" in m) {
+      const n = m.data.length;
+      const head = varint([0x12], n);
+      const out = Buffer.allocUnsafe(head.length + n);
+      out.set(head, 0);
+      out.set(m.data, head.length);
+      return out;
+    }
+    const msg = create(TaskExecStdinWriteStreamRequestSchema, {
+      payload:
+        "start" in m
+          ? { case: "start", value: { taskId, execId, offset: BigInt(m.start) } }
+          : { case: "end", value: {} },
+    });
+    return Buffer.from(toBinary(TaskExecStdinWriteStreamRequestSchema, msg));
+  };
+  return { ...base, requestSerialize: serialize } as MethodDefinition<Msg, unknown>;
+}
+
+function varint(prefix: number[], n: number): Uint8Array {
+  const out = [...prefix];
+  let v = n;
+  while (v >= 0x80) {
+    out.push((v % 128) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return Uint8Array.from(out);
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error && signal.reason.name !== "AbortError"
+    ? signal.reason
+    : new CancelledError("the stdin upload was cancelled");
+}
