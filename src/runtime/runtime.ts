@@ -126,6 +126,13 @@ export interface Runtime {
    * the runtime enforces no limits and accepts only an empty spec.
    */
   checkSpec?(spec: TaskSpec): void;
+  /**
+   * How much earlier than usual an exec with a timeout is killed on this
+   * runtime, in ms: the time it takes, after a kill, to report the process's
+   * end and close its pipes (runsc: its `runsc exec` outlives the process by
+   * ~100 ms and more under load). Absent: 0.
+   */
+  readonly timeoutLeadMs?: number;
   /** The task's live state; absent: tasks are always running while they exist. */
   status?(taskId: string): TaskStatus;
 }
