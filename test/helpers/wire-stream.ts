@@ -38,11 +38,17 @@ export function openStdinStream(client: WireClient, md = new grpc.Metadata()): S
   result.catch(() => {});
   const call = fn.call(client.raw, md, {}, (err) => settle(err));
   return {
+    // Waits for the transport, or fails with the call's error when it ends first.
     send: (msg) =>
-      new Promise<void>((resolve) => {
-        if (call.write(msg)) resolve();
-        else call.once("drain", () => resolve());
-      }),
+      Promise.race([
+        new Promise<void>((resolve) => {
+          if (call.write(msg)) resolve();
+          else call.once("drain", () => resolve());
+        }),
+        result.then(() => {
+          throw new Error("the stream ended before this message was sent");
+        }),
+      ]),
     finish: () => {
       call.end();
       return result;
