@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only exec,stdout,stdin,concurrency,images,files]
+ * `npm run bench [-- --quick] [--only exec,stdout,stdin,concurrency,images,files,cli]
  *  [--rounds N] [--no-write] [--no-install] [--out FILE]`
  *
  * Runs each scenario's variants (ours and its baselines) alternately after a
@@ -19,6 +19,7 @@ import { BenchContext, benchConfig } from "./lib/context.ts";
 import { machineLines } from "./lib/machine.ts";
 import { renderSection, type Section, unavailableSection } from "./lib/report.ts";
 import { progress } from "./lib/rounds.ts";
+import { cliStart } from "./scenarios/cli-start.ts";
 import { concurrency } from "./scenarios/concurrency.ts";
 import { execLatency } from "./scenarios/exec-latency.ts";
 import { files } from "./scenarios/files.ts";
@@ -33,6 +34,7 @@ const SCENARIOS: Record<string, { title: string; fn: (ctx: BenchContext) => Prom
   concurrency: { title: "4. Concurrency", fn: concurrency },
   images: { title: "5. Images", fn: images },
   files: { title: "6. File transfer", fn: files },
+  cli: { title: "7. CLI start", fn: cliStart },
 };
 
 const BEGIN = "<!-- bench:begin (written by `npm run bench`; edits here are overwritten) -->";

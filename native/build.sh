@@ -4,7 +4,7 @@
 #   taskrouter-exec   the exec wrapper inside every runc task (static: runs in any image)
 #   taskrouter-mount  places image mounts into tasks whose runtime does not propagate them
 #   taskrouter-console  the terminal side of PTY execs for runtimes with --console-socket (runsc)
-#   taskrouter-spawner  starts the runtime's processes for the router (posix_spawn, no fork of Node)
+#   taskrouter-spawner  starts runc execs and host pipe execs for the router (vfork, no fork of Node)
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu

@@ -1,19 +1,30 @@
 /*
- * taskrouter-spawner: starts the runtime's processes (`runc exec ...`) for the
- * router. The router is a large process: its own fork copies the page tables
- * of its whole heap and blocks its event loop until the child has exec'd
- * (~7 ms here); this small process starts each one with vfork in ~1 ms
- * while the router goes on.
+ * taskrouter-spawner: starts processes for the router (the runc runtime's
+ * `runc exec ...`, the host runtime's commands). The router is a large
+ * process: its own fork copies the page tables of its whole heap and blocks
+ * its event loop until the child has exec'd (~7 ms here); this small process
+ * starts each one with vfork in ~1 ms while the router goes on.
  *
- * One spawner per router, its child, started once. Requests come on stdin:
- * a 4-byte little-endian length, then that many bytes of NUL-terminated
- * fields:
- *   spawn ID FLAGS CWD PROGRAM ARG...   start PROGRAM (an absolute path) with
- *       ARGs in CWD, in a session of its own, with default signal dispositions
- *       and an empty mask. stdin is always a pipe; FLAGS letters: 'o' stdout
- *       is a pipe, 'e' stderr is a pipe (each /dev/null otherwise), 'r' fd 3
- *       is a pipe whose bytes (a status report, at most 63 of them) come back
- *       with the exit.
+ * One spawner per runtime, the router's child, started once. Requests come on
+ * stdin: a 4-byte little-endian length (at most MAX_FRAME), then that many
+ * bytes of NUL-terminated fields:
+ *   spawn ID FLAGS CWD [N ENV...] PROGRAM ARG...   start PROGRAM (a path:
+ *       no PATH search) with ARGs in CWD, in a session of its own, with
+ *       default signal dispositions and an empty mask. stdin is always a
+ *       pipe; FLAGS letters ('-': none):
+ *         'o' stdout is a pipe, 'e' stderr is a pipe (each /dev/null
+ *             otherwise);
+ *         'm' stderr is the stdout pipe (or /dev/null with it): one pipe,
+ *             the bytes in write order;
+ *         'r' fd 3 is a pipe whose bytes (a status report, at most 63 of
+ *             them) come back with the exit;
+ *         'v' the field after CWD is a count N and the next N fields
+ *             (`NAME=VALUE`) are the process's whole environment; without
+ *             'v' it gets the spawner's own;
+ *         'a' the first ARG is argv[0] (PROGRAM is only the file run);
+ *             without 'a' argv[0] is PROGRAM.
+ *       A PROGRAM that execve refuses with ENOEXEC (a script without `#!`)
+ *       runs as `/bin/sh PROGRAM ARG...` (argv[0] dropped), as execvp does.
  *   release ID   the router has opened the pipe ends: close ours.
  * Events go to stdout, one line each:
  *   started ID PID IN OUT ERR   the router opens /proc/<spawner>/fd/<N> for
@@ -40,8 +51,7 @@
 
 extern char **environ;
 
-#define MAX_FRAME (1 << 20)
-#define MAX_ARGS 256
+#define MAX_FRAME (4 << 20) /* above Linux's default ARG_MAX (2 MiB): argv and env fit */
 #define MAX_ID 64
 #define LOW_FDS 10 /* pipe ends live above this, clear of the child's 0-3 */
 
@@ -115,7 +125,9 @@ static struct job *find(const char *id) {
 static volatile int child_errno;
 
 /* In the vfork child: only system calls, then exec or _exit. */
-static __attribute__((noreturn)) void child(int in, int out, int err, int rep, const char *cwd, char **argv) {
+static __attribute__((noreturn)) void child(int in, int out, int err, int rep, const char *cwd,
+                                            const char *file, char **argv, char **shargv,
+                                            char **envp) {
   sigset_t none;
   sigemptyset(&none);
   struct sigaction dfl = {.sa_handler = SIG_DFL};
@@ -128,16 +140,18 @@ static __attribute__((noreturn)) void child(int in, int out, int err, int rep, c
     child_errno = errno;
     _exit(127);
   }
-  execve(argv[0], argv, environ);
+  execve(file, argv, envp);
+  if (errno == ENOEXEC) execve(shargv[0], shargv, envp); /* no `#!`: the shell runs it */
   child_errno = errno;
   _exit(127);
 }
 
 /* vfork in a frame of its own: nothing of the caller's can be clobbered. */
 static __attribute__((noinline)) pid_t start_child(int in, int out, int err, int rep,
-                                                   const char *cwd, char **argv) {
+                                                   const char *cwd, const char *file, char **argv,
+                                                   char **shargv, char **envp) {
   pid_t pid = vfork();
-  if (pid == 0) child(in, out, err, rep, cwd, argv);
+  if (pid == 0) child(in, out, err, rep, cwd, file, argv, shargv, envp);
   return pid;
 }
 
@@ -146,7 +160,8 @@ static __attribute__((noinline)) pid_t start_child(int in, int out, int err, int
  * (32, 33) ignored in the child, and every process below (the runtime, the
  * exec wrapper, the command) would inherit that.
  */
-static int spawn_job(struct job *j, const char *flags, const char *cwd, char **argv) {
+static int spawn_job(struct job *j, const char *flags, const char *cwd, const char *file,
+                     char **argv, char **shargv, char **envp) {
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
   int fail = 0;
   if (make_pipe(in) < 0) fail = errno;
@@ -155,7 +170,9 @@ static int spawn_job(struct job *j, const char *flags, const char *cwd, char **a
   if (!fail && strchr(flags, 'r') && make_pipe(rep) < 0) fail = errno;
   if (!fail) {
     child_errno = 0;
-    pid_t pid = start_child(in[0], out[1], err[1], rep[1], cwd, argv);
+    /* 'm': fd 2 gets the stdout pipe's write end too (or /dev/null, as fd 1). */
+    int err_w = strchr(flags, 'm') ? out[1] : err[1];
+    pid_t pid = start_child(in[0], out[1], err_w, rep[1], cwd, file, argv, shargv, envp);
     if (pid < 0) {
       fail = errno;
     } else if (child_errno != 0) {
@@ -185,17 +202,19 @@ static void reject(const char *id, int err) {
   emit(line);
 }
 
-/* One request frame: fields separated by NULs (the last one NUL-terminated too). */
-static void handle(char *buf, size_t len) {
-  char *f[MAX_ARGS + 5];
-  size_t n = 0;
-  for (size_t i = 0; i < len && n < MAX_ARGS + 4; n++) {
-    f[n] = buf + i;
-    char *nul = memchr(buf + i, '\0', len - i);
-    if (!nul) return reject(n > 1 ? f[1] : "-", EINVAL);
-    i = (size_t)(nul - buf) + 1;
-    if (n == MAX_ARGS + 3 && i < len) return reject(f[1], E2BIG);
-  }
+/* A NULL-terminated copy of f[from..to), after `lead` when not NULL. */
+static char **vec(char **f, size_t from, size_t to, char *lead) {
+  size_t k = lead ? 1 : 0;
+  char **v = malloc((to - from + k + 1) * sizeof *v);
+  if (!v) exit(1);
+  if (lead) v[0] = lead;
+  memcpy(v + k, f + from, (to - from) * sizeof *v);
+  v[to - from + k] = NULL;
+  return v;
+}
+
+/* A request, as its `n` fields. */
+static void handle_fields(char **f, size_t n) {
   if (n == 2 && strcmp(f[0], "release") == 0) {
     struct job *j = find(f[1]);
     if (!j) return;
@@ -206,11 +225,30 @@ static void handle(char *buf, size_t len) {
   if (n < 5 || strcmp(f[0], "spawn") != 0 || strlen(f[1]) > MAX_ID || find(f[1])) {
     return reject(n > 1 ? f[1] : "-", EINVAL);
   }
+  const char *flags = f[2], *cwd = f[3];
+  size_t prog = 4; /* the index of PROGRAM */
+  char **envp = environ;
+  if (strchr(flags, 'v')) {
+    char *end;
+    errno = 0;
+    unsigned long ne = strtoul(f[4], &end, 10);
+    if (n < 6 || errno || end == f[4] || *end || ne > n - 6) return reject(f[1], EINVAL);
+    prog = 5 + ne;
+    envp = vec(f, 5, prog, NULL);
+  }
+  /* 'a': PROGRAM, then argv[0] ARG...; the shell fallback gets /bin/sh PROGRAM ARG... */
+  int own0 = strchr(flags, 'a') != NULL;
+  if (own0 && n < prog + 2) return reject(f[1], EINVAL);
+  char **argv = vec(f, prog + own0, n, NULL);
+  char **shargv = vec(f, prog + own0, n, "/bin/sh");
+  shargv[1] = f[prog];
   struct job *j = calloc(1, sizeof *j);
   if (!j) exit(1);
   strcpy(j->id, f[1]);
-  f[n] = NULL;
-  int fail = spawn_job(j, f[2], f[3], f + 4);
+  int fail = spawn_job(j, flags, cwd, f[prog], argv, shargv, envp);
+  if (envp != environ) free(envp);
+  free(argv);
+  free(shargv);
   char line[160];
   if (fail) {
     snprintf(line, sizeof line, "failed %s %d\n", j->id, fail);
@@ -225,6 +263,26 @@ static void handle(char *buf, size_t len) {
   snprintf(line, sizeof line, "started %s %d %d %d %d\n", j->id, (int)j->pid, j->ends[0],
            j->ends[1], j->ends[2]);
   emit(line);
+}
+
+/* One request frame: fields separated by NULs (the last one NUL-terminated too). */
+static void handle(char *buf, size_t len) {
+  size_t nf = 0;
+  for (size_t i = 0; i < len; i++) nf += buf[i] == '\0';
+  char **f = malloc((nf + 1) * sizeof *f);
+  if (!f) exit(1);
+  size_t n = 0;
+  for (size_t i = 0; i < len; n++) {
+    f[n] = buf + i;
+    char *nul = memchr(buf + i, '\0', len - i);
+    if (!nul) {
+      reject(n > 1 ? f[1] : "-", EINVAL);
+      return free(f);
+    }
+    i = (size_t)(nul - buf) + 1;
+  }
+  handle_fields(f, n);
+  free(f);
 }
 
 static void reap(void) {

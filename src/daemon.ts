@@ -6,6 +6,8 @@ import { type AuthConfig, prepareEdge, type TlsConfig } from "./edge.ts";
 import { systemArgMax } from "./exec/exec-request.ts";
 import { ImageService } from "./images/service.ts";
 import { taskFsLookup } from "./images/task-fs.ts";
+import { type Metrics, NO_METRICS } from "./metrics/metrics.ts";
+import type { MetricsServer } from "./metrics/serve.ts";
 import { HostRuntime } from "./runtime/host/host-runtime.ts";
 import { probeOciRuntime } from "./runtime/runc/oci-cli.ts";
 import { RuncRuntime, TASK_SECCOMP_CAPS } from "./runtime/runc/runc-runtime.ts";
@@ -50,6 +52,8 @@ export interface DaemonConfig {
   allowRuntimeDebug: boolean;
   /** A PTY session whose stdin stays idle this long is ended (unless it opted out), ms; 0: never. */
   ptyIdleTimeoutMs: number;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics; undefined: no metrics. */
+  metricsListen?: string | undefined;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -81,6 +85,8 @@ export interface Daemon {
   signingKey: SigningKey | undefined;
   /** The TLS certificate file served (TLS on), for clients' `--tls-ca`. */
   tlsCertFile: string | undefined;
+  /** Where Prometheus metrics are served (`metricsListen`), e.g. 127.0.0.1:9464. */
+  metricsAddress: string | undefined;
   /** Stops serving, then kills every exec (no child is left behind). */
   close(): Promise<void>;
 }
@@ -128,25 +134,46 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   ) as Runtime;
   if (runtime.warning) log.warn(runtime.warning);
   const secrets = await SecretStore.open(join(dataDir, "secrets"), (msg) => log.warn(msg));
-  const tasks = new TaskManager(dataDir, runtimes, runtime.name, {
-    secrets,
-    memoryLimit: config.memoryLimit,
-    outputCap: config.outputCap,
-    drainGraceMs: config.drainGraceMs,
-    retentionMs: config.retentionMs,
-    maxExecsPerTask: config.maxExecsPerTask,
-    allowRuntimeDebug: config.allowRuntimeDebug,
-    ptyIdleTimeoutMs: config.ptyIdleTimeoutMs,
-    spillDir: join(dataDir, "spill"),
-    onError: (err) => log.error({ err }, "output spill failed"),
-  });
+  let tasks: TaskManager | undefined;
+  const prom = config.metricsListen
+    ? await import("./metrics/prometheus.ts").then(
+        (m) =>
+          new m.PrometheusMetrics({
+            tasks: () => tasks?.list().length ?? 0,
+            execs: () =>
+              (tasks?.list() ?? []).reduce(
+                (n, t) => n + t.listExecs().filter((e) => e.running).length,
+                0,
+              ),
+          }),
+      )
+    : undefined;
+  const metrics: Metrics = prom ?? NO_METRICS;
+  tasks = new TaskManager(
+    dataDir,
+    runtimes,
+    runtime.name,
+    {
+      secrets,
+      memoryLimit: config.memoryLimit,
+      outputCap: config.outputCap,
+      drainGraceMs: config.drainGraceMs,
+      retentionMs: config.retentionMs,
+      maxExecsPerTask: config.maxExecsPerTask,
+      allowRuntimeDebug: config.allowRuntimeDebug,
+      ptyIdleTimeoutMs: config.ptyIdleTimeoutMs,
+      spillDir: join(dataDir, "spill"),
+      onError: (err) => log.error({ err }, "output spill failed"),
+    },
+    metrics,
+  );
   // Made before the tasks load: runc tasks rooted on an image hold it again when adopted.
   const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
     onSnapshotProgress: snapshotProgress(),
   });
-  const runc = runtimes.get("runc");
-  if (runc instanceof RuncRuntime) {
-    runc.setImageResolver((id, o) => images.acquireUnpacked(id, { expired: o.existing }));
+  // Runtimes that can root tasks on stored images find them in the image store.
+  for (const r of runtimes.values()) {
+    r.useImages?.((id, o) => images.acquireUnpacked(id, { expired: o.existing }));
   }
   await tasks.load();
   // Images: mounts of tasks that outlive the router (runc) are adopted, the others removed.
@@ -155,9 +182,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   await images.init((r) => !endsWithRouter(r));
   tasks.onTeardown((taskId) => images.teardownTask(taskId));
   let server: RouterServer;
+  let metricsServer: MetricsServer | undefined;
   try {
     systemArgMax(); // read once now, not in the first TaskExecStart
-    server = await startServer(config.listen, tasks, log, { secrets, images }, edge);
+    server = await startServer(config.listen, tasks, log, { secrets, images }, edge, metrics);
+    if (prom && config.metricsListen) {
+      const { serveMetrics } = await import("./metrics/serve.ts");
+      metricsServer = await serveMetrics(config.metricsListen, prom.registry).catch(
+        async (err: unknown) => {
+          await server.close();
+          throw err;
+        },
+      );
+    }
   } catch (err) {
     await tasks.shutdown();
     await images.shutdown(endsWithRouter);
@@ -172,7 +209,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     auth: edge.auth,
     signingKey: edge.signingKey,
     tlsCertFile: edge.tls?.certFile,
+    metricsAddress: metricsServer?.address,
     close: async () => {
+      await metricsServer?.close();
       await server.close();
       await tasks.shutdown();
       await images.shutdown(endsWithRouter);

@@ -28,7 +28,8 @@ interface Result {
 
 /** The CLI's environment: ours without TASKROUTER_SERVER, plus `extra`. */
 function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
+  // The source as it is now, not a dist/ build that may be older.
+  const env: NodeJS.ProcessEnv = { ...process.env, TASKROUTER_FROM_SOURCE: "1", ...extra };
   if (!("TASKROUTER_SERVER" in extra)) delete env.TASKROUTER_SERVER;
   return env;
 }

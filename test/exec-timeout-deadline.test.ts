@@ -87,7 +87,10 @@ for (const { label, oci } of variants) {
       for (let round = 0; round < ROUNDS; round++) {
         await Promise.all(Array.from({ length: PER_ROUND }, once));
       }
-      assert.ok(withOutput > 0, "no exec got to write before its timeout: the test checked nothing");
+      assert.ok(
+        withOutput > 0,
+        "no exec got to write before its timeout: the test checked nothing",
+      );
     });
   });
 }

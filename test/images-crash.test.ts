@@ -35,15 +35,6 @@ describe("a router killed in the middle of a snapshot leaves a consistent store"
   });
 
   it("SIGKILL during a big snapshot: no visible image, intact blobs; gc and a re-snapshot work", async () => {
-    const big = join(s.dir, "big");
-    const chunk = Buffer.alloc(256 * 1024);
-    for (let d = 0; d < 8; d++) {
-      await mkdir(join(big, `d${d}`), { recursive: true });
-      for (let f = 0; f < 40; f++) {
-        chunk.fill(d * 40 + f + 1);
-        await writeFile(join(big, `d${d}`, `f${f}`), chunk);
-      }
-    }
     const dataDir = join(s.dir, "data");
     const child = spawnCli([
       "serve",
@@ -64,6 +55,16 @@ describe("a router killed in the middle of a snapshot leaves a consistent store"
       retry: { tries: 1, baseDelayMs: 10, maxDelayMs: 10 },
     });
     const task = (await new TasksClient(client).create("crash")).taskId;
+    // In the host task's own directory, where its image calls are confined.
+    const big = join(dataDir, "tasks", task, "work", "big");
+    const chunk = Buffer.alloc(256 * 1024);
+    for (let d = 0; d < 8; d++) {
+      await mkdir(join(big, `d${d}`), { recursive: true });
+      for (let f = 0; f < 40; f++) {
+        chunk.fill(d * 40 + f + 1);
+        await writeFile(join(big, `d${d}`, `f${f}`), chunk);
+      }
+    }
     const ac = new AbortController();
     const snap = new TaskImagesClient(client)
       .snapshotDirectory(task, big, { signal: ac.signal })

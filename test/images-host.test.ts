@@ -3,7 +3,14 @@ import { chmod, mkdir, readFile, rm, stat, unlink, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { TaskImagesClient } from "../src/client/images.ts";
-import { blobFiles, makeTree, overlaySkipReason, rejectsKind, scratch } from "./helpers/images.ts";
+import { mountsUnder } from "../src/runtime/runc/mounts.ts";
+import {
+  blobFiles,
+  makeTree,
+  overlaySkipReason,
+  rejectsKind,
+  taskScratch,
+} from "./helpers/images.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { readTree } from "./helpers/tree.ts";
 
@@ -13,17 +20,18 @@ describe("images on the host runtime: snapshot, mount, unmount", { skip }, () =>
   let r: TestRouter;
   let images: TaskImagesClient;
   let task: string;
-  let s: Awaited<ReturnType<typeof scratch>>;
+  let s: Awaited<ReturnType<typeof taskScratch>>;
 
   before(async () => {
-    s = await scratch();
     r = await startRouter();
     images = new TaskImagesClient(r.client);
     task = await r.newTask();
+    // A host task's image calls are confined to its own directory.
+    s = await taskScratch(r.dataDir, task);
   });
   after(async () => {
-    await s.cleanup();
-    await r.close();
+    await s?.cleanup();
+    await r?.close();
   });
 
   it("round trip: snapshot, mount elsewhere, identical tree (content, modes, symlinks, empty dirs)", async () => {
@@ -155,17 +163,20 @@ describe("images on the host runtime: snapshot, mount, unmount", { skip }, () =>
     await rejectsKind(() => images.snapshotDirectory("no-such-task", s.dir), "NotFound");
   });
 
-  it("task teardown removes the task's mounts and restores what they hid", async () => {
+  it("task teardown removes the task's mounts (then its directory)", async () => {
     const t2 = await r.newTask();
-    const dst = join(s.dir, "teardown");
+    const t2dir = join(r.dataDir, "tasks", t2);
+    const dst = join(t2dir, "work", "teardown");
     await mkdir(dst);
     await writeFile(join(dst, "under"), "u");
     await images.mount(t2, dst, "");
     await images.mount(t2, join(dst, "inner"), "");
     assert.equal(r.daemon.images.mounts.list(t2).length, 2);
+    assert.equal((await mountsUnder(t2dir)).length, 2);
     await r.tasks.terminate(t2);
     assert.equal(r.daemon.images.mounts.list(t2).length, 0);
-    assert.equal(await readFile(join(dst, "under"), "utf8"), "u");
+    assert.deepEqual(await mountsUnder(t2dir), []);
+    await assert.rejects(stat(t2dir));
     for (const rec of r.daemon.images.mounts.list()) assert.notEqual(rec.taskId, t2);
   });
 

@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { type Header, pack } from "tar-stream";
 import { ImagesAdminClient, TaskImagesClient } from "../src/client/images.ts";
-import { makeTree, overlaySkipReason, rejectsKind, scratch } from "./helpers/images.ts";
+import { makeTree, overlaySkipReason, rejectsKind, taskScratch } from "./helpers/images.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { readTree } from "./helpers/tree.ts";
 
@@ -90,18 +90,18 @@ describe("image import and export (OCI interchange)", { skip }, () => {
   let admin: ImagesAdminClient;
   let images: TaskImagesClient;
   let task: string;
-  let s: Awaited<ReturnType<typeof scratch>>;
+  let s: Awaited<ReturnType<typeof taskScratch>>;
 
   before(async () => {
-    s = await scratch();
     r = await startRouter();
     admin = new ImagesAdminClient(r.client);
     images = new TaskImagesClient(r.client);
     task = await r.newTask();
+    s = await taskScratch(r.dataDir, task); // a host task's image calls stay in its directory
   });
   after(async () => {
-    await s.cleanup();
-    await r.close();
+    await s?.cleanup();
+    await r?.close();
   });
 
   async function mounted(id: string, name: string) {

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { nativeHelper } from "../src/runtime/native.ts";
-import { lazySpawner, type Spawned, Spawner } from "../src/runtime/spawner.ts";
+import { lazySpawner, type Spawned, Spawner, SpawnFailed } from "../src/runtime/spawner.ts";
 import { alive, waitGone } from "./helpers/procs.ts";
 import { collect } from "./helpers/router.ts";
 
@@ -68,15 +70,82 @@ describe("the spawner (native/spawner.c) starts processes for the router", () =>
     assert.equal(r.out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
   });
 
-  it("refuses more arguments than the helper takes, before sending", async () => {
-    await assert.rejects(
-      spawner.spawn("/bin/true", Array(300).fill("x"), {
+  it("takes any number of arguments, and refuses a request over its 4 MiB before sending", async () => {
+    const many = Array.from({ length: 3000 }, (_, i) => String(i));
+    const r = await output(
+      await spawner.spawn("/bin/sh", ["-c", 'echo "$#"', "sh", ...many], {
         cwd: "/",
         stdout: "pipe",
         stderr: "pipe",
       }),
-      /more than 255 arguments/,
     );
+    assert.equal(r.out, "3000\n");
+    await assert.rejects(
+      spawner.spawn("/bin/true", ["x".repeat(5 << 20)], {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+      }),
+      /too large/,
+    );
+  });
+
+  it("gives the process the env asked for (nothing of its own) and argv[0] apart from the file", async () => {
+    const env = await output(
+      await spawner.spawn("/usr/bin/env", [], {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+        env: { A: "x y=z", B: "" },
+      }),
+    );
+    assert.equal(env.out, "A=x y=z\nB=\n");
+    const none = await output(
+      await spawner.spawn("/usr/bin/env", [], {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+        env: {},
+      }),
+    );
+    assert.equal(none.out, "");
+    const named = await output(
+      await spawner.spawn("/bin/sh", ["-c", 'echo "$0"'], {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+        argv0: "custom-name",
+      }),
+    );
+    assert.equal(named.out, "custom-name\n");
+  });
+
+  it("merges stderr into the stdout pipe in write order", async () => {
+    const p = await sh("echo 1; echo 2 >&2; echo 3; echo 4 >&2", { stderr: "stdout" });
+    assert.equal(p.stderr, null);
+    const r = await output(p);
+    assert.equal(r.out, "1\n2\n3\n4\n");
+    const quiet = await sh("echo 1; echo 2 >&2", { stdout: "ignore", stderr: "stdout" });
+    assert.deepEqual((await output(quiet)).status, { code: 0 });
+  });
+
+  it("runs a script without #! under /bin/sh, as execvp does", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "spawner-"));
+    try {
+      const script = join(dir, "script");
+      writeFileSync(script, 'echo "no shebang: $*"\n', { mode: 0o755 });
+      const p = await spawner.spawn(script, ["a", "b"], {
+        cwd: "/",
+        stdout: "pipe",
+        stderr: "pipe",
+        argv0: "script",
+      });
+      const r = await output(p);
+      assert.equal(r.out, "no shebang: a b\n");
+      assert.deepEqual(r.status, { code: 0 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("gives /dev/null where no pipe is asked for, and no fd 3 without `report`", async () => {
@@ -107,11 +176,15 @@ describe("the spawner (native/spawner.c) starts processes for the router", () =>
   it("rejects a program that cannot start, and nothing runs", async () => {
     await assert.rejects(
       spawner.spawn("/nonexistent/program", [], { cwd: "/", stdout: "pipe", stderr: "pipe" }),
-      /ENOENT/,
+      (err: unknown) => err instanceof SpawnFailed && err.code === "ENOENT",
     );
     await assert.rejects(
       spawner.spawn("/bin/true", [], { cwd: "/nonexistent", stdout: "pipe", stderr: "pipe" }),
       /ENOENT/,
+    );
+    await assert.rejects(
+      spawner.spawn("/etc/passwd", [], { cwd: "/", stdout: "pipe", stderr: "pipe" }),
+      (err: unknown) => err instanceof SpawnFailed && err.code === "EACCES",
     );
   });
 });
@@ -146,16 +219,24 @@ describe("the spawner's wire format", () => {
   };
 
   it("answers a malformed request with `failed`, and nothing runs", async () => {
-    const tooMany = ["spawn", "b", "-", "/", "/bin/true", ...Array(300).fill("x")].join("\0");
     const lines = await exchange(
       [
         Buffer.from("spawn\0a\0-\0/\0/bin/true"),
-        Buffer.from(`${tooMany}\0`),
-        Buffer.from("nonsense\0c\0"),
+        // env counts that leave no PROGRAM, or are no number; 'a' with no argv[0]
+        Buffer.from("spawn\0b\0v\0/\x003\0A=1\0B=2\0/bin/true\0"),
+        Buffer.from("spawn\0c\0v\0/\0x\0/bin/true\0"),
+        Buffer.from("spawn\0d\0a\0/\0/bin/true\0"),
+        Buffer.from("nonsense\0e\0"),
       ],
-      3,
+      5,
     );
-    assert.deepEqual(lines, ["failed a 22", "failed b 7", "failed c 22"]);
+    assert.deepEqual(lines, [
+      "failed a 22",
+      "failed b 22",
+      "failed c 22",
+      "failed d 22",
+      "failed e 22",
+    ]);
   });
 });
 

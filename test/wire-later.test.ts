@@ -285,7 +285,9 @@ for (const { label, oci } of variants) {
       ];
       for (const [method, fields, code] of calls) {
         const err = await expectStatus(w.unary(method, { task_id: task, ...fields }), code);
-        assert.doesNotMatch(err.details, /\x07{4}|BwcHBw/, "the key is never echoed");
+        for (const form of [key.toString("latin1"), key.toString("base64"), key.toString("hex")]) {
+          assert.ok(!err.details.includes(form.slice(0, 8)), "the key is never echoed");
+        }
       }
     });
   });

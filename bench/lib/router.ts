@@ -15,6 +15,8 @@ const BIN = join(ROOT, "bin/taskrouter.js");
 
 export interface RouterProc {
   address: string;
+  /** The router's data dir (a host task's image calls must stay in `tasks/<id>/`). */
+  dataDir: string;
   pid: number;
   client: RouterClient;
   tasks: TasksClient;
@@ -138,6 +140,7 @@ export async function startRouterProc(opts: RouterOptions = {}): Promise<RouterP
   });
   return {
     address,
+    dataDir,
     pid,
     client,
     tasks,

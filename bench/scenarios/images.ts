@@ -59,7 +59,8 @@ export async function images(ctx: BenchContext): Promise<Section> {
   if (!shared.ok) return unavailableSection(TITLE, shared.reason);
   const { proc, hostTask } = shared.value;
   const c = proc.client;
-  const dir = join(ctx.tmp, "images");
+  // A host task's mounts and snapshots must stay inside its own directory.
+  const dir = join(proc.dataDir, "tasks", hostTask, "work", "images-bench");
   await mkdir(dir, { recursive: true });
   cleanup.add("image bench mounts", () => unmountUnder(dir));
   try {

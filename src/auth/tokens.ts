@@ -1,5 +1,6 @@
 import { SignJWT } from "jose";
 import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
+import { quote } from "../limits.ts";
 import { SIGNING_ALG, type SigningKey } from "./keys.ts";
 
 /** The claim that names the one task a token reaches. */
@@ -8,9 +9,17 @@ export const TASK_CLAIM = "task_id";
 export const ADMIN_SCOPE = "taskrouter:admin";
 /** The `iss` of tokens this router mints (informational; not checked). */
 export const ISSUER = "taskrouter";
+/**
+ * The claim of a task token that grants secrets beyond the task's own
+ * (`task create --allow-secret`): a list of secret names, e.g. set by an
+ * external issuer (`--jwks`). Admin tokens may use every secret.
+ */
+export const SECRETS_CLAIM = "secrets";
 
-/** Who a verified token speaks for. */
-export type Principal = { kind: "admin" } | { kind: "task"; taskId: string };
+/** Who a verified token speaks for (`secrets`: the names its SECRETS_CLAIM grants). */
+export type Principal =
+  | { kind: "admin" }
+  | { kind: "task"; taskId: string; secrets: readonly string[] };
 
 /** What a call needs: one task (TaskCommandRouter calls) or the admin scope. */
 export type Need = { task: string } | "admin";
@@ -48,18 +57,32 @@ export async function issueToken(
 
 /**
  * Reads who a verified payload speaks for: admin when its `scope` holds
- * `taskrouter:admin`, else the task of its `task_id`. PermissionDenied for a
- * valid token that grants neither (refreshing it would not help, so it is not
- * UNAUTHENTICATED).
+ * `taskrouter:admin`, else the task of its `task_id` (with the secrets of its
+ * `secrets` claim). PermissionDenied for a valid token that grants neither,
+ * or whose `secrets` claim is not a list of strings (refreshing it would not
+ * help, so it is not UNAUTHENTICATED).
  */
 export function principalOf(payload: Record<string, unknown>): Principal {
   const scope = payload.scope;
   if (typeof scope === "string" && scope.split(" ").includes(ADMIN_SCOPE)) return { kind: "admin" };
   const task = payload[TASK_CLAIM];
-  if (typeof task === "string" && task !== "") return { kind: "task", taskId: task };
+  if (typeof task === "string" && task !== "") {
+    return { kind: "task", taskId: task, secrets: secretsClaim(payload[SECRETS_CLAIM]) };
+  }
   throw new PermissionDeniedError(
     `token grants no access: it has neither a "${TASK_CLAIM}" claim nor the "${ADMIN_SCOPE}" scope`,
   );
+}
+
+/** The secret names of a `secrets` claim (absent: none). */
+function secretsClaim(v: unknown): readonly string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {
+    throw new PermissionDeniedError(
+      `the token's "${SECRETS_CLAIM}" claim must be a list of secret names`,
+    );
+  }
+  return Object.freeze([...v]);
 }
 
 /**
@@ -74,7 +97,7 @@ export function authorize(who: Principal, need: Need): void {
   }
   if (need.task !== who.taskId) {
     throw new PermissionDeniedError(
-      `the token is for task ${JSON.stringify(who.taskId)}, not ${JSON.stringify(need.task)}`,
+      `the token is for task ${quote(who.taskId)}, not ${quote(need.task)}`,
     );
   }
 }

@@ -3,6 +3,7 @@ import type { RouterClient, StartOptions } from "../client/client.ts";
 import { clientFrom, run } from "./common.ts";
 import { copyOutput, execTty, exitCodeOf } from "./exec-tty.ts";
 import { EXEC_VERB_USAGES, execVerb } from "./exec-verbs.ts";
+import { isGlobalOption } from "./globals.ts";
 import { collectEnv, envPairs, parsePositiveInt } from "./parse.ts";
 
 interface ExecOptions {
@@ -46,7 +47,9 @@ export function registerExec(program: Command): void {
         const verb = execVerb(task, args);
         if (verb) {
           const given = cmd.options.filter(
-            (opt) => cmd.getOptionValueSource(opt.attributeName()) === "cli",
+            (opt) =>
+              cmd.getOptionValueSource(opt.attributeName()) === "cli" &&
+              !isGlobalOption(opt.attributeName()),
           );
           if (given.length > 0) {
             throw new Error(`exec ${task} takes no run options (${given[0]?.flags ?? ""})`);

@@ -1,49 +1,97 @@
 import { Command } from "commander";
-import { registerCp } from "./cp.ts";
-import { registerExec } from "./exec.ts";
-import { registerImageExport } from "./image-export.ts";
-import { registerImageGc } from "./image-gc.ts";
-import { registerImageImport } from "./image-import.ts";
-import { registerImageInspect } from "./image-inspect.ts";
-import { registerImageLs } from "./image-ls.ts";
-import { registerImageRm } from "./image-rm.ts";
-import { registerSecretCreate } from "./secret-create.ts";
-import { registerSecretLs } from "./secret-ls.ts";
-import { registerSecretRm } from "./secret-rm.ts";
-import { registerServe } from "./serve.ts";
-import { registerTaskCreate } from "./task-create.ts";
-import { registerTaskLs } from "./task-ls.ts";
-import { registerTaskRm } from "./task-rm.ts";
-import { registerTokenIssue } from "./token-issue.ts";
+import { addGlobalOptions, addGlobalOptionsToVerbs, verbOf } from "./globals.ts";
 
-const program = new Command("taskrouter")
-  .description("task command router: run commands inside tasks over gRPC")
-  .option("--server <host:port>", "router address (default: $TASKROUTER_SERVER or 127.0.0.1:7878)")
-  .option("--token <jwt>", "bearer token for the router (default: $TASKROUTER_TOKEN)")
-  .option("--tls", "connect with TLS (system CAs unless --tls-ca)")
-  .option("--tls-ca <file>", "trust this PEM CA or certificate (implies --tls)")
-  .option("--tls-insecure", "TLS without checking the certificate, for dev certs (implies --tls)")
-  .enablePositionalOptions();
+type Register = (parent: Command) => void;
 
-registerServe(program);
-registerExec(program);
-registerCp(program);
-const task = program.command("task").description("manage tasks");
-registerTaskCreate(task);
-registerTaskLs(task);
-registerTaskRm(task);
-const token = program.command("token").description("mint tokens with the router's key");
-registerTokenIssue(token);
-const secret = program.command("secret").description("manage secrets (env vars for secret_ids)");
-registerSecretCreate(secret);
-registerSecretLs(secret);
-registerSecretRm(secret);
-const image = program.command("image").description("manage images (snapshots, imports)");
-registerImageLs(image);
-registerImageInspect(image);
-registerImageRm(image);
-registerImageGc(image);
-registerImageImport(image);
-registerImageExport(image);
+/**
+ * The verbs, each loaded only when it runs: `taskrouter --help` loads
+ * commander alone, `taskrouter exec ...` the exec verb's modules only.
+ * `group` verbs (task, token, secret, image) hold subcommands; the others
+ * register themselves on the program. `client`: the verb talks to a router
+ * (it takes the global options after it too).
+ */
+interface Verb {
+  description: string;
+  group?: true;
+  client?: true;
+  load(): Promise<Register[]>;
+}
+
+const VERBS: Record<string, Verb> = {
+  serve: {
+    description: "run the router (TaskCommandRouter gRPC server)",
+    load: async () => [(await import("./serve.ts")).registerServe],
+  },
+  exec: {
+    description: "run a command in a task, streaming its output; exits with its exit code",
+    client: true,
+    load: async () => [(await import("./exec.ts")).registerExec],
+  },
+  cp: {
+    description: "copy files and directories between a task and the local filesystem",
+    client: true,
+    load: async () => [(await import("./cp.ts")).registerCp],
+  },
+  task: {
+    description: "manage tasks",
+    group: true,
+    client: true,
+    load: async () => [
+      (await import("./task-create.ts")).registerTaskCreate,
+      (await import("./task-ls.ts")).registerTaskLs,
+      (await import("./task-rm.ts")).registerTaskRm,
+    ],
+  },
+  token: {
+    description: "mint tokens with the router's key",
+    group: true,
+    load: async () => [(await import("./token-issue.ts")).registerTokenIssue],
+  },
+  secret: {
+    description: "manage secrets (env vars for secret_ids)",
+    group: true,
+    client: true,
+    load: async () => [
+      (await import("./secret-create.ts")).registerSecretCreate,
+      (await import("./secret-ls.ts")).registerSecretLs,
+      (await import("./secret-rm.ts")).registerSecretRm,
+    ],
+  },
+  image: {
+    description: "manage images (snapshots, imports)",
+    group: true,
+    client: true,
+    load: async () => [
+      (await import("./image-ls.ts")).registerImageLs,
+      (await import("./image-inspect.ts")).registerImageInspect,
+      (await import("./image-rm.ts")).registerImageRm,
+      (await import("./image-gc.ts")).registerImageGc,
+      (await import("./image-import.ts")).registerImageImport,
+      (await import("./image-export.ts")).registerImageExport,
+    ],
+  },
+};
+
+const program = addGlobalOptions(
+  new Command("taskrouter").description("task command router: run commands inside tasks over gRPC"),
+  false,
+)
+  .enablePositionalOptions()
+  .configureHelp({ showGlobalOptions: true });
+
+const argv = process.argv.slice(2);
+const chosen = verbOf(argv);
+for (const [name, verb] of Object.entries(VERBS)) {
+  if (name !== chosen) {
+    // Listed in the help only; never run (the chosen verb is the one the line names).
+    program.command(name).description(verb.description);
+    continue;
+  }
+  const registers = await verb.load();
+  const parent = verb.group ? program.command(name).description(verb.description) : program;
+  for (const register of registers) register(parent);
+  const cmd = program.commands.find((c) => c.name() === name);
+  if (verb.client && cmd) addGlobalOptionsToVerbs(cmd);
+}
 
 await program.parseAsync(process.argv);

@@ -28,6 +28,7 @@ interface ServeOptions {
   runtime: DaemonConfig["runtime"];
   ociRuntime: string;
   seccomp: string;
+  metricsListen?: string;
 }
 
 /** The demo task's token (printed by `serve --demo`) lasts this long. */
@@ -122,6 +123,10 @@ export function registerServe(program: Command): void {
       d.seccomp,
     )
     .option(
+      "--metrics-listen <host:port>",
+      "serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no token)",
+    )
+    .option(
       "--allow-runtime-debug",
       "let execs ask for runtime_debug (ptrace rights in their task)",
     )
@@ -146,6 +151,7 @@ export function registerServe(program: Command): void {
         },
         allowRuntimeDebug: o.allowRuntimeDebug === true,
         ptyIdleTimeoutMs: o.ptyIdleTimeout,
+        metricsListen: o.metricsListen,
       };
       let daemon: Daemon;
       try {
@@ -176,6 +182,9 @@ export function registerServe(program: Command): void {
       process.stdout.write(
         `taskrouter: listening on ${daemon.address} (runtime ${daemon.runtime.name})\n`,
       );
+      if (daemon.metricsAddress) {
+        process.stdout.write(`taskrouter: metrics on http://${daemon.metricsAddress}/metrics\n`);
+      }
       if (daemon.runtime.warning)
         process.stderr.write(`taskrouter: WARNING: ${daemon.runtime.warning}\n`);
       if (daemon.auth === "none") {

@@ -11,6 +11,7 @@ interface TaskCreateOptions {
   pidsLimit?: number;
   network?: string;
   image?: string;
+  allowSecret: string[];
 }
 
 function parseCpus(v: string): number {
@@ -30,6 +31,12 @@ export function registerTaskCreate(task: Command): void {
     .option("--pids-limit <n>", "maximum processes in the task (runc)", parsePositiveInt)
     .option("--network <mode>", "none (loopback only, the default) or host (runc)")
     .option("--image <id>", "a stored image as the task's root filesystem (runc; needs /bin/sh)")
+    .option(
+      "--allow-secret <name>",
+      "let the task's execs use this secret, whoever calls (repeatable)",
+      (v: string, prev: string[]) => [...prev, v],
+      [],
+    )
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -41,6 +48,7 @@ export function registerTaskCreate(task: Command): void {
             ...(o.pidsLimit !== undefined ? { pidsLimit: o.pidsLimit } : {}),
             ...(o.network !== undefined ? { network: o.network } : {}),
             ...(o.image !== undefined ? { image: o.image } : {}),
+            ...(o.allowSecret.length > 0 ? { allowedSecrets: o.allowSecret } : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

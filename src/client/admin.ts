@@ -30,6 +30,8 @@ export class TasksClient {
       network?: string;
       /** Id of a stored image to use as the task's root filesystem (runc). */
       image?: string;
+      /** Secrets the task's execs may use, whoever calls (`--allow-secret`). */
+      allowedSecrets?: string[];
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -42,6 +44,7 @@ export class TasksClient {
         pidsLimit: opts.pidsLimit ?? 0,
         network: opts.network ?? "",
         image: opts.image ?? "",
+        allowedSecrets: opts.allowedSecrets ?? [],
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
 
 /** A pseudo-terminal request (see SPEC, PTY). */
 export interface PtyOptions {
@@ -59,7 +60,22 @@ export function systemArgMax(): number {
 }
 
 /**
- * Checks what can be checked without the task: ids, argv (non-empty, no NUL,
+ * Checks the ids and the path of a request against the documented limits
+ * (src/limits.ts): exec_id (non-empty), container_id, secret ids, workdir.
+ * InvalidArgument past one; the message quotes only the start of a value.
+ */
+export function checkExecIds(req: ExecRequest): void {
+  if (req.execId === "") throw new InvalidArgumentError("exec_id must not be empty");
+  checkMaxBytes("exec_id", req.execId, MAX.execId);
+  checkMaxBytes("container_id", req.containerId, MAX.containerId);
+  for (const src of req.envSources) {
+    if ("secretId" in src) checkMaxBytes("secret id", src.secretId, MAX.secretName);
+  }
+  if (req.workdir !== undefined) checkMaxBytes("workdir", req.workdir, MAX.path);
+}
+
+/**
+ * Checks what can be checked without the task: ids (checkExecIds), argv (non-empty, no NUL,
  * within ARG_MAX together with `env`), and the features this build does not
  * serve yet. Throws InvalidArgument / Unimplemented, or PermissionDenied for
  * `runtime_debug` unless `opts.allowRuntimeDebug`; changes nothing.
@@ -69,7 +85,7 @@ export function validateExecRequest(
   env: Record<string, string>,
   opts: { allowRuntimeDebug?: boolean | undefined } = {},
 ): void {
-  if (req.execId === "") throw new InvalidArgumentError("exec_id must not be empty");
+  checkExecIds(req);
   if (req.argv.length === 0) throw new InvalidArgumentError("command_args must not be empty");
   if (req.argv[0] === "") throw new InvalidArgumentError("command_args[0] must not be empty");
   let total = 0;
@@ -93,15 +109,17 @@ export function validateExecRequest(
     for (const [k, v] of Object.entries(src.env)) {
       if (!ENV_KEY.test(k)) {
         throw new InvalidArgumentError(
-          `env var name ${JSON.stringify(k.slice(0, 64))} is invalid (must match ${ENV_KEY.source})`,
+          `env var name ${quote(k)} is invalid (must match ${ENV_KEY.source})`,
         );
       }
-      if (v.includes("\0")) throw new InvalidArgumentError(`env var ${k} contains a NUL byte`);
+      if (v.includes("\0")) {
+        throw new InvalidArgumentError(`env var ${quote(k)} contains a NUL byte`);
+      }
     }
   }
   if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
     throw new InvalidArgumentError(
-      `workdir must be an absolute path: ${JSON.stringify(req.workdir)}`,
+      `workdir must be an absolute path: ${quote(req.workdir, { ends: true })}`,
     );
   }
   if (req.runtimeDebug && !opts.allowRuntimeDebug) {

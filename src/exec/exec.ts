@@ -43,7 +43,7 @@ export type StreamName = "stdout" | "stderr";
  * started its clock when TaskExecStart returned reaches the timeout: the
  * SDKs give the stream exactly that deadline (see docs/DECISIONS.md).
  */
-export const TIMEOUT_STREAM_MARGIN_MS = 100;
+export const TIMEOUT_STREAM_MARGIN_MS = 250;
 
 /** When (ms after the start) an exec with `timeout_secs` is killed. */
 export function timeoutKillDelayMs(timeoutSecs: number): number {

@@ -1,5 +1,6 @@
 import { constants } from "node:os";
 import { InvalidArgumentError } from "../errors.ts";
+import { quote } from "../limits.ts";
 
 /** Highest signal number on Linux (SIGRTMAX). */
 const MAX_SIGNAL = 64;
@@ -25,14 +26,16 @@ export function parseSignal(v: number | string): number {
   if (typeof v === "number" || /^\d+$/.test(v.trim())) {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1 || n > MAX_SIGNAL) {
-      throw new InvalidArgumentError(`signal ${v} is not a signal number (1-${MAX_SIGNAL})`);
+      throw new InvalidArgumentError(
+        `signal ${quote(String(v))} is not a signal number (1-${MAX_SIGNAL})`,
+      );
     }
     return n;
   }
   const name = v.trim().toUpperCase();
   const full = name.startsWith("SIG") ? name : `SIG${name}`;
   const n = (S as Record<string, number | undefined>)[full];
-  if (n === undefined) throw new InvalidArgumentError(`unknown signal ${JSON.stringify(v)}`);
+  if (n === undefined) throw new InvalidArgumentError(`unknown signal ${quote(String(v))}`);
   return n;
 }
 

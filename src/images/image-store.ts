@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, NotFoundError } from "../errors.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { BlobStore } from "./blob-store.ts";
 import { errCode, writeFileAtomic } from "./fs-util.ts";
 import {
@@ -32,6 +33,15 @@ export interface ImageMeta {
 export interface StoreOptions {
   /** The clock (ms since the epoch); tests move it. */
   now?: () => number;
+}
+
+/**
+ * Checks an image id from a request: InvalidArgument past MAX.imageId bytes,
+ * NotFound when it is not of our form (`im-<32 hex>`), so no such image.
+ */
+export function checkImageId(id: string): void {
+  checkMaxBytes("image_id", id, MAX.imageId);
+  if (!IMAGE_ID.test(id)) throw new NotFoundError(`image ${quote(id)} not found`);
 }
 
 /**
@@ -153,15 +163,11 @@ export class ImageStore {
 
   /** The tree of image `id`; NotFound when it does not exist or has expired. */
   async get(id: string): Promise<Manifest> {
-    ImageStore.checkIdOrNotFound(id);
+    checkImageId(id);
     const meta = await this.readMeta(id);
     if (!meta) throw new NotFoundError(`image ${id} not found`);
     if (this.expired(meta)) throw new NotFoundError(`image ${id} has expired`);
     return this.manifest(id);
-  }
-
-  private static checkIdOrNotFound(id: string): void {
-    if (!IMAGE_ID.test(id)) throw new NotFoundError(`image ${JSON.stringify(id)} not found`);
   }
 
   /** The tree of `id` whatever its expiry; verifies the bytes against the id. */
@@ -235,7 +241,7 @@ export class ImageStore {
    * FailedPrecondition while mounted.
    */
   async delete(id: string): Promise<void> {
-    ImageStore.checkIdOrNotFound(id);
+    checkImageId(id);
     await this.lock.exclusive(async () => {
       if (!(await this.exists(id))) throw new NotFoundError(`image ${id} not found`);
       const n = this.usersOf(id);

@@ -73,8 +73,11 @@ export async function copyIn(
       if (hidden) await rename(at(parentFd, hidden), target);
       throw err;
     }
+  } catch (err) {
+    await parent.undoCreate(); // the directories made on the way go too
+    throw err;
   } finally {
-    await parent.fh.close();
+    await parent.close();
   }
 }
 

@@ -9,12 +9,19 @@ import { type CopyPlacement, copyIn, copyOut } from "./mounts-copy.ts";
 import {
   detachMount,
   detachOverlay,
+  detachOverlayFully,
   mountOverlay,
   overlayMounted,
   overlayRoot,
 } from "./overlay.ts";
-import type { BinPath } from "./paths.ts";
-import { type FsRoot, type MountRoot, resolveDir } from "./resolve.ts";
+import { type BinPath, show } from "./paths.ts";
+import {
+  type FsRoot,
+  type MountRoot,
+  type ResolvedDir,
+  requestPath,
+  resolveDir,
+} from "./resolve.ts";
 import { Mutex } from "./rwlock.ts";
 import { CAN_CHOWN, ensureUnpacked, setAttrs } from "./unpack.ts";
 
@@ -111,7 +118,10 @@ export class MountManager {
   /**
    * Mounts `manifest` (image `imageId`, "" for empty) at the path `components`
    * inside `fsRoot`, creating missing directories; a mount of ours already
-   * there is replaced. The caller holds `withTask(taskId)`.
+   * there is replaced. The caller holds `withTask(taskId)`. All or nothing:
+   * when a step fails, what the call did is undone (the overlay detached, its
+   * layer and the directories it created removed); a mount that cannot be
+   * detached keeps its record, so unmount and teardown still find it.
    */
   async mount(
     taskId: string,
@@ -122,61 +132,82 @@ export class MountManager {
   ): Promise<MountRecord> {
     if (this.mode === "copy") return this.mountCopy(taskId, fsRoot, components, imageId, manifest);
     if (imageId) this.store.acquire(imageId);
+    let target: ResolvedDir | undefined;
     let rec: MountRecord | undefined;
+    let mounted = false;
     try {
       const lower = imageId ? await ensureUnpacked(this.store, imageId) : "";
-      let target = await resolveDir(fsRoot, components, { create: true });
+      target = await resolveDir(fsRoot, components, { create: true });
       const st = await target.fh.stat();
       const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
       if (old) {
         await this.detach(old, target.fh.fd, fsRoot);
-        await target.fh.close();
+        await target.close();
+        target = undefined;
         target = await resolveDir(fsRoot, components, { create: true });
       }
-      try {
-        const id = `mnt-${randomBytes(8).toString("hex")}`;
-        const base = join(this.dir, id);
-        await mkdir(join(base, "work"), { recursive: true, mode: 0o700 });
-        const upper = join(base, "upper");
-        await mkdir(upper, { mode: 0o755 });
-        // The mount's root shows the upper directory's attributes: give it the image root's.
-        const root = imageId ? manifest.entries[0] : undefined;
-        if (root) await setAttrs(upper, root);
-        rec = {
-          id,
-          taskId,
-          imageId,
-          pathB64: Buffer.from(`/${components.join("/")}`, "latin1").toString("base64"),
-          dev: 0,
-          ino: 0,
-          createdAtMs: Date.now(),
-        };
-        await this.save(rec);
-        await mountOverlay(target.fh.fd, {
-          cwd: this.store.root,
-          lower: imageId ? lower.slice(this.store.root.length + 1) : "empty",
-          upper: `mounts/${id}/upper`,
-          work: `mounts/${id}/work`,
-        });
-        const mounted = await overlayRoot(id);
-        rec.dev = mounted.dev;
-        rec.ino = mounted.ino;
-        await this.save(rec);
-        await fsRoot.exposeMount?.(mounted.where, mounted);
-        this.byId.set(id, rec);
-        return rec;
-      } finally {
-        await target.fh.close();
-      }
+      const id = `mnt-${randomBytes(8).toString("hex")}`;
+      const base = join(this.dir, id);
+      await mkdir(join(base, "work"), { recursive: true, mode: 0o700 });
+      const upper = join(base, "upper");
+      await mkdir(upper, { mode: 0o755 });
+      // The mount's root shows the upper directory's attributes: give it the image root's.
+      const root = imageId ? manifest.entries[0] : undefined;
+      if (root) await setAttrs(upper, root);
+      rec = this.record(id, taskId, imageId, { fsRoot, components }, { dev: 0, ino: 0 });
+      await this.save(rec);
+      await mountOverlay(target.fh.fd, {
+        cwd: this.store.root,
+        lower: imageId ? lower.slice(this.store.root.length + 1) : "empty",
+        upper: `mounts/${id}/upper`,
+        work: `mounts/${id}/work`,
+      });
+      mounted = true;
+      const where = await overlayRoot(id);
+      rec.dev = where.dev;
+      rec.ino = where.ino;
+      await this.save(rec);
+      await fsRoot.exposeMount?.(where.where, where);
+      this.byId.set(id, rec);
+      return rec;
     } catch (err) {
-      if (rec && !this.byId.has(rec.id)) {
-        if (rec.dev) await fsRoot.hideMount?.(rec.dev).catch(() => undefined);
-        await detachOverlay(rec.id);
-        await rm(join(this.dir, rec.id), { recursive: true, force: true });
+      const kept = rec ? await this.undoMount(rec, fsRoot, mounted) : false;
+      if (!kept) {
+        await target?.undoCreate();
+        if (imageId) this.store.release(imageId);
       }
-      if (imageId) this.store.release(imageId);
       throw err;
+    } finally {
+      await target?.close();
     }
+  }
+
+  /**
+   * Undoes a mount that failed part-way: hides it from the task, detaches
+   * it, removes its layer. True when it could not be detached: its record
+   * is kept then (the image stays held) for unmount and teardown.
+   */
+  private async undoMount(rec: MountRecord, fsRoot: MountRoot, mounted: boolean): Promise<boolean> {
+    if (rec.dev) await fsRoot.hideMount?.(rec.dev).catch(() => undefined);
+    if (mounted && !(await detachOverlayFully(rec.id))) {
+      this.byId.set(rec.id, rec);
+      return true;
+    }
+    await rm(join(this.dir, rec.id), { recursive: true, force: true }).catch(() => undefined);
+    return false;
+  }
+
+  /** A new record (not saved yet) of a mount of `taskId` at `components`. */
+  private record(
+    id: string,
+    taskId: string,
+    imageId: string,
+    path: { fsRoot: FsRoot; components: readonly BinPath[] },
+    root: { dev: number; ino: number },
+  ): MountRecord {
+    const p = requestPath(path.fsRoot, path.components);
+    const pathB64 = Buffer.from(p, "latin1").toString("base64");
+    return { id, taskId, imageId, pathB64, dev: root.dev, ino: root.ino, createdAtMs: Date.now() };
   }
 
   /** Copy mode: replaces a copy already there, then copies the tree in (mounts-copy.ts). */
@@ -189,24 +220,14 @@ export class MountManager {
   ): Promise<MountRecord> {
     const existing = await resolveDir(fsRoot, components, { create: false }).catch(() => undefined);
     if (existing) {
-      const st = await existing.fh.stat();
-      await existing.fh.close();
+      const st = await existing.fh.stat().finally(() => existing.close());
       const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
       if (old) await this.detach(old, -1, fsRoot);
     }
     const id = `mnt-${randomBytes(8).toString("hex")}`;
     const store = this.store;
     const copy = await store.lock.shared(() => copyIn(store, fsRoot, components, manifest, id));
-    const rec: MountRecord = {
-      id,
-      taskId,
-      imageId,
-      pathB64: Buffer.from(`/${components.join("/")}`, "latin1").toString("base64"),
-      dev: copy.dev,
-      ino: copy.ino,
-      createdAtMs: Date.now(),
-      copy,
-    };
+    const rec = { ...this.record(id, taskId, imageId, { fsRoot, components }, copy), copy };
     await mkdir(join(this.dir, id), { recursive: true, mode: 0o700 });
     await this.save(rec);
     this.byId.set(id, rec);
@@ -234,12 +255,12 @@ export class MountManager {
       const rec = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
       if (!rec) {
         throw new NotFoundError(
-          `no directory is mounted at ${Buffer.from(`/${components.join("/")}`, "latin1").toString()}`,
+          `no directory is mounted at ${show(requestPath(fsRoot, components))}`,
         );
       }
       await this.detach(rec, target.fh.fd, fsRoot);
     } finally {
-      await target.fh.close();
+      await target.close();
     }
   }
 

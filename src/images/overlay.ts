@@ -1,63 +1,25 @@
 import { constants } from "node:fs";
-import { open, readFile } from "node:fs/promises";
-import { runTool as run } from "../util/run-tool.ts";
+import { open } from "node:fs/promises";
+import { detachMount } from "../linux/mount.ts";
+import { mountInfo, unescapeMountField } from "../linux/mountinfo.ts";
+
+// The primitives our mounts are made and detached with (./mounts.ts uses them from here).
+export { detachMount, mountOverlay } from "../linux/mount.ts";
 
 /**
- * Mounts an overlay on the directory open as `targetFd`: `lower` read-only,
- * writes to `upper` (with `work`, on the same filesystem). The layer paths
- * are relative to `cwd` (the kernel resolves them against the mounting
- * process's directory), which keeps commas and colons of the data dir's path
- * out of the option string. The target is named as /proc/self/fd/3 so the
- * mount lands on exactly the directory resolved, whatever happens to its path.
- */
-export function mountOverlay(
-  targetFd: number,
-  layers: { cwd: string; lower: string; upper: string; work: string },
-): Promise<void> {
-  for (const p of [layers.lower, layers.upper, layers.work]) {
-    if (/[,:\\\s]/.test(p)) throw new Error(`overlay layer path ${p} has a reserved character`);
-  }
-  const opts = `lowerdir=${layers.lower},upperdir=${layers.upper},workdir=${layers.work}`;
-  return run(
-    "mount",
-    ["--no-canonicalize", "-t", "overlay", "overlay", "-o", opts, "/proc/self/fd/3"],
-    { cwd: layers.cwd, fd: targetFd },
-  );
-}
-
-/**
- * Detaches the mount whose root directory is open as `fd` (lazy unmount:
- * it leaves the tree at once; processes with files open inside keep them
- * until they close them). Mounts below it go with it.
- */
-export function detachMount(fd: number): Promise<void> {
-  return run("umount", ["--no-canonicalize", "-l", "/proc/self/fd/3"], { fd });
-}
-
-/** Unescapes a mountinfo field (octal escapes such as \040 for a space). */
-function unescapeField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-/**
- * The mount points (as the kernel reports them now) of overlay mounts of
- * this mount namespace whose options contain `needle` (our upperdir option
- * names the mount uniquely), innermost last.
+ * The mount points (as the kernel reports them now, one character a byte) of
+ * overlay mounts of this mount namespace whose options contain `needle` (our
+ * upperdir option names the mount uniquely), innermost last.
  */
 export async function findOverlayMounts(needle: string): Promise<string[]> {
-  const info = await readFile("/proc/self/mountinfo", "latin1");
-  const out: string[] = [];
-  for (const line of info.split("\n")) {
-    const [pre, post] = line.split(" - ");
-    if (!pre || !post) continue;
-    const fields = post.split(" ");
-    if (fields[0] !== "overlay") continue;
-    const superOpts = fields[2] ?? "";
-    if (!superOpts.split(",").some((o) => unescapeField(o) === needle)) continue;
-    const mountPoint = pre.split(" ")[4];
-    if (mountPoint) out.push(unescapeField(mountPoint));
-  }
-  return out;
+  return (await mountInfo("self", "latin1"))
+    .filter(
+      (m) =>
+        m.fsType === "overlay" &&
+        m.superOptions.split(",").some((o) => unescapeMountField(o) === needle),
+    )
+    .map((m) => m.mountPoint)
+    .filter((p) => p !== "");
 }
 
 /** The upperdir option that names our mount `id` (layer paths are relative to the store). */
@@ -103,4 +65,14 @@ export async function detachOverlay(id: string, dev?: number): Promise<void> {
       await fh.close();
     }
   }
+}
+
+/** Detaches our mount `id` wherever it is; true when it is gone afterwards. Never throws. */
+export function detachOverlayFully(id: string): Promise<boolean> {
+  return detachOverlay(id)
+    .then(() => overlayMounted(id))
+    .then(
+      (still) => !still,
+      () => false,
+    );
 }

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from "../errors.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
 
 /**
  * Paths inside images are kept as "binary strings": one JS char per byte
@@ -30,9 +31,12 @@ export function toUtf8(p: BinPath): string | undefined {
   return Buffer.from(s, "utf8").equals(b) ? s : undefined;
 }
 
-/** Printable form of a binary path for messages (invalid UTF-8 bytes become U+FFFD). */
+/**
+ * Printable form of a binary path for messages (invalid UTF-8 bytes become
+ * U+FFFD); a long one keeps its start and end only (limits.quote).
+ */
 export function show(p: BinPath): string {
-  return JSON.stringify(bin(p).toString("utf8"));
+  return quote(bin(p).toString("utf8"), { ends: true });
 }
 
 /** Joins image-relative paths ("" is the root). */
@@ -64,10 +68,12 @@ export function isWithin(p: BinPath, dir: BinPath): boolean {
 
 /**
  * Checks a request path (bytes of an absolute POSIX path inside the task) and
- * returns its components: absolute, not `/`, no `..` segment, no NUL byte.
+ * returns its components: at most MAX.path bytes, absolute, not `/`, no `..`
+ * segment, no NUL byte, no component over MAX.pathComponent bytes.
  * Empty and `.` segments are dropped (`/a//b/./c` is `/a/b/c`).
  */
 export function parseRequestPath(raw: Uint8Array): BinPath[] {
+  checkMaxBytes("path", raw, MAX.path);
   const p = fromBytes(raw);
   if (p.length === 0) throw new InvalidArgumentError("path must not be empty");
   if (p.includes("\0")) throw new InvalidArgumentError("path must not contain a NUL byte");
@@ -77,6 +83,6 @@ export function parseRequestPath(raw: Uint8Array): BinPath[] {
     throw new InvalidArgumentError(`path ${show(p)} must not contain ".." segments`);
   }
   if (parts.length === 0) throw new InvalidArgumentError("path must not be the root directory /");
-  if (p.length > 4095) throw new InvalidArgumentError("path is longer than 4095 bytes");
+  for (const part of parts) checkMaxBytes("a path component", bin(part), MAX.pathComponent);
   return parts;
 }

@@ -1,21 +1,32 @@
 import { constants } from "node:fs";
-import { type FileHandle, lstat, mkdir, open, readlink } from "node:fs/promises";
+import { type FileHandle, lstat, mkdir, open, readlink, rmdir } from "node:fs/promises";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { errCode } from "./fs-util.ts";
 import { type BinPath, bin, fromBytes, show } from "./paths.ts";
 
 /**
  * The filesystem of a task, as path resolution sees it.
- * - `root`: host path of the task's root directory ("/" on the host runtime).
+ * - `root`: host path of the directory request paths are resolved in: the
+ *   task's root (runc), or on the host runtime the task's own directory
+ *   (`<data-dir>/tasks/<id>`: nothing outside it is ever resolved).
  * - `refuseSymlinks`: any symlink met on the way fails the call (host
- *   runtime: the path names exactly the directory used, never another one);
+ *   runtime: the path names exactly the directory used, never another one),
+ *   and `root` must be a real path (no symlink in it at the time of the call);
  *   otherwise symlinks are followed with `root` as "/" (openat2
  *   RESOLVE_IN_ROOT semantics): absolute targets restart at `root`, `..` never
  *   climbs above it, so no symlink a task plants can lead outside it.
+ * - `requestPrefix`: the request path of `root` (host runtime: the task's
+ *   directory), for messages and records; absent: `root` is the task's `/`.
  */
 export interface FsRoot {
   root: string;
   refuseSymlinks: boolean;
+  requestPrefix?: BinPath;
+}
+
+/** The request path of `components` below `fsRoot.root`, for messages and records. */
+export function requestPath(fsRoot: FsRoot, components: readonly BinPath[]): BinPath {
+  return `${fsRoot.requestPrefix ?? ""}/${components.join("/")}`;
 }
 
 /**
@@ -36,8 +47,16 @@ export interface ResolvedDir {
   fdPath: string;
   /** The host path the kernel reports for it (informational; may change later). */
   hostPath: string;
-  /** Host paths of the directories this resolution created (outermost first). */
-  created: string[];
+  /** How many directories this resolution created. */
+  created: number;
+  /**
+   * Removes the directories this resolution created, deepest first, each
+   * only while it is empty, through open handles of their parents (never by
+   * a path a task could redirect). For a caller whose later step failed.
+   */
+  undoCreate(): Promise<void>;
+  /** Closes `fh` and the handles kept for `undoCreate`. */
+  close(): Promise<void>;
 }
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
@@ -47,6 +66,23 @@ function fdChild(fh: FileHandle, name: BinPath): Buffer {
   return Buffer.concat([Buffer.from(`/proc/self/fd/${fh.fd}/`), bin(name)]);
 }
 
+/** Opens `fsRoot.root`; FailedPrecondition when it is gone or (refuseSymlinks) not a real path. */
+async function openRoot(fsRoot: FsRoot): Promise<FileHandle> {
+  const fh = await open(fsRoot.root, constants.O_RDONLY | constants.O_DIRECTORY).catch(
+    (err: unknown) => {
+      if (errCode(err) === "ENOENT" || errCode(err) === "ENOTDIR") {
+        throw new FailedPreconditionError("the task's directory does not exist any more");
+      }
+      throw err;
+    },
+  );
+  if (fsRoot.refuseSymlinks && (await readlink(`/proc/self/fd/${fh.fd}`)) !== fsRoot.root) {
+    await fh.close();
+    throw new FailedPreconditionError("the task's directory was moved or replaced by a symlink");
+  }
+  return fh;
+}
+
 /**
  * Resolves the components of a request path (see paths.parseRequestPath)
  * inside `fsRoot`, one component at a time through open directory handles
@@ -54,24 +90,39 @@ function fdChild(fh: FileHandle, name: BinPath): Buffer {
  * symlink swapped in elsewhere cannot redirect it). `create`: missing
  * directories are made (mode 0755); otherwise a missing one is NotFound.
  * A non-directory on the way is FailedPrecondition; a path that resolves to
- * the root itself is InvalidArgument. The caller closes `fh`.
+ * the root itself is InvalidArgument. When it fails, the directories it
+ * created are removed again. The caller calls `close()`.
  */
 export async function resolveDir(
   fsRoot: FsRoot,
   components: readonly BinPath[],
   opts: { create: boolean; allowRoot?: boolean },
 ): Promise<ResolvedDir> {
-  const stack: FileHandle[] = [await open(fsRoot.root, constants.O_RDONLY | constants.O_DIRECTORY)];
+  const stack: FileHandle[] = [await openRoot(fsRoot)];
   const queue = [...components];
   const seen: BinPath[] = []; // components walked so far, for messages
-  const created: string[] = [];
+  const created: { parent: FileHandle; name: BinPath }[] = [];
+  const kept = new Set<FileHandle>(); // parents of created directories, open until close()
+  const release = async (fh: FileHandle) => {
+    if (!kept.has(fh)) await fh.close();
+  };
+  const where = () => show(requestPath(fsRoot, seen));
+  const undoCreate = async () => {
+    for (const c of created.reverse()) await rmdir(fdChild(c.parent, c.name)).catch(() => {});
+    created.length = 0;
+  };
+  const closeKept = async () => {
+    for (const fh of kept) await fh.close();
+    kept.clear();
+  };
   let links = 0;
+  let ok = false;
   try {
     while (queue.length > 0) {
       const name = queue.shift() as BinPath;
       if (name === "" || name === ".") continue;
       if (name === "..") {
-        if (stack.length > 1) await (stack.pop() as FileHandle).close();
+        if (stack.length > 1) await release(stack.pop() as FileHandle);
         seen.pop();
         continue;
       }
@@ -83,43 +134,65 @@ export async function resolveDir(
         throw err;
       });
       if (!st) {
-        const where = show(`/${seen.join("/")}`);
-        if (!opts.create) throw new NotFoundError(`${where} does not exist`);
-        await mkdir(p, { mode: 0o755 }).catch((err: unknown) => {
-          if (errCode(err) !== "EEXIST") throw err;
-        });
-        created.push(await readlink(`/proc/self/fd/${top.fd}`).then((d) => `${d}/${name}`));
+        if (!opts.create) throw new NotFoundError(`${where()} does not exist`);
+        const made = await mkdir(p, { mode: 0o755 }).then(
+          () => true,
+          (err: unknown) => {
+            if (errCode(err) !== "EEXIST") throw err;
+            return false;
+          },
+        );
+        if (made) {
+          created.push({ parent: top, name });
+          kept.add(top);
+        }
         st = await lstat(p);
       }
       if (st.isSymbolicLink()) {
-        const where = show(`/${seen.join("/")}`);
         if (fsRoot.refuseSymlinks) {
           throw new InvalidArgumentError(
-            `${where} is a symlink: paths on the host runtime must not go through symlinks`,
+            `${where()} is a symlink: paths on the host runtime must not go through symlinks`,
           );
         }
-        if (++links > MAX_LINKS) throw new InvalidArgumentError(`too many symlinks at ${where}`);
+        if (++links > MAX_LINKS) throw new InvalidArgumentError(`too many symlinks at ${where()}`);
         const target = fromBytes(await readlink(p, { encoding: "buffer" }));
         seen.pop();
         if (target.startsWith("/")) {
-          while (stack.length > 1) await (stack.pop() as FileHandle).close();
+          while (stack.length > 1) await release(stack.pop() as FileHandle);
           seen.length = 0;
         }
         queue.unshift(...target.split("/").filter((s) => s !== ""));
         continue;
       }
-      if (!st.isDirectory()) {
-        throw new FailedPreconditionError(`${show(`/${seen.join("/")}`)} is not a directory`);
-      }
+      if (!st.isDirectory()) throw new FailedPreconditionError(`${where()} is not a directory`);
       stack.push(await open(p, DIR_FLAGS));
     }
     if (stack.length === 1 && !opts.allowRoot) {
       throw new InvalidArgumentError("path resolves to the root directory of the task");
     }
-    const fh = stack.pop() as FileHandle;
+    // Still on the stack until it is returned: closed with the others if this throws.
+    const fh = stack[stack.length - 1] as FileHandle;
     const fdPath = `/proc/self/fd/${fh.fd}`;
-    return { fh, fdPath, hostPath: await readlink(fdPath), created };
+    const hostPath = await readlink(fdPath);
+    stack.pop();
+    ok = true;
+    return {
+      fh,
+      fdPath,
+      hostPath,
+      created: created.length,
+      undoCreate,
+      close: async () => {
+        kept.delete(fh);
+        await fh.close();
+        await closeKept();
+      },
+    };
+  } catch (err) {
+    await undoCreate();
+    throw err;
   } finally {
-    for (const fh of stack) await fh.close();
+    for (const fh of stack) await release(fh);
+    if (!ok) await closeKept();
   }
 }

@@ -6,16 +6,17 @@ import {
   throwIfAborted,
   UnimplementedError,
 } from "../errors.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import type { BlobBatch } from "./blob-store.ts";
 import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
-import { type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
-import { emptyManifest, IMAGE_ID, type Manifest, ManifestIndex } from "./manifest.ts";
+import { checkImageId, type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
+import { emptyManifest, type Manifest, ManifestIndex } from "./manifest.ts";
 import { MountManager, type MountRecord } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
 import { type BinPath, parseRequestPath, show } from "./paths.ts";
-import { type MountRoot, resolveDir } from "./resolve.ts";
+import { type MountRoot, requestPath, resolveDir } from "./resolve.ts";
 import { type SnapshotOptions, type SnapshotProgress, snapshotTree } from "./snapshot.ts";
 import { SnapshotKeys } from "./snapshot-keys.ts";
 import { parseTtl, type TtlPolicy } from "./ttl.ts";
@@ -28,8 +29,12 @@ import { ensureUnpacked } from "./unpack.ts";
 export interface TaskFs extends MountRoot {
   /** Runtime name (mount records of "host" tasks end with the router). */
   runtime: string;
-  /** Throws (InvalidArgument) for request paths the runtime forbids (e.g. the router's data dir). */
-  checkPath?(components: readonly BinPath[]): void;
+  /**
+   * Maps the components of a request path to components below `root`, or
+   * throws for a path the runtime keeps calls away from (host runtime:
+   * anything outside the task's own directory). Absent: they are the same.
+   */
+  localPath?(components: readonly BinPath[]): BinPath[];
   /** Freezes every process of the task; resolves with the function that thaws them. */
   freeze?(): Promise<() => Promise<void>>;
   /** The task's root is an overlay over image `imageId` whose writable layer is `upper`. */
@@ -114,16 +119,16 @@ export class ImageService {
   ): { fs: TaskFs; components: BinPath[] } {
     const components = parseRequestPath(raw);
     const fs = this.targetFs(taskId, target);
-    fs.checkPath?.(components);
-    return { fs, components };
+    return { fs, components: fs.localPath ? fs.localPath(components) : components };
   }
 
   /** The task's filesystem, after refusing what CallTarget says is not served. */
   private targetFs(taskId: string, target: CallTarget): TaskFs {
     const fs = this.lookup(taskId);
     if (target.containerId) {
+      checkMaxBytes("container_id", target.containerId, MAX.containerId);
       throw new NotFoundError(
-        `container ${JSON.stringify(target.containerId.slice(0, 80))} not found in task ${taskId} (it has only its main container)`,
+        `container ${quote(target.containerId)} not found in task ${taskId} (it has only its main container)`,
       );
     }
     if (target.encryptionKey !== undefined) {
@@ -173,11 +178,11 @@ export class ImageService {
             rec && !rec.copy
               ? { upper: this.mounts.upperOf(rec), lower: await this.lowerIndex(rec.imageId) }
               : undefined;
-          const label = `snapshot ${taskId}:${show(`/${components.join("/")}`)}`;
+          const label = `snapshot ${taskId}:${show(requestPath(fs, components))}`;
           return await this.capture(taskId, fs, dir.fdPath, ttl, label, req, { base });
         } finally {
           await unhold?.();
-          await dir.fh.close();
+          await dir.close();
         }
       }),
     );
@@ -260,8 +265,10 @@ export class ImageService {
     opts: { expired?: boolean } = {},
   ): Promise<{ dir: string; release: () => void }> {
     if (!opts.expired) await this.store.get(imageId);
-    else if (!IMAGE_ID.test(imageId) || !(await this.store.readMeta(imageId))) {
-      throw new NotFoundError(`image ${JSON.stringify(imageId)} not found`);
+    else {
+      checkImageId(imageId);
+      if (!(await this.store.readMeta(imageId)))
+        throw new NotFoundError(`image ${imageId} not found`);
     }
     this.store.acquire(imageId);
     try {
@@ -301,8 +308,9 @@ export class ImageService {
   }
 
   async inspect(id: string): Promise<{ meta: ImageMeta; manifest: Manifest; users: number }> {
-    const meta = IMAGE_ID.test(id) ? await this.store.readMeta(id) : undefined;
-    if (!meta) throw new NotFoundError(`image ${JSON.stringify(id)} not found`);
+    checkImageId(id);
+    const meta = await this.store.readMeta(id);
+    if (!meta) throw new NotFoundError(`image ${id} not found`);
     return { meta, manifest: await this.store.manifest(id), users: this.store.usersOf(id) };
   }
 
@@ -347,7 +355,7 @@ export class ImageService {
 
   /** Streams image `id` as an OCI image archive (see oci-export.ts). */
   exportImage(id: string, signal?: AbortSignal): Promise<ExportStream> {
-    if (!IMAGE_ID.test(id)) throw new NotFoundError(`image ${JSON.stringify(id)} not found`);
+    checkImageId(id);
     return exportImage(this.store, id, signal);
   }
 }

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { AlreadyExistsError, InvalidArgumentError } from "../errors.ts";
+import { AlreadyExistsError } from "../errors.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { writeFileAtomic } from "./fs-util.ts";
 
 interface KeyRecord {
@@ -42,7 +43,7 @@ export class SnapshotKeys {
     capture: () => Promise<string>,
   ): Promise<string> {
     if (snapshotId === "") return capture();
-    if (snapshotId.length > 256) throw new InvalidArgumentError("snapshot_id is over 256 bytes");
+    checkMaxBytes("snapshot_id", snapshotId, MAX.snapshotId);
     const file = this.file(taskId, snapshotId);
     const running = this.inflight.get(file);
     if (running) {
@@ -73,7 +74,7 @@ export class SnapshotKeys {
   private check(snapshotId: string, had: string, want: string): void {
     if (had !== want) {
       throw new AlreadyExistsError(
-        `snapshot_id ${JSON.stringify(snapshotId)} was already used for another path of this task`,
+        `snapshot_id ${quote(snapshotId)} was already used for another path of this task`,
       );
     }
   }

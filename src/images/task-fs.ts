@@ -1,73 +1,88 @@
 import { realpathSync } from "node:fs";
-import { join } from "node:path";
-import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
+import { join, resolve } from "node:path";
+import { FailedPreconditionError, InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
+import { freezeCgroup } from "../linux/cgroup.ts";
 import type { Runtime } from "../runtime/runtime.ts";
-import type { TaskManager } from "../tasks/task-manager.ts";
-import { freezeCgroup } from "./freeze.ts";
-import { type BinPath, show } from "./paths.ts";
+import { type BinPath, fromUtf8, show } from "./paths.ts";
 import type { TaskFs, TaskFsLookup } from "./service.ts";
 
-/**
- * What a runtime may offer the images service beyond the Runtime interface:
- * the host path of a task's root filesystem (mounts made below it appear in
- * the task, or are placed there by `exposeMount`), its cgroup (to freeze it during snapshots), and whether its root
- * is an overlay over one of our images (incremental filesystem snapshots).
- */
-interface RootedRuntime extends Runtime {
-  rootfs(taskId: string): string;
-  cgroupsPath?(taskId: string): string;
-  rootLayers?(taskId: string): { imageId: string; upper: string } | undefined;
-  exposeMount?(taskId: string, hostPath: string, root: { dev: number; ino: number }): Promise<void>;
-  hideMount?(taskId: string, dev: number): Promise<void>;
-}
+/** Kernel filesystems, named in the refusal of a host task's path in them. */
+const KERNEL_FS = ["proc", "sys", "dev"];
 
-function isRooted(rt: Runtime): rt is RootedRuntime {
-  return typeof (rt as Partial<RootedRuntime>).rootfs === "function";
-}
+const splitPath = (p: string): BinPath[] =>
+  fromUtf8(p)
+    .split("/")
+    .filter((c) => c !== "");
 
 /**
- * On the host runtime a task's filesystem is this whole machine. Safety
- * there means: a request path names exactly the directory used (no symlink
- * anywhere on the way) and never the router's own state: the data dir, a
- * directory holding it, or anything in it except the task's own directory.
+ * The TaskFs of a host-runtime task. Its commands see this whole machine,
+ * but the image calls are confined to the task's own directory
+ * `<data-dir>/tasks/<id>` (its default workdir is `work` in it): request
+ * paths are this machine's paths and must lie strictly inside that
+ * directory (PermissionDenied otherwise, with a message of their own for
+ * /proc, /sys and /dev; the directory itself is InvalidArgument), and are
+ * resolved from an open handle of it, so nothing outside it is ever
+ * created, mounted over or read. No symlink is followed on the way
+ * (InvalidArgument). `dataDirs`: the data dir as configured and
+ * as a real path (either prefix is accepted; the first is the real one).
  */
-export function hostPathGuard(dataDir: string, taskId: string) {
-  const taskDir = join(dataDir, "tasks", taskId);
-  return (components: readonly BinPath[]): void => {
-    const p = Buffer.from(`/${components.join("/")}`, "latin1").toString("utf8");
-    const within = (a: string, b: string) => a === b || a.startsWith(`${b}/`);
-    if (within(dataDir, p) || (within(p, dataDir) && !within(p, taskDir))) {
-      throw new InvalidArgumentError(
-        `${show(`/${components.join("/")}`)} is the router's data dir or holds it; use a path outside it (or in the task's own directory)`,
+export function hostTaskFs(runtime: string, dataDirs: readonly string[], taskId: string): TaskFs {
+  const taskDir = join(dataDirs[0] ?? "/", "tasks", taskId);
+  const prefixes = [...new Set(dataDirs)].map((d) => splitPath(join(d, "tasks", taskId)));
+  const shown = fromUtf8(taskDir);
+  return {
+    runtime,
+    root: taskDir,
+    refuseSymlinks: true,
+    requestPrefix: shown,
+    localPath: (components) => {
+      for (const pre of prefixes) {
+        if (!pre.every((c, i) => components[i] === c)) continue;
+        if (components.length > pre.length) return components.slice(pre.length);
+        throw new InvalidArgumentError(
+          `${show(shown)} is the task's own directory: use a directory inside it`,
+        );
+      }
+      const path = `/${components.join("/")}`;
+      if (KERNEL_FS.includes(components[0] ?? "")) {
+        throw new PermissionDeniedError(
+          `${show(path)} is in /proc, /sys or /dev: a host task's directories are mounted and snapshotted only inside its own directory ${show(shown)}`,
+        );
+      }
+      throw new PermissionDeniedError(
+        `${show(path)} is outside this task's directory ${show(shown)}: on the host runtime, directories are mounted, unmounted and snapshotted only inside it`,
       );
-    }
+    },
   };
 }
 
-/** The TaskFs of running tasks, from the task manager and each task's runtime. */
-export function taskFsLookup(tasks: TaskManager, dataDirPath: string): TaskFsLookup {
-  const dataDir = realpathSync(dataDirPath);
+/** What taskFsLookup needs of the tasks (the TaskManager in daemon.ts). */
+export interface TaskSource {
+  /** The task `taskId` (NotFound when there is none), its state and runtime. */
+  get(taskId: string): { readonly state: string; readonly runtime: Runtime };
+}
+
+/**
+ * The TaskFs of running tasks: what each task's runtime offers of its
+ * filesystem (Runtime.taskFilesystem), or for a runtime without one (host)
+ * the task's own directory (hostTaskFs).
+ */
+export function taskFsLookup(tasks: TaskSource, dataDirPath: string): TaskFsLookup {
+  const dataDirs = [realpathSync(dataDirPath), resolve(dataDirPath)];
   return (taskId: string): TaskFs => {
     const task = tasks.get(taskId);
     if (task.state !== "running") {
       throw new FailedPreconditionError(`task ${taskId} is not running (${task.state})`);
     }
     const rt = task.runtime;
-    if (!isRooted(rt)) {
-      return {
-        runtime: rt.name,
-        root: "/",
-        refuseSymlinks: true,
-        checkPath: hostPathGuard(dataDir, taskId),
-      };
-    }
-    const fs: TaskFs = { runtime: rt.name, root: rt.rootfs(taskId), refuseSymlinks: false };
-    const cgroup = rt.cgroupsPath?.(taskId);
+    const view = rt.taskFilesystem?.(taskId);
+    if (!view) return hostTaskFs(rt.name, dataDirs, taskId);
+    const fs: TaskFs = { runtime: rt.name, root: view.root, refuseSymlinks: false };
+    const cgroup = view.cgroupsPath;
     if (cgroup) fs.freeze = () => freezeCgroup(cgroup);
-    const layers = rt.rootLayers?.(taskId);
-    if (layers) fs.rootLayers = layers;
-    if (rt.exposeMount) fs.exposeMount = rt.exposeMount.bind(rt, taskId);
-    if (rt.hideMount) fs.hideMount = rt.hideMount.bind(rt, taskId);
+    if (view.rootLayers) fs.rootLayers = { ...view.rootLayers };
+    if (view.exposeMount) fs.exposeMount = view.exposeMount;
+    if (view.hideMount) fs.hideMount = view.hideMount;
     return fs;
   };
 }

@@ -2,6 +2,7 @@ import type { ChildProcess } from "node:child_process";
 import { constants } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ExitStatus, Proc } from "./runtime.ts";
+import type { Spawned } from "./spawner.ts";
 
 /** How a runtime reports a process that never started. */
 export interface StartFailure {
@@ -59,6 +60,34 @@ export function procFromChild(
       if (pid === undefined) return;
       try {
         process.kill(-pid, sig);
+      } catch {
+        // ESRCH: the group is gone.
+      }
+    },
+  };
+}
+
+/**
+ * A process the spawner started (src/runtime/spawner.ts, a session leader,
+ * so its pid is its process group id) as a `Proc`: `exited` is its exit
+ * status (SIGKILL when the spawner died first), `signalGroup` signals the
+ * whole group (a gone group is a no-op). `onReport` gets the process's fd-3
+ * report (runc's exec wrapper) before `exited` resolves.
+ */
+export function procFromSpawned(s: Spawned, onReport?: (report: string) => void): Proc {
+  return {
+    pid: s.pid,
+    stdin: s.stdin,
+    stdout: s.stdout,
+    stderr: s.stderr,
+    exited: s.exited.then(({ status, report }) => {
+      onReport?.(report);
+      return status;
+    }),
+    startError: undefined,
+    signalGroup(sig) {
+      try {
+        process.kill(-s.pid, sig);
       } catch {
         // ESRCH: the group is gone.
       }

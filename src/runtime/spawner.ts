@@ -24,13 +24,25 @@ export interface Spawned {
 export interface SpawnOptions {
   cwd: string;
   stdout: "pipe" | "ignore";
-  stderr: "pipe" | "ignore";
+  /** "stdout": fd 2 is the stdout pipe too (one pipe, the bytes in write order). */
+  stderr: "pipe" | "ignore" | "stdout";
   /** fd 3 is a pipe; what the process writes there comes back with its exit (≤ 63 bytes). */
   report?: boolean;
+  /** The process's complete environment; absent: the helper's own (`Spawner.start`). */
+  env?: Record<string, string>;
+  /** argv[0] of the process; absent: `program`. */
+  argv0?: string;
 }
 
-/** The spawner's limit (native/spawner.c MAX_ARGS, the program included). */
-const MAX_ARGS = 255;
+/** The spawner's largest request (native/spawner.c MAX_FRAME). */
+const MAX_FRAME = 4 << 20;
+
+/** A process the helper could not start: `code` is the errno's name ("ENOENT"). */
+export class SpawnFailed extends Error {
+  constructor(readonly code: string) {
+    super(code);
+  }
+}
 
 type Started = { pid: number; fds: number[] } | Error;
 type Exit = { status: ExitStatus; report: string };
@@ -44,12 +56,14 @@ interface Job {
  * Starts processes through native/spawner.c, a small helper that is this
  * router's child for its whole life: a fork of the router itself copies the
  * page tables of its heap and blocks the event loop until the child has
- * exec'd (~7 ms here), the helper's posix_spawn takes ~1 ms.
+ * exec'd (~7 ms here), the helper's vfork takes ~1 ms.
  *
  * Contract:
  * - `spawn` resolves once the process runs, with its pipes open in this
- *   process; it rejects (nothing runs) when the program cannot be started or
- *   the helper is gone. `program` must be an absolute path.
+ *   process. It rejects (nothing runs) with `SpawnFailed` when the program
+ *   cannot be started (exec or cwd failed; a file without `#!` runs under
+ *   /bin/sh, as execvp does), with another Error when the helper is gone or
+ *   the request exceeds its 4 MiB. `program` is a path: no PATH search.
  * - each process leads a session of its own (like `detached: true`), with
  *   default signal dispositions, and is not killed when the router exits.
  * - `exited` never rejects: if the helper dies first, the processes it
@@ -110,16 +124,36 @@ export class Spawner {
 
   async spawn(program: string, args: string[], opts: SpawnOptions): Promise<Spawned> {
     if (this.gone) throw this.gone;
-    if (args.length > MAX_ARGS) throw new Error(`more than ${MAX_ARGS} arguments`);
+    const flags = [
+      opts.stdout === "pipe" ? "o" : "",
+      opts.stderr === "pipe" ? "e" : opts.stderr === "stdout" ? "m" : "",
+      opts.report ? "r" : "",
+      opts.env ? "v" : "",
+      opts.argv0 !== undefined ? "a" : "",
+    ].join("");
+    const env = opts.env ? Object.entries(opts.env).map(([k, v]) => `${k}=${v}`) : [];
     const id = String(++this.seq);
+    const fields = [
+      "spawn",
+      id,
+      flags || "-",
+      opts.cwd,
+      ...(opts.env ? [String(env.length), ...env] : []),
+      program,
+      ...(opts.argv0 !== undefined ? [opts.argv0] : []),
+      ...args,
+    ];
+    // A NUL would split a field (argv and inline env are checked, but a secret could hold one).
+    if (fields.some((f) => f.includes("\0"))) throw new Error("a NUL byte in a spawner request");
+    const frame = this.frame(fields);
+    if (frame.length > MAX_FRAME + 4) throw new Error("request too large for the spawner");
     let onExit: (r: Exit) => void = () => {};
     const exited = new Promise<Exit>((r) => {
       onExit = r;
     });
     const started = new Promise<Started>((onStart) => this.jobs.set(id, { onStart, onExit }));
     this.hold();
-    const flags = `${opts.stdout === "pipe" ? "o" : ""}${opts.stderr === "pipe" ? "e" : ""}${opts.report ? "r" : ""}`;
-    this.send(["spawn", id, flags || "-", opts.cwd, program, ...args]);
+    this.child.stdin.write(frame);
     const s = await started;
     if (s instanceof Error) {
       this.jobs.delete(id);
@@ -171,11 +205,18 @@ export class Spawner {
     }
   }
 
+  /** A request: its length (4 bytes, little-endian), then its fields, each NUL-terminated. */
+  private frame(fields: string[]): Buffer {
+    const text = `${fields.join("\0")}\0`;
+    const len = Buffer.byteLength(text);
+    const buf = Buffer.allocUnsafe(4 + len);
+    buf.writeUInt32LE(len, 0);
+    buf.write(text, 4);
+    return buf;
+  }
+
   private send(fields: string[]): void {
-    const body = Buffer.from(`${fields.join("\0")}\0`);
-    const head = Buffer.alloc(4);
-    head.writeUInt32LE(body.length);
-    this.child.stdin.write(Buffer.concat([head, body]));
+    this.child.stdin.write(this.frame(fields));
   }
 
   private onData(s: string): void {
@@ -195,7 +236,7 @@ export class Spawner {
     if (kind === "started") {
       job.onStart({ pid: Number(a), fds: [Number(b), Number(c), Number(d)] });
     } else if (kind === "failed") {
-      job.onStart(new Error(errnoText(Number(a))));
+      job.onStart(new SpawnFailed(errnoText(Number(a))));
     } else if (kind === "exit") {
       this.jobs.delete(id);
       this.hold();

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../errors.ts";
+import { quote } from "../limits.ts";
 import { checkSecretData, checkSecretName, SECRET_NAME } from "./validate.ts";
 
 /** What may be said about a secret: never its values. */
@@ -138,7 +139,7 @@ export class SecretStore implements SecretResolver {
     for (const [i, id] of ids.entries()) {
       if (id === "") throw new InvalidArgumentError(`secret_ids[${i}] must not be empty`);
       const s = this.secrets.get(id);
-      if (!s) throw new NotFoundError(`secret ${JSON.stringify(id)} not found`);
+      if (!s) throw new NotFoundError(`secret ${quote(id)} not found`);
       pairs.push(...s.data);
     }
     // fromEntries defines own properties, so even a key like __proto__ is plain data.

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from "../errors.ts";
+import { quote } from "../limits.ts";
 
 /** Secret names: like task ids, 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit. */
 export const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -13,7 +14,7 @@ export const MAX_SECRET_BYTES = 1024 * 1024;
 export function checkSecretName(name: string): void {
   if (!SECRET_NAME.test(name)) {
     throw new InvalidArgumentError(
-      `secret name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit`,
+      `secret name ${quote(name)} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit`,
     );
   }
 }
@@ -27,21 +28,21 @@ export function checkSecretData(name: string, data: ReadonlyMap<string, string>)
   for (const [key, value] of data) {
     if (!ENV_KEY.test(key)) {
       throw new InvalidArgumentError(
-        `secret ${name}: key ${JSON.stringify(key)} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)`,
+        `secret ${name}: key ${quote(key)} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)`,
       );
     }
     if (typeof value !== "string") {
-      throw new InvalidArgumentError(`secret ${name}: the value of ${key} is not a string`);
+      throw new InvalidArgumentError(`secret ${name}: the value of ${quote(key)} is not a string`);
     }
     if (value.includes("\0")) {
       throw new InvalidArgumentError(
-        `secret ${name}: the value of ${key} contains a NUL character`,
+        `secret ${name}: the value of ${quote(key)} contains a NUL character`,
       );
     }
     const n = Buffer.byteLength(key) + 1 + Buffer.byteLength(value);
     if (n > MAX_PAIR_BYTES) {
       throw new InvalidArgumentError(
-        `secret ${name}: ${key}=VALUE takes ${n} bytes, more than an environment string may (${MAX_PAIR_BYTES})`,
+        `secret ${name}: ${quote(key)}=VALUE takes ${n} bytes, more than an environment string may (${MAX_PAIR_BYTES})`,
       );
     }
     total += n + 1;

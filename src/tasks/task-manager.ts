@@ -9,13 +9,16 @@ import {
 } from "../errors.ts";
 import type { Exec, StreamName } from "../exec/exec.ts";
 import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
-import type { ExecRequest } from "../exec/exec-request.ts";
+import { checkExecIds, type ExecRequest } from "../exec/exec-request.ts";
 import { endsProcessByDefault, parseSignal } from "../exec/signals.ts";
 import type { StdinProgress, StdinSession } from "../exec/stdin.ts";
+import { checkMaxBytes, MAX, quote } from "../limits.ts";
+import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metrics/metrics.ts";
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
+import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
 import { type ExecLimits, Task } from "./task.ts";
 
-const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const TASK_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${MAX.taskId - 1}}$`);
 
 interface TaskRecord {
   id: string;
@@ -23,6 +26,8 @@ interface TaskRecord {
   createdAt: number;
   /** Limits and network (runc tasks); absent: none. */
   spec?: TaskSpec;
+  /** Secrets the task's execs may use (`task create --allow-secret`); absent: none. */
+  allowedSecrets?: string[];
 }
 
 /**
@@ -42,15 +47,20 @@ export class TaskManager {
   /** Ids of tasks being created (reserved, not yet visible). */
   private readonly creating = new Set<string>();
 
+  /** Execs already reported to `metrics` (an idempotent repeated start returns the same one). */
+  private readonly observed = new WeakSet<Exec>();
+
   /**
    * @param runtimes the runtimes tasks may use, by name
    * @param defaultRuntime the name of the runtime of tasks created without one
+   * @param metrics where exec starts, ends and stdio bytes are reported
    */
   constructor(
     private readonly dataDir: string,
     private readonly runtimes: ReadonlyMap<string, Runtime>,
     private readonly defaultRuntime: string,
     private readonly limits: ExecLimits,
+    private readonly metrics: Metrics = NO_METRICS,
   ) {
     if (!runtimes.has(defaultRuntime)) throw new Error(`unknown runtime ${defaultRuntime}`);
   }
@@ -59,7 +69,7 @@ export class TaskManager {
     const rt = this.runtimes.get(name);
     if (!rt) {
       throw new InvalidArgumentError(
-        `unknown runtime ${JSON.stringify(name)} (this router has: ${[...this.runtimes.keys()].join(", ")})`,
+        `unknown runtime ${quote(name)} (this router has: ${[...this.runtimes.keys()].join(", ")})`,
       );
     }
     return rt;
@@ -80,6 +90,7 @@ export class TaskManager {
       const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
+      task.allowedSecrets = storedGrants(rec.allowedSecrets);
       this.tasks.set(rec.id, task);
     }
   }
@@ -89,7 +100,11 @@ export class TaskManager {
    * with the limits and network of `opts.spec` (InvalidArgument when the
    * runtime cannot give them).
    */
-  async create(taskId?: string, opts: { runtime?: string; spec?: TaskSpec } = {}): Promise<Task> {
+  async create(
+    taskId?: string,
+    opts: { runtime?: string; spec?: TaskSpec; allowedSecrets?: readonly string[] } = {},
+  ): Promise<Task> {
+    const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
     const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
     const spec = opts.spec ?? {};
     if (runtime.checkSpec) runtime.checkSpec(spec);
@@ -103,9 +118,10 @@ export class TaskManager {
       );
     }
     const id = taskId || `ta-${randomBytes(10).toString("hex")}`;
+    checkMaxBytes("task_id", id, MAX.taskId);
     if (!TASK_ID.test(id)) {
       throw new InvalidArgumentError(
-        `task id ${JSON.stringify(id)} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit`,
+        `task id ${quote(id)} must be 1-${MAX.taskId} characters of [A-Za-z0-9._-], starting with a letter or digit`,
       );
     }
     if (this.tasks.has(id) || this.creating.has(id)) {
@@ -115,13 +131,14 @@ export class TaskManager {
     this.creating.add(id); // reserve the id while the runtime prepares the task
     try {
       const env = await runtime.prepareTask(id, spec);
-      const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec };
+      const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
       const file = join(this.dataDir, "tasks", id, "task.json");
       await mkdir(join(this.dataDir, "tasks", id), { recursive: true });
       await writeFile(`${file}.tmp`, JSON.stringify(rec));
       await rename(`${file}.tmp`, file);
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
+      task.allowedSecrets = allowedSecrets;
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);
@@ -186,17 +203,39 @@ export class TaskManager {
 
   private exec(taskId: string, execId: string): Exec {
     if (execId === "") throw new InvalidArgumentError("exec_id must not be empty");
+    checkMaxBytes("exec_id", execId, MAX.execId);
     return (this.tasks.get(taskId) ?? this.missing(taskId)).exec(execId);
   }
 
-  /** InvalidArgument for an empty task id, NotFound otherwise. */
+  /**
+   * The answer for a task id that names no task: InvalidArgument for an
+   * empty one or one past MAX.taskId (no task can have it), NotFound
+   * otherwise. Every lookup of a task by id ends here when it fails, so this
+   * is where task ids from requests are checked.
+   */
   private missing(taskId: string): never {
     if (taskId === "") throw new InvalidArgumentError("task_id must not be empty");
-    throw new NotFoundError(`task ${JSON.stringify(taskId)} not found`);
+    checkMaxBytes("task_id", taskId, MAX.taskId);
+    throw new NotFoundError(`task ${quote(taskId)} not found`);
   }
 
-  async startExec(taskId: string, req: ExecRequest): Promise<Exec> {
-    return this.get(taskId).start(req);
+  /**
+   * Starts an exec; its ids are checked first (nothing is looked up or kept
+   * for bad ones). `caller`: what the caller may use beyond the task's own
+   * secret grants (the edge passes the token's; in-process callers are admin).
+   */
+  async startExec(taskId: string, req: ExecRequest, caller: Caller = ADMIN_CALLER): Promise<Exec> {
+    checkExecIds(req);
+    const t0 = performance.now();
+    const task = this.get(taskId);
+    const exec = await task.start(req, caller);
+    if (!this.observed.has(exec)) {
+      this.observed.add(exec);
+      const runtime = task.runtime.name;
+      this.metrics.execStarted(runtime, (performance.now() - t0) / 1000);
+      void exec.exited.then(() => this.metrics.execFinished(runtime, exec.cause ?? "exited"));
+    }
+    return exec;
   }
 
   /** Exit status now, or undefined while running. */
@@ -215,7 +254,8 @@ export class TaskManager {
     offset: number,
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
-    return this.exec(taskId, execId).read(stream, offset, signal);
+    const chunks = this.exec(taskId, execId).read(stream, offset, signal);
+    return this.metrics === NO_METRICS ? chunks : observeRead(chunks, stream, this.metrics);
   }
 
   writeStdin(
@@ -225,7 +265,10 @@ export class TaskManager {
     data: Uint8Array,
     eof: boolean,
   ): Promise<void> {
-    return this.exec(taskId, execId).stdin.write(offset, data, eof);
+    const done = this.exec(taskId, execId).stdin.write(offset, data, eof);
+    return data.byteLength === 0
+      ? done
+      : done.then(() => this.metrics.stdinWritten(data.byteLength));
   }
 
   /** Where the exec's stdin stands; evicts its stdin stream in flight (see StdinStream.progress). */
@@ -235,7 +278,8 @@ export class TaskManager {
 
   /** Opens a streaming stdin writer at `offset` (see StdinStream.openSession). */
   openStdinSession(taskId: string, execId: string, offset: number): StdinSession {
-    return this.exec(taskId, execId).stdin.openSession(offset);
+    const session = this.exec(taskId, execId).stdin.openSession(offset);
+    return this.metrics === NO_METRICS ? session : observeSession(session, this.metrics);
   }
 
   // ---- our exec extensions (taskrouter.v1.Execs) ----

@@ -6,7 +6,7 @@ import {
   NotFoundError,
   ResourceExhaustedError,
 } from "../errors.ts";
-import { Exec, type ExecOptions } from "../exec/exec.ts";
+import { Exec, type ExecOptions, timeoutKillDelayMs } from "../exec/exec.ts";
 import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
 import {
   type EnvSource,
@@ -15,8 +15,11 @@ import {
   validateExecRequest,
 } from "../exec/exec-request.ts";
 import { ptyEnv } from "../exec/pty.ts";
+import { quote } from "../limits.ts";
+import { FS_TOOLS_IN_TASK } from "../runtime/native.ts";
 import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
 import type { SecretResolver } from "../secrets/secret-store.ts";
+import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
 
 export type TaskState = "running" | "terminated";
 
@@ -38,6 +41,9 @@ export interface ExecLimits {
 }
 
 let spillSeq = 0;
+const MiB = 1024 * 1024;
+/** ReadFile's limit in the filesystem helper (native/fs-tools.c, FS-TOOLS.md). */
+const FS_TOOLS_READ_LIMIT = 5 * 1024 * MiB;
 
 /**
  * A task: a place where commands run, with its table of execs.
@@ -47,6 +53,8 @@ export class Task {
   state: TaskState = "running";
   /** Limits and network the task was created with (runc tasks). */
   spec: TaskSpec = {};
+  /** Secrets every caller reaching the task may use (`task create --allow-secret`). */
+  allowedSecrets: readonly string[] = [];
   private readonly execs = new Map<string, Exec>();
   /** Execs whose process the runtime is starting (the id is taken already). */
   private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
@@ -71,7 +79,7 @@ export class Task {
   /** The exec `execId`, or NotFound. */
   exec(execId: string): Exec {
     const e = this.execs.get(execId);
-    if (!e) throw new NotFoundError(`exec ${JSON.stringify(execId)} not found in task ${this.id}`);
+    if (!e) throw new NotFoundError(`exec ${quote(execId)} not found in task ${this.id}`);
     return e;
   }
 
@@ -79,18 +87,22 @@ export class Task {
    * Starts a command, idempotently: the same `execId` with the same request
    * returns the existing exec; with a different one, AlreadyExists.
    */
-  async start(req: ExecRequest): Promise<Exec> {
+  async start(req: ExecRequest, caller: Caller = ADMIN_CALLER): Promise<Exec> {
     const fp = fingerprint(req);
     const existing = this.sameOrConflict(req.execId, fp);
     if (existing) return existing;
     if (req.containerId !== "") {
       throw new NotFoundError(
-        `container ${JSON.stringify(req.containerId.slice(0, 80))} not found in task ${this.id} (it has only its main container)`,
+        `container ${quote(req.containerId)} not found in task ${this.id} (it has only its main container)`,
       );
     }
     // Env sources override the runtime's base env; request-level vars (PTY TERM...) are set after.
-    const env = { ...this.env.baseEnv, ...this.resolveEnv(req.envSources) };
+    const env = { ...this.env.baseEnv, ...this.resolveEnv(req.envSources, caller) };
     if (req.pty) Object.assign(env, ptyEnv(req.pty));
+    if (req.argv[0] === FS_TOOLS_IN_TASK && this.limits.outputCap < FS_TOOLS_READ_LIMIT + MiB) {
+      // Below the helper's own read limit: it refuses (FileTooLarge) what the cap would stall.
+      env.TASKROUTER_FS_READ_LIMIT = String(Math.max(0, this.limits.outputCap - MiB));
+    }
     validateExecRequest(req, env, { allowRuntimeDebug: this.limits.allowRuntimeDebug });
     this.assertRunning();
     this.assertRuntimeRunning();
@@ -99,7 +111,7 @@ export class Task {
     const st = await stat(hostCwd).catch(() => undefined);
     if (!st?.isDirectory()) {
       throw new FailedPreconditionError(
-        `workdir ${JSON.stringify(cwd)} ${st ? "is not a directory" : "does not exist"}`,
+        `workdir ${quote(cwd, { ends: true })} ${st ? "is not a directory" : "does not exist"}`,
       );
     }
     // A concurrent identical start may have won while we awaited.
@@ -127,7 +139,13 @@ export class Task {
     env: Record<string, string>,
     cwd: string,
   ): Promise<Exec> {
+    // Counted from before the spawn: never later than the client's clock, which starts after it.
+    const deadline = req.timeoutSecs
+      ? Date.now() +
+        Math.max(0, timeoutKillDelayMs(req.timeoutSecs) - (this.runtime.timeoutLeadMs ?? 0))
+      : undefined;
     const proc = await this.runtime.spawn(this.id, {
+      ...(deadline !== undefined ? { deadline } : {}),
       argv: req.argv,
       env,
       cwd,
@@ -148,6 +166,7 @@ export class Task {
       spillPrefix: join(this.limits.spillDir, `${process.pid}-${++spillSeq}`),
       onError: this.limits.onError,
       ptyIdleTimeoutMs: this.limits.ptyIdleTimeoutMs ?? 0,
+      ...(deadline !== undefined ? { deadline } : {}),
     };
     const exec = new Exec(req.execId, req, fp, proc, opts);
     this.execs.set(req.execId, exec);
@@ -156,17 +175,21 @@ export class Task {
   }
 
   /**
-   * The env vars of `sources`, layered in order (later wins); NotFound for an
-   * unknown secret id, before anything starts.
+   * The env vars of `sources`, layered in order (later wins), before
+   * anything starts: PermissionDenied for a secret `caller` may not use (an
+   * admin may use every secret, anyone else those granted to the task and to
+   * them), checked for all sources first (so a denied name is never looked
+   * up); then NotFound for an unknown secret id.
    */
-  private resolveEnv(sources: readonly EnvSource[]): Record<string, string> {
+  private resolveEnv(sources: readonly EnvSource[], caller: Caller): Record<string, string> {
+    assertSecretsGranted(this.id, this.allowedSecrets, caller, sources);
     // A Map, then fromEntries: a key like __proto__ stays plain data.
     const env = new Map<string, string>();
     for (const src of sources) {
       let pairs: Readonly<Record<string, string>>;
       if ("env" in src) pairs = src.env;
       else if (this.limits.secrets) pairs = this.limits.secrets.resolve([src.secretId]);
-      else throw new NotFoundError(`secret ${JSON.stringify(src.secretId)} not found`);
+      else throw new NotFoundError(`secret ${quote(src.secretId)} not found`);
       for (const [k, v] of Object.entries(pairs)) env.set(k, v);
     }
     return Object.fromEntries(env);
@@ -177,7 +200,7 @@ export class Task {
     const e = this.execs.get(execId) ?? this.starting.get(execId);
     if (e && (e instanceof Exec ? e.fingerprint : e.fp) !== fp) {
       throw new AlreadyExistsError(
-        `exec_id ${JSON.stringify(execId)} is already used by a different request`,
+        `exec_id ${quote(execId)} is already used by a different request`,
       );
     }
     return e instanceof Exec ? e : e?.exec;

@@ -15,11 +15,15 @@ export interface CliResult {
 /** CLI processes still running; `killAll` ends them by pid. */
 const children = new Set<ChildProcess>();
 
-/** The CLI's environment: ours without TASKROUTER_* variables, plus `extra`. */
+/**
+ * The CLI's environment: ours without TASKROUTER_* variables, plus `extra`.
+ * The CLI runs from the TypeScript source (TASKROUTER_FROM_SOURCE), never
+ * from a dist/ that may be older than it.
+ */
 export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("TASKROUTER_")) env[k] = v;
-  return { ...env, ...extra };
+  return { ...env, TASKROUTER_FROM_SOURCE: "1", ...extra };
 }
 
 /** Starts `node bin/taskrouter.js ARGS` (stdin closed at once). */

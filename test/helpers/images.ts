@@ -27,6 +27,26 @@ export async function scratch(): Promise<{ dir: string; cleanup: () => Promise<v
 }
 
 /**
+ * A scratch directory inside a host task's own directory (where the image
+ * calls of a host task are confined); `cleanup` as for `scratch`.
+ */
+export async function taskScratch(
+  dataDir: string,
+  taskId: string,
+): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = join(dataDir, "tasks", taskId, "work", "scratch");
+  await mkdir(dir, { recursive: true });
+  return {
+    dir,
+    cleanup: async () => {
+      await unmountAll(dir).catch(() => undefined);
+      if ((await mountsUnder(dir)).length > 0) throw new Error(`mounts left under ${dir}`);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
  * A small tree with every kind of entry an image keeps: files of several
  * modes (one empty, one over a MiB), a symlink (relative, absolute,
  * dangling), empty directories, nested directories, a name with a space.

@@ -1,11 +1,13 @@
 import { type ChildProcess, type StdioOptions, spawn as spawnChild } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
-import { procFromChild } from "../child-proc.ts";
+import { procFromChild, procFromSpawned, type StartFailure } from "../child-proc.ts";
 import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import { lookupProgram, notStartedProc } from "../program.ts";
 import type { Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
+import { lazySpawner, SpawnFailed } from "../spawner.ts";
 import { spawnHostPty } from "./host-pty.ts";
 
 export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -14,14 +16,24 @@ export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
  * The `host` runtime: commands run directly on this machine as the router's
  * user, with no isolation. Paths in requests are this machine's own paths.
  * Each task gets a default working directory `<dataDir>/tasks/<id>/work`,
- * which is also its HOME.
+ * which is also its HOME. The image calls (mount, unmount, snapshot) of a
+ * host task are confined to `<dataDir>/tasks/<id>` (images/task-fs.ts).
  */
 export class HostRuntime implements Runtime {
   readonly name = "host";
   readonly warning =
     "the host runtime isolates nothing: commands run on this machine as the router's user";
 
-  constructor(private readonly dataDir: string) {}
+  /**
+   * Starts pipe execs (native/spawner.c: no fork of this large process);
+   * absent when the native helpers were not built (then: child_process).
+   */
+  private readonly spawner: ReturnType<typeof lazySpawner> | undefined;
+
+  constructor(private readonly dataDir: string) {
+    const helper = nativeHelper("taskrouter-spawner");
+    this.spawner = existsSync(helper) ? lazySpawner(helper, {}) : undefined;
+  }
 
   private taskDir(taskId: string): string {
     return join(this.dataDir, "tasks", taskId);
@@ -30,6 +42,7 @@ export class HostRuntime implements Runtime {
   async prepareTask(taskId: string): Promise<TaskEnv> {
     const work = join(this.taskDir(taskId), "work");
     await mkdir(work, { recursive: true, mode: 0o755 });
+    this.spawner?.get(); // started now rather than by (and in the time of) the first exec
     const user = userInfo().username;
     return {
       defaultWorkdir: work,
@@ -53,11 +66,49 @@ export class HostRuntime implements Runtime {
         ? { ...spec, argv: [nativeHelper("modal-sandbox-fs-tools"), ...spec.argv.slice(1)] }
         : spec;
     if (s.pty) return spawnHostPty(s);
+    // Looked up here, as a shell would, so a program that cannot start reads the same either way.
+    const name = s.argv[0] ?? "";
+    const found = lookupProgram(name, s.env.PATH ?? "", s.cwd);
+    if (!("file" in found)) return notStartedProc(`${name}: ${found.reason}`, found.code);
+    if (this.spawner) {
+      try {
+        const p = await this.spawner.get().spawn(found.file, s.argv.slice(1), {
+          argv0: name,
+          env: s.env,
+          cwd: s.cwd,
+          stdout: s.stdout,
+          stderr: s.stderr,
+        });
+        return procFromSpawned(p);
+      } catch (err) {
+        if (err instanceof SpawnFailed) {
+          const f = startFailure(name, err.code, err.message);
+          return notStartedProc(f.message, f.code);
+        }
+        // The helper is gone (the next exec starts a new one) or the request is too
+        // large for it: this exec forks the router.
+      }
+    }
     return spawnHostProcess(s);
+  }
+
+  /** Ends the spawner (processes it started keep running). */
+  close(): void {
+    this.spawner?.close();
   }
 }
 
-/** Starts `spec` as the leader of a new session and process group (setsid). */
+/** How a program that could not be started is reported (errno `code`), as a shell would. */
+function startFailure(name: string, code: string | undefined, message: string): StartFailure {
+  if (code === "EACCES") return { message: `${name}: Permission denied`, code: 126 };
+  const reason = code === "ENOENT" ? "command not found" : message;
+  return { message: `${name}: ${reason}`, code: 127 };
+}
+
+/**
+ * Starts `spec` with a fork of the router (child_process) as the leader of a
+ * new session and process group (setsid): without the spawner only.
+ */
 function spawnHostProcess(spec: SpawnSpec): Proc {
   const merged = spec.stderr === "stdout";
   // Node cannot hand one pipe to both fd 1 and fd 2, so a merged exec runs
@@ -80,11 +131,6 @@ function spawnHostProcess(spec: SpawnSpec): Proc {
   });
   return procFromChild(child, {
     stderr: merged ? null : child.stderr,
-    startError: (err) => {
-      const name = spec.argv[0] ?? "";
-      if (err.code === "EACCES") return { message: `${name}: Permission denied`, code: 126 };
-      const reason = err.code === "ENOENT" ? "command not found" : err.message;
-      return { message: `${name}: ${reason}`, code: 127 };
-    },
+    startError: (err) => startFailure(spec.argv[0] ?? "", err.code, err.message),
   });
 }

@@ -1,18 +1,9 @@
 import { existsSync } from "node:fs";
 import { chmod, stat, utimes } from "node:fs/promises";
 import { FailedPreconditionError } from "../../errors.ts";
+import type { ImageResolver } from "../runtime.ts";
 import { resolveConfined } from "./confined-path.ts";
 import type { RootfsLayer } from "./rootfs.ts";
-
-/**
- * Finds stored image `imageId` (NotFound when absent) and holds it until
- * `release`: `dir` is its unpacked tree, never written. `existing`: for a
- * task created earlier (an expired image still on disk is fine).
- */
-export type ImageResolver = (
-  imageId: string,
-  opts: { existing: boolean },
-) => Promise<{ dir: string; release: () => void }>;
 
 interface Held {
   id: string;

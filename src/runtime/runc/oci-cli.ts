@@ -2,6 +2,10 @@ import { execFile, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
+import { hybridWithV2Controllers } from "../../linux/cgroup.ts";
+import { lookupProgram } from "../program.ts";
+import { hidingV2Controllers } from "./cgroup.ts";
+import { OCI_FLAVORS, type OciFlavor, ociFlavor } from "./flavors.ts";
 
 const run = promisify(execFile);
 
@@ -11,17 +15,6 @@ export interface ContainerState {
   /** Host pid of the container's init (0 when stopped). */
   pid: number;
 }
-
-/**
- * Which OCI runtime a binary is (the first word of its `--version`). They
- * share runc's command line, with these differences that matter here:
- * - crun's `exec --tty` does not relay terminal size changes into the task;
- * - runsc (gVisor) runs the task's processes in its own kernel: host pids and
- *   process groups are not the host's to signal, `exec` has neither
- *   `--preserve-fds` nor `--tty` (terminals come through `--console-socket`),
- *   and the sandbox's network and file access are global flags of `run`.
- */
-export type OciFlavor = "runc" | "crun" | "runsc";
 
 /**
  * The OCI runtime command line (`runc`, or any runtime with the same CLI:
@@ -34,21 +27,34 @@ export class OciCli {
     readonly binary: string,
     /** The runtime's state directory (`--root`). */
     readonly root: string,
-    /** Which runtime it is (unknown ones are treated as runc). */
-    readonly flavor: OciFlavor = "runc",
+    /** What the runtime can do (./flavors.ts). */
+    readonly flavor: OciFlavor = OCI_FLAVORS.runc,
     /** The command that runs the binary (default: the binary itself; see cgroup.ts). */
     private readonly prefix: string[] = [binary],
   ) {}
+
+  /**
+   * The command line of the OCI runtime `binary` with state under `root`:
+   * its flavour from its `--version`, the program found in PATH once (each
+   * exec then starts without a failed execve per PATH entry before it), run
+   * with hybrid cgroup2 controllers hidden where the flavour needs it, and
+   * the flavour's global flags.
+   */
+  static async open(binary: string, root: string): Promise<OciCli> {
+    const flavor = await ociFlavor(binary);
+    const [file = binary, ...args] =
+      flavor.refusesHybridV2Controllers && hybridWithV2Controllers()
+        ? hidingV2Controllers(binary)
+        : [binary];
+    const found = lookupProgram(file, process.env.PATH ?? "");
+    const prefix = ["file" in found ? found.file : file, ...args, ...flavor.globalFlags];
+    return new OciCli(binary, root, flavor, prefix);
+  }
 
   /** The program and arguments that run the runtime with `args` (after the global flags). */
   command(args: string[]): { file: string; args: string[] } {
     const [file = this.binary, ...rest] = this.prefix;
     return { file, args: [...rest, ...this.globalArgs(), ...args] };
-  }
-
-  /** Whether `exec --tty` passes its own terminal's size changes on to the task's terminal. */
-  get relaysResize(): boolean {
-    return this.flavor !== "crun";
   }
 
   /** Arguments that start every call (global flags). */
@@ -91,11 +97,15 @@ export class OciCli {
     network: "none" | "host",
   ): Promise<void> {
     const fd = openSync(logFile, "a", 0o600);
-    // runsc sets up the sandbox's network itself (loopback only, or the host's), and
-    // with shared file access sees files and mounts the router makes in the rootfs.
-    const net = this.flavor === "runsc" ? [`--network=${network}`, "--file-access=shared"] : [];
     try {
-      const cmd = this.command([...net, "run", "--detach", "--bundle", bundle, id]);
+      const cmd = this.command([
+        ...this.flavor.runFlags(network),
+        "run",
+        "--detach",
+        "--bundle",
+        bundle,
+        id,
+      ]);
       const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
       const code = await new Promise<number>((resolve) => {
         child.once("error", () => resolve(-1));
@@ -124,32 +134,22 @@ export class OciCli {
 
   /**
    * Arguments of `exec` for one process (after the global ones). `pidFile`
-   * receives the pid of the process: its host pid, or for runsc (whose task
-   * processes the host cannot see) its pid inside the task. A terminal is
-   * `--tty`, or for runsc `--console-socket` (see native/console-relay.c).
+   * receives the pid of the process: its host pid, or its pid inside the
+   * task (`flavor.killsInTask`: the host cannot see it). A terminal is
+   * `--tty`, or `--console-socket` (`flavor.consoleSocketPty`).
    */
   execArgs(
     id: string,
     p: { processJson: string; pidFile: string; tty: boolean; consoleSocket: string },
   ): string[] {
-    if (this.flavor === "runsc") {
-      const a = ["exec", "--process", p.processJson, "--internal-pid-file", p.pidFile];
-      if (p.tty) a.push("--console-socket", p.consoleSocket);
-      a.push(id);
-      return a;
-    }
-    const a = ["exec", "--process", p.processJson, "--pid-file", p.pidFile, "--preserve-fds", "1"];
-    if (p.tty) a.push("--tty");
+    const f = this.flavor;
+    const a = ["exec", "--process", p.processJson];
+    a.push(f.killsInTask ? "--internal-pid-file" : "--pid-file", p.pidFile);
+    if (f.preserveFds) a.push("--preserve-fds", "1");
+    if (p.tty) a.push(...(f.consoleSocketPty ? ["--console-socket", p.consoleSocket] : ["--tty"]));
     a.push(id);
     return a;
   }
-}
-
-/** Which runtime `binary` is, from the first word of its `--version` (runc when unknown). */
-export async function ociFlavor(binary: string): Promise<OciFlavor> {
-  const { stdout } = await run(binary, ["--version"]).catch(() => ({ stdout: "" }));
-  const name = stdout.trim().split(/\s+/)[0] ?? "";
-  return name === "crun" || name === "runsc" ? name : "runc";
 }
 
 /** Why `binary` cannot run containers here, or undefined when it can. */

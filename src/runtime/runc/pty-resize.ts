@@ -1,12 +1,12 @@
 import { spawn as spawnChild } from "node:child_process";
-import { procStatFields } from "../proc-stat.ts";
+import { ptsOf } from "../../linux/proc.ts";
 import type { Proc } from "../runtime.ts";
 
 /**
  * `Proc.resize` of a PTY exec: resizes the router's terminal, and, when the
- * runtime does not relay that to the task's terminal itself (crun), sets the
- * size of the task's terminal too: the wrapper's controlling terminal (field
- * tty_nr of its stat, a Unix98 pts) reached through its root, with `stty -F`;
+ * runtime does not relay that to the task's terminal itself
+ * (`OciFlavor.relaysResize`), sets the size of the task's terminal too: the
+ * wrapper's controlling terminal reached through its root, with `stty -F`;
  * one at a time, the latest size last.
  */
 export function resizer(outer: Proc, relays: boolean, wrapperPid: () => number | undefined) {
@@ -44,13 +44,4 @@ export function resizer(outer: Proc, relays: boolean, wrapperPid: () => number |
     want = [rows, cols];
     if (!running) next();
   };
-}
-
-/** The host path of the pts that is process `pid`'s controlling terminal in its task. */
-function ptsOf(pid: number): string | undefined {
-  const ttyNr = Number(procStatFields(pid)?.[4] ?? 0);
-  const major = (ttyNr >> 8) & 0xfff;
-  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
-  if (major < 136 || major > 143) return undefined;
-  return `/proc/${pid}/root/dev/pts/${(major - 136) * 256 + minor}`;
 }

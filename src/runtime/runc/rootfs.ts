@@ -1,7 +1,8 @@
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { chmod, mkdir, readlink, symlink } from "node:fs/promises";
 import { join } from "node:path";
-import { makeShared, mountInfo, mountOverlay } from "./mounts.ts";
+import { makeShared, mountOverlay } from "../../linux/mount.ts";
+import { mountInfo } from "../../linux/mountinfo.ts";
 
 /**
  * One overlay of a task's root filesystem: `lower` (read-only, shared by
@@ -101,7 +102,7 @@ export async function mountRootfs(bundle: string, layers: RootfsLayer[]): Promis
     await mkdir(d.work, { recursive: true, mode: 0o700 });
     if (mounted.has(d.mountPoint)) continue;
     if (!existsSync(d.mountPoint)) await mkdir(d.mountPoint, { recursive: true, mode: 0o755 });
-    await mountOverlay(d.mountPoint, layer.lower, d.upper, d.work);
+    await mountOverlay(d.mountPoint, { lower: layer.lower, upper: d.upper, work: d.work });
     if (layer.target === "/") await makeShared(d.mountPoint);
   }
 }

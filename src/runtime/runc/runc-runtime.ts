@@ -3,22 +3,25 @@ import { existsSync, rmdirSync } from "node:fs";
 import { mkdir, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../errors.ts";
+import { cgroupDirs, oomKillCount } from "../../linux/cgroup.ts";
+import { UNSAFE_MOUNT_PATH, unmountAll } from "../../linux/mount.ts";
+import { mountsUnder } from "../../linux/mountinfo.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import { checkNativeHelpers, nativeHelper } from "../native.ts";
-import { procStatFields } from "../proc-stat.ts";
-import { lookupProgram } from "../program.ts";
-import type { Proc, Runtime, SpawnSpec, TaskEnv, TaskSpec, TaskStatus } from "../runtime.ts";
+import type {
+  ImageResolver,
+  Proc,
+  Runtime,
+  SpawnSpec,
+  TaskEnv,
+  TaskFilesystem,
+  TaskSpec,
+  TaskStatus,
+} from "../runtime.ts";
 import { lazySpawner } from "../spawner.ts";
-import {
-  cgroupDirs,
-  hidingV2Controllers,
-  hybridWithV2Controllers,
-  oomKillCount,
-} from "./cgroup.ts";
 import { resolveConfined } from "./confined-path.ts";
-import { copyRootAttrs, existsInside, type ImageResolver, ImageRoots } from "./image-roots.ts";
-import { mountsUnder, UNSAFE_MOUNT_PATH, unmountAll } from "./mounts.ts";
-import { OciCli, type OciFlavor, ociFlavor } from "./oci-cli.ts";
+import { copyRootAttrs, existsInside, ImageRoots } from "./image-roots.ts";
+import { OciCli } from "./oci-cli.ts";
 import { DEFAULT_CAPS } from "./oci-spec.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
@@ -31,6 +34,7 @@ import {
   taskConfig,
 } from "./task-config.ts";
 import { exposeMount, hideMount } from "./task-mounts.ts";
+import { TaskStates } from "./task-states.ts";
 
 /**
  * The capabilities the seccomp profile is rendered for: any exec of a task may
@@ -41,16 +45,6 @@ export const TASK_SECCOMP_CAPS = [...DEFAULT_CAPS, "CAP_SYS_PTRACE"];
 
 /** Directories a task must never see through the host image. */
 const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
-
-interface TaskInfo {
-  cgroupsPath: string;
-  /** Host pid and start time of the container's init; undefined once stopped. */
-  init: { pid: number; start: string } | undefined;
-  stopReason: string | undefined;
-}
-
-/** Measured: a killed exec's `runsc exec` exits 20-130 ms after the kill (2 cores, loaded). */
-const RUNSC_TIMEOUT_LEAD_MS = 300;
 
 /**
  * The `runc` runtime: every task is a long-lived OCI container run by the
@@ -66,14 +60,13 @@ const RUNSC_TIMEOUT_LEAD_MS = 300;
 export class RuncRuntime implements Runtime {
   readonly name = "runc";
   readonly warning = undefined;
-  /** runsc reports a killed exec's end late (see Runtime.timeoutLeadMs); runc and crun do not. */
+  /** Some OCI runtimes report a killed exec's end late (`OciFlavor.timeoutLeadMs`). */
   get timeoutLeadMs(): number {
-    return this.cli.flavor === "runsc" ? RUNSC_TIMEOUT_LEAD_MS : 0;
+    return this.cli.flavor.timeoutLeadMs;
   }
-  private readonly cli: OciCli;
   private readonly base: string;
   private readonly tag: string;
-  private readonly tasks = new Map<string, TaskInfo>();
+  private readonly tasks = new TaskStates();
   private image: Promise<RootfsLayer[]> | undefined;
   private seq = 0;
   /** Image-rooted tasks: the image and its hold (released by destroyTask). */
@@ -82,14 +75,11 @@ export class RuncRuntime implements Runtime {
 
   private constructor(
     dataDir: string,
-    binary: string,
+    private readonly cli: OciCli,
     private readonly tini: string | undefined,
-    flavor: OciFlavor,
-    prefix: string[],
     private readonly seccomp: OciSeccomp | undefined,
   ) {
     this.base = join(dataDir, "runc");
-    this.cli = new OciCli(binary, join(this.base, "state"), flavor, prefix);
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
   }
 
@@ -116,16 +106,8 @@ export class RuncRuntime implements Runtime {
       }
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
-    const flavor = await ociFlavor(binary);
-    // crun refuses hybrid-cgroup hosts whose cgroup2 mount has controllers: hide them from it.
-    const [file = binary, ...args] =
-      flavor === "crun" && hybridWithV2Controllers() ? hidingV2Controllers(binary) : [binary];
-    // Resolved once: each exec then starts without a failed execve per PATH entry before it.
-    const found = lookupProgram(file, process.env.PATH ?? "");
-    // runsc ignores linux.seccomp unless told to load it into its sandbox (a global flag).
-    const flags = flavor === "runsc" ? ["--oci-seccomp"] : [];
-    const prefix = ["file" in found ? found.file : file, ...args, ...flags];
-    const rt = new RuncRuntime(real, binary, tini, flavor, prefix, seccomp);
+    const cli = await OciCli.open(binary, join(real, "runc", "state"));
+    const rt = new RuncRuntime(real, cli, tini, seccomp);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
@@ -135,8 +117,23 @@ export class RuncRuntime implements Runtime {
   }
 
   /** Lets tasks use stored images as their root (`TaskSpec.image`); set before tasks load. */
-  setImageResolver(resolve: ImageResolver): void {
+  useImages(resolve: ImageResolver): void {
     this.images.setResolver(resolve);
+  }
+
+  /**
+   * The task's root filesystem (Runtime.taskFilesystem), made of the
+   * methods below: rootfs, cgroupsPath, rootLayers, exposeMount, hideMount.
+   */
+  taskFilesystem(taskId: string): TaskFilesystem {
+    const fs: TaskFilesystem = {
+      root: this.rootfs(taskId),
+      cgroupsPath: this.cgroupsPath(taskId),
+      exposeMount: (hostPath, rootDir) => this.exposeMount(taskId, hostPath, rootDir),
+      hideMount: (dev) => this.hideMount(taskId, dev),
+    };
+    const layers = this.rootLayers(taskId);
+    return layers ? { ...fs, rootLayers: layers } : fs;
   }
 
   /** For image-rooted tasks: the image and the task's writable layer (incremental snapshots). */
@@ -151,12 +148,12 @@ export class RuncRuntime implements Runtime {
   }
 
   /**
-   * The task's container id: the task id, or for runsc `<tag>-<task id>`
-   * (runsc names its sandboxes' control sockets after the id, host-wide, so
-   * routers with different data dirs must not share ids).
+   * The task's container id: the task id, or `<tag>-<task id>` where ids
+   * are shared by the whole host (`OciFlavor.hostWideIds`: routers with
+   * different data dirs must not share ids).
    */
-  containerId(taskId: string): string {
-    return this.cli.flavor === "runsc" ? `${this.tag}-${taskId}` : taskId;
+  private containerId(taskId: string): string {
+    return this.cli.flavor.hostWideIds ? `${this.tag}-${taskId}` : taskId;
   }
 
   /** The task's cgroup path (OCI cgroupsPath). */
@@ -202,11 +199,6 @@ export class RuncRuntime implements Runtime {
       ),
     );
 
-    const info: TaskInfo = {
-      cgroupsPath: this.cgroupsPath(taskId),
-      init: undefined,
-      stopReason: undefined,
-    };
     const cid = this.containerId(taskId);
     let state = await this.cli.state(cid);
     if (state?.status === "stopped" && !opts.existing) {
@@ -218,13 +210,7 @@ export class RuncRuntime implements Runtime {
       await this.cli.runDetached(cid, bundle, join(bundle, "init.log"), network);
       state = await this.cli.state(cid);
     }
-    const start = state && state.pid > 0 ? procStart(state.pid) : undefined;
-    if (state && state.status !== "stopped" && start !== undefined) {
-      info.init = { pid: state.pid, start };
-    } else {
-      info.stopReason = this.stopReason(info);
-    }
-    this.tasks.set(taskId, info);
+    this.tasks.track(taskId, this.cgroupsPath(taskId), state);
     return {
       // An image without /root: its commands start in / by default.
       defaultWorkdir: !layers || existsInside(this.rootfs(taskId), "/root") ? "/root" : "/",
@@ -232,19 +218,8 @@ export class RuncRuntime implements Runtime {
     };
   }
 
-  private stopReason(info: TaskInfo): string {
-    return (oomKillCount(info.cgroupsPath) ?? 0) > 0 ? "oom" : "exited";
-  }
-
   status(taskId: string): TaskStatus {
-    const info = this.tasks.get(taskId);
-    if (!info) return { state: "stopped", reason: "unknown to the runtime" };
-    if (info.init && procStart(info.init.pid) !== info.init.start) {
-      info.init = undefined;
-      info.stopReason = this.stopReason(info);
-    }
-    if (info.init) return { state: "running" };
-    return { state: "stopped", reason: info.stopReason ?? "exited" };
+    return this.tasks.status(taskId);
   }
 
   /** Ends the spawner (tasks and their containers stay). */
@@ -266,7 +241,7 @@ export class RuncRuntime implements Runtime {
         // gone already, or runc removed it
       }
     }
-    this.tasks.delete(taskId);
+    this.tasks.forget(taskId);
     this.images.release(taskId);
   }
 
@@ -280,21 +255,19 @@ export class RuncRuntime implements Runtime {
     hostPath: string,
     root: { dev: number; ino: number },
   ): Promise<void> {
-    // runsc: its file server sees the host's mounts (--file-access=shared revalidates).
-    if (this.cli.flavor === "runsc") return;
+    if (this.cli.flavor.seesHostMounts) return;
     await exposeMount(this.initPid(taskId), this.rootfs(taskId), hostPath, root);
   }
 
   /** Removes from the running task what is left of a mount of device `dev` the router detached. */
   async hideMount(taskId: string, dev: number): Promise<void> {
-    if (this.cli.flavor === "runsc" || this.status(taskId).state !== "running") return;
-    const pid = this.tasks.get(taskId)?.init?.pid;
+    if (this.cli.flavor.seesHostMounts) return;
+    const pid = this.tasks.initPid(taskId);
     if (pid !== undefined) await hideMount(pid, dev);
   }
 
   private initPid(taskId: string): number {
-    const pid =
-      this.status(taskId).state === "running" ? this.tasks.get(taskId)?.init?.pid : undefined;
+    const pid = this.tasks.initPid(taskId);
     if (pid === undefined) throw new FailedPreconditionError(`task ${taskId} is not running`);
     return pid;
   }
@@ -314,7 +287,7 @@ export class RuncRuntime implements Runtime {
         containerId: this.containerId(taskId),
         filePrefix: join(bundle, "execs", name),
         oomKills: () => oomKillCount(cgroup),
-        ...(this.cli.flavor === "runsc"
+        ...(!this.cli.flavor.preserveFds
           ? {
               statusFile: {
                 hostPath: join(bundle, "status", `${name}.status`),
@@ -326,10 +299,4 @@ export class RuncRuntime implements Runtime {
       spec,
     );
   }
-}
-
-/** Field 22 of /proc/<pid>/stat (start time), or undefined when gone or a zombie. */
-function procStart(pid: number): string | undefined {
-  const f = procStatFields(pid);
-  return f === undefined || f[0] === "Z" ? undefined : f[19];
 }

@@ -5,7 +5,7 @@ import { HOST_PATH } from "../host/host-runtime.ts";
 import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import type { TaskSpec } from "../runtime.ts";
 import { EXEC_IN_TASK } from "./exec-wrapper.ts";
-import type { OciFlavor } from "./oci-cli.ts";
+import type { OciFlavor } from "./flavors.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
 import type { OciSeccomp } from "./seccomp.ts";
 
@@ -18,10 +18,13 @@ const KEEPALIVE =
 const INIT_IN_TASK = "/.taskrouter/init";
 /** Where tini may be installed (the static one first: it works in any image). */
 export const TINI_CANDIDATES = ["/usr/bin/tini-static", "/usr/bin/tini"];
-/** runsc: the directory the exec wrapper writes statuses to (`<bundle>/status` on the host). */
+/**
+ * Runtimes without `exec --preserve-fds` (runsc): the directory the exec
+ * wrapper writes statuses to (`<bundle>/status` on the host).
+ */
 const STATUS_IN_TASK = "/.taskrouter/status";
 
-/** The task's path of the status file of exec `name` (runsc; see taskConfig). */
+/** The task's path of the status file of exec `name` (no `preserveFds`; see taskConfig). */
 export function statusInTask(name: string): string {
   return `${STATUS_IN_TASK}/${name}.status`;
 }
@@ -41,8 +44,8 @@ export interface TaskConfigInput {
 
 /**
  * The OCI config of a task: the exec wrapper bind-mounted read-only at
- * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1, and for runsc the
- * status directory of its execs (its exec has no --preserve-fds).
+ * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1, and
+ * for a runtime without `exec --preserve-fds` (runsc) the status directory of its execs.
  */
 export function taskConfig(c: TaskConfigInput): OciSpec {
   const mounts: OciMount[] = [
@@ -59,7 +62,7 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       options: ["bind", "ro"],
     },
   ];
-  if (c.flavor === "runsc") {
+  if (!c.flavor.preserveFds) {
     // Its exec has no --preserve-fds: the wrapper writes exit statuses here.
     mounts.push({
       destination: STATUS_IN_TASK,
@@ -110,9 +113,10 @@ export function checkTaskSpec(spec: TaskSpec, flavor: OciFlavor): void {
   if (cpus !== undefined && !(Number.isFinite(cpus) && cpus >= 0.01 && cpus <= 1024)) {
     throw new InvalidArgumentError("cpus must be between 0.01 and 1024");
   }
-  if (pids !== undefined && flavor === "runsc") {
-    // gVisor's sandbox counts its own host processes against it; past it the task dies.
-    throw new InvalidArgumentError("pids_limit is not supported with the runsc OCI runtime");
+  if (pids !== undefined && !flavor.pidsLimit) {
+    throw new InvalidArgumentError(
+      `pids_limit is not supported with the ${flavor.name} OCI runtime`,
+    );
   }
   if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
     throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");

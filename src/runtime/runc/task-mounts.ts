@@ -1,8 +1,8 @@
 import { constants } from "node:fs";
 import { open } from "node:fs/promises";
+import { deviceName, mountInfo } from "../../linux/mountinfo.ts";
 import { runTool } from "../../util/run-tool.ts";
 import { nativeHelper } from "../native.ts";
-import { deviceName, mountInfo } from "./mounts.ts";
 
 /**
  * Mounts the router makes below a task's rootfs on the host, as the task sees

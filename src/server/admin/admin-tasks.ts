@@ -17,6 +17,7 @@ import {
   type TerminateTaskResponse,
   TerminateTaskResponseSchema,
 } from "../../gen/taskrouter/v1/tasks_pb.ts";
+import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
 import type { Task } from "../../tasks/task.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
@@ -36,6 +37,7 @@ function toMsg(t: Task): TaskMsg {
     createdAtMs: BigInt(t.createdAt),
     defaultWorkdir: t.env.defaultWorkdir,
     execCount: t.execCount,
+    allowedSecrets: [...t.allowedSecrets],
     stopReason: rs.state === "running" ? "" : (rs.reason ?? ""),
     memoryBytes: BigInt(t.spec.memoryBytes ?? 0),
     cpus: t.spec.cpus ?? 0,
@@ -58,9 +60,7 @@ function specOf(req: CreateTaskRequest): TaskSpec {
   if (req.pidsLimit !== 0) spec.pidsLimit = req.pidsLimit;
   if (req.network !== "") {
     if (req.network !== "none" && req.network !== "host") {
-      throw new InvalidArgumentError(
-        `network must be "none" or "host", not ${JSON.stringify(req.network)}`,
-      );
+      throw new InvalidArgumentError(`network must be "none" or "host", not ${quote(req.network)}`);
     }
     spec.network = req.network;
   }
@@ -73,7 +73,13 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager) {
   return {
     createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) =>
       create(CreateTaskResponseSchema, {
-        task: toMsg(await tasks.create(req.taskId, { runtime: req.runtime, spec: specOf(req) })),
+        task: toMsg(
+          await tasks.create(req.taskId, {
+            runtime: req.runtime,
+            spec: specOf(req),
+            allowedSecrets: req.allowedSecrets,
+          }),
+        ),
       }),
     ),
     getTask: unary<GetTaskRequest, GetTaskResponse>(deps, "GetTask", async (req) =>

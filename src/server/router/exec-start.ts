@@ -77,8 +77,13 @@ function envSources(req: TaskExecStartRequest): EnvSource[] {
 }
 
 export function taskExecStart(deps: ServerDeps, tasks: TaskManager) {
-  return unary<TaskExecStartRequest, TaskExecStartResponse>(deps, "TaskExecStart", async (req) => {
-    await tasks.startExec(req.taskId, toExecRequest(req));
-    return create(TaskExecStartResponseSchema);
-  });
+  return unary<TaskExecStartRequest, TaskExecStartResponse>(
+    deps,
+    "TaskExecStart",
+    async (req, ctx) => {
+      // ctx.caller: the secrets the token may use beyond the task's own grants.
+      await tasks.startExec(req.taskId, toExecRequest(req), ctx.caller);
+      return create(TaskExecStartResponseSchema);
+    },
+  );
 }

@@ -6,6 +6,7 @@ import {
   TaskSnapshotFilesystemResponseSchema,
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { ImageService } from "../../images/service.ts";
+import { timeImageOp } from "../../metrics/metrics.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
 
 /** TaskSnapshotFilesystem: captures the task's whole root filesystem as a new image. */
@@ -15,13 +16,15 @@ export function taskSnapshotFilesystem(deps: ServerDeps, images?: ImageService) 
     "TaskSnapshotFilesystem",
     async (req, ctx) => {
       if (!images) throw new UnimplementedError("this router serves no images");
-      const imageId = await images.snapshotFilesystem(req.taskId, {
-        snapshotId: req.snapshotId,
-        ttlSeconds: req.ttlSeconds,
-        containerId: req.containerId,
-        encryptionKey: req.customerSuppliedEncryptionKey,
-        signal: ctx.signal,
-      });
+      const imageId = await timeImageOp(deps.metrics, "snapshot_filesystem", () =>
+        images.snapshotFilesystem(req.taskId, {
+          snapshotId: req.snapshotId,
+          ttlSeconds: req.ttlSeconds,
+          containerId: req.containerId,
+          encryptionKey: req.customerSuppliedEncryptionKey,
+          signal: ctx.signal,
+        }),
+      );
       return create(TaskSnapshotFilesystemResponseSchema, { imageId });
     },
   );

@@ -1,5 +1,4 @@
 import {
-  type Metadata,
   Server,
   type ServerOptions,
   type ServiceDefinition,
@@ -7,122 +6,128 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { authorize, type Need } from "../../auth/tokens.ts";
+import { authorize, type Need, type Principal } from "../../auth/tokens.ts";
 import type { TokenVerifier } from "../../auth/verifier.ts";
 import { TaskRouterError, UnauthenticatedError } from "../../errors.ts";
+import { lenientRequests } from "./bad-request.ts";
+import { edgeInterceptor, inflateCap, policyOfPath, principalOfCall, serviceName } from "./edge.ts";
 import { toGrpcError } from "./status.ts";
 
-/**
- * Who may call a service:
- * - "task": a token for the request's `task_id` (or an admin token);
- * - "admin": an admin token;
- * - "open": anyone, no token needed.
- */
-export type AccessPolicy = "task" | "admin" | "open";
+export { type AccessPolicy, SERVICE_POLICY, serviceName } from "./edge.ts";
 
-/** Services by full name. Any service not listed needs an admin token (fail closed). */
-export const SERVICE_POLICY: Readonly<Record<string, AccessPolicy>> = {
-  "modal.task_command_router.TaskCommandRouter": "task",
-  "taskrouter.v1.Execs": "task",
-  "taskrouter.v1.Tasks": "admin",
-  "taskrouter.v1.Secrets": "admin",
-  "taskrouter.v1.Images": "admin",
-  "grpc.health.v1.Health": "open",
-};
-
-/** The full name of a grpc-js service definition (from its methods' paths). */
-export function serviceName(def: ServiceDefinition): string {
-  const first = Object.values(def)[0];
-  return first ? (first.path.split("/")[1] ?? "") : "";
-}
-
-const BEARER = /^Bearer +([^ ]+) *$/i;
-
-/**
- * Checks a call's `authorization: Bearer <JWT>` against `policy` (and, for
- * "task", the request's task id). Unauthenticated: no, several or a
- * non-Bearer authorization header, or a bad token; PermissionDenied: a valid
- * token that does not reach the call. Messages never contain the token.
- */
-export async function checkCall(
-  verifier: TokenVerifier,
-  policy: AccessPolicy,
-  metadata: Metadata,
-  request: unknown,
-): Promise<void> {
-  if (policy === "open") return;
-  const values = metadata.get("authorization");
-  if (values.length === 0) {
-    throw new UnauthenticatedError("missing authorization: send 'authorization: Bearer <token>'");
-  }
-  const m = values.length === 1 && typeof values[0] === "string" ? BEARER.exec(values[0]) : null;
-  if (!m?.[1]) {
-    throw new UnauthenticatedError("malformed authorization: expected 'Bearer <token>'");
-  }
-  const who = await verifier.verify(m[1]);
-  let need: Need = "admin";
-  if (policy === "task") {
-    const taskId = (request as { taskId?: unknown } | null)?.taskId;
-    need = { task: typeof taskId === "string" ? taskId : "" };
-  }
-  authorize(who, need);
+/** What a task-scoped request needs: a token for its `task_id`. */
+function needOf(request: unknown): Need {
+  const taskId = (request as { taskId?: unknown } | null)?.taskId;
+  return { task: typeof taskId === "string" ? taskId : "" };
 }
 
 /**
- * A grpc-js Server that puts the token check in front of every handler of
- * every service added to it (the policy comes from SERVICE_POLICY), so it
- * runs before any other work. Without a verifier (`--auth none`) it adds
- * services unchanged.
+ * The task id of a client stream's first message: the `start` message of its
+ * `payload` oneof (TaskExecStdinWriteStream), "" when it has none.
+ */
+function streamTaskId(first: unknown): string {
+  const p = (first as { payload?: { case?: unknown; value?: { taskId?: unknown } } } | null)
+    ?.payload;
+  return p?.case === "start" && typeof p.value?.taskId === "string" ? p.value.taskId : "";
+}
+
+/** Who an admitted call speaks for; Unauthenticated if the edge did not admit it (fail closed). */
+function admittedCaller(metadata: unknown): Principal {
+  const who = principalOfCall(metadata as Parameters<typeof principalOfCall>[0]);
+  if (!who) throw new UnauthenticatedError("the call was not authenticated");
+  return who;
+}
+
+/**
+ * A grpc-js Server with the edge in front of every service added to it:
+ * - the edge interceptor (./edge.ts) checks the token from the headers,
+ *   before any byte of the body is read, refuses what is not admitted, and
+ *   answers INVALID_ARGUMENT for request messages that do not decode (every
+ *   service's request deserializers are made lenient, ./bad-request.ts);
+ * - for task-scoped services ("task" in SERVICE_POLICY) the token's reach to
+ *   the request's task is checked once the request is decoded, before the
+ *   handler runs (client streams: before the handler sees their first
+ *   message).
+ * Without a verifier (`--auth none`) every call is admitted as admin, and
+ * malformed bodies are still INVALID_ARGUMENT.
  */
 export class AuthServer extends Server {
   constructor(
     private readonly verifier: TokenVerifier | undefined,
     private readonly log: Logger,
-    options?: ServerOptions,
+    options: ServerOptions = {},
   ) {
-    super(options);
+    const cap = inflateCap(options["grpc.max_receive_message_length"]);
+    super({
+      ...options,
+      interceptors: [edgeInterceptor(verifier, log, cap), ...(options.interceptors ?? [])],
+    });
   }
 
   override addService(service: ServiceDefinition, impl: UntypedServiceImplementation): void {
-    const policy = SERVICE_POLICY[serviceName(service)] ?? "admin";
-    if (!this.verifier || policy === "open") {
-      super.addService(service, impl);
+    const def = lenientRequests(service);
+    if (!this.verifier || policyOfPath(`/${serviceName(service)}/`) !== "task") {
+      super.addService(def, impl);
       return;
     }
     const guarded: UntypedServiceImplementation = { ...impl };
-    for (const [name, def] of Object.entries(service)) {
-      const key = name in impl ? name : def.originalName;
+    for (const [name, m] of Object.entries(def)) {
+      const key = name in impl ? name : m.originalName;
       const handler = key === undefined ? undefined : impl[key];
       if (key === undefined || !handler) continue;
-      if (policy === "task" && def.requestStream) {
-        throw new Error(`${def.path}: a task-scoped method needs its request before the stream`);
-      }
-      guarded[key] = this.guard(def.path, policy, handler.bind(impl), def.responseStream);
+      guarded[key] = m.requestStream
+        ? this.guardTaskStream(handler.bind(impl))
+        : this.guardTask(m.path, handler.bind(impl), m.responseStream);
     }
-    super.addService(service, guarded);
+    super.addService(def, guarded);
   }
 
-  private guard(
+  /**
+   * A task-scoped client stream: the reach of the call's token against the
+   * task of the stream's first (`start`) message is checked before the
+   * handler sees that message. A refused stream ends with the error (through
+   * the handler's own error path) and the handler gets no message.
+   */
+  private guardTaskStream(handler: UntypedHandleCall): UntypedHandleCall {
+    // biome-ignore lint/suspicious/noExplicitAny: grpc-js's ServerReadableStream and its callback
+    return ((call: any, callback: (err: unknown) => void) => {
+      const inner = call[Symbol.asyncIterator].bind(call) as () => AsyncIterator<unknown>;
+      call[Symbol.asyncIterator] = async function* () {
+        const it = inner();
+        let first = true;
+        while (true) {
+          const next = await it.next();
+          if (next.done) return;
+          if (first) {
+            first = false;
+            authorize(admittedCaller(call.metadata), { task: streamTaskId(next.value) });
+          }
+          yield next.value;
+        }
+      };
+      (handler as (c: unknown, cb: unknown) => void)(call, callback);
+    }) as UntypedHandleCall;
+  }
+
+  /** A task-scoped unary or server-streaming call: the token must reach the request's task. */
+  private guardTask(
     method: string,
-    policy: AccessPolicy,
     handler: UntypedHandleCall,
     responseStream: boolean,
   ): UntypedHandleCall {
-    const verifier = this.verifier as TokenVerifier;
     const log = this.log;
     // biome-ignore lint/suspicious/noExplicitAny: grpc-js hands each call kind its own (call, callback?) pair
     return ((call: any, callback?: (err: unknown) => void) => {
-      checkCall(verifier, policy, call.metadata, call.request).then(
-        () => {
-          if (!call.cancelled) (handler as (c: unknown, cb?: unknown) => void)(call, callback);
-        },
-        (err: unknown) => {
-          if (err instanceof TaskRouterError) log.debug({ method, reason: err.message }, "denied");
-          const status = toGrpcError(err, log, method);
-          if (responseStream || !callback) call.emit("error", status);
-          else callback(status);
-        },
-      );
+      try {
+        authorize(admittedCaller(call.metadata), needOf(call.request));
+      } catch (err) {
+        if (err instanceof TaskRouterError) log.debug({ method, reason: err.message }, "denied");
+        const status = toGrpcError(err, log, method);
+        if (responseStream || !callback) call.emit("error", status);
+        else callback(status);
+        return;
+      }
+      (handler as (c: unknown, cb?: unknown) => void)(call, callback);
     }) as UntypedHandleCall;
   }
 }

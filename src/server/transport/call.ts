@@ -7,6 +7,9 @@ import type {
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { CancelledError, UnavailableError } from "../../errors.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { Caller } from "../../tasks/grants.ts";
+import { callerOf } from "./edge.ts";
 import { toGrpcError } from "./status.ts";
 
 const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
@@ -16,17 +19,21 @@ export function wireOffset(o: bigint): number {
   return Number(o > MAX_OFFSET ? MAX_OFFSET : o);
 }
 
-/** What every handler gets: the logger and the signal that ends the call. */
+/** What every handler gets: the logger, the signal that ends the call, and who called. */
 export interface CallContext {
   log: Logger;
   /** Aborts when the client cancels or the server shuts down. */
   signal: AbortSignal;
+  /** What the caller's token grants beyond its task (admin with `--auth none`). */
+  caller: Caller;
 }
 
-/** Shared by all handlers of one server: logging and the shutdown signal. */
+/** Shared by all handlers of one server: logging, the shutdown signal and metrics. */
 export interface ServerDeps {
   log: Logger;
   shutdown: AbortSignal;
+  /** Where handlers report what they measure (image operation durations); none when unset. */
+  metrics?: Metrics;
 }
 
 /**
@@ -54,7 +61,13 @@ function callSignal(
   };
 }
 
-/** A client-streaming handler: `fn` gets the request messages as an async iterable. */
+/**
+ * A client-streaming handler: `fn` gets the request messages as an async
+ * iterable. Once the call was cancelled (by the client, or by the edge ending
+ * it, e.g. INVALID_ARGUMENT for a malformed message), reading the stream
+ * fails with a transport error ("Premature close"): the call ends with the
+ * cancellation, not an INTERNAL for it.
+ */
 export function clientStream<Req, Res>(
   deps: ServerDeps,
   method: string,
@@ -69,7 +82,7 @@ export function clientStream<Req, Res>(
       },
       (err: unknown) => {
         release();
-        callback(toGrpcError(err, deps.log, method));
+        callback(toGrpcError(signal.aborted ? signal.reason : err, deps.log, method));
       },
     );
   };
@@ -83,7 +96,7 @@ export function unary<Req, Res>(
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const { signal, release } = callSignal(call, deps.shutdown);
-    fn(call.request, { log: deps.log, signal }).then(
+    fn(call.request, { log: deps.log, signal, caller: callerOf(call.metadata) }).then(
       (res) => {
         release();
         callback(null, res);
@@ -110,7 +123,8 @@ export function serverStream<Req, Res>(
     const { signal, release } = callSignal(call, deps.shutdown);
     void (async () => {
       try {
-        for await (const msg of fn(call.request, { log: deps.log, signal })) {
+        const ctx = { log: deps.log, signal, caller: callerOf(call.metadata) };
+        for await (const msg of fn(call.request, ctx)) {
           if (signal.aborted) break;
           if (!call.write(msg)) await drained(call, signal);
         }

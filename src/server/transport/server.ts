@@ -1,16 +1,23 @@
 import { setMaxListeners } from "node:events";
-import type { Http2Server, ServerOptions as Http2ServerOptions } from "node:http2";
+import type {
+  Http2Server,
+  ServerOptions as Http2ServerOptions,
+  IncomingHttpHeaders,
+} from "node:http2";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
 import { type Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { TokenVerifier } from "../../auth/verifier.ts";
 import { listenHost } from "../../edge.ts";
+import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import { Execs } from "../../gen/taskrouter/v1/execs_pb.ts";
 import { Images } from "../../gen/taskrouter/v1/images_pb.ts";
 import { Secrets } from "../../gen/taskrouter/v1/secrets_pb.ts";
 import { Tasks } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import type { ImageService } from "../../images/service.ts";
+import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { SecretStore } from "../../secrets/secret-store.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { TlsKeyPair } from "../../tls/certs.ts";
@@ -23,6 +30,8 @@ import { AuthServer } from "./auth.ts";
 import type { ServerDeps } from "./call.ts";
 import { type BoundService, bindService } from "./conformance.ts";
 import { routeByFirstByte, TLS_HANDSHAKE } from "./first-byte.ts";
+import { addReflection, STANDARD_SERVICES } from "./reflection.ts";
+import { countRpcs, methodPaths } from "./rpc-metrics.ts";
 
 /** Requests up to this size are accepted (one stdin write can carry 16 MiB; SPEC asks ≥ 100 MiB). */
 export const MAX_RECEIVE_MESSAGE = 128 * 1024 * 1024;
@@ -49,9 +58,10 @@ export interface RouterServer {
 
 /**
  * Serves the TaskCommandRouter service, the admin Tasks service and the
- * standard health service over HTTP/2 cleartext on `listen` (host:port), and
- * TLS on the same port when `edge.tls` is set. With `edge.verifier`, every
- * call's token is checked first (see ./auth.ts).
+ * standard health and reflection services over HTTP/2 cleartext on `listen`
+ * (host:port), and TLS on the same port when `edge.tls` is set. With
+ * `edge.verifier`, every call's token is checked first (see ./auth.ts).
+ * Every call's method and status are reported to `metrics`.
  */
 export async function startServer(
   listen: string,
@@ -59,11 +69,12 @@ export async function startServer(
   log: Logger,
   services: { secrets?: SecretStore; images?: ImageService } = {},
   edge: EdgeOptions = {},
+  metrics: Metrics = NO_METRICS,
 ): Promise<RouterServer> {
   const shutdown = new AbortController();
   // Every open call listens for shutdown; thousands at once are expected.
   setMaxListeners(0, shutdown.signal);
-  const deps: ServerDeps = { log, shutdown: shutdown.signal };
+  const deps: ServerDeps = { log, shutdown: shutdown.signal, metrics };
   const server = new AuthServer(edge.verifier, log, {
     "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE,
     "grpc.max_send_message_length": 4 * 1024 * 1024,
@@ -74,12 +85,22 @@ export async function startServer(
     bindService(Tasks, tasksService(deps, tasks)),
     bindService(Execs, execsService(deps, tasks)),
   ];
-  if (services.images) bound.push(bindService(Images, imagesService(deps, services.images)));
-  if (services.secrets) bound.push(bindService(Secrets, secretsService(deps, services.secrets)));
+  const described: DescService[] = [TaskCommandRouter, Tasks, Execs];
+  if (services.images) {
+    bound.push(bindService(Images, imagesService(deps, services.images)));
+    described.push(Images);
+  }
+  if (services.secrets) {
+    bound.push(bindService(Secrets, secretsService(deps, services.secrets)));
+    described.push(Secrets);
+  }
   for (const b of bound) server.addService(b.definition, b.implementation);
   new HealthImplementation({ "": "SERVING" }).addToServer(server);
+  addReflection(server, described);
+  const known = methodPaths([...described, ...STANDARD_SERVICES]);
+  const observe = (h2: Http2Server) => metrics !== NO_METRICS && countRpcs(h2, metrics, known);
 
-  const h2c = createInjector(server, ServerCredentials.createInsecure(), log);
+  const h2c = createInjector(server, ServerCredentials.createInsecure(), log, observe);
   const tls = edge.tls
     ? createInjector(
         server,
@@ -87,6 +108,7 @@ export async function startServer(
           { cert_chain: edge.tls.cert, private_key: edge.tls.key },
         ]),
         log,
+        observe,
       )
     : undefined;
   // With TLS on, one port serves both: a TLS handshake starts with 0x16, h2c with "PRI ...".
@@ -118,8 +140,14 @@ export async function startServer(
  * flow-control windows. grpc-js has no option for the server's windows, so
  * this sets them on its (private) HTTP/2 server options and sessions; when a
  * grpc-js upgrade moves those, we log it and run with Node's defaults.
+ * `observe` gets the injector's HTTP/2 server (RPC counts, ./rpc-metrics.ts).
  */
-function createInjector(server: Server, creds: ServerCredentials, log: Logger) {
+function createInjector(
+  server: Server,
+  creds: ServerCredentials,
+  log: Logger,
+  observe: (h2: Http2Server) => void,
+) {
   const internals = server as unknown as {
     commonServerOptions?: Http2ServerOptions;
     http2Servers?: Map<Http2Server, unknown>;
@@ -133,12 +161,34 @@ function createInjector(server: Server, creds: ServerCredentials, log: Logger) {
     log.warn("grpc-js internals changed: serving with default HTTP/2 windows");
   }
   for (const h2 of created) {
+    observe(h2);
+    h2.prependListener("stream", keepRepeatedAuthorization);
     h2.on("session", (session) => {
       session.once("connect", () => session.setLocalWindowSize(WINDOW));
       if (!session.connecting) session.setLocalWindowSize(WINDOW);
     });
   }
   return injector;
+}
+
+/**
+ * Node's HTTP/2 keeps only the first of several `authorization` headers
+ * (it is a single-value header), so grpc-js would see one. Runs before
+ * grpc-js's handler and puts all of them back, as a list, into the headers
+ * object grpc-js reads next: the edge refuses the call (UNAUTHENTICATED).
+ */
+function keepRepeatedAuthorization(
+  _stream: unknown,
+  headers: IncomingHttpHeaders,
+  _flags: number,
+  raw: string[] | undefined,
+): void {
+  if (!raw) return;
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]?.toLowerCase() === "authorization") values.push(raw[i + 1] as string);
+  }
+  if (values.length > 1) (headers as Record<string, unknown>).authorization = values;
 }
 
 function listenOn(net: NetServer, listen: string): Promise<string> {

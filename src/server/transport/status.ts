@@ -21,14 +21,24 @@ const CODES: Record<ErrorKind, status> = {
 };
 
 /**
- * Maps a thrown value to a gRPC error. Domain errors keep their message;
- * anything else is a bug: logged with its cause, sent as a bare INTERNAL.
+ * The longest message sent (grpc-message is a header: a long one would turn
+ * the answer into RESOURCE_EXHAUSTED). Domain messages quote at most a short
+ * part of client input (src/limits.ts); this is the backstop.
+ */
+const MAX_DETAILS = 1024;
+
+/**
+ * Maps a thrown value to a gRPC error. Domain errors keep their message (cut
+ * to MAX_DETAILS characters); anything else is a bug: logged with its cause,
+ * sent as a bare INTERNAL.
  */
 export function toGrpcError(err: unknown, log: Logger, method: string): ServerErrorResponse {
   if (err instanceof TaskRouterError) {
-    return Object.assign(new Error(err.message), {
+    const details =
+      err.message.length > MAX_DETAILS ? `${err.message.slice(0, MAX_DETAILS)}…` : err.message;
+    return Object.assign(new Error(details), {
       code: CODES[err.kind],
-      details: err.message,
+      details,
       metadata: new Metadata(),
     });
   }
