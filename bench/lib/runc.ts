@@ -1,6 +1,8 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdir, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { TASK_SECCOMP_CAPS } from "../../src/runtime/runc/runc-runtime.ts";
+import { defaultSeccomp, hostTarget } from "../../src/runtime/runc/seccomp.ts";
 import { cleanup } from "./cleanup.ts";
 import { run } from "./spawn.ts";
 import type { Availability } from "./sshd.ts";
@@ -63,6 +65,8 @@ export async function startBareRunc(dir: string): Promise<Availability<BareRunc>
   config.process.terminal = false;
   config.process.args = ["sleep", "infinity"];
   config.hostname = "bench";
+  // The same seccomp filter as our tasks (runc compiles it at every exec): equal work.
+  config.linux.seccomp = defaultSeccomp(hostTarget(TASK_SECCOMP_CAPS));
   for (const d of ["usr", "etc"]) {
     config.mounts.push({
       destination: `/${d}`,
