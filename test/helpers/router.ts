@@ -1,7 +1,7 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { issueToken } from "../../src/auth/tokens.ts";
 import { TasksClient } from "../../src/client/admin.ts";
 import { RouterClient } from "../../src/client/client.ts";
@@ -26,7 +26,10 @@ export interface TestRouter {
  * Authentication is off (`auth: { mode: "none" }`) unless `config.auth` says
  * otherwise; with `{ mode: "jwt" }` the returned client carries an admin token.
  */
-export async function startRouter(config: Partial<DaemonConfig> = {}): Promise<TestRouter> {
+export async function startRouter(
+  config: Partial<DaemonConfig> = {},
+  log: Logger = pino({ level: "silent" }),
+): Promise<TestRouter> {
   const dataDir = await mkdtemp(join(tmpdir(), "taskrouter-test-"));
   let daemon: Daemon;
   try {
@@ -40,7 +43,7 @@ export async function startRouter(config: Partial<DaemonConfig> = {}): Promise<T
         runtime: "host",
         ...config,
       },
-      pino({ level: "silent" }),
+      log,
     );
   } catch (err) {
     await rm(dataDir, { recursive: true, force: true });
