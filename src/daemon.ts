@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { SigningKey } from "./auth/keys.ts";
 import { type AuthConfig, prepareEdge, type TlsConfig } from "./edge.ts";
 import { systemArgMax } from "./exec/exec-request.ts";
+import type { RegistryConfig } from "./images/registry/remote.ts";
 import { ImageService } from "./images/service.ts";
 import { taskFsLookup } from "./images/task-fs.ts";
 import { type Metrics, NO_METRICS } from "./metrics/metrics.ts";
@@ -54,6 +55,8 @@ export interface DaemonConfig {
   ptyIdleTimeoutMs: number;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics; undefined: no metrics. */
   metricsListen?: string | undefined;
+  /** Share images through this OCI registry repository (`--registry`); undefined: none. */
+  registry?: RegistryConfig | undefined;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -126,6 +129,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const dataDir = resolve(config.dataDir);
   // A bad profile file stops the start, whichever runtime ends up the default.
   loadSeccomp(config.seccomp, TASK_SECCOMP_CAPS);
+  // A bad --registry (form, auth file) stops the start; the registry itself may be down.
+  const remote = config.registry
+    ? (await import("./images/registry/remote.ts")).registryRemote(config.registry, log)
+    : undefined;
   const edge = await prepareEdge(config.listen, dataDir, config.auth, config.tls, log);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const runtimes = await makeRuntimes(config, dataDir, log);
@@ -170,6 +177,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   // Made before the tasks load: runc tasks rooted on an image hold it again when adopted.
   const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
     onSnapshotProgress: snapshotProgress(),
+    ...(remote ? { remote } : {}),
   });
   // Runtimes that can root tasks on stored images find them in the image store.
   for (const r of runtimes.values()) {

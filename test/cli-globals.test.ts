@@ -4,7 +4,8 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { verbOf } from "../src/cli/globals.ts";
+import { execOperandGlobals } from "../src/cli/exec-verbs.ts";
+import { takeGlobalOptions, verbOf } from "../src/cli/globals.ts";
 import { BIN, cliEnv, killAll, ROOT, runCli } from "./helpers/cli-run.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 
@@ -70,6 +71,74 @@ describe("CLI global options before or after the verb (as kubectl)", () => {
     assert.equal(mixed.code, 0, mixed.stderr);
   });
 
+  it("exec ls / kill / inspect take them anywhere after the verb, after operands too", async () => {
+    const task = await r.newTask();
+    const id = await r.client.start(task, ["sleep", "100"], { stdout: "pipe" });
+    const ls = await runCli(["exec", "ls", task, "--server", r.address, "--token", token]);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(ls.stdout, new RegExp(`^${id}\\s+\\d+\\s+running`, "m"));
+    const inspect = await runCli([
+      "exec",
+      "--token",
+      token,
+      "inspect",
+      task,
+      id,
+      `--server=${r.address}`,
+    ]);
+    assert.equal(inspect.code, 0, inspect.stderr);
+    assert.equal((JSON.parse(inspect.stdout) as { execId: string }).execId, id);
+    const kill = await runCli([
+      "--server",
+      r.address,
+      "exec",
+      "kill",
+      task,
+      "--signal",
+      "TERM",
+      id,
+      "--token",
+      token,
+    ]);
+    assert.equal(kill.code, 0, kill.stderr);
+    assert.deepEqual(await r.client.wait(task, id), { signal: 15 });
+    // A value option at the end without its value is an error, not an operand.
+    const bare = await runCli(["exec", "ls", task, "--token", token, "--server"]);
+    assert.equal(bare.code, 1);
+    assert.match(bare.stderr, /option '--server <host:port>' argument missing/);
+  });
+
+  it("exec TASK GLOBALS -- CMD takes them; after `--` they are the command's", async () => {
+    const task = await r.newTask();
+    const res = await runCli([
+      "exec",
+      task,
+      "--server",
+      r.address,
+      "--token",
+      token,
+      "--",
+      "echo",
+      "hi",
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout, "hi\n");
+    // After `--` (or in a command given without `--`), --server and --token are arguments.
+    const env = cliEnv({ TASKROUTER_SERVER: r.address, TASKROUTER_TOKEN: token });
+    const argv = ["--server", "127.0.0.1:1", "--token", "x", "--tls", "--", "--"];
+    const after = await runCli(["exec", task, "--", "echo", ...argv], env);
+    assert.equal(after.code, 0, after.stderr);
+    assert.equal(after.stdout, `${argv.join(" ")}\n`);
+    const bare = await runCli(["exec", task, "echo", "--server", "127.0.0.1:1", "--", "x"], env);
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.equal(bare.stdout, "--server 127.0.0.1:1 -- x\n");
+    // exec ls -- CMD (a task named ls): nothing before `--` is taken, the command runs as given.
+    await r.newTask("ls");
+    const named = await runCli(["exec", "ls", "--", "echo", "--token", "t"], env);
+    assert.equal(named.code, 0, named.stderr);
+    assert.equal(named.stdout, "--token t\n");
+  });
+
   it("before the verb still works, and wins over the same option after it", async () => {
     const res = await runCli([
       "--server",
@@ -96,6 +165,41 @@ describe("CLI global options before or after the verb (as kubectl)", () => {
     assert.equal(verbOf(["--token", "exec", "task"]), "task");
     assert.equal(verbOf(["help", "image"]), "image");
     assert.equal(verbOf(["--help"]), undefined);
+  });
+
+  it("takeGlobalOptions / execOperandGlobals take only what cannot be a command's", () => {
+    assert.deepEqual(takeGlobalOptions(["t", "--server", "h:1", "e", "--tls", "--token=a=b"]), {
+      options: [
+        ["server", "h:1"],
+        ["tls", true],
+        ["token", "a=b"],
+      ],
+      rest: ["t", "e"],
+    });
+    assert.deepEqual(takeGlobalOptions(["t", "--", "--server", "h:1"]), {
+      options: [],
+      rest: ["t", "--", "--server", "h:1"],
+    });
+    assert.deepEqual(takeGlobalOptions(["--tls=1", "--serverx", "v"]).rest, [
+      "--tls=1",
+      "--serverx",
+      "v",
+    ]);
+    assert.throws(() => takeGlobalOptions(["t", "--tls-ca"]), /--tls-ca <file>' argument missing/);
+    // Verb form: anywhere up to `--`.
+    assert.deepEqual(execOperandGlobals("kill", ["t", "--tls-ca", "f", "e"]), {
+      options: [["tlsCa", "f"]],
+      rest: ["t", "e"],
+    });
+    assert.equal(execOperandGlobals("ls", ["t"]), undefined);
+    // Run form: only globals between TASK and the first `--`.
+    assert.deepEqual(execOperandGlobals("t", ["--tls", "--", "sh", "--tls"]), {
+      options: [["tls", true]],
+      rest: ["--", "sh", "--tls"],
+    });
+    assert.equal(execOperandGlobals("t", ["sh", "--tls", "--", "x"]), undefined);
+    assert.equal(execOperandGlobals("t", ["--tls"]), undefined);
+    assert.equal(execOperandGlobals("ls", ["--", "--tls"]), undefined);
   });
 });
 

@@ -43,6 +43,61 @@ export function addGlobalOptionsToVerbs(cmd: Command): void {
   for (const sub of cmd.commands) addGlobalOptionsToVerbs(sub);
 }
 
+/** The global options' long flags (`--server`, `--tls`...). */
+const FLAGS = new Set(GLOBAL_OPTIONS.map(([f]) => f.split(" ")[0] as string));
+
+/**
+ * Takes the global options out of the operands of a verb that passes its
+ * operands through unparsed (`exec ls TASK --server X`, `exec kill TASK EXEC
+ * --token T`): `--server X`, `--server=X` and the bare switches (`--tls`).
+ * `--` ends the search: it and everything after it stay in `rest` verbatim,
+ * so a command's own arguments are never taken. Returns the options by
+ * attribute name (`tlsCa`...) in the order given, and the other operands.
+ * Throws on a value option with no value.
+ */
+export function takeGlobalOptions(args: readonly string[]): {
+  options: [attributeName: string, value: string | true][];
+  rest: string[];
+} {
+  const options: [string, string | true][] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === "--") {
+      rest.push(...args.slice(i));
+      break;
+    }
+    const eq = a.indexOf("=");
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (!FLAGS.has(flag) || (eq > 0 && !TAKES_VALUE.has(flag))) {
+      rest.push(a);
+      continue;
+    }
+    const name = new Option(flag).attributeName();
+    if (!TAKES_VALUE.has(flag)) options.push([name, true]);
+    else if (eq > 0) options.push([name, a.slice(eq + 1)]);
+    else {
+      const value = args[i + 1];
+      if (value === undefined || value === "--") {
+        const flags = GLOBAL_OPTIONS.find(([f]) => f.startsWith(`${flag} `))?.[0] ?? flag;
+        throw new Error(`option '${flags}' argument missing`);
+      }
+      options.push([name, value]);
+      i++;
+    }
+  }
+  return { options, rest };
+}
+
+/**
+ * Sets global options taken from operands (takeGlobalOptions) on `cmd`, as
+ * if given after the verb: a later one wins over an earlier one there, and
+ * one given before the verb still wins over both (optsWithGlobals).
+ */
+export function setGlobalOptions(cmd: Command, options: readonly [string, string | true][]): void {
+  for (const [name, value] of options) cmd.setOptionValueWithSource(name, value, "cli");
+}
+
 /**
  * The verb of a command line (its first operand, skipping the global
  * options before it and their values); `help VERB` names VERB. Undefined when

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { addGlobalOptions, addGlobalOptionsToVerbs, verbOf } from "./globals.ts";
+import { addGlobalOptions, addGlobalOptionsToVerbs, setGlobalOptions, verbOf } from "./globals.ts";
 
 type Register = (parent: Command) => void;
 
@@ -68,6 +68,8 @@ const VERBS: Record<string, Verb> = {
       (await import("./image-gc.ts")).registerImageGc,
       (await import("./image-import.ts")).registerImageImport,
       (await import("./image-export.ts")).registerImageExport,
+      (await import("./image-push.ts")).registerImagePush,
+      (await import("./image-pull.ts")).registerImagePull,
     ],
   },
 };
@@ -92,6 +94,23 @@ for (const [name, verb] of Object.entries(VERBS)) {
   for (const register of registers) register(parent);
   const cmd = program.commands.find((c) => c.name() === name);
   if (verb.client && cmd) addGlobalOptionsToVerbs(cmd);
+  if (name === "exec" && cmd) {
+    // exec passes its operands through unparsed (they may be a command's); take the global
+    // options among them where they cannot be the command's (exec-verbs.ts).
+    const { execOperandGlobals } = await import("./exec-verbs.ts");
+    cmd.hook("preAction", (_, action) => {
+      const [first, rest] = action.processedArgs as [string, string[]];
+      let taken: ReturnType<typeof execOperandGlobals>;
+      try {
+        taken = execOperandGlobals(first, rest);
+      } catch (err) {
+        action.error(`error: ${(err as Error).message}`);
+      }
+      if (!taken) return;
+      setGlobalOptions(action, taken.options);
+      action.processedArgs[1] = taken.rest;
+    });
+  }
 }
 
 await program.parseAsync(process.argv);

@@ -29,6 +29,9 @@ interface ServeOptions {
   ociRuntime: string;
   seccomp: string;
   metricsListen?: string;
+  registry?: string;
+  registryInsecure?: boolean;
+  registryAuth?: string;
 }
 
 /** The demo task's token (printed by `serve --demo`) lasts this long. */
@@ -127,6 +130,12 @@ export function registerServe(program: Command): void {
       "serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no token)",
     )
     .option(
+      "--registry <host[:port]/repo>",
+      "push every image made here to this OCI registry repository; pull missing images from it",
+    )
+    .option("--registry-insecure", "talk to --registry over plain http (default https)")
+    .option("--registry-auth <file>", "credentials for --registry: a docker config.json (auths)")
+    .option(
       "--allow-runtime-debug",
       "let execs ask for runtime_debug (ptrace rights in their task)",
     )
@@ -153,6 +162,19 @@ export function registerServe(program: Command): void {
         ptyIdleTimeoutMs: o.ptyIdleTimeout,
         metricsListen: o.metricsListen,
       };
+      if (o.registry) {
+        config.registry = {
+          ref: o.registry,
+          insecure: o.registryInsecure === true,
+          authFile: o.registryAuth,
+        };
+      } else if (o.registryInsecure || o.registryAuth) {
+        process.stderr.write(
+          "taskrouter: cannot start: --registry-insecure and --registry-auth need --registry\n",
+        );
+        process.exitCode = 1;
+        return;
+      }
       let daemon: Daemon;
       try {
         config.tls = tlsConfig(o);

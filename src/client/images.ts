@@ -17,6 +17,7 @@ import {
   type ExportImageResponse,
   type Image,
   Images,
+  type ImageTransferProgress,
   ImportFormat,
   ImportHeaderSchema,
   ImportImageRequestSchema,
@@ -25,6 +26,10 @@ import {
   type InspectImageResponse,
   ListImagesRequestSchema,
   type ListImagesResponse,
+  PullImageRequestSchema,
+  type PullImageResponse,
+  PushImageRequestSchema,
+  type PushImageResponse,
 } from "../gen/taskrouter/v1/images_pb.ts";
 import type { RouterClient } from "./client.ts";
 import { fromServiceError } from "./errors.ts";
@@ -211,5 +216,66 @@ export class ImagesAdminClient {
       }
     }
     return { totalBytes: Number(first.value.part.value), chunks: chunks() };
+  }
+  /**
+   * Pushes an image to the router's registry (`serve --registry`) and waits
+   * until the registry has all of it; `onProgress` sees each progress
+   * message. Resolves with the last one (its `reference`).
+   */
+  push(
+    imageId: string,
+    onProgress?: (p: ImageTransferProgress) => void,
+    signal?: AbortSignal,
+  ): Promise<ImageTransferProgress> {
+    return this.transfer(
+      "pushImage",
+      create(PushImageRequestSchema, { imageId }),
+      onProgress,
+      signal,
+    );
+  }
+
+  /** Pulls an image from the router's registry into its store (nothing when it has it). */
+  pull(
+    imageId: string,
+    onProgress?: (p: ImageTransferProgress) => void,
+    signal?: AbortSignal,
+  ): Promise<ImageTransferProgress> {
+    return this.transfer(
+      "pullImage",
+      create(PullImageRequestSchema, { imageId }),
+      onProgress,
+      signal,
+    );
+  }
+
+  private async transfer(
+    method: "pushImage" | "pullImage",
+    req: unknown,
+    onProgress: ((p: ImageTransferProgress) => void) | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ImageTransferProgress> {
+    const def = adminDef(method);
+    const call = this.client.grpc.makeServerStreamRequest(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      req,
+      this.client.metadata(),
+      {},
+    );
+    signal?.addEventListener("abort", () => call.cancel(), { once: true });
+    let last: ImageTransferProgress | undefined;
+    try {
+      for await (const msg of call as AsyncIterable<PushImageResponse | PullImageResponse>) {
+        if (!msg.progress) continue;
+        last = msg.progress;
+        onProgress?.(last);
+      }
+    } catch (err) {
+      throw fromServiceError(err);
+    }
+    if (!last?.done) throw new Error(`${def.path} ended before the transfer was done`);
+    return last;
   }
 }

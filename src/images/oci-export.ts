@@ -25,9 +25,18 @@ function tarName(e: Entry): string {
   return bin(e.path).toString("utf8") + (e.type === "dir" ? "/" : "");
 }
 
-/** Writes image `id` as one uncompressed tar layer into `file`; returns its digest and size. */
-async function writeLayer(store: ImageStore, id: string, file: string, signal?: AbortSignal) {
-  const manifest = await store.manifest(id);
+/**
+ * Writes `entries` (image entries in canonical order; the root is left out)
+ * as one uncompressed tar layer into `file`, file contents read from the
+ * store's blobs; returns the layer's digest and size. The bytes depend on
+ * the entries only, so the same entries always give the same digest.
+ */
+export async function writeLayer(
+  store: ImageStore,
+  entries: Iterable<Entry>,
+  file: string,
+  signal?: AbortSignal,
+): Promise<{ digest: string; size: number }> {
   const p = pack();
   const out = createWriteStream(file);
   const hash = createHash("sha256");
@@ -38,7 +47,7 @@ async function writeLayer(store: ImageStore, id: string, file: string, signal?: 
   });
   p.pipe(out as unknown as NodeJS.WritableStream);
   const done = finished(out);
-  for (const e of manifest.entries) {
+  for (const e of entries) {
     throwIfAborted(signal);
     if (e.path === "") continue;
     const header = {
@@ -63,9 +72,49 @@ async function writeLayer(store: ImageStore, id: string, file: string, signal?: 
   return { digest: `sha256:${hash.digest("hex")}`, size };
 }
 
-function jsonBlob(obj: unknown): { bytes: Buffer; digest: string } {
+/** A JSON document as a blob: its bytes and their digest. */
+export function jsonBlob(obj: unknown): { bytes: Buffer; digest: string } {
   const bytes = Buffer.from(JSON.stringify(obj));
   return { bytes, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}` };
+}
+
+export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
+export const OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
+
+/**
+ * An OCI image config blob for uncompressed `layers` (their digests are the
+ * diff_ids); `extra` adds top-level fields (consumers ignore unknown ones).
+ */
+export function imageConfig(
+  layers: { digest: string }[],
+  opts: { createdAtMs?: number; extra?: Record<string, unknown> } = {},
+): { bytes: Buffer; digest: string } {
+  return jsonBlob({
+    ...(opts.createdAtMs !== undefined
+      ? { created: new Date(opts.createdAtMs).toISOString() }
+      : {}),
+    architecture: OCI_ARCH,
+    os: "linux",
+    config: {},
+    rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
+    ...opts.extra,
+  });
+}
+
+/** An OCI image manifest blob: `config` and uncompressed tar `layers`, in order. */
+export function imageManifest(
+  config: { bytes: Buffer; digest: string },
+  layers: { digest: string; size: number }[],
+  annotations?: Record<string, string>,
+): { bytes: Buffer; digest: string } {
+  return jsonBlob({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: OCI_CONFIG, digest: config.digest, size: config.bytes.length },
+    layers: layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.digest, size: l.size })),
+    ...(annotations ? { annotations } : {}),
+  });
 }
 
 /** Bytes a tar entry of `size` bytes takes (header plus padded data). */
@@ -91,42 +140,22 @@ export async function exportImage(
     const meta = await store.lock.shared(async () => {
       await store.get(id);
       const m = await store.readMeta(id);
-      const layer = await writeLayer(store, id, layerFile, signal);
+      const entries = (await store.manifest(id)).entries;
+      const layer = await writeLayer(store, entries, layerFile, signal);
       return { layer, createdAtMs: m?.createdAtMs ?? 0, fh: await open(layerFile, "r") };
     });
     fh = meta.fh;
     await rm(layerFile, { force: true }); // the open handle keeps the bytes
     const { layer } = meta;
-    const config = jsonBlob({
-      created: new Date(meta.createdAtMs).toISOString(),
-      architecture: OCI_ARCH,
-      os: "linux",
-      config: {},
-      rootfs: { type: "layers", diff_ids: [layer.digest] },
-    });
-    const manifest = jsonBlob({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: {
-        mediaType: "application/vnd.oci.image.config.v1+json",
-        digest: config.digest,
-        size: config.bytes.length,
-      },
-      layers: [
-        {
-          mediaType: "application/vnd.oci.image.layer.v1.tar",
-          digest: layer.digest,
-          size: layer.size,
-        },
-      ],
-    });
+    const config = imageConfig([layer], { createdAtMs: meta.createdAtMs });
+    const manifest = imageManifest(config, [layer]);
     const index = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
         mediaType: "application/vnd.oci.image.index.v1+json",
         manifests: [
           {
-            mediaType: "application/vnd.oci.image.manifest.v1+json",
+            mediaType: OCI_MANIFEST,
             digest: manifest.digest,
             size: manifest.bytes.length,
             annotations: { "org.opencontainers.image.ref.name": id },

@@ -16,62 +16,27 @@ import { MountManager, type MountRecord } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
 import { type BinPath, parseRequestPath, show } from "./paths.ts";
-import { type MountRoot, requestPath, resolveDir } from "./resolve.ts";
-import { type SnapshotOptions, type SnapshotProgress, snapshotTree } from "./snapshot.ts";
+import type { ImageRemote, TransferOptions, TransferResult } from "./remote.ts";
+import { requestPath, resolveDir } from "./resolve.ts";
+import type {
+  CallTarget,
+  SnapshotEvent,
+  SnapshotRequest,
+  TaskFs,
+  TaskFsLookup,
+} from "./service-types.ts";
+import { type SnapshotOptions, snapshotTree } from "./snapshot.ts";
 import { SnapshotKeys } from "./snapshot-keys.ts";
 import { parseTtl, type TtlPolicy } from "./ttl.ts";
 import { ensureUnpacked } from "./unpack.ts";
 
-/**
- * What the image service needs to know about a task's filesystem. The
- * daemon builds it from the task's runtime.
- */
-export interface TaskFs extends MountRoot {
-  /** Runtime name (mount records of "host" tasks end with the router). */
-  runtime: string;
-  /**
-   * Maps the components of a request path to components below `root`, or
-   * throws for a path the runtime keeps calls away from (host runtime:
-   * anything outside the task's own directory). Absent: they are the same.
-   */
-  localPath?(components: readonly BinPath[]): BinPath[];
-  /** Freezes every process of the task; resolves with the function that thaws them. */
-  freeze?(): Promise<() => Promise<void>>;
-  /** The task's root is an overlay over image `imageId` whose writable layer is `upper`. */
-  rootLayers?: { imageId: string; upper: string };
-}
-
-/**
- * Finds a running task's filesystem: NotFound for an unknown task,
- * FailedPrecondition for one that is not running.
- */
-export type TaskFsLookup = (taskId: string) => TaskFs;
-
-/**
- * Which container of the task a call addresses, and the customer-supplied
- * encryption key it carries. Only the main container ("" or absent) and no
- * key are served today: anything else is refused (NotFound for a container
- * the task does not have, Unimplemented for a key), never ignored. The key
- * is never stored, logged or echoed.
- */
-export interface CallTarget {
-  containerId?: string;
-  encryptionKey?: Uint8Array | undefined;
-}
-
-export interface SnapshotRequest extends CallTarget {
-  snapshotId?: string;
-  ttlSeconds?: bigint | undefined;
-  signal?: AbortSignal;
-}
-
-/** Progress of one snapshot, for a progress line (`done` on the last call). */
-export interface SnapshotEvent extends SnapshotProgress {
-  taskId: string;
-  label: string;
-  startedAt: number;
-  done: boolean;
-}
+export type {
+  CallTarget,
+  SnapshotEvent,
+  SnapshotRequest,
+  TaskFs,
+  TaskFsLookup,
+} from "./service-types.ts";
 
 export interface ImageServiceOptions extends StoreOptions {
   onSnapshotProgress?: (ev: SnapshotEvent) => void;
@@ -79,6 +44,11 @@ export interface ImageServiceOptions extends StoreOptions {
   mountMode?: "overlay" | "copy";
   /** Test hook: opens files for snapshots (count reads, inject failures). */
   openFile?: SnapshotOptions["openFile"];
+  /**
+   * Where images are shared (`serve --registry`): every image made here is
+   * handed to it, and an image the store lacks is pulled from it first.
+   */
+  remote?: (store: ImageStore) => ImageRemote;
 }
 
 /**
@@ -90,6 +60,8 @@ export interface ImageServiceOptions extends StoreOptions {
 export class ImageService {
   readonly store: ImageStore;
   readonly mounts: MountManager;
+  /** The registry images are pushed to and pulled from, if any. */
+  readonly remote: ImageRemote | undefined;
   private readonly keys: SnapshotKeys;
 
   constructor(
@@ -99,6 +71,7 @@ export class ImageService {
   ) {
     this.store = new ImageStore(join(dataDir, "images"), opts);
     this.mounts = new MountManager(this.store, opts.mountMode ? { mode: opts.mountMode } : {});
+    this.remote = opts.remote?.(this.store);
     this.keys = new SnapshotKeys(
       join(this.store.root, "keys"),
       this.store.tmpDir,
@@ -110,6 +83,35 @@ export class ImageService {
   async init(keep: (rec: MountRecord) => boolean): Promise<void> {
     await this.store.init();
     await this.mounts.init(keep);
+    await this.remote?.start();
+  }
+
+  /**
+   * Makes sure the store has image `id` (any expiry), pulling it from the
+   * remote when it has none: NotFound when neither has it.
+   */
+  private async fetchMissing(id: string): Promise<void> {
+    checkImageId(id);
+    if (this.remote && !(await this.store.readMeta(id))) await this.remote.pull(id);
+  }
+
+  /** Pushes image `id` to the remote now (FailedPrecondition without `--registry`). */
+  pushImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
+    checkImageId(id);
+    return this.needRemote().push(id, opts);
+  }
+
+  /** Pulls image `id` from the remote unless the store has it. */
+  pullImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
+    checkImageId(id);
+    return this.needRemote().pull(id, opts);
+  }
+
+  private needRemote(): ImageRemote {
+    if (!this.remote) {
+      throw new FailedPreconditionError("this router has no registry (serve --registry)");
+    }
+    return this.remote;
   }
 
   private taskFs(
@@ -147,6 +149,7 @@ export class ImageService {
     target: CallTarget = {},
   ): Promise<void> {
     const { fs, components } = this.taskFs(taskId, path, target);
+    if (imageId) await this.fetchMissing(imageId);
     const manifest = imageId ? await this.store.get(imageId) : emptyManifest();
     await this.mounts.withTask(taskId, async () => {
       this.lookup(taskId); // still running
@@ -251,7 +254,9 @@ export class ImageService {
     } finally {
       report?.({ files: 0, bytes: 0, taskId, label, startedAt, done: true });
     }
-    return this.store.publish(manifest, ttl, label);
+    const id = await this.store.publish(manifest, ttl, label);
+    this.remote?.imageMade(id);
+    return id;
   }
 
   /**
@@ -264,8 +269,10 @@ export class ImageService {
     imageId: string,
     opts: { expired?: boolean } = {},
   ): Promise<{ dir: string; release: () => void }> {
-    if (!opts.expired) await this.store.get(imageId);
-    else {
+    if (!opts.expired) {
+      await this.fetchMissing(imageId);
+      await this.store.get(imageId);
+    } else {
       checkImageId(imageId);
       if (!(await this.store.readMeta(imageId)))
         throw new NotFoundError(`image ${imageId} not found`);
@@ -301,6 +308,7 @@ export class ImageService {
         .map((r) => r.taskId),
     );
     for (const t of tasks) await this.teardownTask(t);
+    await this.remote?.close();
   }
 
   list(): Promise<ImageMeta[]> {
@@ -308,7 +316,7 @@ export class ImageService {
   }
 
   async inspect(id: string): Promise<{ meta: ImageMeta; manifest: Manifest; users: number }> {
-    checkImageId(id);
+    await this.fetchMissing(id);
     const meta = await this.store.readMeta(id);
     if (!meta) throw new NotFoundError(`image ${id} not found`);
     return { meta, manifest: await this.store.manifest(id), users: this.store.usersOf(id) };
@@ -346,7 +354,9 @@ export class ImageService {
       }
       const o: ImportOptions = { format: opts.format, ttl, source: opts.source };
       if (opts.signal) o.signal = opts.signal;
-      return await importImage(this.store, `/proc/self/fd/${fh.fd}`, o);
+      const id = await importImage(this.store, `/proc/self/fd/${fh.fd}`, o);
+      this.remote?.imageMade(id);
+      return id;
     } finally {
       await fh.close();
       await rm(file, { force: true });
@@ -354,8 +364,8 @@ export class ImageService {
   }
 
   /** Streams image `id` as an OCI image archive (see oci-export.ts). */
-  exportImage(id: string, signal?: AbortSignal): Promise<ExportStream> {
-    checkImageId(id);
+  async exportImage(id: string, signal?: AbortSignal): Promise<ExportStream> {
+    await this.fetchMissing(id);
     return exportImage(this.store, id, signal);
   }
 }

@@ -7,6 +7,7 @@ const HELPERS = [
   "taskrouter-mount",
   "taskrouter-console",
   "taskrouter-spawner",
+  "taskrouter-agent",
   "modal-sandbox-fs-tools",
 ] as const;
 export type NativeHelper = (typeof HELPERS)[number];

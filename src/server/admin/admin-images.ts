@@ -13,6 +13,8 @@ import {
   type Image,
   ImageEntrySchema,
   ImageSchema,
+  type ImageTransferProgress,
+  ImageTransferProgressSchema,
   ImportFormat,
   type ImportImageRequest,
   type ImportImageResponse,
@@ -23,9 +25,16 @@ import {
   type ListImagesRequest,
   type ListImagesResponse,
   ListImagesResponseSchema,
+  type PullImageRequest,
+  type PullImageResponse,
+  PullImageResponseSchema,
+  type PushImageRequest,
+  type PushImageResponse,
+  PushImageResponseSchema,
 } from "../../gen/taskrouter/v1/images_pb.ts";
 import type { ImageMeta } from "../../images/image-store.ts";
 import { bin } from "../../images/paths.ts";
+import type { TransferOptions, TransferProgress, TransferResult } from "../../images/remote.ts";
 import type { ImageService } from "../../images/service.ts";
 import { clientStream, type ServerDeps, serverStream, unary } from "../transport/call.ts";
 
@@ -42,6 +51,57 @@ function toMsg(images: ImageService, m: ImageMeta): Image {
     users: images.store.usersOf(m.id),
     expired: images.store.expired(m),
   });
+}
+
+function progressMsg(p: TransferProgress, reference = ""): ImageTransferProgress {
+  return create(ImageTransferProgressSchema, {
+    bytesDone: BigInt(Math.round(p.bytesDone)),
+    bytesTotal: BigInt(Math.round(p.bytesTotal)),
+    blobsDone: p.blobsDone,
+    blobsTotal: p.blobsTotal,
+    blobsSkipped: p.blobsSkipped,
+    done: p.done,
+    reference,
+  });
+}
+
+/**
+ * A push or pull as a stream of progress messages: the newest progress
+ * whenever the client takes one (older ones are dropped), then the result.
+ */
+async function* transferStream(
+  run: (opts: TransferOptions) => Promise<TransferResult>,
+  signal: AbortSignal,
+): AsyncGenerator<ImageTransferProgress> {
+  let latest: TransferProgress | undefined;
+  let wake: (() => void) | undefined;
+  let ended = false;
+  const result = run({
+    signal,
+    onProgress: (p) => {
+      latest = p;
+      wake?.();
+    },
+  }).finally(() => {
+    ended = true;
+    wake?.();
+  });
+  result.catch(() => undefined);
+  for (;;) {
+    if (latest && !latest.done) {
+      const p = latest;
+      latest = undefined;
+      yield progressMsg(p);
+      continue;
+    }
+    if (ended) break;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = undefined;
+  }
+  const r = await result;
+  yield progressMsg(r, r.reference);
 }
 
 /** Handlers of taskrouter.v1.Images (the image store's admin API), one thin adapter per RPC. */
@@ -138,6 +198,26 @@ export function imagesService(deps: ServerDeps, images: ImageService) {
         });
         for await (const chunk of exp.chunks) {
           yield create(ExportImageResponseSchema, { part: { case: "data", value: chunk } });
+        }
+      },
+    ),
+    pushImage: serverStream<PushImageRequest, PushImageResponse>(
+      deps,
+      "PushImage",
+      async function* (req, ctx) {
+        const run = (o: TransferOptions) => images.pushImage(req.imageId, o);
+        for await (const progress of transferStream(run, ctx.signal)) {
+          yield create(PushImageResponseSchema, { progress });
+        }
+      },
+    ),
+    pullImage: serverStream<PullImageRequest, PullImageResponse>(
+      deps,
+      "PullImage",
+      async function* (req, ctx) {
+        const run = (o: TransferOptions) => images.pullImage(req.imageId, o);
+        for await (const progress of transferStream(run, ctx.signal)) {
+          yield create(PullImageResponseSchema, { progress });
         }
       },
     ),

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/images.proto.
  */
 export const file_taskrouter_v1_images: GenFile = /*@__PURE__*/
-  fileDesc("Chp0YXNrcm91dGVyL3YxL2ltYWdlcy5wcm90bxINdGFza3JvdXRlci52MSK9AQoFSW1hZ2USEAoIaW1hZ2VfaWQYASABKAkSFQoNY3JlYXRlZF9hdF9tcxgCIAEoAxIVCg1leHBpcmVzX2F0X21zGAMgASgDEhUKDXJlbmV3c19vbl91c2UYBCABKAgSDgoGc291cmNlGAUgASgJEg8KB2VudHJpZXMYBiABKAQSDQoFZmlsZXMYByABKAQSDQoFYnl0ZXMYCCABKAQSDQoFdXNlcnMYCSABKA0SDwoHZXhwaXJlZBgKIAEoCCKQAQoKSW1hZ2VFbnRyeRIMCgRwYXRoGAEgASgMEgwKBHR5cGUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEhAKCG10aW1lX25zGAYgASgDEgwKBHNpemUYByABKAQSDgoGZGlnZXN0GAggASgJEg4KBnRhcmdldBgJIAEoDCITChFMaXN0SW1hZ2VzUmVxdWVzdCI6ChJMaXN0SW1hZ2VzUmVzcG9uc2USJAoGaW1hZ2VzGAEgAygLMhQudGFza3JvdXRlci52MS5JbWFnZSJAChNJbnNwZWN0SW1hZ2VSZXF1ZXN0EhAKCGltYWdlX2lkGAEgASgJEhcKD2luY2x1ZGVfZW50cmllcxgCIAEoCCJnChRJbnNwZWN0SW1hZ2VSZXNwb25zZRIjCgVpbWFnZRgBIAEoCzIULnRhc2tyb3V0ZXIudjEuSW1hZ2USKgoHZW50cmllcxgCIAMoCzIZLnRhc2tyb3V0ZXIudjEuSW1hZ2VFbnRyeSImChJEZWxldGVJbWFnZVJlcXVlc3QSEAoIaW1hZ2VfaWQYASABKAkiFQoTRGVsZXRlSW1hZ2VSZXNwb25zZSIXChVDb2xsZWN0R2FyYmFnZVJlcXVlc3QiXAoWQ29sbGVjdEdhcmJhZ2VSZXNwb25zZRIWCg5pbWFnZXNfcmVtb3ZlZBgBIAMoCRIVCg1ibG9ic19yZW1vdmVkGAIgASgEEhMKC2J5dGVzX2ZyZWVkGAMgASgEInUKDEltcG9ydEhlYWRlchIrCgZmb3JtYXQYASABKA4yGy50YXNrcm91dGVyLnYxLkltcG9ydEZvcm1hdBIYCgt0dGxfc2Vjb25kcxgCIAEoA0gAiAEBEg4KBnNvdXJjZRgDIAEoCUIOCgxfdHRsX3NlY29uZHMiWwoSSW1wb3J0SW1hZ2VSZXF1ZXN0Ei0KBmhlYWRlchgBIAEoCzIbLnRhc2tyb3V0ZXIudjEuSW1wb3J0SGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgYKBHBhcnQiJwoTSW1wb3J0SW1hZ2VSZXNwb25zZRIQCghpbWFnZV9pZBgBIAEoCSImChJFeHBvcnRJbWFnZVJlcXVlc3QSEAoIaW1hZ2VfaWQYASABKAkiRAoTRXhwb3J0SW1hZ2VSZXNwb25zZRIVCgt0b3RhbF9ieXRlcxgBIAEoBEgAEg4KBGRhdGEYAiABKAxIAEIGCgRwYXJ0KmAKDEltcG9ydEZvcm1hdBIdChlJTVBPUlRfRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVSU1QT1JUX0ZPUk1BVF9BUkNISVZFEAESFgoSSU1QT1JUX0ZPUk1BVF9UUkVFEAIymQQKBkltYWdlcxJRCgpMaXN0SW1hZ2VzEiAudGFza3JvdXRlci52MS5MaXN0SW1hZ2VzUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuTGlzdEltYWdlc1Jlc3BvbnNlElcKDEluc3BlY3RJbWFnZRIiLnRhc2tyb3V0ZXIudjEuSW5zcGVjdEltYWdlUmVxdWVzdBojLnRhc2tyb3V0ZXIudjEuSW5zcGVjdEltYWdlUmVzcG9uc2USVAoLRGVsZXRlSW1hZ2USIS50YXNrcm91dGVyLnYxLkRlbGV0ZUltYWdlUmVxdWVzdBoiLnRhc2tyb3V0ZXIudjEuRGVsZXRlSW1hZ2VSZXNwb25zZRJdCg5Db2xsZWN0R2FyYmFnZRIkLnRhc2tyb3V0ZXIudjEuQ29sbGVjdEdhcmJhZ2VSZXF1ZXN0GiUudGFza3JvdXRlci52MS5Db2xsZWN0R2FyYmFnZVJlc3BvbnNlElYKC0ltcG9ydEltYWdlEiEudGFza3JvdXRlci52MS5JbXBvcnRJbWFnZVJlcXVlc3QaIi50YXNrcm91dGVyLnYxLkltcG9ydEltYWdlUmVzcG9uc2UoARJWCgtFeHBvcnRJbWFnZRIhLnRhc2tyb3V0ZXIudjEuRXhwb3J0SW1hZ2VSZXF1ZXN0GiIudGFza3JvdXRlci52MS5FeHBvcnRJbWFnZVJlc3BvbnNlMAFiBnByb3RvMw");
+  fileDesc("Chp0YXNrcm91dGVyL3YxL2ltYWdlcy5wcm90bxINdGFza3JvdXRlci52MSK9AQoFSW1hZ2USEAoIaW1hZ2VfaWQYASABKAkSFQoNY3JlYXRlZF9hdF9tcxgCIAEoAxIVCg1leHBpcmVzX2F0X21zGAMgASgDEhUKDXJlbmV3c19vbl91c2UYBCABKAgSDgoGc291cmNlGAUgASgJEg8KB2VudHJpZXMYBiABKAQSDQoFZmlsZXMYByABKAQSDQoFYnl0ZXMYCCABKAQSDQoFdXNlcnMYCSABKA0SDwoHZXhwaXJlZBgKIAEoCCKQAQoKSW1hZ2VFbnRyeRIMCgRwYXRoGAEgASgMEgwKBHR5cGUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEhAKCG10aW1lX25zGAYgASgDEgwKBHNpemUYByABKAQSDgoGZGlnZXN0GAggASgJEg4KBnRhcmdldBgJIAEoDCITChFMaXN0SW1hZ2VzUmVxdWVzdCI6ChJMaXN0SW1hZ2VzUmVzcG9uc2USJAoGaW1hZ2VzGAEgAygLMhQudGFza3JvdXRlci52MS5JbWFnZSJAChNJbnNwZWN0SW1hZ2VSZXF1ZXN0EhAKCGltYWdlX2lkGAEgASgJEhcKD2luY2x1ZGVfZW50cmllcxgCIAEoCCJnChRJbnNwZWN0SW1hZ2VSZXNwb25zZRIjCgVpbWFnZRgBIAEoCzIULnRhc2tyb3V0ZXIudjEuSW1hZ2USKgoHZW50cmllcxgCIAMoCzIZLnRhc2tyb3V0ZXIudjEuSW1hZ2VFbnRyeSImChJEZWxldGVJbWFnZVJlcXVlc3QSEAoIaW1hZ2VfaWQYASABKAkiFQoTRGVsZXRlSW1hZ2VSZXNwb25zZSIXChVDb2xsZWN0R2FyYmFnZVJlcXVlc3QiXAoWQ29sbGVjdEdhcmJhZ2VSZXNwb25zZRIWCg5pbWFnZXNfcmVtb3ZlZBgBIAMoCRIVCg1ibG9ic19yZW1vdmVkGAIgASgEEhMKC2J5dGVzX2ZyZWVkGAMgASgEInUKDEltcG9ydEhlYWRlchIrCgZmb3JtYXQYASABKA4yGy50YXNrcm91dGVyLnYxLkltcG9ydEZvcm1hdBIYCgt0dGxfc2Vjb25kcxgCIAEoA0gAiAEBEg4KBnNvdXJjZRgDIAEoCUIOCgxfdHRsX3NlY29uZHMiWwoSSW1wb3J0SW1hZ2VSZXF1ZXN0Ei0KBmhlYWRlchgBIAEoCzIbLnRhc2tyb3V0ZXIudjEuSW1wb3J0SGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgYKBHBhcnQiJwoTSW1wb3J0SW1hZ2VSZXNwb25zZRIQCghpbWFnZV9pZBgBIAEoCSImChJFeHBvcnRJbWFnZVJlcXVlc3QSEAoIaW1hZ2VfaWQYASABKAkiRAoTRXhwb3J0SW1hZ2VSZXNwb25zZRIVCgt0b3RhbF9ieXRlcxgBIAEoBEgAEg4KBGRhdGEYAiABKAxIAEIGCgRwYXJ0IqEBChVJbWFnZVRyYW5zZmVyUHJvZ3Jlc3MSEgoKYnl0ZXNfZG9uZRgBIAEoBBITCgtieXRlc190b3RhbBgCIAEoBBISCgpibG9ic19kb25lGAMgASgNEhMKC2Jsb2JzX3RvdGFsGAQgASgNEhUKDWJsb2JzX3NraXBwZWQYBSABKA0SDAoEZG9uZRgGIAEoCBIRCglyZWZlcmVuY2UYByABKAkiJAoQUHVzaEltYWdlUmVxdWVzdBIQCghpbWFnZV9pZBgBIAEoCSJLChFQdXNoSW1hZ2VSZXNwb25zZRI2Cghwcm9ncmVzcxgBIAEoCzIkLnRhc2tyb3V0ZXIudjEuSW1hZ2VUcmFuc2ZlclByb2dyZXNzIiQKEFB1bGxJbWFnZVJlcXVlc3QSEAoIaW1hZ2VfaWQYASABKAkiSwoRUHVsbEltYWdlUmVzcG9uc2USNgoIcHJvZ3Jlc3MYASABKAsyJC50YXNrcm91dGVyLnYxLkltYWdlVHJhbnNmZXJQcm9ncmVzcypgCgxJbXBvcnRGb3JtYXQSHQoZSU1QT1JUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhkKFUlNUE9SVF9GT1JNQVRfQVJDSElWRRABEhYKEklNUE9SVF9GT1JNQVRfVFJFRRACMr0FCgZJbWFnZXMSUQoKTGlzdEltYWdlcxIgLnRhc2tyb3V0ZXIudjEuTGlzdEltYWdlc1JlcXVlc3QaIS50YXNrcm91dGVyLnYxLkxpc3RJbWFnZXNSZXNwb25zZRJXCgxJbnNwZWN0SW1hZ2USIi50YXNrcm91dGVyLnYxLkluc3BlY3RJbWFnZVJlcXVlc3QaIy50YXNrcm91dGVyLnYxLkluc3BlY3RJbWFnZVJlc3BvbnNlElQKC0RlbGV0ZUltYWdlEiEudGFza3JvdXRlci52MS5EZWxldGVJbWFnZVJlcXVlc3QaIi50YXNrcm91dGVyLnYxLkRlbGV0ZUltYWdlUmVzcG9uc2USXQoOQ29sbGVjdEdhcmJhZ2USJC50YXNrcm91dGVyLnYxLkNvbGxlY3RHYXJiYWdlUmVxdWVzdBolLnRhc2tyb3V0ZXIudjEuQ29sbGVjdEdhcmJhZ2VSZXNwb25zZRJWCgtJbXBvcnRJbWFnZRIhLnRhc2tyb3V0ZXIudjEuSW1wb3J0SW1hZ2VSZXF1ZXN0GiIudGFza3JvdXRlci52MS5JbXBvcnRJbWFnZVJlc3BvbnNlKAESVgoLRXhwb3J0SW1hZ2USIS50YXNrcm91dGVyLnYxLkV4cG9ydEltYWdlUmVxdWVzdBoiLnRhc2tyb3V0ZXIudjEuRXhwb3J0SW1hZ2VSZXNwb25zZTABElAKCVB1c2hJbWFnZRIfLnRhc2tyb3V0ZXIudjEuUHVzaEltYWdlUmVxdWVzdBogLnRhc2tyb3V0ZXIudjEuUHVzaEltYWdlUmVzcG9uc2UwARJQCglQdWxsSW1hZ2USHy50YXNrcm91dGVyLnYxLlB1bGxJbWFnZVJlcXVlc3QaIC50YXNrcm91dGVyLnYxLlB1bGxJbWFnZVJlc3BvbnNlMAFiBnByb3RvMw");
 
 /**
  * @generated from message taskrouter.v1.Image
@@ -429,6 +429,137 @@ export const ExportImageResponseSchema: GenMessage<ExportImageResponse> = /*@__P
   messageDesc(file_taskrouter_v1_images, 14);
 
 /**
+ * Progress of an image push or pull (serve --registry): what was moved so far.
+ *
+ * @generated from message taskrouter.v1.ImageTransferProgress
+ */
+export type ImageTransferProgress = Message<"taskrouter.v1.ImageTransferProgress"> & {
+  /**
+   * Bytes of the image's files (push) or of its layers (pull) moved, and to move.
+   *
+   * @generated from field: uint64 bytes_done = 1;
+   */
+  bytesDone: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_total = 2;
+   */
+  bytesTotal: bigint;
+
+  /**
+   * Blobs (layers, config, manifest) moved, and to move.
+   *
+   * @generated from field: uint32 blobs_done = 3;
+   */
+  blobsDone: number;
+
+  /**
+   * @generated from field: uint32 blobs_total = 4;
+   */
+  blobsTotal: number;
+
+  /**
+   * Blobs the other side already had (never sent).
+   *
+   * @generated from field: uint32 blobs_skipped = 5;
+   */
+  blobsSkipped: number;
+
+  /**
+   * The last message: the transfer is complete.
+   *
+   * @generated from field: bool done = 6;
+   */
+  done: boolean;
+
+  /**
+   * On the last message: HOST[:PORT]/REPO:IMAGE_ID.
+   *
+   * @generated from field: string reference = 7;
+   */
+  reference: string;
+};
+
+/**
+ * Describes the message taskrouter.v1.ImageTransferProgress.
+ * Use `create(ImageTransferProgressSchema)` to create a new message.
+ */
+export const ImageTransferProgressSchema: GenMessage<ImageTransferProgress> = /*@__PURE__*/
+  messageDesc(file_taskrouter_v1_images, 15);
+
+/**
+ * @generated from message taskrouter.v1.PushImageRequest
+ */
+export type PushImageRequest = Message<"taskrouter.v1.PushImageRequest"> & {
+  /**
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+};
+
+/**
+ * Describes the message taskrouter.v1.PushImageRequest.
+ * Use `create(PushImageRequestSchema)` to create a new message.
+ */
+export const PushImageRequestSchema: GenMessage<PushImageRequest> = /*@__PURE__*/
+  messageDesc(file_taskrouter_v1_images, 16);
+
+/**
+ * Progress messages; the last one has done set.
+ *
+ * @generated from message taskrouter.v1.PushImageResponse
+ */
+export type PushImageResponse = Message<"taskrouter.v1.PushImageResponse"> & {
+  /**
+   * @generated from field: taskrouter.v1.ImageTransferProgress progress = 1;
+   */
+  progress?: ImageTransferProgress | undefined;
+};
+
+/**
+ * Describes the message taskrouter.v1.PushImageResponse.
+ * Use `create(PushImageResponseSchema)` to create a new message.
+ */
+export const PushImageResponseSchema: GenMessage<PushImageResponse> = /*@__PURE__*/
+  messageDesc(file_taskrouter_v1_images, 17);
+
+/**
+ * @generated from message taskrouter.v1.PullImageRequest
+ */
+export type PullImageRequest = Message<"taskrouter.v1.PullImageRequest"> & {
+  /**
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+};
+
+/**
+ * Describes the message taskrouter.v1.PullImageRequest.
+ * Use `create(PullImageRequestSchema)` to create a new message.
+ */
+export const PullImageRequestSchema: GenMessage<PullImageRequest> = /*@__PURE__*/
+  messageDesc(file_taskrouter_v1_images, 18);
+
+/**
+ * Progress messages; the last one has done set.
+ *
+ * @generated from message taskrouter.v1.PullImageResponse
+ */
+export type PullImageResponse = Message<"taskrouter.v1.PullImageResponse"> & {
+  /**
+   * @generated from field: taskrouter.v1.ImageTransferProgress progress = 1;
+   */
+  progress?: ImageTransferProgress | undefined;
+};
+
+/**
+ * Describes the message taskrouter.v1.PullImageResponse.
+ * Use `create(PullImageResponseSchema)` to create a new message.
+ */
+export const PullImageResponseSchema: GenMessage<PullImageResponse> = /*@__PURE__*/
+  messageDesc(file_taskrouter_v1_images, 19);
+
+/**
  * @generated from enum taskrouter.v1.ImportFormat
  */
 export enum ImportFormat {
@@ -517,6 +648,28 @@ export const Images: GenService<{
     methodKind: "server_streaming";
     input: typeof ExportImageRequestSchema;
     output: typeof ExportImageResponseSchema;
+  },
+  /**
+   * Pushes an image to the router's registry now and waits (FAILED_PRECONDITION
+   * without one; joins a background push of the same image).
+   *
+   * @generated from rpc taskrouter.v1.Images.PushImage
+   */
+  pushImage: {
+    methodKind: "server_streaming";
+    input: typeof PushImageRequestSchema;
+    output: typeof PushImageResponseSchema;
+  },
+  /**
+   * Pulls an image from the router's registry unless the store has it
+   * (NOT_FOUND when the registry does not have it either).
+   *
+   * @generated from rpc taskrouter.v1.Images.PullImage
+   */
+  pullImage: {
+    methodKind: "server_streaming";
+    input: typeof PullImageRequestSchema;
+    output: typeof PullImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_taskrouter_v1_images, 0);

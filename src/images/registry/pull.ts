@@ -1,0 +1,171 @@
+import { createHash } from "node:crypto";
+import { Readable, Transform } from "node:stream";
+import { finished } from "node:stream/promises";
+import type { ReadableStream as WebReadable } from "node:stream/web";
+import { NotFoundError, TaskRouterError, UnavailableError } from "../../errors.ts";
+import type { BlobBatch } from "../blob-store.ts";
+import { checkImageId, type ImageStore } from "../image-store.ts";
+import { TreeBuilder } from "../layers.ts";
+import type { Entry } from "../manifest.ts";
+import type { TransferOptions, TransferResult } from "../remote.ts";
+import { type RegistryClient, TransientError } from "./client.ts";
+import { type OciDescriptor, parseConfig, parseOciManifest } from "./layout.ts";
+import { Inflight, type Progress, type PushedMarks } from "./transfer.ts";
+
+/** Reading a body failed part-way (the registry went away): worth a retry. */
+function transient(err: unknown, what: string): unknown {
+  if (err instanceof TaskRouterError) return err;
+  return new TransientError(`${what}: ${(err as Error).message}`);
+}
+
+/**
+ * Pulls images from one registry repository into the store.
+ *
+ * Contract: `pull(id)` resolves once image `id` is in the store, complete:
+ * its manifest and config are fetched, the config's tree must hash to the
+ * id, the file layers holding a blob the store lacks are downloaded (only
+ * those) and each is checked against its digest and size, every file of the
+ * tree must then be present, and only then are the blobs committed and the
+ * image published (atomically, by the store). A failure leaves nothing
+ * visible but blobs of the batch's temporary files (removed by gc or the
+ * next start). Already in the store: resolves at once, nothing moved.
+ * NotFound when the registry has no image `id`; a second call for the same
+ * id joins the first. Runs under the store's shared lock (gc waits).
+ */
+export class Puller {
+  private readonly inflight = new Inflight();
+
+  constructor(
+    private readonly store: ImageStore,
+    private readonly client: RegistryClient,
+    private readonly marks: PushedMarks,
+    private readonly closing: AbortSignal,
+  ) {}
+
+  pull(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
+    checkImageId(id);
+    return this.inflight.run(id, opts, (progress) => this.transfer(id, progress));
+  }
+
+  private async transfer(id: string, progress: Progress): Promise<TransferResult> {
+    const c = this.client;
+    const signal = this.closing;
+    const reference = `${c.name}:${id}`;
+    if (await this.store.readMeta(id)) return progress.result(reference);
+    let manBytes: Buffer;
+    try {
+      manBytes = await c.retrying("GET manifest", () => c.getManifest(id, signal), signal);
+    } catch (err) {
+      if (err instanceof NotFoundError) {
+        throw new NotFoundError(`image ${id} not found (nor in registry ${c.name})`);
+      }
+      throw err;
+    }
+    const oci = parseOciManifest(manBytes, reference);
+    const configBytes = await c.retrying("GET config", () => this.small(oci.config), signal);
+    const { manifest, groups } = parseConfig(configBytes, id, oci.layers.length, reference);
+    return this.store.lock.shared(async () => {
+      const batch = this.store.blobs.batch();
+      try {
+        const got = new Set<string>();
+        const lacks = async (g: Entry[]) => {
+          for (const e of g) {
+            const d = e.digest ?? "";
+            if (!got.has(d) && !(await this.store.blobs.has(d))) return true;
+          }
+          return false;
+        };
+        const need: number[] = [];
+        for (const [i, g] of groups.entries()) if (await lacks(g)) need.push(i);
+        const p = progress.p;
+        p.blobsTotal = need.length + 2;
+        p.blobsSkipped = oci.layers.length - need.length;
+        p.blobsDone = 2; // manifest and config
+        for (const i of need) p.bytesTotal += (oci.layers[i] as OciDescriptor).size;
+        progress.report(true);
+        for (const i of need) {
+          const layer = oci.layers[i] as OciDescriptor;
+          const start = p.bytesDone;
+          await c.retrying(
+            "GET layer",
+            async () => {
+              p.bytesDone = start;
+              for (const d of await this.layer(layer, batch, progress)) got.add(d);
+            },
+            signal,
+          );
+          p.blobsDone++;
+        }
+        for (const g of groups) {
+          if (await lacks(g)) {
+            throw new UnavailableError(`${reference}: a layer lacks files its tree lists`);
+          }
+        }
+        await batch.commit();
+      } catch (err) {
+        await batch.abort();
+        throw err;
+      }
+      const stored = await this.store.publish(manifest, { kind: "default" }, `pull ${reference}`);
+      if (stored !== id) throw new Error(`pulled ${reference} but stored ${stored}`);
+      await this.marks.mark(id);
+      return progress.result(reference);
+    });
+  }
+
+  /** A small blob (the config), checked against its descriptor. */
+  private async small(d: OciDescriptor): Promise<Buffer> {
+    const res = await this.client.getBlob(d.digest, this.closing);
+    let bytes: Buffer;
+    try {
+      bytes = Buffer.from(await res.arrayBuffer());
+    } catch (err) {
+      throw transient(err, `GET ${d.digest}`);
+    }
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    if (digest !== d.digest || bytes.length !== d.size) {
+      throw new UnavailableError(`registry blob ${d.digest} does not match its digest`);
+    }
+    return bytes;
+  }
+
+  /**
+   * Downloads one file layer, storing its files through `batch` as the bytes
+   * arrive, and checks the whole layer against its digest and size. Returns
+   * the digests of the files it held.
+   */
+  private async layer(d: OciDescriptor, batch: BlobBatch, progress: Progress): Promise<string[]> {
+    const res = await this.client.getBlob(d.digest, this.closing);
+    if (!res.body) throw new TransientError(`GET ${d.digest}: no body`);
+    const hash = createHash("sha256");
+    let size = 0;
+    const tee = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        progress.bytes(chunk.length);
+        cb(null, chunk);
+      },
+    });
+    const src = Readable.fromWeb(res.body as WebReadable<Uint8Array>);
+    src.once("error", (err) => tee.destroy(err));
+    src.pipe(tee);
+    const tree = new TreeBuilder();
+    try {
+      await tree.apply(tee, batch, { whiteouts: false });
+      tee.resume(); // zero blocks after the tar's end
+      await finished(tee);
+    } catch (err) {
+      src.destroy();
+      throw transient(err, `GET ${d.digest}`);
+    }
+    const digest = `sha256:${hash.digest("hex")}`;
+    if (digest !== d.digest || size !== d.size) {
+      throw new UnavailableError(`registry layer ${d.digest} does not match its digest`);
+    }
+    return tree
+      .manifest()
+      .entries.filter((e) => e.type === "file")
+      .map((e) => e.digest ?? "");
+  }
+}

@@ -1,0 +1,54 @@
+import type { BinPath } from "./paths.ts";
+import type { MountRoot } from "./resolve.ts";
+import type { SnapshotProgress } from "./snapshot.ts";
+
+/**
+ * What the image service needs to know about a task's filesystem. The
+ * daemon builds it from the task's runtime.
+ */
+export interface TaskFs extends MountRoot {
+  /** Runtime name (mount records of "host" tasks end with the router). */
+  runtime: string;
+  /**
+   * Maps the components of a request path to components below `root`, or
+   * throws for a path the runtime keeps calls away from (host runtime:
+   * anything outside the task's own directory). Absent: they are the same.
+   */
+  localPath?(components: readonly BinPath[]): BinPath[];
+  /** Freezes every process of the task; resolves with the function that thaws them. */
+  freeze?(): Promise<() => Promise<void>>;
+  /** The task's root is an overlay over image `imageId` whose writable layer is `upper`. */
+  rootLayers?: { imageId: string; upper: string };
+}
+
+/**
+ * Finds a running task's filesystem: NotFound for an unknown task,
+ * FailedPrecondition for one that is not running.
+ */
+export type TaskFsLookup = (taskId: string) => TaskFs;
+
+/**
+ * Which container of the task a call addresses, and the customer-supplied
+ * encryption key it carries. Only the main container ("" or absent) and no
+ * key are served today: anything else is refused (NotFound for a container
+ * the task does not have, Unimplemented for a key), never ignored. The key
+ * is never stored, logged or echoed.
+ */
+export interface CallTarget {
+  containerId?: string;
+  encryptionKey?: Uint8Array | undefined;
+}
+
+export interface SnapshotRequest extends CallTarget {
+  snapshotId?: string;
+  ttlSeconds?: bigint | undefined;
+  signal?: AbortSignal;
+}
+
+/** Progress of one snapshot, for a progress line (`done` on the last call). */
+export interface SnapshotEvent extends SnapshotProgress {
+  taskId: string;
+  label: string;
+  startedAt: number;
+  done: boolean;
+}

@@ -1,0 +1,782 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, it, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { nativeHelper } from "../src/runtime/native.ts";
+
+const AGENT = nativeHelper("taskrouter-agent");
+const ENV = ["PATH=/usr/bin:/bin"];
+/** How long a test waits for an event before failing (a hang guard, not a timing assertion). */
+const WAIT_MS = 30_000;
+const isRoot = process.getuid?.() === 0;
+
+/** One request: a 4-byte little-endian length, then NUL-terminated fields. */
+function frame(fields: string[]): Buffer {
+  const body = Buffer.concat(fields.flatMap((f) => [Buffer.from(f), Buffer.alloc(1)]));
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(body.length);
+  return Buffer.concat([len, body]);
+}
+
+function sha256(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** The fields of /proc/<pid>/stat after the command name (state first), or null when gone. */
+function statOf(pid: number): string[] | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return null;
+  }
+}
+
+/** Live (a zombie is gone: pid 1 here may not reap orphans). */
+function alive(pid: number): boolean {
+  const f = statOf(pid);
+  return f !== null && f[0] !== "Z";
+}
+
+async function waitGone(pids: number[]): Promise<number[]> {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const live = pids.filter(alive);
+    if (live.length === 0 || Date.now() > deadline) return live;
+    await sleep(20);
+  }
+}
+
+/** SIGKILLs every live process whose session is one of `sessions`, by pid. */
+function killSessions(sessions: Set<number>): void {
+  if (sessions.size === 0) return;
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const f = statOf(Number(name));
+    if (f && f[0] !== "Z" && sessions.has(Number(f[3]))) {
+      try {
+        process.kill(Number(name), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** A router connection: framed requests out, event lines in. */
+class Conn {
+  readonly lines: string[] = [];
+  private readonly taken = new Set<number>();
+  private partial = "";
+  private readonly waiters = new Set<() => void>();
+  ended = false;
+  readonly closed: Promise<void>;
+
+  constructor(readonly sock: Socket) {
+    sock.setEncoding("utf8");
+    sock.on("data", (d: string) => {
+      this.partial += d;
+      for (let i = this.partial.indexOf("\n"); i >= 0; i = this.partial.indexOf("\n")) {
+        this.lines.push(this.partial.slice(0, i));
+        this.partial = this.partial.slice(i + 1);
+      }
+      this.wakeAll();
+    });
+    sock.on("error", () => {});
+    this.closed = new Promise((resolve) =>
+      sock.on("close", () => {
+        this.ended = true;
+        this.wakeAll();
+        resolve();
+      }),
+    );
+  }
+
+  private wakeAll(): void {
+    for (const w of this.waiters) w();
+  }
+
+  send(...fields: string[]): void {
+    this.sock.write(frame(fields));
+  }
+
+  /** The first line not taken yet that `match` accepts (taken now). */
+  async next(match: (line: string) => boolean, what: string): Promise<string> {
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      for (let i = 0; i < this.lines.length; i++) {
+        const line = this.lines[i] as string;
+        if (!this.taken.has(i) && match(line)) {
+          this.taken.add(i);
+          return line;
+        }
+      }
+      const left = deadline - Date.now();
+      if (this.ended || left <= 0) {
+        const why = this.ended ? "connection closed" : "timed out";
+        throw new Error(`${why} waiting for ${what}; got ${JSON.stringify(this.lines.slice(-20))}`);
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(t);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const t = setTimeout(wake, left);
+        this.waiters.add(wake);
+      });
+    }
+  }
+
+  /** The fields after `kind KEY` of the next such event. */
+  async event(kind: string, key: string): Promise<string[]> {
+    const line = await this.next((l) => l.startsWith(`${kind} ${key} `), `${kind} ${key}`);
+    return line.split(" ").slice(2);
+  }
+
+  /** True once an event `kind KEY ...` arrived (without taking it). */
+  has(kind: string, key: string): boolean {
+    return this.lines.some((l) => l.startsWith(`${kind} ${key} `));
+  }
+
+  async ping(n: string): Promise<void> {
+    this.send("ping", n);
+    await this.next((l) => l === `pong ${n}`, `pong ${n}`);
+  }
+
+  /** `list`: the state lines by KEY. */
+  async list(): Promise<Map<string, string[]>> {
+    const tag = String(Math.random()).slice(2);
+    this.send("list");
+    this.send("ping", tag);
+    await this.next((l) => l === `pong ${tag}`, "pong after list");
+    const states = new Map<string, string[]>();
+    for (;;) {
+      const line = await this.next((l) => l === "listed" || l.startsWith("state "), "state");
+      if (line === "listed") return states;
+      const f = line.split(" ");
+      states.set(f[1] as string, f.slice(2));
+    }
+  }
+}
+
+interface ExecOpts {
+  flags?: string;
+  cap?: number;
+  grace?: number;
+  deadline?: number;
+  rows?: number;
+  cols?: number;
+  cwd?: string;
+  env?: string[];
+  stdin?: string | Buffer;
+}
+
+interface Result {
+  key: string;
+  pid: number;
+  exit: string;
+  out: Buffer;
+  err: Buffer;
+  outEnd: number;
+  errEnd: number;
+}
+
+/** A running agent on a temp exec dir; `close` kills what it started, by pid, and removes it. */
+class Agent {
+  readonly sessions = new Set<number>();
+  private readonly conns: Conn[] = [];
+  private keys = 0;
+
+  private constructor(
+    readonly proc: ChildProcess,
+    readonly pid: number,
+    readonly dir: string,
+    readonly exited: Promise<number | string>,
+  ) {}
+
+  static async start(args: string[] = []): Promise<Agent> {
+    const dir = mkdtempSync("/tmp/ta-");
+    const dirFd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    let proc: ChildProcess;
+    try {
+      proc = spawn(AGENT, args, { stdio: ["ignore", "pipe", "ignore", dirFd] });
+    } finally {
+      closeSync(dirFd);
+    }
+    const exited = new Promise<number | string>((resolve) =>
+      proc.on("exit", (code, signal) => resolve(code ?? signal ?? "")),
+    );
+    const agent = new Agent(proc, proc.pid as number, dir, exited);
+    try {
+      let text = "";
+      await new Promise<void>((resolve, reject) => {
+        proc.stdout?.setEncoding("utf8");
+        proc.stdout?.on("data", (d: string) => {
+          text += d;
+          if (text === "ready\n") resolve();
+        });
+        proc.on("error", reject);
+        void exited.then((how) => reject(new Error(`the agent exited (${how}) before ready`)));
+      });
+    } catch (e) {
+      await agent.close();
+      throw e;
+    }
+    return agent;
+  }
+
+  async connect(): Promise<Conn> {
+    const sock = connect(join(this.dir, "agent.sock"));
+    await new Promise<void>((resolve, reject) => {
+      sock.once("connect", resolve);
+      sock.once("error", reject);
+    });
+    const c = new Conn(sock);
+    this.conns.push(c);
+    return c;
+  }
+
+  key(): string {
+    this.keys += 1;
+    return `k${this.keys}`;
+  }
+
+  path(key: string, suffix: string): string {
+    return join(this.dir, `${key}.${suffix}`);
+  }
+
+  read(key: string, suffix: string): Buffer {
+    return readFileSync(this.path(key, suffix));
+  }
+
+  /** The files the router creates before `exec`: KEY.in and those the flags name. */
+  prepare(key: string, flags: string, stdin: string | Buffer = ""): void {
+    writeFileSync(this.path(key, "in"), stdin);
+    if (flags.includes("o")) writeFileSync(this.path(key, "out"), "");
+    if (flags.includes("e")) writeFileSync(this.path(key, "err"), "");
+  }
+
+  request(key: string, argv: string[], o: ExecOpts = {}): string[] {
+    const env = o.env ?? ENV;
+    return [
+      "exec",
+      key,
+      o.flags ?? "oe",
+      String(o.cap ?? 0),
+      String(o.grace ?? 100),
+      String(o.deadline ?? 0),
+      String(o.rows ?? 24),
+      String(o.cols ?? 80),
+      o.cwd ?? "/",
+      String(env.length),
+      ...env,
+      ...argv,
+    ];
+  }
+
+  /** Prepares the files, sends `exec`, returns the PID of `started`. */
+  async start(c: Conn, key: string, argv: string[], o: ExecOpts = {}): Promise<number> {
+    this.prepare(key, o.flags ?? "oe", o.stdin);
+    c.send(...this.request(key, argv, o));
+    const [pid] = await c.event("started", key);
+    this.sessions.add(Number(pid));
+    return Number(pid);
+  }
+
+  /** Waits for `exit` and both stream ends; returns them and the files. */
+  async finish(c: Conn, key: string, pid = 0): Promise<Result> {
+    const [exit, outEnd, errEnd] = await Promise.all([
+      c.event("exit", key),
+      c.event("outend", key),
+      c.event("errend", key),
+    ]);
+    const file = (suffix: string) => {
+      try {
+        return this.read(key, suffix);
+      } catch {
+        return Buffer.alloc(0);
+      }
+    };
+    return {
+      key,
+      pid,
+      exit: exit.join(" "),
+      out: file("out"),
+      err: file("err"),
+      outEnd: Number(outEnd[0]),
+      errEnd: Number(errEnd[0]),
+    };
+  }
+
+  async run(c: Conn, argv: string[], o: ExecOpts = {}): Promise<Result> {
+    const key = this.key();
+    const pid = await this.start(c, key, argv, o);
+    return this.finish(c, key, pid);
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.sock.destroy();
+    killSessions(this.sessions);
+    if (alive(this.pid)) this.proc.kill("SIGKILL");
+    await this.exited;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** An agent of the test's own, closed when the test ends (also on failure). */
+async function ownAgent(t: TestContext, args: string[] = []): Promise<Agent> {
+  const agent = await Agent.start(args);
+  t.after(() => agent.close());
+  return agent;
+}
+
+/** Waits until KEY.out holds a line; returns the file's text. */
+async function firstLine(a: Agent, key: string): Promise<string> {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const text = a.read(key, "out").toString();
+    if (text.includes("\n") || Date.now() > deadline) return text;
+    await sleep(20);
+  }
+}
+
+describe("the task agent (native/task-agent.c)", () => {
+  let a: Agent;
+  let c: Conn;
+  before(async () => {
+    a = await Agent.start();
+    c = await a.connect();
+  });
+  after(async () => {
+    await a?.close();
+  });
+
+  it("answers ping with pong", async () => {
+    await c.ping("1");
+    await c.ping("abc");
+  });
+
+  it("copies stdout and stderr into their files byte for byte, and writes KEY.exit", async () => {
+    const t0 = Date.now();
+    const r = await a.run(c, ["sh", "-c", 'printf "a\\000b\\n"; printf "err\\377\\n" >&2; exit 3']);
+    assert.equal(r.exit, "code 3");
+    assert.deepEqual(r.out, Buffer.from("a\0b\n"));
+    assert.deepEqual(r.err, Buffer.from("err\xff\n", "latin1"));
+    assert.equal(r.outEnd, 4);
+    assert.equal(r.errEnd, 5);
+    const exitFile = a.read(r.key, "exit").toString();
+    const m = /^code 3 (\d+)\n$/.exec(exitFile);
+    assert.ok(m, exitFile);
+    assert.ok(Number(m[1]) >= t0 && Number(m[1]) <= Date.now(), exitFile);
+    assert.equal(statSync(a.path(r.key, "exit")).mode & 0o777, 0o600);
+  });
+
+  it("copies 8 MiB of output exactly (splice at its own offset)", async () => {
+    const data = randomBytes(8 << 20);
+    writeFileSync(join(a.dir, "data"), data);
+    const r = await a.run(c, ["cat", join(a.dir, "data")]);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.outEnd, 8 << 20);
+    assert.equal(sha256(r.out), sha256(data));
+  });
+
+  it("merges stderr into stdout in write order with m (KEY.err untouched, errend 0)", async () => {
+    const r = await a.run(c, ["sh", "-c", "echo 1; echo 2 >&2; echo 3; echo 4 >&2"], {
+      flags: "om",
+    });
+    assert.equal(r.out.toString(), "1\n2\n3\n4\n");
+    assert.equal(r.errEnd, 0);
+    assert.equal(r.err.length, 0);
+  });
+
+  it("feeds stdin from KEY.in as `in` grows it; `eof` closes it (cat echoes it exactly)", async () => {
+    const key = a.key();
+    await a.start(c, key, ["cat"], { flags: "o", stdin: "hello " });
+    c.send("in", key, "6");
+    appendFileSync(a.path(key, "in"), "world\n");
+    c.send("in", key, "12");
+    c.send("eof", key, "12");
+    assert.deepEqual(await c.event("inend", key), ["12"]);
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.out.toString(), "hello world\n");
+  });
+
+  it("feeds a 16 MiB stdin in pieces", async () => {
+    const key = a.key();
+    const data = randomBytes(16 << 20);
+    await a.start(c, key, ["cat"], { flags: "o" });
+    for (let i = 0; i < 4; i++) {
+      appendFileSync(a.path(key, "in"), data.subarray(i << 22, (i + 1) << 22));
+      c.send("in", key, String((i + 1) << 22));
+    }
+    c.send("eof", key, String(16 << 20));
+    assert.deepEqual(await c.event("inend", key), [String(16 << 20)]);
+    const r = await a.finish(c, key);
+    assert.equal(r.outEnd, 16 << 20);
+    assert.equal(sha256(r.out), sha256(data));
+  });
+
+  it("ends stdin with `inend` when the command closes it (EPIPE)", async () => {
+    const key = a.key();
+    const size = 4 << 20;
+    await a.start(c, key, ["head", "-c", "1"], { flags: "o", stdin: randomBytes(size) });
+    c.send("in", key, String(size));
+    const [n] = await c.event("inend", key);
+    assert.ok(Number(n) < size, `inend at ${n}`);
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.out.length, 1);
+    c.send("in", key, String(size)); // ignored now
+    c.send("eof", key, String(size));
+    await c.ping("after-inend");
+    assert.ok(!c.has("error", key));
+  });
+
+  it("runs a command on a terminal with t (a /dev/pts slave, resized on request)", async () => {
+    const tty = await a.run(c, ["tty"], { flags: "ot" });
+    assert.equal(tty.exit, "code 0");
+    assert.match(tty.out.toString(), /^\/dev\/pts\/\d+\r\n$/);
+    assert.equal(tty.errEnd, 0);
+
+    const quiet = await a.run(c, ["sh", "-c", "echo discarded"], { flags: "t" });
+    assert.equal(quiet.exit, "code 0");
+    assert.equal(quiet.outEnd, 0); // read and dropped: the end comes at the exit
+
+    const size = await a.run(c, ["stty", "size"], { flags: "ot", rows: 24, cols: 80 });
+    assert.equal(size.out.toString(), "24 80\r\n");
+
+    const key = a.key();
+    await a.start(c, key, ["sh", "-c", 'read x; stty size; echo "got $x"'], {
+      flags: "ot",
+      stdin: "go\n",
+    });
+    c.send("resize", key, "33", "111");
+    c.send("in", key, "3");
+    c.send("eof", key, "3");
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "code 0");
+    assert.match(r.out.toString(), /33 111\r\ngot go\r\n$/);
+  });
+
+  it("`kill` signals the whole process group (a grandchild too)", async () => {
+    const key = a.key();
+    await a.start(c, key, ["sh", "-c", "sleep 1000 & echo $!; wait"], { flags: "o" });
+    const grandchild = Number((await firstLine(a, key)).trim());
+    assert.ok(alive(grandchild));
+    c.send("kill", key, "15");
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "signal 15");
+    assert.deepEqual(await waitGone([grandchild]), []);
+    c.send("kill", key, "9"); // ignored once reaped
+    await c.ping("after-kill");
+    assert.ok(!c.has("error", key));
+  });
+
+  it("SIGKILLs the group at DEADLINE", async () => {
+    const key = a.key();
+    await a.start(c, key, ["sh", "-c", "sleep 1000 & echo $!; wait"], {
+      flags: "o",
+      deadline: Date.now() + 300,
+    });
+    const grandchild = Number((await firstLine(a, key)).trim());
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "signal 9");
+    assert.match(a.read(key, "exit").toString(), /^signal 9 \d+\n$/);
+    assert.deepEqual(await waitGone([grandchild]), []);
+  });
+
+  it("stops reading at CAP: the file holds exactly CAP bytes and the command blocks", async () => {
+    const key = a.key();
+    const cap = 100_000;
+    await a.start(c, key, ["yes"], { flags: "oe", cap });
+    await c.next((l) => l === `out ${key} ${cap}`, `out ${key} ${cap}`);
+    const running = await c.list();
+    assert.equal(running.get(key)?.[1], "run"); // blocked in write, not ended
+    c.send("kill", key, "9");
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "signal 9");
+    assert.equal(r.outEnd, cap);
+    assert.equal(r.out.length, cap);
+
+    // Both files count: at most CAP together.
+    const both = await a.run(c, ["sh", "-c", "yes err >&2 & yes out"], {
+      flags: "oe",
+      cap: 10_000,
+      deadline: Date.now() + 500,
+    });
+    assert.equal(both.exit, "signal 9");
+    assert.equal(both.outEnd + both.errEnd, 10_000);
+    assert.equal(both.out.length + both.err.length, 10_000);
+  });
+
+  it("cuts a pipe a background descendant holds after GRACE", async () => {
+    const key = a.key();
+    await a.start(c, key, ["sh", "-c", "sleep 100 & echo hi"], { flags: "oe", grace: 200 });
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.outEnd, 3);
+    assert.equal(r.out.toString(), "hi\n");
+    assert.equal(r.errEnd, 0);
+  });
+
+  it("reports a command not found as started, 127, the message in KEY.err", async () => {
+    const r = await a.run(c, ["no-such-command-xyz"]);
+    assert.equal(r.exit, "code 127");
+    assert.equal(r.err.toString(), "taskrouter: no-such-command-xyz: command not found\n");
+    assert.equal(r.errEnd, r.err.length);
+    assert.equal(r.outEnd, 0);
+    assert.match(a.read(r.key, "exit").toString(), /^code 127 \d+\n$/);
+    // PATH is the command's own.
+    const noPath = await a.run(c, ["env"], { env: ["PATH=/nonexistent"] });
+    assert.equal(noPath.exit, "code 127");
+    // With m the message goes to KEY.out.
+    const merged = await a.run(c, ["no-such-command-xyz"], { flags: "om" });
+    assert.equal(merged.out.toString(), "taskrouter: no-such-command-xyz: command not found\n");
+  });
+
+  it("reports a file it may not run as 126 Permission denied", async () => {
+    const file = join(a.dir, "noexec");
+    writeFileSync(file, "echo no\n", { mode: 0o644 });
+    const r = await a.run(c, [file]);
+    assert.equal(r.exit, "code 126");
+    assert.equal(r.err.toString(), `taskrouter: ${file}: Permission denied\n`);
+  });
+
+  it("runs a script without #! with /bin/sh (execvp rules)", async () => {
+    const file = join(a.dir, "script");
+    writeFileSync(file, 'echo "no shebang: $*"\n', { mode: 0o755 });
+    const r = await a.run(c, [file, "a", "b"]);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.out.toString(), "no shebang: a b\n");
+  });
+
+  it("reports a CWD it cannot enter as 126 with the reason", async () => {
+    const r = await a.run(c, ["pwd"], { cwd: "/nonexistent-dir" });
+    assert.equal(r.exit, "code 126");
+    assert.equal(r.err.toString(), "taskrouter: cd /nonexistent-dir: No such file or directory\n");
+    const ok = await a.run(c, ["pwd"], { cwd: a.dir });
+    assert.equal(ok.out.toString(), `${a.dir}\n`);
+  });
+
+  it("refuses a KEY used before, a KEY that is not one, a `d` without -d", async () => {
+    const r = await a.run(c, ["true"]);
+    c.send(...a.request(r.key, ["true"]));
+    assert.deepEqual(await c.event("error", r.key), ["exists"]);
+    c.send(...a.request("../x", ["true"]));
+    assert.deepEqual(await c.event("error", "-"), ["bad-key"]);
+    c.send(...a.request("UPPER", ["true"]));
+    assert.deepEqual(await c.event("error", "-"), ["bad-key"]);
+    const key = a.key();
+    a.prepare(key, "o");
+    c.send(...a.request(key, ["true"], { flags: "od" }));
+    assert.deepEqual(await c.event("error", key), ["no-debug"]);
+    c.send(...a.request(key, ["true"], { flags: "ox" }));
+    assert.deepEqual(await c.event("error", key), ["bad-request"]);
+    c.send("exec", key, "o");
+    assert.deepEqual(await c.event("error", key), ["bad-request"]);
+    c.send("frobnicate");
+    assert.deepEqual(await c.event("error", "-"), ["bad-request"]);
+    // An error keeps no state: the KEY still starts.
+    const pid = await a.start(c, key, ["true"], { flags: "o" });
+    assert.ok(pid > 0);
+    await a.finish(c, key);
+  });
+
+  it("refuses a symlink planted as KEY.out (RESOLVE_NO_SYMLINKS)", async () => {
+    const key = a.key();
+    const target = join(a.dir, "target");
+    writeFileSync(target, "");
+    writeFileSync(a.path(key, "in"), "");
+    symlinkSync(target, a.path(key, "out"));
+    c.send(...a.request(key, ["echo", "leak"], { flags: "o" }));
+    assert.deepEqual(await c.event("error", key), ["files", "40"]); // ELOOP
+    assert.equal(readFileSync(target, "utf8"), "");
+    unlinkSync(a.path(key, "out"));
+    const pid = await a.start(c, key, ["echo", "ok"], { flags: "o" });
+    const r = await a.finish(c, key, pid);
+    assert.equal(r.out.toString(), "ok\n");
+  });
+
+  it("gives the command exactly the env sent (default PATH when none)", async () => {
+    const env = ["A=1", "B=two words=x", "PATH=/usr/bin:/bin", "EMPTY="];
+    const r = await a.run(c, ["env"], { flags: "o", env });
+    assert.equal(r.out.toString(), `${env.join("\n")}\n`);
+    const none = await a.run(c, ["env"], { flags: "o", env: [] });
+    assert.equal(none.exit, "code 0");
+    assert.equal(none.out.toString(), "");
+  });
+
+  it("starts the child in its own session with fds 0-2 only and default signals", async () => {
+    const key = a.key();
+    const pid = await a.start(c, key, ["sleep", "1000"], { flags: "oe" });
+    try {
+      assert.deepEqual(readdirSync(`/proc/${pid}/fd`).sort(), ["0", "1", "2"]);
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      assert.match(status, /^SigIgn:\s+0+$/m);
+      assert.match(status, /^SigBlk:\s+0+$/m);
+      const f = statOf(pid);
+      assert.equal(Number(f?.[2]), pid, "pgid");
+      assert.equal(Number(f?.[3]), pid, "sid");
+    } finally {
+      c.send("kill", key, "9");
+    }
+    assert.equal((await a.finish(c, key)).exit, "signal 9");
+    const sig = await a.run(c, ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"], {
+      flags: "o",
+    });
+    assert.equal(sig.out.toString(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+  });
+
+  it("`forget` drops an ended exec (a KEY stays used); a running one is kept", async () => {
+    const done = await a.run(c, ["true"]);
+    const key = a.key();
+    await a.start(c, key, ["sleep", "1000"]);
+    c.send("forget", done.key);
+    c.send("forget", key);
+    c.send("forget", "unknown");
+    const states = await c.list();
+    assert.ok(!states.has(done.key));
+    assert.equal(states.get(key)?.[1], "run");
+    c.send(...a.request(done.key, ["true"]));
+    assert.deepEqual(await c.event("error", done.key), ["exists"]);
+    c.send("kill", key, "9");
+    await a.finish(c, key);
+  });
+});
+
+describe("the task agent's connections and lifetime", () => {
+  it("closes a connection on a malformed frame and lives on", async (t) => {
+    const a = await ownAgent(t);
+    const bad = [
+      Buffer.from([0, 0, 0, 0]), // length 0
+      Buffer.concat([Buffer.from([3, 0, 0, 0]), Buffer.from("pin")]), // unterminated
+      Buffer.from([1, 0, 0x40, 0]), // over 4 MiB
+    ];
+    for (const b of bad) {
+      const c = await a.connect();
+      await c.ping("before");
+      c.sock.write(b);
+      await c.closed;
+    }
+    const c = await a.connect();
+    await c.ping("alive");
+    assert.ok(alive(a.pid));
+  });
+
+  it("closes the previous connection when a new one comes", async (t) => {
+    const a = await ownAgent(t);
+    const c1 = await a.connect();
+    await c1.ping("1");
+    const c2 = await a.connect();
+    await c1.closed;
+    await c2.ping("2");
+  });
+
+  it("keeps every exec across reconnects; `list` reports running and ended ones", async (t) => {
+    const a = await ownAgent(t);
+    let c = await a.connect();
+    const run = a.key();
+    const runPid = await a.start(c, run, ["sleep", "1000"]);
+    const ended = a.key();
+    const endedPid = await a.start(c, ended, ["sh", "-c", "echo x; echo yy >&2; exit 4"]);
+    await a.finish(c, ended, endedPid);
+    await c.event("inend", ended);
+    c.sock.destroy();
+    c = await a.connect();
+    const states = await c.list();
+    assert.deepEqual(states.get(run), [String(runPid), "run", "0", "0", "0", "0", "0", "0"]);
+    assert.deepEqual(states.get(ended), [String(endedPid), "code:4", "2", "1", "3", "1", "0", "1"]);
+    c.send("kill", run, "9");
+    assert.deepEqual(await c.event("exit", run), ["signal", "9"]);
+    const after = await c.list();
+    assert.equal(after.get(run)?.[1], "signal:9");
+  });
+
+  it("outlives its router connection while an exec writes (output complete from 0)", async (t) => {
+    const a = await ownAgent(t);
+    let c = await a.connect();
+    const key = a.key();
+    await a.start(c, key, ["seq", "1", "300000"], { flags: "o" });
+    c.sock.write(frame(["ping", "x"]).subarray(0, 5)); // and gone mid-frame
+    c.sock.destroy();
+    c = await a.connect();
+    const deadline = Date.now() + WAIT_MS;
+    let state: string[] | undefined;
+    for (;;) {
+      state = (await c.list()).get(key);
+      if (state?.[3] === "1" || Date.now() > deadline) break;
+      await sleep(20);
+    }
+    const expected = `${Array.from({ length: 300000 }, (_, i) => i + 1).join("\n")}\n`;
+    assert.equal(state?.[1], "code:0");
+    assert.equal(state?.[2], String(expected.length));
+    assert.equal(a.read(key, "out").toString(), expected);
+  });
+
+  it("`quit` SIGKILLs every live group, reaps and exits 0", async (t) => {
+    const a = await ownAgent(t);
+    const c = await a.connect();
+    const k1 = a.key();
+    const leader = await a.start(c, k1, ["sh", "-c", "sleep 1000 & echo $!; wait"], { flags: "o" });
+    const grandchild = Number((await firstLine(a, k1)).trim());
+    const k2 = a.key();
+    const other = await a.start(c, k2, ["sleep", "1000"]);
+    c.send("quit");
+    assert.equal(await a.exited, 0);
+    assert.deepEqual(await waitGone([leader, grandchild, other]), []);
+    assert.match(a.read(k1, "exit").toString(), /^signal 9 \d+\n$/);
+    assert.match(a.read(k2, "exit").toString(), /^signal 9 \d+\n$/);
+  });
+
+  it("leads its own process group with -p", async (t) => {
+    const a = await ownAgent(t, ["-p"]);
+    assert.equal(Number(statOf(a.pid)?.[2]), a.pid);
+    const plain = await ownAgent(t);
+    assert.notEqual(Number(statOf(plain.pid)?.[2]), plain.pid);
+  });
+
+  it("with -d keeps CAP_SYS_PTRACE only for execs that ask with d", async (t) => {
+    if (!isRoot) {
+      console.log("skipped: capabilities need root");
+      t.skip("needs root");
+      return;
+    }
+    const a = await ownAgent(t, ["-d"]);
+    const c = await a.connect();
+    const PTRACE = 1n << 19n;
+    const caps = async (flags: string) => {
+      const r = await a.run(c, ["grep", "-E", "^Cap(Prm|Eff|Bnd)", "/proc/self/status"], { flags });
+      assert.equal(r.exit, "code 0");
+      const map = new Map<string, bigint>();
+      for (const line of r.out.toString().trim().split("\n")) {
+        const [name, hex] = line.split(":\t");
+        map.set(name as string, BigInt(`0x${hex}`));
+      }
+      return map;
+    };
+    const without = await caps("o");
+    assert.equal(without.size, 3);
+    for (const [name, v] of without) assert.equal(v & PTRACE, 0n, `${name} without d`);
+    const withD = await caps("od");
+    for (const [name, v] of withD) assert.equal(v & PTRACE, PTRACE, `${name} with d`);
+  });
+});
