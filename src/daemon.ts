@@ -177,7 +177,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   // Made before the tasks load: runc tasks rooted on an image hold it again when adopted.
   const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
     onSnapshotProgress: snapshotProgress(),
-    ...(remote ? { remote } : {}),
+    ...(remote ? { remote: (store) => remote(store, metrics) } : {}),
   });
   // Runtimes that can root tasks on stored images find them in the image store.
   for (const r of runtimes.values()) {

@@ -5,36 +5,16 @@ import { after, before, describe, it } from "node:test";
 import { RouterClient } from "../src/client/client.ts";
 import { TaskImagesClient } from "../src/client/images.ts";
 import { TaskRouterError } from "../src/errors.ts";
+import { scrapeProm, sample as value } from "./helpers/prom.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
 
 const ROUTER = "/modal.task_command_router.TaskCommandRouter";
-
-/** The samples of a Prometheus text exposition: `name{labels}` → value. */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
-
-/** The value of the sample named exactly `key` (labels in exposition order), 0 when absent. */
-function value(m: Map<string, number>, key: string): number {
-  return m.get(key) ?? 0;
-}
 
 describe("metrics (serve --metrics-listen): Prometheus text after real execs", () => {
   let r: TestRouter;
   let task: string;
   let url: string;
-  const scrape = async () => {
-    const res = await fetch(url);
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get("content-type") ?? "", /^text\/plain/);
-    return parse(await res.text());
-  };
+  const scrape = () => scrapeProm(url);
 
   before(async () => {
     r = await startRouter({ auth: { mode: "jwt" }, metricsListen: "127.0.0.1:0" });

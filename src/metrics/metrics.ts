@@ -4,6 +4,9 @@ import type { StdinSession } from "../exec/stdin.ts";
 /** Image operations whose durations are measured. */
 export type ImageOp = "snapshot_directory" | "snapshot_filesystem" | "mount" | "unmount";
 
+/** Which way an image moves between the router and its registry (`--registry`). */
+export type TransferDirection = "push" | "pull";
+
 /**
  * What the router reports for its metrics: the port the domain (TaskManager)
  * and the gRPC edge call, so that neither depends on a metrics library.
@@ -37,6 +40,23 @@ export interface Metrics {
   /** An image operation (snapshot, mount, unmount) ended after `seconds`. */
   imageOp(op: ImageOp, seconds: number, ok: boolean): void;
   /**
+   * `bytes` of blob data (layers, the config) were sent to (push) or received
+   * from (pull) the registry, reported as they move. Only blobs actually
+   * transferred count: none the other side already had (skipped after a
+   * HEAD, or not fetched because the store has their files); bytes of an
+   * attempt that failed and was retried do count (they crossed the wire).
+   * Manifests and request overhead do not.
+   */
+  registryBytes(direction: TransferDirection, bytes: number): void;
+  /**
+   * One image push or pull the router ran ended after `seconds`, ok or not.
+   * Once per transfer: callers joining a transfer of the same image already
+   * under way add nothing; a background push tried again later is a new
+   * transfer. Transfers that found nothing to move (the registry had the
+   * image, the store had it) count too.
+   */
+  registryTransfer(direction: TransferDirection, seconds: number, ok: boolean): void;
+  /**
    * A gRPC call ended with status `code` (CANCELLED when the stream closed
    * without one). `method` is the `/<service>/<method>` path of a served
    * method, or "other" for any other path.
@@ -54,6 +74,8 @@ export const NO_METRICS: Metrics = {
   outputStreamEnded: nothing,
   stdinWritten: nothing,
   imageOp: nothing,
+  registryBytes: nothing,
+  registryTransfer: nothing,
   rpc: nothing,
 };
 

@@ -8,7 +8,7 @@ import {
   Registry,
 } from "prom-client";
 import type { StreamName, TerminationCause } from "../exec/exec.ts";
-import type { ImageOp, Metrics } from "./metrics.ts";
+import type { ImageOp, Metrics, TransferDirection } from "./metrics.ts";
 
 /** Counts read at scrape time from the live router. */
 export interface LiveCounts {
@@ -37,6 +37,9 @@ export class PrometheusMetrics implements Metrics {
   private readonly inBytes: Counter;
   private readonly throughput: Histogram<"stream">;
   private readonly imageOps: Histogram<"op" | "outcome">;
+  private readonly registryBytesTotal: Counter<"direction">;
+  private readonly transfers: Counter<"direction" | "result">;
+  private readonly transferSeconds: Histogram<"direction">;
   private readonly rpcs: Counter<"method" | "code">;
 
   constructor(live: LiveCounts) {
@@ -102,6 +105,25 @@ export class PrometheusMetrics implements Metrics {
       buckets: exponentialBuckets(0.001, 4, 10), // 1 ms .. ~4 min
       registers,
     });
+    this.registryBytesTotal = new Counter({
+      name: "taskrouter_registry_bytes_total",
+      help: "Bytes of blobs uploaded to (push) or downloaded from (pull) the registry; blobs skipped are not counted",
+      labelNames: ["direction"],
+      registers,
+    });
+    this.transfers = new Counter({
+      name: "taskrouter_registry_transfers_total",
+      help: "Image pushes and pulls that ended, by direction and result (ok, error)",
+      labelNames: ["direction", "result"],
+      registers,
+    });
+    this.transferSeconds = new Histogram({
+      name: "taskrouter_registry_transfer_seconds",
+      help: "Duration of each image push or pull, by direction",
+      labelNames: ["direction"],
+      buckets: exponentialBuckets(0.01, 4, 9), // 10 ms .. ~11 min
+      registers,
+    });
     this.rpcs = new Counter({
       name: "taskrouter_rpcs_total",
       help: "gRPC calls that ended, by method path and status code",
@@ -134,6 +156,15 @@ export class PrometheusMetrics implements Metrics {
 
   imageOp(op: ImageOp, seconds: number, ok: boolean): void {
     this.imageOps.observe({ op, outcome: ok ? "ok" : "error" }, seconds);
+  }
+
+  registryBytes(direction: TransferDirection, bytes: number): void {
+    this.registryBytesTotal.inc({ direction }, bytes);
+  }
+
+  registryTransfer(direction: TransferDirection, seconds: number, ok: boolean): void {
+    this.transfers.inc({ direction, result: ok ? "ok" : "error" });
+    this.transferSeconds.observe({ direction }, seconds);
   }
 
   rpc(method: string, code: number): void {

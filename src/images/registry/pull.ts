@@ -3,6 +3,7 @@ import { Readable, Transform } from "node:stream";
 import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadable } from "node:stream/web";
 import { NotFoundError, TaskRouterError, UnavailableError } from "../../errors.ts";
+import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { BlobBatch } from "../blob-store.ts";
 import { checkImageId, type ImageStore } from "../image-store.ts";
 import { TreeBuilder } from "../layers.ts";
@@ -30,17 +31,22 @@ function transient(err: unknown, what: string): unknown {
  * visible but blobs of the batch's temporary files (removed by gc or the
  * next start). Already in the store: resolves at once, nothing moved.
  * NotFound when the registry has no image `id`; a second call for the same
- * id joins the first. Runs under the store's shared lock (gc waits).
+ * id joins the first. Runs under the store's shared lock (gc waits). Each
+ * pull and the blob bytes it downloads are reported to `metrics`
+ * (Metrics.registryTransfer, registryBytes).
  */
 export class Puller {
-  private readonly inflight = new Inflight();
+  private readonly inflight: Inflight;
 
   constructor(
     private readonly store: ImageStore,
     private readonly client: RegistryClient,
     private readonly marks: PushedMarks,
     private readonly closing: AbortSignal,
-  ) {}
+    metrics: Metrics = NO_METRICS,
+  ) {
+    this.inflight = new Inflight("pull", metrics);
+  }
 
   pull(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
     checkImageId(id);
@@ -62,7 +68,11 @@ export class Puller {
       throw err;
     }
     const oci = parseOciManifest(manBytes, reference);
-    const configBytes = await c.retrying("GET config", () => this.small(oci.config), signal);
+    const configBytes = await c.retrying(
+      "GET config",
+      () => this.small(oci.config, progress),
+      signal,
+    );
     const { manifest, groups } = parseConfig(configBytes, id, oci.layers.length, reference);
     return this.store.lock.shared(async () => {
       const batch = this.store.blobs.batch();
@@ -114,7 +124,7 @@ export class Puller {
   }
 
   /** A small blob (the config), checked against its descriptor. */
-  private async small(d: OciDescriptor): Promise<Buffer> {
+  private async small(d: OciDescriptor, progress: Progress): Promise<Buffer> {
     const res = await this.client.getBlob(d.digest, this.closing);
     let bytes: Buffer;
     try {
@@ -122,6 +132,7 @@ export class Puller {
     } catch (err) {
       throw transient(err, `GET ${d.digest}`);
     }
+    progress.moved(bytes.length);
     const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
     if (digest !== d.digest || bytes.length !== d.size) {
       throw new UnavailableError(`registry blob ${d.digest} does not match its digest`);
@@ -143,6 +154,7 @@ export class Puller {
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
         size += chunk.length;
+        progress.moved(chunk.length);
         progress.bytes(chunk.length);
         cb(null, chunk);
       },

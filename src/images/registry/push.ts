@@ -1,6 +1,7 @@
 import { type FileHandle, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError, throwIfAborted } from "../../errors.ts";
+import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import { tmpName } from "../fs-util.ts";
 import type { ImageStore } from "../image-store.ts";
 import type { Entry } from "../manifest.ts";
@@ -35,10 +36,12 @@ async function* fileBytes(fh: FileHandle, onBytes: (n: number) => void): AsyncGe
  * first, then each blob (HEAD) before it is uploaded. Each registry
  * operation is retried with backoff (client.retrying); an interrupted blob
  * upload starts over, blobs already uploaded are skipped on the next try.
- * NotFound when the store has no image `id`.
+ * NotFound when the store has no image `id`. Each push and the blob bytes
+ * it uploads are reported to `metrics` (Metrics.registryTransfer,
+ * registryBytes).
  */
 export class Pusher {
-  private readonly inflight = new Inflight();
+  private readonly inflight: Inflight;
   /** Layer key → digest and size of its tar (saves building a layer to learn its digest). */
   private readonly layers = new Map<string, { digest: string; size: number }>();
 
@@ -47,7 +50,10 @@ export class Pusher {
     private readonly client: RegistryClient,
     private readonly marks: PushedMarks,
     private readonly closing: AbortSignal,
-  ) {}
+    metrics: Metrics = NO_METRICS,
+  ) {
+    this.inflight = new Inflight("push", metrics);
+  }
 
   push(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
     return this.inflight.run(id, opts, (progress) => this.transfer(id, progress));
@@ -129,7 +135,11 @@ export class Pusher {
           progress.p.bytesDone = start;
           return c.uploadBlob(
             desc.digest,
-            () => fileBytes(handle, (n) => progress.bytes(n * scale)),
+            () =>
+              fileBytes(handle, (n) => {
+                progress.moved(n);
+                progress.bytes(n * scale);
+              }),
             signal,
           );
         },
@@ -156,7 +166,15 @@ export class Pusher {
     }
     await c.retrying(
       "upload config",
-      () => c.uploadBlob(blob.digest, () => blob.bytes, signal),
+      () =>
+        c.uploadBlob(
+          blob.digest,
+          () => {
+            progress.moved(blob.bytes.length);
+            return blob.bytes;
+          },
+          signal,
+        ),
       signal,
     );
     progress.p.blobsDone++;

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { NotFoundError, UnavailableError } from "../../errors.ts";
+import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { ImageStore } from "../image-store.ts";
 import type { ImageRemote, TransferOptions, TransferResult } from "../remote.ts";
 import { readAuthFile } from "./auth.ts";
@@ -26,18 +27,19 @@ const REQUEUE_MAX_MS = 5 * 60_000;
  * Checks a registry configuration (the ref's form, the auth file) and returns
  * a factory for the image service. Throws an Error saying what is wrong, so
  * `serve` refuses to start; the registry itself is not contacted (it may be
- * down at start: pushes wait and retry, pulls fail as Unavailable).
+ * down at start: pushes wait and retry, pulls fail as Unavailable). The
+ * factory's `metrics` receive the registry transfers (NO_METRICS if none).
  */
 export function registryRemote(
   config: RegistryConfig,
   log: Logger,
-): (store: ImageStore) => ImageRemote {
+): (store: ImageStore, metrics?: Metrics) => ImageRemote {
   const ref = parseRegistryRef(config.ref);
   const credentials = config.authFile ? readAuthFile(config.authFile, ref.host) : undefined;
   if (config.authFile && !credentials) {
     log.warn({ file: config.authFile, host: ref.host }, "registry auth file has no entry for host");
   }
-  return (store) =>
+  return (store, metrics) =>
     new RegistryRemote(
       store,
       new RegistryClient(ref, {
@@ -51,6 +53,7 @@ export function registryRemote(
           ),
       }),
       log,
+      metrics,
     );
 }
 
@@ -76,11 +79,12 @@ export class RegistryRemote implements ImageRemote {
     private readonly store: ImageStore,
     client: RegistryClient,
     private readonly log: Logger,
+    metrics: Metrics = NO_METRICS,
   ) {
     this.name = client.name;
     this.marks = new PushedMarks(store, client.name);
-    this.pusher = new Pusher(store, client, this.marks, this.closing.signal);
-    this.puller = new Puller(store, client, this.marks, this.closing.signal);
+    this.pusher = new Pusher(store, client, this.marks, this.closing.signal, metrics);
+    this.puller = new Puller(store, client, this.marks, this.closing.signal, metrics);
   }
 
   async start(): Promise<void> {

@@ -1,12 +1,15 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { type Metrics, NO_METRICS, type TransferDirection } from "../../metrics/metrics.ts";
 import { writeFileAtomic } from "../fs-util.ts";
 import type { ImageStore } from "../image-store.ts";
 import type { TransferOptions, TransferProgress, TransferResult } from "../remote.ts";
 
 /**
  * Progress bookkeeping shared by push and pull: counts, and reports to every
- * listener at most every 100 ms (and always for the last report).
+ * listener at most every 100 ms (and always for the last report). `bytes`
+ * is progress (content bytes, skipped blobs included); `moved` is what
+ * crossed the wire (blob bytes sent or received), for the metrics.
  */
 export class Progress {
   readonly p: TransferProgress = {
@@ -19,6 +22,8 @@ export class Progress {
   };
   private last = 0;
   readonly listeners = new Set<(p: TransferProgress) => void>();
+
+  constructor(private readonly onMoved: (bytes: number) => void = () => {}) {}
 
   /** Reports now when `force`, or when 100 ms passed since the last report. */
   report(force = false): void {
@@ -33,6 +38,11 @@ export class Progress {
     this.report();
   }
 
+  /** `n` bytes of a blob were sent or received (progress is reported apart, with `bytes`). */
+  moved(n: number): void {
+    this.onMoved(n);
+  }
+
   result(reference: string): TransferResult {
     this.p.done = true;
     this.p.bytesDone = Math.max(this.p.bytesDone, this.p.bytesTotal);
@@ -43,13 +53,19 @@ export class Progress {
 
 /**
  * One transfer per image id at a time: a second caller for the same id joins
- * the first (and gets its progress from then on).
+ * the first (and gets its progress from then on). Each transfer run is
+ * reported to `metrics` (its duration and outcome, and the bytes it moves).
  */
 export class Inflight {
   private readonly running = new Map<
     string,
     { promise: Promise<TransferResult>; progress: Progress }
   >();
+
+  constructor(
+    private readonly direction: TransferDirection,
+    private readonly metrics: Metrics = NO_METRICS,
+  ) {}
 
   run(
     id: string,
@@ -58,8 +74,23 @@ export class Inflight {
   ): Promise<TransferResult> {
     let cur = this.running.get(id);
     if (!cur) {
-      const progress = new Progress();
-      const promise = fn(progress).finally(() => this.running.delete(id));
+      const { direction, metrics } = this;
+      const progress = new Progress((n) => metrics.registryBytes(direction, n));
+      const t0 = performance.now();
+      const report = (ok: boolean) =>
+        metrics.registryTransfer(direction, (performance.now() - t0) / 1000, ok);
+      const promise = fn(progress)
+        .then(
+          (r) => {
+            report(true);
+            return r;
+          },
+          (err: unknown) => {
+            report(false);
+            throw err;
+          },
+        )
+        .finally(() => this.running.delete(id));
       cur = { promise, progress };
       this.running.set(id, cur);
     }
