@@ -111,6 +111,7 @@ async function makeRuntimes(
     try {
       const runc = await RuncRuntime.create(dataDir, config.ociRuntime, {
         seccomp: config.seccomp,
+        runtimeDebug: config.allowRuntimeDebug,
       });
       runtimes.set(runc.name, runc);
     } catch (err) {
@@ -206,7 +207,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   } catch (err) {
     await tasks.shutdown();
     await images.shutdown(endsWithRouter);
-    for (const r of runtimes.values()) r.close?.();
+    await Promise.all([...runtimes.values()].map((r) => r.close?.()));
     throw err;
   }
   return {
@@ -223,7 +224,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       await server.close();
       await tasks.shutdown();
       await images.shutdown(endsWithRouter);
-      for (const r of runtimes.values()) r.close?.();
+      await Promise.all([...runtimes.values()].map((r) => r.close?.()));
     },
   };
 }

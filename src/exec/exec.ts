@@ -1,7 +1,8 @@
 import type { Readable } from "node:stream";
 import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
-import type { ExitStatus, Proc } from "../runtime/runtime.ts";
+import type { ExitStatus, Proc, StdinState } from "../runtime/runtime.ts";
 import type { ExecRequest } from "./exec-request.ts";
+import { FileLog } from "./file-log.ts";
 import { ByteBudget, OutputLog } from "./output-log.ts";
 import { PTY_IDLE_KILL_GRACE_MS, watchIdle } from "./pty.ts";
 import { StdinStream } from "./stdin.ts";
@@ -33,6 +34,15 @@ export interface ExecOptions {
   deadline?: number;
   /** A PTY exec whose stdin had no write this long is ended (unless its request opts out); 0: never. */
   ptyIdleTimeoutMs?: number;
+  /** An exec an earlier router started (Runtime.adopt): when it started, where its stdin stands. */
+  adopted?: { startedAt: number; stdin: StdinState; endedAt?: number };
+}
+
+/** What an exec reads a stream from: OutputLog (bytes the router pumped) or FileLog (Proc.output). */
+interface StreamLog {
+  readonly length: number;
+  read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined>;
+  dispose(): Promise<void>;
 }
 
 export type StreamName = "stdout" | "stderr";
@@ -55,13 +65,13 @@ export function timeoutKillDelayMs(timeoutSecs: number): number {
  * state. The exec outlives its process; it is dropped by `dispose()`.
  */
 export class Exec {
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
   endedAt: number | undefined;
   status: ExitStatus | undefined;
   cause: TerminationCause | undefined;
   readonly stdin: StdinStream;
   readonly exited: Promise<ExitStatus>;
-  private readonly logs: Record<StreamName, OutputLog>;
+  private readonly logs: Record<StreamName, StreamLog>;
   private timeout: NodeJS.Timeout | undefined;
   private requestedCause: TerminationCause | undefined;
   /** The terminal's size for a PTY exec, undefined otherwise. */
@@ -75,21 +85,29 @@ export class Exec {
     private readonly proc: Proc,
     opts: ExecOptions,
   ) {
-    const budget = new ByteBudget(opts.outputCap);
-    const mk = (name: StreamName) =>
-      new OutputLog({
-        memoryLimit: opts.memoryLimit,
-        spillPath: `${opts.spillPrefix}.${name}`,
-        budget,
-        onError: opts.onError,
-      });
-    this.logs = { stdout: mk("stdout"), stderr: mk("stderr") };
-    this.stdin = new StdinStream(proc.stdin);
-    const failedToStart = proc.pid === undefined;
-    if (!failedToStart) {
-      pump(proc.stdout, this.logs.stdout, proc.exited, opts.drainGraceMs);
-      pump(proc.stderr, this.logs.stderr, proc.exited, opts.drainGraceMs);
+    this.startedAt = opts.adopted?.startedAt ?? Date.now();
+    const failedToStart = proc.pid === undefined && !opts.adopted;
+    // Output the runtime writes to files (a task agent's) is read from there; pipes are pumped.
+    let mem: Record<StreamName, OutputLog> | undefined;
+    if (proc.output) {
+      this.logs = { stdout: new FileLog(proc.output.stdout), stderr: new FileLog(proc.output.stderr) };
+    } else {
+      const budget = new ByteBudget(opts.outputCap);
+      const mk = (name: StreamName) =>
+        new OutputLog({
+          memoryLimit: opts.memoryLimit,
+          spillPath: `${opts.spillPrefix}.${name}`,
+          budget,
+          onError: opts.onError,
+        });
+      mem = { stdout: mk("stdout"), stderr: mk("stderr") };
+      this.logs = mem;
+      if (!failedToStart) {
+        pump(proc.stdout, mem.stdout, proc.exited, opts.drainGraceMs);
+        pump(proc.stderr, mem.stderr, proc.exited, opts.drainGraceMs);
+      }
     }
+    this.stdin = new StdinStream(proc.stdin, opts.adopted?.stdin);
     const deadline = request.timeoutSecs
       ? (opts.deadline ?? this.startedAt + timeoutKillDelayMs(request.timeoutSecs))
       : undefined;
@@ -117,21 +135,20 @@ export class Exec {
     this.exited = proc.exited.then((status) => {
       clearTimeout(this.timeout);
       this.stopIdleWatch?.();
-      if (failedToStart) {
+      if (failedToStart && mem) {
         // A shell's one-line reason, on stderr (or stdout when merged or on a terminal).
-        const target =
-          request.stderr === "pipe" && !request.pty ? this.logs.stderr : this.logs.stdout;
+        const target = request.stderr === "pipe" && !request.pty ? mem.stderr : mem.stdout;
         const wanted = request.pty
           ? request.stdout === "pipe"
           : request.stderr !== "devnull" &&
             !(request.stderr === "stdout" && request.stdout === "devnull");
         if (wanted)
           target.append(Buffer.from(`taskrouter: ${proc.startError ?? "cannot start"}\n`));
-        this.logs.stdout.end();
-        this.logs.stderr.end();
+        mem.stdout.end();
+        mem.stderr.end();
       }
       this.status = status;
-      this.endedAt = Date.now();
+      this.endedAt = opts.adopted?.endedAt ?? Date.now();
       // A SIGKILL at the deadline came from the runtime's own timer (SpawnSpec.deadline).
       if (deadline !== undefined && status.signal === 9 && Date.now() >= deadline) {
         this.requestedCause ??= "timeout";
@@ -205,11 +222,12 @@ export class Exec {
     });
   }
 
-  /** Frees the logs (readers get NotFound) and stops the timeout. */
+  /** Frees the logs (readers get NotFound) and what the runtime keeps of the process, and stops the timeout. */
   async dispose(): Promise<void> {
     clearTimeout(this.timeout);
     this.stopIdleWatch?.();
     await Promise.all([this.logs.stdout.dispose(), this.logs.stderr.dispose()]);
+    await this.proc.release?.();
   }
 }
 

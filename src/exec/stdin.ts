@@ -52,7 +52,13 @@ export class StdinStream {
   /** When the last write call came (ms since the epoch; any call, also an empty one). */
   lastWriteAt = Date.now();
 
-  constructor(private readonly pipe: Writable) {
+  /** `start`: where stdin stood when an earlier router left the exec (absent: nothing written). */
+  constructor(
+    private readonly pipe: Writable,
+    start?: { written: number; closed: boolean },
+  ) {
+    this.written = start?.written ?? 0;
+    this.eofSent = start?.closed ?? false;
     this.gone = new Promise((resolve) => {
       this.markGone = resolve;
     });

@@ -8,6 +8,7 @@ const HELPERS = [
   "taskrouter-console",
   "taskrouter-spawner",
   "taskrouter-agent",
+  "taskrouter-opentree",
   "modal-sandbox-fs-tools",
 ] as const;
 export type NativeHelper = (typeof HELPERS)[number];

@@ -28,6 +28,58 @@ export interface SpawnSpec {
   deadline?: number;
   /** Grant debugging powers (ptrace) to this process only (`runtime_debug`). */
   runtimeDebug?: boolean;
+  /**
+   * Runtimes whose processes outlive the router (`Runtime.adopt`) keep
+   * `record` (the caller's description of the exec, opaque to the runtime)
+   * with the process and hand it back on adoption. Absent: not kept.
+   */
+  persist?: { record: string };
+  /**
+   * Limits of runtimes that write output into files themselves
+   * (`Proc.output`): bytes kept over both streams (past it the process is
+   * no longer read, so it blocks), and the grace after the leader's exit
+   * for descendants holding an output pipe (see ExecOptions).
+   */
+  outputCap?: number;
+  drainGraceMs?: number;
+}
+
+/**
+ * An output stream that a runtime writes into a file of its own (a task
+ * agent's log), never through the router's memory. Bytes [0, length) of
+ * `path` are final; the file never shrinks while the process is held.
+ */
+export interface OutputFile {
+  readonly path: string;
+  readonly length: number;
+  /** No byte will follow `length`. */
+  readonly ended: boolean;
+  /** Resolves at the next change of `length` or `ended`, or when `signal` aborts. */
+  changed(signal?: AbortSignal): Promise<void>;
+}
+
+/** Both output streams of a process that writes them to files (Proc.output). */
+export interface ProcOutput {
+  readonly stdout: OutputFile;
+  readonly stderr: OutputFile;
+}
+
+/** Where a process's stdin stood when it was adopted (see Runtime.adopt). */
+export interface StdinState {
+  /** Bytes taken so far: the next offset. */
+  written: number;
+  /** EOF was sent. */
+  closed: boolean;
+}
+
+/** A process an earlier router started that this one adopted (Runtime.adopt). */
+export interface AdoptedProc {
+  /** SpawnSpec.persist.record, as the earlier router gave it. */
+  readonly record: string;
+  readonly proc: Proc;
+  readonly stdin: StdinState;
+  /** When it ended (ms since the epoch), when it had ended before the adoption. */
+  readonly endedAt?: number;
 }
 
 /**
@@ -59,6 +111,17 @@ export interface Proc {
    * resolves; absent or false otherwise, also for runtimes that cannot tell).
    */
   readonly oomKilled?: boolean;
+  /**
+   * Present when the runtime writes the output into files itself: then
+   * `stdout` and `stderr` are null and the bytes are read from here (the
+   * runtime enforces SpawnSpec.outputCap and drainGraceMs).
+   */
+  readonly output?: ProcOutput;
+  /**
+   * Frees what the runtime keeps of an ended process (its output files and
+   * record); called once the caller no longer reads it. Absent: nothing kept.
+   */
+  release?(): Promise<void>;
 }
 
 /**
@@ -167,7 +230,8 @@ export interface Runtime {
   destroyTask(taskId: string): Promise<void>;
   resolvePath(taskId: string, path: string): string;
   spawn(taskId: string, spec: SpawnSpec): Promise<Proc>;
-  close?(): void;
+  /** Frees the runtime's own helpers when the router stops (what it must finish, awaited). */
+  close?(): void | Promise<void>;
   /**
    * Throws InvalidArgument when the runtime cannot give a task `spec`. Absent:
    * the runtime enforces no limits and accepts only an empty spec.
@@ -193,4 +257,12 @@ export interface Runtime {
    * cannot root tasks on images.
    */
   useImages?(resolve: ImageResolver): void;
+  /**
+   * The processes of task `taskId` that were started with
+   * `SpawnSpec.persist` by an earlier router and are not released yet,
+   * running or ended (their output and exit status are kept). Called once
+   * per task, after `prepareTask(..., { existing: true })`. Absent: processes
+   * never outlive the router.
+   */
+  adopt?(taskId: string): Promise<AdoptedProc[]>;
 }

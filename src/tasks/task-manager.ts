@@ -91,6 +91,7 @@ export class TaskManager {
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
+      await task.adoptExecs();
       this.tasks.set(rec.id, task);
     }
   }

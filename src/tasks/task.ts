@@ -19,6 +19,7 @@ import { quote } from "../limits.ts";
 import { FS_TOOLS_IN_TASK } from "../runtime/native.ts";
 import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
 import type { SecretResolver } from "../secrets/secret-store.ts";
+import { decodeExecRecord, encodeExecRecord } from "./exec-record.ts";
 import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
 
 export type TaskState = "running" | "terminated";
@@ -144,8 +145,12 @@ export class Task {
       ? Date.now() +
         Math.max(0, timeoutKillDelayMs(req.timeoutSecs) - (this.runtime.timeoutLeadMs ?? 0))
       : undefined;
+    const startedAt = Date.now();
     const proc = await this.runtime.spawn(this.id, {
       ...(deadline !== undefined ? { deadline } : {}),
+      persist: { record: encodeExecRecord(req, fp, startedAt, deadline) },
+      outputCap: this.limits.outputCap,
+      drainGraceMs: this.limits.drainGraceMs,
       argv: req.argv,
       env,
       cwd,
@@ -159,7 +164,11 @@ export class Task {
       ...(req.runtimeDebug ? { runtimeDebug: true } : {}),
       ...(req.pty ? { pty: { rows: req.pty.rows, cols: req.pty.cols } } : {}),
     });
-    const opts: ExecOptions = {
+    return this.hold(new Exec(req.execId, req, fp, proc, this.execOptions(deadline)));
+  }
+
+  private execOptions(deadline: number | undefined): ExecOptions {
+    return {
       memoryLimit: this.limits.memoryLimit,
       outputCap: this.limits.outputCap,
       drainGraceMs: this.limits.drainGraceMs,
@@ -168,10 +177,37 @@ export class Task {
       ptyIdleTimeoutMs: this.limits.ptyIdleTimeoutMs ?? 0,
       ...(deadline !== undefined ? { deadline } : {}),
     };
-    const exec = new Exec(req.execId, req, fp, proc, opts);
-    this.execs.set(req.execId, exec);
+  }
+
+  private hold(exec: Exec): Exec {
+    this.execs.set(exec.id, exec);
     void exec.exited.then(() => this.scheduleCollect(exec));
     return exec;
+  }
+
+  /**
+   * Takes over the execs an earlier router started in this task and left
+   * running or ended (Runtime.adopt): their output from offset 0, stdin by
+   * offset, exit status, and exec ids (a retried start joins them). Records
+   * that do not parse are released.
+   */
+  async adoptExecs(): Promise<void> {
+    for (const a of (await this.runtime.adopt?.(this.id)) ?? []) {
+      const rec = decodeExecRecord(a.record);
+      if (!rec || this.execs.has(rec.req.execId)) {
+        await a.proc.release?.();
+        continue;
+      }
+      const opts: ExecOptions = {
+        ...this.execOptions(rec.deadline),
+        adopted: {
+          startedAt: rec.startedAt,
+          stdin: a.stdin,
+          ...(a.endedAt !== undefined ? { endedAt: a.endedAt } : {}),
+        },
+      };
+      this.hold(new Exec(rec.req.execId, rec.req, rec.fingerprint, a.proc, opts));
+    }
   }
 
   /**

@@ -3,10 +3,12 @@ import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { isAbsolute, join, normalize } from "node:path";
+import { launchHostAgent } from "../agent/launch.ts";
+import { TaskAgent } from "../agent/task-agent.ts";
 import { procFromChild, procFromSpawned, type StartFailure } from "../child-proc.ts";
 import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import { lookupProgram, notStartedProc } from "../program.ts";
-import type { Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
+import type { AdoptedProc, Proc, Runtime, SpawnSpec, TaskEnv } from "../runtime.ts";
 import { lazySpawner, SpawnFailed } from "../spawner.ts";
 import { spawnHostPty } from "./host-pty.ts";
 
@@ -18,6 +20,12 @@ export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
  * Each task gets a default working directory `<dataDir>/tasks/<id>/work`,
  * which is also its HOME. The image calls (mount, unmount, snapshot) of a
  * host task are confined to `<dataDir>/tasks/<id>` (images/task-fs.ts).
+ *
+ * Every exec starts through the task's agent (native/task-agent.c, started
+ * on this machine in a session of its own, exec directory
+ * `<dataDir>/tasks/<id>/agent`), so execs outlive a router that dies and the
+ * next router adopts them. Without the built helper, execs are the router's
+ * children (the spawner, or a fork) and end with it.
  */
 export class HostRuntime implements Runtime {
   readonly name = "host";
@@ -29,10 +37,26 @@ export class HostRuntime implements Runtime {
    * absent when the native helpers were not built (then: child_process).
    */
   private readonly spawner: ReturnType<typeof lazySpawner> | undefined;
+  /** The agent of each task (absent without the built helper). */
+  private readonly agents = new Map<string, TaskAgent>();
+  private readonly useAgent = existsSync(nativeHelper("taskrouter-agent"));
 
   constructor(private readonly dataDir: string) {
     const helper = nativeHelper("taskrouter-spawner");
     this.spawner = existsSync(helper) ? lazySpawner(helper, {}) : undefined;
+  }
+
+  private agent(taskId: string): TaskAgent {
+    let a = this.agents.get(taskId);
+    if (!a) {
+      a = new TaskAgent(join(this.taskDir(taskId), "agent"), launchHostAgent);
+      this.agents.set(taskId, a);
+    }
+    return a;
+  }
+
+  async adopt(taskId: string): Promise<AdoptedProc[]> {
+    return this.useAgent ? this.agent(taskId).adopt() : [];
   }
 
   private taskDir(taskId: string): string {
@@ -51,6 +75,8 @@ export class HostRuntime implements Runtime {
   }
 
   async destroyTask(taskId: string): Promise<void> {
+    await this.agents.get(taskId)?.quit();
+    this.agents.delete(taskId);
     await rm(this.taskDir(taskId), { recursive: true, force: true });
   }
 
@@ -59,12 +85,13 @@ export class HostRuntime implements Runtime {
     return normalize(path);
   }
 
-  async spawn(_taskId: string, spec: SpawnSpec): Promise<Proc> {
+  async spawn(taskId: string, spec: SpawnSpec): Promise<Proc> {
     // The SDKs' filesystem helper has no place on this machine's own filesystem: run ours.
     const s =
       spec.argv[0] === FS_TOOLS_IN_TASK
         ? { ...spec, argv: [nativeHelper("modal-sandbox-fs-tools"), ...spec.argv.slice(1)] }
         : spec;
+    if (this.useAgent) return this.agent(taskId).spawn(s);
     if (s.pty) return spawnHostPty(s);
     // Looked up here, as a shell would, so a program that cannot start reads the same either way.
     const name = s.argv[0] ?? "";
@@ -92,9 +119,15 @@ export class HostRuntime implements Runtime {
     return spawnHostProcess(s);
   }
 
-  /** Ends the spawner (processes it started keep running). */
-  close(): void {
+  /**
+   * Ends the spawner and the tasks' agents (the router stops: its execs were
+   * ended by then; a router that dies instead leaves them to the next one).
+   */
+  async close(): Promise<void> {
     this.spawner?.close();
+    const agents = [...this.agents.values()];
+    this.agents.clear();
+    await Promise.all(agents.map((a) => a.quit()));
   }
 }
 

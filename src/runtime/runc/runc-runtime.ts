@@ -9,6 +9,7 @@ import { mountsUnder } from "../../linux/mountinfo.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import { checkNativeHelpers, nativeHelper } from "../native.ts";
 import type {
+  AdoptedProc,
   ImageResolver,
   Proc,
   Runtime,
@@ -24,6 +25,7 @@ import { copyRootAttrs, existsInside, ImageRoots } from "./image-roots.ts";
 import { OciCli } from "./oci-cli.ts";
 import { DEFAULT_CAPS } from "./oci-spec.ts";
 import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts";
+import { RuncAgents } from "./runc-agents.ts";
 import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
 import { loadSeccomp, type OciSeccomp, type SeccompOption } from "./seccomp.ts";
 import {
@@ -72,15 +74,26 @@ export class RuncRuntime implements Runtime {
   /** Image-rooted tasks: the image and its hold (released by destroyTask). */
   private readonly images = new ImageRoots();
   private readonly spawner = lazySpawner(nativeHelper("taskrouter-spawner"), TOOL_ENV);
+  /** The tasks' exec agents (runc-agents.ts); execs of tasks without one use `<runtime> exec`. */
+  private readonly agents: RuncAgents;
 
   private constructor(
     dataDir: string,
     private readonly cli: OciCli,
     private readonly tini: string | undefined,
     private readonly seccomp: OciSeccomp | undefined,
+    runtimeDebug: boolean,
   ) {
     this.base = join(dataDir, "runc");
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
+    this.agents = new RuncAgents({
+      cli,
+      bundle: (id) => this.bundle(id),
+      containerId: (id) => this.containerId(id),
+      initPid: (id) => this.tasks.initPid(id),
+      oomKills: (id) => oomKillCount(this.cgroupsPath(id)),
+      runtimeDebug,
+    });
   }
 
   /**
@@ -88,11 +101,13 @@ export class RuncRuntime implements Runtime {
    * is tini when installed (`opts.shellInit`: the shell reaper loop anyway).
    * `opts.seccomp` (default "default"): the seccomp filter of tasks created
    * from now on ("default", "unconfined" or a profile file, see seccomp.ts).
+   * `opts.runtimeDebug`: execs may ask for `runtime_debug` (the task agents
+   * keep CAP_SYS_PTRACE for them).
    */
   static async create(
     dataDir: string,
     binary: string,
-    opts: { shellInit?: boolean; seccomp?: SeccompOption } = {},
+    opts: { shellInit?: boolean; seccomp?: SeccompOption; runtimeDebug?: boolean } = {},
   ): Promise<RuncRuntime> {
     const seccomp = loadSeccomp(opts.seccomp ?? "default", TASK_SECCOMP_CAPS);
     checkNativeHelpers();
@@ -107,7 +122,7 @@ export class RuncRuntime implements Runtime {
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
     const cli = await OciCli.open(binary, join(real, "runc", "state"));
-    const rt = new RuncRuntime(real, cli, tini, seccomp);
+    const rt = new RuncRuntime(real, cli, tini, seccomp, opts.runtimeDebug === true);
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
     return rt;
   }
@@ -222,13 +237,19 @@ export class RuncRuntime implements Runtime {
     return this.tasks.status(taskId);
   }
 
-  /** Ends the spawner (tasks and their containers stay). */
+  /** Ends the spawner (tasks, their containers and agents stay). */
   close(): void {
     this.spawner.close();
+    this.agents.close();
+  }
+
+  adopt(taskId: string): Promise<AdoptedProc[]> {
+    return this.agents.adopt(taskId);
   }
 
   async destroyTask(taskId: string): Promise<void> {
     const bundle = this.bundle(taskId);
+    await this.agents.destroy(taskId);
     await this.cli.deleteForce(this.containerId(taskId));
     await unmountAll(bundle);
     // Never remove a tree with something still mounted in it (it could be this machine's files).
@@ -277,6 +298,7 @@ export class RuncRuntime implements Runtime {
   }
 
   spawn(taskId: string, spec: SpawnSpec): Promise<Proc> {
+    if (this.agents.usable(taskId)) return this.agents.spawn(taskId, spec);
     const bundle = this.bundle(taskId);
     const cgroup = this.cgroupsPath(taskId);
     const name = `${process.pid}-${++this.seq}`;

@@ -7,6 +7,7 @@ import type { TaskSpec } from "../runtime.ts";
 import { EXEC_IN_TASK } from "./exec-wrapper.ts";
 import type { OciFlavor } from "./flavors.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
+import { AGENT_IN_TASK } from "./runc-agents.ts";
 import type { OciSeccomp } from "./seccomp.ts";
 
 /** The init's reaper loop when no tini is installed: `wait` reaps every child, orphans too. */
@@ -44,8 +45,9 @@ export interface TaskConfigInput {
 
 /**
  * The OCI config of a task: the exec wrapper bind-mounted read-only at
- * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1, and
- * for a runtime without `exec --preserve-fds` (runsc) the status directory of its execs.
+ * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1,
+ * the exec agent at AGENT_IN_TASK, or for a runtime without `exec --preserve-fds` (runsc)
+ * the status directory of its execs instead.
  */
 export function taskConfig(c: TaskConfigInput): OciSpec {
   const mounts: OciMount[] = [
@@ -62,7 +64,15 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       options: ["bind", "ro"],
     },
   ];
-  if (!c.flavor.preserveFds) {
+  if (c.flavor.preserveFds) {
+    // The task's exec agent (runc-agents.ts): it needs `exec --preserve-fds` for its directory.
+    mounts.push({
+      destination: AGENT_IN_TASK,
+      type: "bind",
+      source: nativeHelper("taskrouter-agent"),
+      options: ["bind", "ro"],
+    });
+  } else {
     // Its exec has no --preserve-fds: the wrapper writes exit statuses here.
     mounts.push({
       destination: STATUS_IN_TASK,

@@ -1,0 +1,81 @@
+import { type FileHandle, open } from "node:fs/promises";
+import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
+import type { OutputFile } from "../runtime/runtime.ts";
+import { MAX_CHUNK } from "./output-log.ts";
+
+/**
+ * The output log of a stream that the runtime writes into a file itself
+ * (Proc.output, a task agent's KEY.out / KEY.err): the same reading contract
+ * as OutputLog (`read(offset)` yields exactly the bytes from `offset` on in
+ * chunks of 1..MAX_CHUNK, waits while the stream is open, OutOfRange past
+ * the end of an ended one, NotFound once disposed), with no copy of the
+ * bytes in memory: each chunk is read from the file when a reader asks.
+ */
+export class FileLog {
+  private file: Promise<FileHandle> | undefined;
+  private disposed = false;
+  /** Aborted by dispose: wakes readers waiting for more. */
+  private readonly gone = new AbortController();
+
+  constructor(private readonly out: OutputFile) {}
+
+  get length(): number {
+    return this.out.length;
+  }
+
+  get ended(): boolean {
+    return this.out.ended;
+  }
+
+  async *read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
+    let pos = offset;
+    for (;;) {
+      throwIfAborted(signal);
+      if (this.disposed) throw new NotFoundError("exec output is no longer retained");
+      const len = this.out.length;
+      if (pos < len) {
+        const chunk = await this.readAt(pos, Math.min(MAX_CHUNK, len - pos));
+        pos += chunk.length;
+        yield chunk;
+        continue;
+      }
+      if (this.out.ended) {
+        if (pos > this.out.length) {
+          throw new OutOfRangeError(
+            `offset ${pos} is past the end of the stream (${this.out.length} bytes)`,
+          );
+        }
+        if (pos === this.out.length) return;
+        continue;
+      }
+      await this.out.changed(
+        signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal,
+      );
+    }
+  }
+
+  private async readAt(pos: number, n: number): Promise<Buffer> {
+    this.file ??= open(this.out.path, "r");
+    const f = await this.file;
+    const buf = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await f.read(buf, got, n - got, pos + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (this.disposed) throw new NotFoundError("exec output is no longer retained");
+    if (got === 0) throw new Error(`output file ${this.out.path} is short at ${pos}`);
+    return got === n ? buf : buf.subarray(0, got);
+  }
+
+  /** Closes the file; pending and later reads fail with NotFound (the runtime removes the file). */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.gone.abort();
+    const f = this.file;
+    this.file = undefined;
+    await f?.then((h) => h.close()).catch(() => {});
+  }
+}

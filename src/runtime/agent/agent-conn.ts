@@ -1,0 +1,219 @@
+import { closeSync, constants as fsc, openSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+
+/**
+ * One event line of the agent about exec KEY (native/task-agent.c, "Events"):
+ * `kind` is its first word, `args` the words after KEY (for `error`, the
+ * whole rest of the line as one word).
+ */
+export interface AgentEvent {
+  kind: string;
+  key: string;
+  args: string[];
+}
+
+/** One `state` line of a `list` answer. */
+export interface AgentExecState {
+  key: string;
+  pid: number;
+  running: boolean;
+  outLen: number;
+  outEnded: boolean;
+  errLen: number;
+  errEnded: boolean;
+  inPos: number;
+  inEnded: boolean;
+}
+
+/** The socket file the agent binds in its exec directory. */
+export const AGENT_SOCKET = "agent.sock";
+/** The agent's largest request (MAX_FRAME). */
+export const MAX_AGENT_FRAME = 4 << 20;
+/** The longest unix socket path (sun_path, with its NUL). */
+const MAX_SUN_PATH = 107;
+
+/** One request: a 4-byte little-endian length, then NUL-terminated fields. */
+export function agentFrame(fields: readonly string[]): Buffer {
+  const parts: Buffer[] = [Buffer.alloc(4)];
+  let len = 0;
+  for (const f of fields) {
+    const b = Buffer.from(`${f}\0`);
+    parts.push(b);
+    len += b.length;
+  }
+  (parts[0] as Buffer).writeUInt32LE(len);
+  return Buffer.concat(parts, len + 4);
+}
+
+/**
+ * The router's connection to one task agent: requests out, event lines in.
+ *
+ * Contract:
+ * - `send` queues a request (in order); an oversized one throws RangeError.
+ * - Events about an exec go to the handler registered for its KEY (others
+ *   are dropped: an exec the router no longer holds).
+ * - `list` and `ping` resolve with the answer; they reject when the
+ *   connection closes first. While one is pending the socket keeps the
+ *   event loop alive; otherwise it does not.
+ * - `closed` resolves once, when the connection ends for any reason.
+ */
+export class AgentConn {
+  private buf = "";
+  private readonly handlers = new Map<string, (e: AgentEvent) => void>();
+  private listing: { states: AgentExecState[]; resolve: (s: AgentExecState[]) => void }[] = [];
+  private pings = new Map<string, () => void>();
+  private pingSeq = 0;
+  private failers = new Set<(err: Error) => void>();
+  private ended = false;
+  private waits = 0;
+  private busy = false;
+  readonly closed: Promise<void>;
+
+  private constructor(private readonly sock: Socket) {
+    sock.setEncoding("latin1");
+    sock.unref();
+    sock.on("data", (s: string) => this.onData(s));
+    sock.on("error", () => {});
+    this.closed = new Promise((resolve) => {
+      sock.once("close", () => {
+        this.ended = true;
+        const err = new Error("the task agent's connection closed");
+        for (const f of this.failers) f(err);
+        this.failers.clear();
+        resolve();
+      });
+    });
+  }
+
+  /** Connects to the agent whose exec directory is `dir` (rejects when none listens). */
+  static connect(dir: string): Promise<AgentConn> {
+    const path = join(dir, AGENT_SOCKET);
+    // A long path goes through the directory's fd (sun_path holds 107 bytes).
+    const fd = path.length < MAX_SUN_PATH ? undefined : openSync(dir, fsc.O_RDONLY);
+    const target = fd === undefined ? path : `/proc/self/fd/${fd}/${AGENT_SOCKET}`;
+    return new Promise<AgentConn>((resolve, reject) => {
+      const sock = connect(target);
+      sock.once("connect", () => resolve(new AgentConn(sock)));
+      sock.once("error", reject);
+    }).finally(() => {
+      if (fd !== undefined) closeSync(fd);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.ended;
+  }
+
+  send(fields: readonly string[]): void {
+    const frame = agentFrame(fields);
+    if (frame.length - 4 > MAX_AGENT_FRAME) {
+      throw new RangeError(`request of ${frame.length} bytes exceeds the agent's 4 MiB`);
+    }
+    if (!this.ended) this.sock.write(frame);
+  }
+
+  on(key: string, handler: (e: AgentEvent) => void): void {
+    this.handlers.set(key, handler);
+  }
+
+  off(key: string): void {
+    this.handlers.delete(key);
+  }
+
+  /** Every exec the agent keeps. */
+  list(): Promise<AgentExecState[]> {
+    return this.pending((resolve) => {
+      this.listing.push({ states: [], resolve });
+      this.send(["list"]);
+    });
+  }
+
+  /** Resolves after every event the agent sent before this request's answer. */
+  ping(): Promise<void> {
+    return this.pending((resolve) => {
+      const n = String(++this.pingSeq);
+      this.pings.set(n, () => resolve());
+      this.send(["ping", n]);
+    });
+  }
+
+  /** Keeps the event loop alive for this connection while `busy` (execs whose end is awaited). */
+  keepAlive(busy: boolean): void {
+    this.busy = busy;
+    this.updateRef();
+  }
+
+  private updateRef(): void {
+    if (this.waits > 0 || this.busy) this.sock.ref();
+    else this.sock.unref();
+  }
+
+  /** Runs `start`, keeping the loop alive until it resolves or the connection closes. */
+  private pending<T>(start: (resolve: (v: T) => void) => void): Promise<T> {
+    if (this.ended) return Promise.reject(new Error("the task agent's connection closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.waits++;
+      this.updateRef();
+      const fail = (err: Error) => reject(err);
+      this.failers.add(fail);
+      start((v) => {
+        this.failers.delete(fail);
+        this.waits--;
+        this.updateRef();
+        resolve(v);
+      });
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+
+  private onData(s: string): void {
+    this.buf += s;
+    let nl = this.buf.indexOf("\n");
+    while (nl >= 0) {
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      this.onLine(line);
+      nl = this.buf.indexOf("\n");
+    }
+  }
+
+  private onLine(line: string): void {
+    const words = line.split(" ");
+    const kind = words[0] ?? "";
+    if (kind === "state") {
+      const w = words.slice(1);
+      const n = (i: number) => Number(w[i]);
+      this.listing[0]?.states.push({
+        key: w[0] ?? "",
+        pid: n(1),
+        running: w[2] === "1",
+        outLen: n(3),
+        outEnded: w[4] === "1",
+        errLen: n(5),
+        errEnded: w[6] === "1",
+        inPos: n(7),
+        inEnded: w[8] === "1",
+      });
+      return;
+    }
+    if (kind === "listed") {
+      const l = this.listing.shift();
+      l?.resolve(l.states);
+      return;
+    }
+    if (kind === "pong") {
+      const n = words[1] ?? "";
+      const p = this.pings.get(n);
+      this.pings.delete(n);
+      p?.();
+      return;
+    }
+    const key = words[1] ?? "";
+    const args = kind === "error" ? [words.slice(2).join(" ")] : words.slice(2);
+    this.handlers.get(key)?.({ kind, key, args });
+  }
+}

@@ -1,0 +1,106 @@
+import { close, open, write, writeFileSync } from "node:fs";
+import { Writable } from "node:stream";
+import type { StdinState } from "../runtime.ts";
+
+/**
+ * How far the bytes the router has taken may run ahead of what the command
+ * has read before a write is answered: the client's next write overlaps the
+ * command reading this one, and a stalled command holds at most this much
+ * unread (on disk, in KEY.in).
+ */
+export const STDIN_WINDOW = 32 * 1024 * 1024;
+
+/**
+ * The stdin of an agent's exec as a Writable: each write is appended to
+ * KEY.in (the agent copies it from there into the command's stdin) and
+ * announced with `in KEY LEN`; its callback runs once the command is at most
+ * STDIN_WINDOW behind (`inpos` events), or the command is gone. `end()`
+ * leaves a KEY.ineof marker (for a router that adopts the exec) and sends
+ * `eof KEY LEN`. Bytes written after the command is gone are dropped.
+ */
+export class AgentStdin extends Writable {
+  private fd: Promise<number> | undefined;
+  private len: number;
+  private pos = 0;
+  private waiting: (() => void) | undefined;
+  private gone = false;
+
+  constructor(
+    private readonly path: string,
+    private readonly send: (fields: string[]) => void,
+    private readonly key: string,
+    start: StdinState,
+  ) {
+    super({ highWaterMark: 1 });
+    this.len = start.written;
+    this.pos = start.written;
+  }
+
+  /** The agent's `inpos`: the command has read `n` bytes. */
+  progress(n: number): void {
+    if (n > this.pos) this.pos = n;
+    if (this.waiting && this.len - this.pos <= STDIN_WINDOW) this.release();
+  }
+
+  /** The command no longer reads (its stdin closed, or it was reaped). */
+  markGone(): void {
+    this.gone = true;
+    this.release();
+  }
+
+  private release(): void {
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.();
+  }
+
+  private file(): Promise<number> {
+    this.fd ??= new Promise((resolve, reject) =>
+      open(this.path, "r+", (err, fd) => (err ? reject(err) : resolve(fd))),
+    );
+    return this.fd;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.gone) return cb();
+    this.append(chunk).then(() => {
+      this.send(["in", this.key, String(this.len)]);
+      if (this.gone || this.len - this.pos <= STDIN_WINDOW) cb();
+      else this.waiting = () => cb();
+    }, cb);
+  }
+
+  private async append(chunk: Buffer): Promise<void> {
+    const fd = await this.file();
+    let done = 0;
+    while (done < chunk.length) {
+      done += await new Promise<number>((resolve, reject) =>
+        write(fd, chunk, done, chunk.length - done, this.len + done, (err, n) =>
+          err ? reject(err) : resolve(n),
+        ),
+      );
+    }
+    this.len += chunk.length;
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    try {
+      writeFileSync(`${this.path}eof`, "", { mode: 0o600 });
+      this.send(["eof", this.key, String(this.len)]);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.release();
+    const fd = this.fd;
+    this.fd = undefined;
+    if (!fd) return cb(err);
+    fd.then(
+      (n) => close(n, () => cb(err)),
+      () => cb(err),
+    );
+  }
+}

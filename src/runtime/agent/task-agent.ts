@@ -1,0 +1,305 @@
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { ResourceExhaustedError } from "../../errors.ts";
+import type { AdoptedProc, ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
+import { AgentConn, type AgentExecState } from "./agent-conn.ts";
+import { AgentProc } from "./agent-proc.ts";
+
+/** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
+export type AgentLauncher = (dir: string) => Promise<void>;
+
+/** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
+const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
+/** How long a release waits for an exec's streams to end before dropping it anyway. */
+const RELEASE_WAIT_MS = 30_000;
+
+/** A file's size, 0 when absent. */
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** KEY.exit (`code N MS` / `signal N MS`), or undefined when absent or malformed. */
+function exitFile(path: string): { status: ExitStatus; at: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  const m = /^(code|signal) (\d{1,3}) (\d{1,16})\n$/.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[2]);
+  return { status: m[1] === "signal" ? { signal: n } : { code: n }, at: Number(m[3]) };
+}
+
+/**
+ * The router's side of one task's agent (native/task-agent.c): it starts
+ * execs through the agent and keeps the AgentProc of each until released.
+ *
+ * Contract:
+ * - `spawn` resolves once the agent started the command (a command that
+ *   cannot be found still starts and exits 127, as the agent reports it);
+ *   it throws when the agent refuses (ResourceExhausted for an errno that
+ *   means so) or cannot be reached (then the next spawn starts a new agent).
+ * - When the connection drops the agent is reconnected; when the agent is
+ *   gone, every exec it ran ends with the status in its KEY.exit, or as
+ *   SIGKILLed, with the output its files hold.
+ * - `adopt` hands back the execs an earlier router left (see Runtime.adopt).
+ * - `close` drops the connection only (the agent and its execs run on);
+ *   `quit` ends the agent and every exec (SIGKILL).
+ */
+export class TaskAgent {
+  private conn: AgentConn | undefined;
+  private connecting: Promise<AgentConn> | undefined;
+  private readonly procs = new Map<string, AgentProc>();
+  private starts = 0;
+  private closing = false;
+
+  constructor(
+    readonly dir: string,
+    private readonly launch: AgentLauncher,
+    private readonly oomKills?: () => number | undefined,
+  ) {}
+
+  /** The connection, reconnecting to (or starting) the agent when there is none. */
+  private connection(): Promise<AgentConn> {
+    if (this.conn && !this.conn.isClosed) return Promise.resolve(this.conn);
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connect(): Promise<AgentConn> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const conn = await AgentConn.connect(this.dir).catch(async () => {
+      await this.launch(this.dir);
+      return AgentConn.connect(this.dir);
+    });
+    this.conn = conn;
+    for (const [key, p] of this.procs) conn.on(key, (e) => p.onEvent(e));
+    void conn.closed.then(() => this.onClosed(conn));
+    this.updateRef();
+    return conn;
+  }
+
+  /** A connection ended: reconnect and resync, or end the execs of a dead agent. */
+  private async onClosed(conn: AgentConn): Promise<void> {
+    if (this.closing || this.conn !== conn) return;
+    this.conn = undefined;
+    const live = [...this.procs.values()].filter((p) => p.running);
+    if (live.length === 0) return;
+    let states: AgentExecState[] | undefined;
+    try {
+      const c = await AgentConn.connect(this.dir);
+      this.conn = c;
+      for (const [key, p] of this.procs) c.on(key, (e) => p.onEvent(e));
+      void c.closed.then(() => this.onClosed(c));
+      this.updateRef();
+      states = await c.list();
+    } catch {
+      states = undefined;
+    }
+    for (const p of live) this.apply(p, states?.find((s) => s.key === p.key));
+  }
+
+  /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
+  private apply(p: AgentProc, state: AgentExecState | undefined): void {
+    const file = (s: string) => join(this.dir, `${p.key}.${s}`);
+    if (!state) {
+      const ended = exitFile(file("exit"));
+      p.lost(ended?.status ?? { signal: 9 }, { out: sizeOf(file("out")), err: sizeOf(file("err")) });
+      return;
+    }
+    if (state.pid > 0) p.pid = state.pid;
+    p.output.stdout.grow(state.outLen);
+    p.output.stderr.grow(state.errLen);
+    if (state.outEnded) p.output.stdout.end(state.outLen);
+    if (state.errEnded) p.output.stderr.end(state.errLen);
+    p.stdin.progress(state.inPos);
+    if (state.inEnded) p.stdin.markGone();
+    if (!state.running) p.exit(exitFile(file("exit"))?.status ?? { signal: 9 });
+  }
+
+  private newProc(key: string, stdin: { written: number; closed: boolean }): AgentProc {
+    const p = new AgentProc({
+      key,
+      dir: this.dir,
+      send: (fields) => this.conn?.send(fields),
+      stdin,
+      oomKills: this.oomKills,
+      release: () => this.release(key),
+      settled: () => this.updateRef(),
+    });
+    this.procs.set(key, p);
+    this.conn?.on(key, (e) => p.onEvent(e));
+    return p;
+  }
+
+  /** The connection keeps the loop alive while an exec starts, runs or has output to come. */
+  private updateRef(): void {
+    let busy = this.starts > 0;
+    if (!busy) for (const p of this.procs.values()) if ((busy = p.busy)) break;
+    this.conn?.keepAlive(busy);
+  }
+
+  /** Starts `spec` (argv[0] searched in the PATH of its env, inside the task). */
+  async spawn(spec: SpawnSpec): Promise<Proc> {
+    this.starts++;
+    try {
+      return await this.start(spec);
+    } finally {
+      this.starts--;
+      this.updateRef();
+    }
+  }
+
+  private async start(spec: SpawnSpec): Promise<Proc> {
+    const conn = await this.connection();
+    conn.keepAlive(true);
+    const key = randomBytes(16).toString("hex");
+    const file = (s: string) => join(this.dir, `${key}.${s}`);
+    if (spec.persist) writeFileSync(file("json"), spec.persist.record, { mode: 0o600, flag: "wx" });
+    const pty = spec.pty;
+    const out = spec.stdout === "pipe";
+    const flags =
+      (out ? "o" : "") +
+      (spec.stderr === "pipe" && !pty ? "e" : "") +
+      (spec.stderr === "stdout" && !pty ? "m" : "") +
+      (pty ? "t" : "") +
+      (spec.runtimeDebug ? "d" : "");
+    for (const s of ["in", ...(out ? ["out"] : []), ...(flags.includes("e") ? ["err"] : [])]) {
+      closeSync(openSync(file(s), "wx", 0o600));
+    }
+    const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+    const fields = [
+      "exec",
+      key,
+      flags || "-",
+      String(spec.outputCap ?? 0),
+      String(spec.drainGraceMs ?? 0),
+      String(spec.deadline ?? 0),
+      String(pty?.rows ?? 0),
+      String(pty?.cols ?? 0),
+      spec.cwd,
+      String(env.length),
+      ...env,
+      ...spec.argv,
+    ];
+    const p = this.newProc(key, { written: 0, closed: false });
+    const started = new Promise<void>((resolve, reject) => {
+      conn.on(key, (e) => {
+        if (e.kind === "started") {
+          p.pid = Number(e.args[0]);
+          conn.on(key, (ev) => p.onEvent(ev));
+          resolve();
+        } else if (e.kind === "error") {
+          reject(
+            EXHAUSTED.test(e.args[0] ?? "")
+              ? new ResourceExhaustedError(`the task agent cannot start the command: ${e.args[0]}`)
+              : new Error(`task agent: exec refused: ${e.args[0]}`),
+          );
+        }
+      });
+      void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
+    });
+    try {
+      conn.send(fields);
+      await started;
+      return p;
+    } catch (err) {
+      await this.drop(key);
+      throw err;
+    }
+  }
+
+  /** Forgets exec `key` here and in the agent, and removes its files (the record first). */
+  private async drop(key: string): Promise<void> {
+    this.procs.delete(key);
+    this.conn?.off(key);
+    this.updateRef();
+    await rm(join(this.dir, `${key}.json`), { force: true });
+    this.conn?.send(["forget", key]);
+    await Promise.all(
+      ["in", "ineof", "out", "err", "exit"].map((s) =>
+        rm(join(this.dir, `${key}.${s}`), { force: true }),
+      ),
+    );
+  }
+
+  private async release(key: string): Promise<void> {
+    const p = this.procs.get(key);
+    if (!p) return;
+    // The agent forgets an exec only once its streams ended (bounded: a release always frees).
+    const ends = Promise.all([p.output.stdout, p.output.stderr].map(async (o) => {
+      while (!o.ended) await o.changed();
+    }));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([ends, new Promise((r) => { timer = setTimeout(r, RELEASE_WAIT_MS).unref(); })]);
+    clearTimeout(timer);
+    await this.drop(key);
+  }
+
+  /** The execs an earlier router left here (Runtime.adopt). */
+  async adopt(): Promise<AdoptedProc[]> {
+    const keys = (await readdir(this.dir).catch(() => [] as string[]))
+      .filter((n) => /^[0-9a-f]{32}\.json$/.test(n))
+      .map((n) => n.slice(0, 32));
+    if (keys.length === 0) return [];
+    const conn = await this.connection().catch(() => undefined);
+    const known = conn ? await conn.list().catch(() => undefined) : undefined;
+    const adopted: AdoptedProc[] = [];
+    for (const key of keys) {
+      const file = (s: string) => join(this.dir, `${key}.${s}`);
+      const state = known?.find((s) => s.key === key);
+      const ended = exitFile(file("exit"));
+      if (known && !state && !ended) {
+        await this.drop(key); // never reached the agent: a retry starts it afresh
+        continue;
+      }
+      let record: string;
+      try {
+        record = readFileSync(file("json"), "utf8");
+      } catch {
+        continue;
+      }
+      const stdin = { written: sizeOf(file("in")), closed: existsSync(file("ineof")) };
+      const p = this.newProc(key, stdin);
+      this.apply(p, state);
+      adopted.push({ record, proc: p, stdin, ...(ended ? { endedAt: ended.at } : {}) });
+    }
+    // Events sent between the list and the handlers: a second look catches them.
+    const again = conn ? await conn.list().catch(() => undefined) : undefined;
+    for (const a of adopted) {
+      const p = a.proc as AgentProc;
+      const s = again?.find((x) => x.key === p.key);
+      if (s) this.apply(p, s);
+    }
+    return adopted;
+  }
+
+  /** Ends the agent and every exec it runs (the task is destroyed). */
+  async quit(): Promise<void> {
+    this.closing = true;
+    const conn = this.conn ?? (await AgentConn.connect(this.dir).catch(() => undefined));
+    if (!conn) return;
+    conn.keepAlive(true);
+    conn.send(["quit"]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([conn.closed, new Promise((r) => { timer = setTimeout(r, 5000).unref(); })]);
+    clearTimeout(timer);
+    conn.close();
+  }
+
+  /** Drops the connection; the agent and its execs run on (router shutdown). */
+  close(): void {
+    this.closing = true;
+    this.conn?.close();
+  }
+}
