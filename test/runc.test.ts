@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { RouterClient } from "../src/client/client.ts";
+import { FileLog } from "../src/exec/file-log.ts";
 import { nativeHelper } from "../src/runtime/native.ts";
 import { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { runTool } from "../src/util/run-tool.ts";
@@ -290,8 +291,13 @@ describe("runc runtime without tini: the shell init reaps too", { skip }, () => 
         stderr: "stdout",
       });
       p.stdin.end();
-      const out = collect(p.stdout as AsyncIterable<Buffer>);
-      return { status: await p.exited, out: (await out).toString() };
+      // Output of an agent's exec is in its files (Proc.output), else on the pipe.
+      const out = collect(
+        p.output ? new FileLog(p.output.stdout).read(0) : (p.stdout as AsyncIterable<Buffer>),
+      );
+      const result = { status: await p.exited, out: (await out).toString() };
+      await p.release?.();
+      return result;
     };
     try {
       const init = await exec("tr '\\0' ' ' < /proc/1/cmdline");

@@ -90,7 +90,10 @@ export class Exec {
     // Output the runtime writes to files (a task agent's) is read from there; pipes are pumped.
     let mem: Record<StreamName, OutputLog> | undefined;
     if (proc.output) {
-      this.logs = { stdout: new FileLog(proc.output.stdout), stderr: new FileLog(proc.output.stderr) };
+      this.logs = {
+        stdout: new FileLog(proc.output.stdout),
+        stderr: new FileLog(proc.output.stderr),
+      };
     } else {
       const budget = new ByteBudget(opts.outputCap);
       const mk = (name: StreamName) =>

@@ -53,7 +53,9 @@ function ptyOf(v: unknown): PtyOptions | undefined | null {
  */
 export function decodeExecRecord(
   text: string,
-): { req: ExecRequest; fingerprint: string; startedAt: number; deadline: number | undefined } | undefined {
+):
+  | { req: ExecRequest; fingerprint: string; startedAt: number; deadline: number | undefined }
+  | undefined {
   let r: Record<string, unknown>;
   try {
     r = JSON.parse(text) as Record<string, unknown>;

@@ -18,6 +18,8 @@ export interface AgentExecState {
   key: string;
   pid: number;
   running: boolean;
+  /** How it ended, once reaped. */
+  exit: { code: number; signal?: never } | { signal: number; code?: never } | undefined;
   outLen: number;
   outEnded: boolean;
   errLen: number;
@@ -187,10 +189,15 @@ export class AgentConn {
     if (kind === "state") {
       const w = words.slice(1);
       const n = (i: number) => Number(w[i]);
+      // RUN: `run`, or `code:N` / `signal:N` once reaped.
+      const [how, v] = (w[2] ?? "run").split(":");
+      const exit =
+        how === "code" ? { code: Number(v) } : how === "signal" ? { signal: Number(v) } : undefined;
       this.listing[0]?.states.push({
         key: w[0] ?? "",
         pid: n(1),
-        running: w[2] === "1",
+        running: how === "run",
+        exit,
         outLen: n(3),
         outEnded: w[4] === "1",
         errLen: n(5),

@@ -70,23 +70,30 @@ export class AgentProc implements Proc {
     const n = Number(e.args[0] ?? 0);
     switch (e.kind) {
       case "out":
-        return this.output.stdout.grow(n);
+        this.output.stdout.grow(n);
+        break;
       case "err":
-        return this.output.stderr.grow(n);
+        this.output.stderr.grow(n);
+        break;
       case "outend":
         this.output.stdout.end(n);
-        return this.deps.settled();
+        this.deps.settled();
+        break;
       case "errend":
         this.output.stderr.end(n);
-        return this.deps.settled();
+        this.deps.settled();
+        break;
       case "inpos":
-        return this.stdin.progress(n);
+        this.stdin.progress(n);
+        break;
       case "inend":
         this.stdin.progress(n);
-        return this.stdin.markGone();
+        this.stdin.markGone();
+        break;
       case "exit": {
         const v = Number(e.args[1] ?? 0);
-        return this.exit(e.args[0] === "signal" ? { signal: v } : { code: v });
+        this.exit(e.args[0] === "signal" ? { signal: v } : { code: v });
+        break;
       }
     }
   }
@@ -122,7 +129,8 @@ export class AgentProc implements Proc {
   }
 
   signalGroup(sig: NodeJS.Signals | number): void {
-    if (this.status === undefined) this.deps.send(["kill", this.deps.key, String(signalNumber(sig))]);
+    if (this.status === undefined)
+      this.deps.send(["kill", this.deps.key, String(signalNumber(sig))]);
   }
 
   resize(rows: number, cols: number): void {

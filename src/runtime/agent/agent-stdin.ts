@@ -62,7 +62,10 @@ export class AgentStdin extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.gone) return cb();
+    if (this.gone) {
+      cb();
+      return;
+    }
     this.append(chunk).then(() => {
       this.send(["in", this.key, String(this.len)]);
       if (this.gone || this.len - this.pos <= STDIN_WINDOW) cb();
@@ -97,7 +100,10 @@ export class AgentStdin extends Writable {
     this.release();
     const fd = this.fd;
     this.fd = undefined;
-    if (!fd) return cb(err);
+    if (!fd) {
+      cb(err);
+      return;
+    }
     fd.then(
       (n) => close(n, () => cb(err)),
       () => cb(err),

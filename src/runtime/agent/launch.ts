@@ -61,7 +61,9 @@ export function startAgentProcess(
           else child.stdout.once("end", ended);
           return;
         }
-        finish(new Error(`the task agent failed to start (${signal ?? `exit ${code}`}): ${err.trim()}`));
+        finish(
+          new Error(`the task agent failed to start (${signal ?? `exit ${code}`}): ${err.trim()}`),
+        );
       });
     });
   });

@@ -64,7 +64,15 @@ export class TaskAgent {
   constructor(
     readonly dir: string,
     private readonly launch: AgentLauncher,
-    private readonly oomKills?: () => number | undefined,
+    private readonly opts: {
+      oomKills?: () => number | undefined;
+      /**
+       * `runtime_debug` execs ask the agent for CAP_SYS_PTRACE (it was started
+       * with `-d`); false: the flag means nothing here (host: every exec
+       * already has the router's powers) and is not passed on.
+       */
+      debug: boolean;
+    },
   ) {}
 
   /** The connection, reconnecting to (or starting) the agent when there is none. */
@@ -106,7 +114,11 @@ export class TaskAgent {
     } catch {
       states = undefined;
     }
-    for (const p of live) this.apply(p, states?.find((s) => s.key === p.key));
+    for (const p of live)
+      this.apply(
+        p,
+        states?.find((s) => s.key === p.key),
+      );
   }
 
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
@@ -114,7 +126,10 @@ export class TaskAgent {
     const file = (s: string) => join(this.dir, `${p.key}.${s}`);
     if (!state) {
       const ended = exitFile(file("exit"));
-      p.lost(ended?.status ?? { signal: 9 }, { out: sizeOf(file("out")), err: sizeOf(file("err")) });
+      p.lost(ended?.status ?? { signal: 9 }, {
+        out: sizeOf(file("out")),
+        err: sizeOf(file("err")),
+      });
       return;
     }
     if (state.pid > 0) p.pid = state.pid;
@@ -124,7 +139,7 @@ export class TaskAgent {
     if (state.errEnded) p.output.stderr.end(state.errLen);
     p.stdin.progress(state.inPos);
     if (state.inEnded) p.stdin.markGone();
-    if (!state.running) p.exit(exitFile(file("exit"))?.status ?? { signal: 9 });
+    if (!state.running) p.exit(state.exit ?? exitFile(file("exit"))?.status ?? { signal: 9 });
   }
 
   private newProc(key: string, stdin: { written: number; closed: boolean }): AgentProc {
@@ -133,7 +148,7 @@ export class TaskAgent {
       dir: this.dir,
       send: (fields) => this.conn?.send(fields),
       stdin,
-      oomKills: this.oomKills,
+      oomKills: this.opts.oomKills,
       release: () => this.release(key),
       settled: () => this.updateRef(),
     });
@@ -144,8 +159,7 @@ export class TaskAgent {
 
   /** The connection keeps the loop alive while an exec starts, runs or has output to come. */
   private updateRef(): void {
-    let busy = this.starts > 0;
-    if (!busy) for (const p of this.procs.values()) if ((busy = p.busy)) break;
+    const busy = this.starts > 0 || [...this.procs.values()].some((p) => p.busy);
     this.conn?.keepAlive(busy);
   }
 
@@ -173,7 +187,7 @@ export class TaskAgent {
       (spec.stderr === "pipe" && !pty ? "e" : "") +
       (spec.stderr === "stdout" && !pty ? "m" : "") +
       (pty ? "t" : "") +
-      (spec.runtimeDebug ? "d" : "");
+      (spec.runtimeDebug && this.opts.debug ? "d" : "");
     for (const s of ["in", ...(out ? ["out"] : []), ...(flags.includes("e") ? ["err"] : [])]) {
       closeSync(openSync(file(s), "wx", 0o600));
     }
@@ -237,11 +251,18 @@ export class TaskAgent {
     const p = this.procs.get(key);
     if (!p) return;
     // The agent forgets an exec only once its streams ended (bounded: a release always frees).
-    const ends = Promise.all([p.output.stdout, p.output.stderr].map(async (o) => {
-      while (!o.ended) await o.changed();
-    }));
+    const ends = Promise.all(
+      [p.output.stdout, p.output.stderr].map(async (o) => {
+        while (!o.ended) await o.changed();
+      }),
+    );
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([ends, new Promise((r) => { timer = setTimeout(r, RELEASE_WAIT_MS).unref(); })]);
+    await Promise.race([
+      ends,
+      new Promise((r) => {
+        timer = setTimeout(r, RELEASE_WAIT_MS).unref();
+      }),
+    ]);
     clearTimeout(timer);
     await this.drop(key);
   }
@@ -292,7 +313,12 @@ export class TaskAgent {
     conn.keepAlive(true);
     conn.send(["quit"]);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([conn.closed, new Promise((r) => { timer = setTimeout(r, 5000).unref(); })]);
+    await Promise.race([
+      conn.closed,
+      new Promise((r) => {
+        timer = setTimeout(r, 5000).unref();
+      }),
+    ]);
     clearTimeout(timer);
     conn.close();
   }

@@ -49,7 +49,7 @@ export class HostRuntime implements Runtime {
   private agent(taskId: string): TaskAgent {
     let a = this.agents.get(taskId);
     if (!a) {
-      a = new TaskAgent(join(this.taskDir(taskId), "agent"), launchHostAgent);
+      a = new TaskAgent(join(this.taskDir(taskId), "agent"), launchHostAgent, { debug: false });
       this.agents.set(taskId, a);
     }
     return a;

@@ -54,7 +54,10 @@ export class RuncAgents {
     let a = this.agents.get(taskId);
     if (!a) {
       const dir = join(this.host.bundle(taskId), "agent");
-      a = new TaskAgent(dir, () => this.launch(taskId, dir), () => this.host.oomKills(taskId));
+      a = new TaskAgent(dir, () => this.launch(taskId, dir), {
+        oomKills: () => this.host.oomKills(taskId),
+        debug: this.host.runtimeDebug,
+      });
       this.agents.set(taskId, a);
     }
     return a;
