@@ -3,7 +3,9 @@
  * not with a fork of the router, and keeps every guarantee of a plain spawn:
  * argv[0] as given, the complete env (nothing inherited), cwd, a session of
  * its own with default signals, merged stderr in write order, exact exit
- * status, and a shell's 127/126 reasons.
+ * status, and a shell's 127/126 reasons. This is the path of host execs
+ * without a task agent (the helper not built); with one, see
+ * conformance-exec and exec-restart.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -22,7 +24,7 @@ function statOf(pid: number): string[] {
 
 describe("host runtime: pipe execs through the spawner", () => {
   const dir = mkdtempSync(join(tmpdir(), "host-spawn-"));
-  const rt = new HostRuntime(dir);
+  const rt = new HostRuntime(dir, { agent: false });
   let env: TaskEnv;
   before(async () => {
     env = await rt.prepareTask("t");

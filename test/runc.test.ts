@@ -143,12 +143,12 @@ for (const { label, binary } of OCI_RUNTIMES) {
         mounted = true;
         await writeFile(join(target, "f"), "mounted\n");
         const st = await stat(target);
-        await rt.exposeMount(t, target, { dev: st.dev, ino: st.ino });
+        await rt.taskFilesystem(t).exposeMount?.(target, { dev: st.dev, ino: st.ino });
         const res = await runIn(r, t, ["cat", "/mnt/late/f"]);
         assert.deepEqual([res.status, res.stdout], [{ code: 0 }, "mounted\n"], res.stderr);
         await sh("umount", ["-l", target]);
         mounted = false;
-        await rt.hideMount(t, st.dev);
+        await rt.taskFilesystem(t).hideMount?.(st.dev);
         const gone = await runIn(r, t, ["cat", "/mnt/late/f"]);
         assert.deepEqual([gone.status, gone.stdout], [{ code: 0 }, "hidden\n"], gone.stderr);
       } finally {

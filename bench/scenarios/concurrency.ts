@@ -106,6 +106,8 @@ export async function concurrency(ctx: BenchContext): Promise<Section> {
       rows: [],
     };
     let p99At1000 = Number.NaN;
+    let rateRatio = Number.NaN;
+    let cpuPerExec = Number.NaN;
     for (const level of levels) {
       const ours: Burst[] = [];
       const raw: Burst[] = [];
@@ -121,11 +123,15 @@ export async function concurrency(ctx: BenchContext): Promise<Section> {
         }
       }
       table.rows.push(row(level, "ours (host)", ours), row(level, "raw spawn", raw));
-      if (level === 1000)
+      if (level === 1000) {
         p99At1000 = percentile(
           ours.flatMap((b) => b.start),
           99,
         );
+        const rate = (bs: Burst[]) => median(bs.map((b) => (level * 1000) / b.elapsedMs));
+        rateRatio = rate(ours) / rate(raw);
+        cpuPerExec = median(ours.map((b) => (b.cpuMs ?? Number.NaN) / level));
+      }
     }
     progress("");
     return {
@@ -137,6 +143,16 @@ export async function concurrency(ctx: BenchContext): Promise<Section> {
           "1,000 concurrent: p99 start < 100 ms",
           fmtMs(p99At1000),
           check(p99At1000, (x) => x < 100),
+        ),
+        target(
+          "1,000 concurrent: execs/s ≥ 0.9× raw spawn (issue 14)",
+          `${rateRatio.toFixed(2)}×`,
+          check(rateRatio, (x) => x >= 0.9),
+        ),
+        target(
+          "1,000 concurrent: router CPU ≤ 1 ms per exec (issue 14)",
+          `${cpuPerExec.toFixed(2)} ms`,
+          check(cpuPerExec, (x) => x <= 1),
         ),
       ],
       notes: [

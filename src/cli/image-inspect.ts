@@ -28,6 +28,7 @@ export function registerImageInspect(image: Command): void {
             files: Number(i.files),
             bytes: Number(i.bytes),
             inUse: i.users,
+            encrypted: i.encrypted,
           };
           if (o.files) {
             out.tree = res.entries.map((e) => ({

@@ -29,8 +29,8 @@ export function registerImageLs(image: Command): void {
               i.imageId,
               new Date(Number(i.createdAtMs)).toISOString(),
               expiry(i.expiresAtMs, i.expired),
-              String(i.files),
-              formatBytes(Number(i.bytes)),
+              i.encrypted ? "encrypted" : String(i.files),
+              i.encrypted ? "-" : formatBytes(Number(i.bytes)),
               String(i.users),
               i.source,
             ]);

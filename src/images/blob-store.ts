@@ -23,6 +23,12 @@ export interface BlobRef {
   size: number;
 }
 
+/** Where a snapshot stores file contents: plain blobs (BlobBatch) or a sealed image's. */
+export interface BlobSink {
+  /** Copies the open file `fd` (start to end) into a blob; digest and size of its content. */
+  writeFd(fd: number, onBytes?: (n: number) => void): Promise<BlobRef>;
+}
+
 /**
  * Content-addressed file storage: `<root>/blobs/sha256/<hex>` holds the bytes
  * whose sha256 is `<hex>`, stored once however many images use it. Blobs
@@ -93,7 +99,7 @@ export class BlobStore {
  * the lot instead of an fsync per file). Abort (or a crash) leaves nothing
  * but temporary files.
  */
-export class BlobBatch {
+export class BlobBatch implements BlobSink {
   private readonly pending = new Map<string, string>(); // digest → temp file
   private readonly temps = new Set<string>();
   /** Blobs this batch found already stored (no new bytes kept). */

@@ -1,9 +1,10 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, NotFoundError } from "../errors.ts";
-import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { BlobStore } from "./blob-store.ts";
+import type { Csek } from "./csek.ts";
 import { errCode, writeFileAtomic } from "./fs-util.ts";
+import { checkImageId, type ImageMeta, type OpenedImage, type StoreOptions } from "./image-meta.ts";
 import {
   decodeManifest,
   encodeManifest,
@@ -13,42 +14,17 @@ import {
   manifestStats,
 } from "./manifest.ts";
 import { Mutex, RWLock } from "./rwlock.ts";
+import { SealedImages, type SealedStage } from "./sealed-store.ts";
 import { DEFAULT_TTL_MS, expiryOf, mergeExpiry, type TtlPolicy } from "./ttl.ts";
 
-/** What the store knows about an image besides its tree. */
-export interface ImageMeta {
-  id: string;
-  createdAtMs: number;
-  /** When gc may remove it (ms since the epoch); null: never. */
-  expiresAtMs: number | null;
-  /** True when made without ttl_seconds: every use pushes expiry to now + 30 days. */
-  renew: boolean;
-  /** Free text: where the image came from ("snapshot task ... path ...", "import ..."). */
-  source: string;
-  entries: number;
-  files: number;
-  bytes: number;
-}
-
-export interface StoreOptions {
-  /** The clock (ms since the epoch); tests move it. */
-  now?: () => number;
-}
-
-/**
- * Checks an image id from a request: InvalidArgument past MAX.imageId bytes,
- * NotFound when it is not of our form (`im-<32 hex>`), so no such image.
- */
-export function checkImageId(id: string): void {
-  checkMaxBytes("image_id", id, MAX.imageId);
-  if (!IMAGE_ID.test(id)) throw new NotFoundError(`image ${quote(id)} not found`);
-}
+export { checkImageId, type ImageMeta, type OpenedImage, type StoreOptions } from "./image-meta.ts";
 
 /**
  * The image store under `<dataDir>/images`: blobs (content by sha256), image
  * manifests `manifests/<id>.json` (canonical bytes; the id is derived from
  * them and checked on read), metadata `meta/<id>.json` (expiry, origin,
- * totals) and the unpack cache `unpacked/<id>/`.
+ * totals), the unpack cache `unpacked/<id>/`, and the images sealed with a
+ * customer-supplied key, each in its own directory `sealed/<id>/`.
  *
  * Contract:
  * - An image is visible once its manifest file exists; it is written last
@@ -61,6 +37,7 @@ export function checkImageId(id: string): void {
  */
 export class ImageStore {
   readonly blobs: BlobStore;
+  readonly sealed: SealedImages;
   readonly lock = new RWLock();
   readonly tmpDir: string;
   readonly manifestsDir: string;
@@ -81,6 +58,7 @@ export class ImageStore {
     this.metaDir = join(root, "meta");
     this.unpackedDir = join(root, "unpacked");
     this.blobs = new BlobStore(root, this.tmpDir);
+    this.sealed = new SealedImages(root, this.tmpDir);
     this.now = opts.now ?? Date.now;
   }
 
@@ -90,6 +68,7 @@ export class ImageStore {
       await mkdir(d, { recursive: true, mode: 0o700 });
     }
     await this.blobs.init();
+    await this.sealed.init();
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
   }
@@ -110,35 +89,65 @@ export class ImageStore {
   async publish(manifest: Manifest, ttl: TtlPolicy, source: string): Promise<string> {
     const bytes = encodeManifest(manifest);
     const id = imageIdOf(bytes);
+    const stats = manifestStats(manifest);
+    const counts = { entries: manifest.entries.length, files: stats.files, bytes: stats.bytes };
+    await this.publishAs(id, counts, ttl, source, () =>
+      writeFileAtomic(this.manifestFile(id), bytes, this.tmpDir),
+    );
+    return id;
+  }
+
+  /**
+   * Publishes the sealed image whose blobs `stage` holds (see sealed-store.ts):
+   * its id is keyed by `csek`, so the same tree with the same key is the same
+   * image (the stage is dropped then, like the blobs of a repeated snapshot).
+   */
+  async publishSealed(
+    manifest: Manifest,
+    csek: Csek,
+    stage: SealedStage,
+    ttl: TtlPolicy,
+    source: string,
+  ): Promise<string> {
+    const bytes = encodeManifest(manifest);
+    const id = csek.imageIdOf(bytes);
+    const counts = { entries: 0, files: 0, bytes: 0, encrypted: true };
+    try {
+      await this.publishAs(id, counts, ttl, source, () =>
+        stage.install(csek, id, bytes, this.sealed.path(id)),
+      );
+    } finally {
+      await stage.abort(); // nothing left to remove once installed
+    }
+    return id;
+  }
+
+  /** Writes the metadata of `id` (merging the expiry of an existing image), then `install`s it if new. */
+  private async publishAs(
+    id: string,
+    counts: Pick<ImageMeta, "entries" | "files" | "bytes" | "encrypted">,
+    ttl: TtlPolicy,
+    source: string,
+    install: () => Promise<void>,
+  ): Promise<void> {
     const now = this.now();
     await this.metaMutex.run(async () => {
       const old = await this.readMeta(id);
       const exp = expiryOf(ttl, now);
-      const stats = manifestStats(manifest);
       const meta: ImageMeta = old
         ? { ...old, ...mergeExpiry(old, exp) }
-        : {
-            id,
-            createdAtMs: now,
-            ...exp,
-            source,
-            entries: manifest.entries.length,
-            files: stats.files,
-            bytes: stats.bytes,
-          };
+        : { id, createdAtMs: now, ...exp, source, ...counts };
       await writeFileAtomic(this.metaFile(id), Buffer.from(JSON.stringify(meta)), this.tmpDir);
-      if (!(await this.exists(id))) {
-        await writeFileAtomic(this.manifestFile(id), bytes, this.tmpDir);
-      }
+      if (!(await this.exists(id))) await install();
     });
-    return id;
   }
 
   private async exists(id: string): Promise<boolean> {
-    return readFile(this.manifestFile(id)).then(
+    const plain = await readFile(this.manifestFile(id)).then(
       () => true,
       () => false,
     );
+    return plain || this.sealed.has(id);
   }
 
   /** Metadata of `id`, or undefined. A missing metadata file gets defaults. */
@@ -146,28 +155,60 @@ export class ImageStore {
     const raw = await readFile(this.metaFile(id), "utf8").catch(() => undefined);
     if (raw !== undefined) return JSON.parse(raw) as ImageMeta;
     if (!(await this.exists(id))) return undefined;
-    const m = await this.manifest(id);
-    const s = manifestStats(m);
     const now = this.now();
-    return {
+    const base = {
       id,
       createdAtMs: now,
       expiresAtMs: now + DEFAULT_TTL_MS,
       renew: true,
       source: "",
-      entries: m.entries.length,
-      files: s.files,
-      bytes: s.bytes,
     };
+    if (await this.sealed.has(id))
+      return { ...base, entries: 0, files: 0, bytes: 0, encrypted: true };
+    const m = await this.manifest(id);
+    const s = manifestStats(m);
+    return { ...base, entries: m.entries.length, files: s.files, bytes: s.bytes };
   }
 
-  /** The tree of image `id`; NotFound when it does not exist or has expired. */
+  /**
+   * The tree of image `id`; NotFound when it does not exist or has expired,
+   * FailedPrecondition for a sealed image (only `open` with its key reads it).
+   */
   async get(id: string): Promise<Manifest> {
+    await this.usable(id);
+    return this.manifest(id);
+  }
+
+  /** The metadata of `id`, unless it does not exist or has expired (NotFound). */
+  private async usable(id: string): Promise<ImageMeta> {
     checkImageId(id);
     const meta = await this.readMeta(id);
     if (!meta) throw new NotFoundError(`image ${id} not found`);
     if (this.expired(meta)) throw new NotFoundError(`image ${id} has expired`);
-    return this.manifest(id);
+    return meta;
+  }
+
+  /**
+   * Opens image `id` for a mount with the request's key, if any. A sealed
+   * image needs its key (none: FailedPrecondition; another: PermissionDenied);
+   * a key for a plain image is refused (FailedPrecondition), never ignored.
+   */
+  async open(id: string, csek: Csek | undefined): Promise<OpenedImage> {
+    await this.usable(id);
+    if (await this.sealed.has(id)) {
+      if (!csek) {
+        throw new FailedPreconditionError(
+          `image ${id} is encrypted with a customer-supplied key: mount it with that key`,
+        );
+      }
+      return this.sealed.open(id, csek);
+    }
+    if (csek) {
+      throw new FailedPreconditionError(
+        `image ${id} is not encrypted: mount it without a customer-supplied key`,
+      );
+    }
+    return { manifest: await this.manifest(id) };
   }
 
   /** The tree of `id` whatever its expiry; verifies the bytes against the id. */
@@ -178,8 +219,13 @@ export class ImageStore {
     try {
       bytes = await readFile(this.manifestFile(id));
     } catch (err) {
-      if (errCode(err) === "ENOENT") throw new NotFoundError(`image ${id} not found`);
-      throw err;
+      if (errCode(err) !== "ENOENT") throw err;
+      if (await this.sealed.has(id)) {
+        throw new FailedPreconditionError(
+          `image ${id} is encrypted with a customer-supplied key: only TaskMountDirectory with that key can read it (not export, registry push, inspection of its tree or task roots)`,
+        );
+      }
+      throw new NotFoundError(`image ${id} not found`);
     }
     if (imageIdOf(bytes) !== id) throw new Error(`manifest of ${id} is corrupt`);
     const m = decodeManifest(bytes);
@@ -207,13 +253,18 @@ export class ImageStore {
     });
   }
 
-  /** Every image's metadata, sorted by creation time. */
-  async list(): Promise<ImageMeta[]> {
+  /**
+   * The metadata of every plain image (those readable without a key: what
+   * the registry pushes), sorted by creation time; `withSealed` adds the
+   * images sealed with a customer-supplied key (listings, gc).
+   */
+  async list(opts: { withSealed?: boolean } = {}): Promise<ImageMeta[]> {
     const names = await readdir(this.manifestsDir).catch(() => [] as string[]);
+    const ids = names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5));
+    if (opts.withSealed) ids.push(...(await this.sealed.ids()));
     const out: ImageMeta[] = [];
-    for (const n of names) {
-      const id = n.replace(/\.json$/, "");
-      if (!IMAGE_ID.test(id) || n === id) continue;
+    for (const id of new Set(ids)) {
+      if (!IMAGE_ID.test(id)) continue;
       const meta = await this.readMeta(id);
       if (meta) out.push(meta);
     }
@@ -256,5 +307,6 @@ export class ImageStore {
     this.cache.delete(id);
     await rm(this.metaFile(id), { force: true });
     await rm(join(this.unpackedDir, id), { recursive: true, force: true });
+    await this.sealed.remove(id);
   }
 }

@@ -5,6 +5,7 @@ import type { ImageStore } from "./image-store.ts";
 import type { Manifest } from "./manifest.ts";
 import { type BinPath, bin, show } from "./paths.ts";
 import { type FsRoot, resolveDir } from "./resolve.ts";
+import type { FileWriter } from "./sealed-store.ts";
 import { unpackTree } from "./unpack.ts";
 
 /** Where a copy-mode "mount" lives: the directory `name` in `parent`, what it hid beside it. */
@@ -28,7 +29,8 @@ function at(dir: BinPath | Buffer, name: BinPath): Buffer {
  * `manifest` is written at the path as a plain directory. What was there is
  * hidden by renaming it beside itself (`.NAME.taskrouter-hidden-<id>`), never
  * deleted; `copyOut` puts it back. Writes go straight into the copy; the
- * image never changes. Costs a copy of the image per mount.
+ * image never changes. Costs a copy of the image per mount. `writeFile`
+ * writes file contents (a sealed image's decrypts them).
  */
 export async function copyIn(
   store: ImageStore,
@@ -36,6 +38,7 @@ export async function copyIn(
   components: readonly BinPath[],
   manifest: Manifest,
   id: string,
+  writeFile?: FileWriter,
 ): Promise<CopyPlacement> {
   const name = components[components.length - 1] as BinPath;
   const parent = await resolveDir(fsRoot, components.slice(0, -1), {
@@ -59,7 +62,7 @@ export async function copyIn(
     const hidden = st ? `.${name}.taskrouter-hidden-${id}` : "";
     if (hidden) await rename(target, at(parentFd, hidden));
     try {
-      await unpackTree(manifest, store, target);
+      await unpackTree(manifest, store, target, undefined, writeFile);
       const made = await lstat(target);
       return {
         parent: Buffer.from(parent.hostPath).toString("latin1"),

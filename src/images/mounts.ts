@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError } from "../errors.ts";
-import { writeFileAtomic } from "./fs-util.ts";
 import type { ImageStore } from "./image-store.ts";
 import type { Manifest } from "./manifest.ts";
-import { type CopyPlacement, copyIn, copyOut } from "./mounts-copy.ts";
+import { decryptLayer, removeLayerDir } from "./mount-layer.ts";
+import { type MountRecord, newRecord, readRecord, saveRecord } from "./mount-record.ts";
+import { copyIn, copyOut } from "./mounts-copy.ts";
 import {
   detachMount,
   detachOverlay,
@@ -23,23 +24,10 @@ import {
   resolveDir,
 } from "./resolve.ts";
 import { Mutex } from "./rwlock.ts";
+import type { FileWriter } from "./sealed-store.ts";
 import { CAN_CHOWN, ensureUnpacked, setAttrs } from "./unpack.ts";
 
-/** A mount made by TaskMountDirectory, persisted in `<images>/mounts/<id>/mount.json`. */
-export interface MountRecord {
-  id: string;
-  taskId: string;
-  /** "" for an empty directory. */
-  imageId: string;
-  /** The request path (bytes, base64), for listings and messages. */
-  pathB64: string;
-  /** Device and inode of the mounted root: a directory is this mount's root iff both match. */
-  dev: number;
-  ino: number;
-  createdAtMs: number;
-  /** Copy mode (no overlay): where the copy is and what it hid. */
-  copy?: CopyPlacement;
-}
+export type { MountRecord } from "./mount-record.ts";
 
 /**
  * The overlay mounts of every task. Each mount has its own writable layer
@@ -86,16 +74,14 @@ export class MountManager {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await mkdir(join(this.store.root, "empty"), { recursive: true, mode: 0o755 });
     for (const id of await readdir(this.dir)) {
-      const rec = await readFile(join(this.dir, id, "mount.json"), "utf8")
-        .then((s) => JSON.parse(s) as MountRecord)
-        .catch(() => undefined);
+      const rec = await readRecord(this.dir, id);
       if (rec && rec.id === id && keep(rec)) {
         this.byId.set(id, rec);
         if (rec.imageId) this.store.acquire(rec.imageId);
       } else {
         if (rec?.copy) await copyOut(rec.copy);
         else await detachOverlay(id, rec?.dev);
-        await rm(join(this.dir, id), { recursive: true, force: true });
+        await removeLayerDir(join(this.dir, id));
       }
     }
   }
@@ -118,7 +104,8 @@ export class MountManager {
   /**
    * Mounts `manifest` (image `imageId`, "" for empty) at the path `components`
    * inside `fsRoot`, creating missing directories; a mount of ours already
-   * there is replaced. The caller holds `withTask(taskId)`. All or nothing:
+   * there is replaced. `writeFile` (a sealed image) decrypts its files: into
+   * a tmpfs layer of this mount, or into the copy in copy mode. The caller holds `withTask(taskId)`. All or nothing:
    * when a step fails, what the call did is undone (the overlay detached, its
    * layer and the directories it created removed); a mount that cannot be
    * detached keeps its record, so unmount and teardown still find it.
@@ -129,14 +116,25 @@ export class MountManager {
     components: readonly BinPath[],
     imageId: string,
     manifest: Manifest,
+    writeFile?: FileWriter,
   ): Promise<MountRecord> {
-    if (this.mode === "copy") return this.mountCopy(taskId, fsRoot, components, imageId, manifest);
+    if (this.mode === "copy") {
+      return this.mountCopy(taskId, fsRoot, components, imageId, manifest, writeFile);
+    }
     if (imageId) this.store.acquire(imageId);
     let target: ResolvedDir | undefined;
     let rec: MountRecord | undefined;
     let mounted = false;
+    const id = `mnt-${randomBytes(8).toString("hex")}`;
+    const base = join(this.dir, id);
     try {
-      const lower = imageId ? await ensureUnpacked(this.store, imageId) : "";
+      let lower = "empty";
+      if (writeFile) {
+        await decryptLayer(this.store, base, manifest, writeFile);
+        lower = `mounts/${id}/lower`;
+      } else if (imageId) {
+        lower = (await ensureUnpacked(this.store, imageId)).slice(this.store.root.length + 1);
+      }
       target = await resolveDir(fsRoot, components, { create: true });
       const st = await target.fh.stat();
       const old = this.mountAt(taskId, { dev: st.dev, ino: st.ino });
@@ -146,19 +144,18 @@ export class MountManager {
         target = undefined;
         target = await resolveDir(fsRoot, components, { create: true });
       }
-      const id = `mnt-${randomBytes(8).toString("hex")}`;
-      const base = join(this.dir, id);
       await mkdir(join(base, "work"), { recursive: true, mode: 0o700 });
       const upper = join(base, "upper");
       await mkdir(upper, { mode: 0o755 });
       // The mount's root shows the upper directory's attributes: give it the image root's.
       const root = imageId ? manifest.entries[0] : undefined;
       if (root) await setAttrs(upper, root);
-      rec = this.record(id, taskId, imageId, { fsRoot, components }, { dev: 0, ino: 0 });
+      rec = newRecord(id, taskId, imageId, { fsRoot, components }, { dev: 0, ino: 0 });
+      if (writeFile) rec.sealed = true;
       await this.save(rec);
       await mountOverlay(target.fh.fd, {
         cwd: this.store.root,
-        lower: imageId ? lower.slice(this.store.root.length + 1) : "empty",
+        lower,
         upper: `mounts/${id}/upper`,
         work: `mounts/${id}/work`,
       });
@@ -172,6 +169,7 @@ export class MountManager {
       return rec;
     } catch (err) {
       const kept = rec ? await this.undoMount(rec, fsRoot, mounted) : false;
+      if (!rec) await removeLayerDir(base).catch(() => undefined);
       if (!kept) {
         await target?.undoCreate();
         if (imageId) this.store.release(imageId);
@@ -193,21 +191,8 @@ export class MountManager {
       this.byId.set(rec.id, rec);
       return true;
     }
-    await rm(join(this.dir, rec.id), { recursive: true, force: true }).catch(() => undefined);
+    await removeLayerDir(join(this.dir, rec.id)).catch(() => undefined);
     return false;
-  }
-
-  /** A new record (not saved yet) of a mount of `taskId` at `components`. */
-  private record(
-    id: string,
-    taskId: string,
-    imageId: string,
-    path: { fsRoot: FsRoot; components: readonly BinPath[] },
-    root: { dev: number; ino: number },
-  ): MountRecord {
-    const p = requestPath(path.fsRoot, path.components);
-    const pathB64 = Buffer.from(p, "latin1").toString("base64");
-    return { id, taskId, imageId, pathB64, dev: root.dev, ino: root.ino, createdAtMs: Date.now() };
   }
 
   /** Copy mode: replaces a copy already there, then copies the tree in (mounts-copy.ts). */
@@ -217,6 +202,7 @@ export class MountManager {
     components: readonly BinPath[],
     imageId: string,
     manifest: Manifest,
+    writeFile: FileWriter | undefined,
   ): Promise<MountRecord> {
     const existing = await resolveDir(fsRoot, components, { create: false }).catch(() => undefined);
     if (existing) {
@@ -226,22 +212,18 @@ export class MountManager {
     }
     const id = `mnt-${randomBytes(8).toString("hex")}`;
     const store = this.store;
-    const copy = await store.lock.shared(() => copyIn(store, fsRoot, components, manifest, id));
-    const rec = { ...this.record(id, taskId, imageId, { fsRoot, components }, copy), copy };
+    const copy = await store.lock.shared(() =>
+      copyIn(store, fsRoot, components, manifest, id, writeFile),
+    );
+    const rec = { ...newRecord(id, taskId, imageId, { fsRoot, components }, copy), copy };
     await mkdir(join(this.dir, id), { recursive: true, mode: 0o700 });
     await this.save(rec);
     this.byId.set(id, rec);
     return rec;
   }
 
-  private async save(rec: MountRecord): Promise<void> {
-    // Mounts do not outlive a reboot, and a router crash keeps the page cache: no fsync.
-    await writeFileAtomic(
-      join(this.dir, rec.id, "mount.json"),
-      Buffer.from(JSON.stringify(rec)),
-      this.store.tmpDir,
-      { durable: false },
-    );
+  private save(rec: MountRecord): Promise<void> {
+    return saveRecord(this.dir, rec, this.store.tmpDir);
   }
 
   /**
@@ -294,7 +276,7 @@ export class MountManager {
   }
 
   private async removeLayer(rec: MountRecord): Promise<void> {
-    await rm(join(this.dir, rec.id), { recursive: true, force: true });
+    await removeLayerDir(join(this.dir, rec.id));
     if (rec.imageId) this.store.release(rec.imageId);
   }
 

@@ -29,10 +29,11 @@ export type TaskFsLookup = (taskId: string) => TaskFs;
 
 /**
  * Which container of the task a call addresses, and the customer-supplied
- * encryption key it carries. Only the main container ("" or absent) and no
- * key are served today: anything else is refused (NotFound for a container
- * the task does not have, Unimplemented for a key), never ignored. The key
- * is never stored, logged or echoed.
+ * encryption key it carries. Only the main container ("" or absent) is
+ * served: another is refused (NotFound), never ignored. The key (16-512
+ * bytes, else InvalidArgument) seals a snapshot and opens a sealed image for
+ * a mount (csek.ts, sealed-store.ts); it is held for the call only, never
+ * stored, logged or echoed.
  */
 export interface CallTarget {
   containerId?: string;

@@ -2,22 +2,21 @@ import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   FailedPreconditionError,
+  InvalidArgumentError,
   NotFoundError,
   throwIfAborted,
-  UnimplementedError,
 } from "../errors.ts";
 import { checkMaxBytes, MAX, quote } from "../limits.ts";
-import type { BlobBatch } from "./blob-store.ts";
+import { Csek } from "./csek.ts";
 import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
 import { checkImageId, type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
-import { emptyManifest, type Manifest, ManifestIndex } from "./manifest.ts";
+import { emptyManifest, type Manifest } from "./manifest.ts";
 import { MountManager, type MountRecord } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
-import { type BinPath, parseRequestPath, show } from "./paths.ts";
+import { type BinPath, parseRequestPath } from "./paths.ts";
 import type { ImageRemote, TransferOptions, TransferResult } from "./remote.ts";
-import { requestPath, resolveDir } from "./resolve.ts";
 import type {
   CallTarget,
   SnapshotEvent,
@@ -25,9 +24,9 @@ import type {
   TaskFs,
   TaskFsLookup,
 } from "./service-types.ts";
-import { type SnapshotOptions, snapshotTree } from "./snapshot.ts";
-import { SnapshotKeys } from "./snapshot-keys.ts";
-import { parseTtl, type TtlPolicy } from "./ttl.ts";
+import type { SnapshotOptions } from "./snapshot.ts";
+import { Snapshots } from "./snapshots.ts";
+import { parseTtl } from "./ttl.ts";
 import { ensureUnpacked } from "./unpack.ts";
 
 export type {
@@ -62,21 +61,21 @@ export class ImageService {
   readonly mounts: MountManager;
   /** The registry images are pushed to and pulled from, if any. */
   readonly remote: ImageRemote | undefined;
-  private readonly keys: SnapshotKeys;
+  private readonly snapshots: Snapshots;
 
   constructor(
     dataDir: string,
     private readonly lookup: TaskFsLookup,
-    private readonly opts: ImageServiceOptions = {},
+    opts: ImageServiceOptions = {},
   ) {
     this.store = new ImageStore(join(dataDir, "images"), opts);
     this.mounts = new MountManager(this.store, opts.mountMode ? { mode: opts.mountMode } : {});
     this.remote = opts.remote?.(this.store);
-    this.keys = new SnapshotKeys(
-      join(this.store.root, "keys"),
-      this.store.tmpDir,
-      async (id) => (await this.store.readMeta(id)) !== undefined,
-    );
+    this.snapshots = new Snapshots(this.store, this.mounts, {
+      onSnapshotProgress: opts.onSnapshotProgress,
+      openFile: opts.openFile,
+      imageMade: (id) => this.remote?.imageMade(id),
+    });
   }
 
   /** Prepares the store; `keep` says which mounts left by a previous router stay (others go). */
@@ -95,10 +94,19 @@ export class ImageService {
     if (this.remote && !(await this.store.readMeta(id))) await this.remote.pull(id);
   }
 
-  /** Pushes image `id` to the remote now (FailedPrecondition without `--registry`). */
-  pushImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
+  /**
+   * Pushes image `id` to the remote now (FailedPrecondition without
+   * `--registry`, and for a sealed image: those never leave this store).
+   */
+  async pushImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
     checkImageId(id);
-    return this.needRemote().push(id, opts);
+    const remote = this.needRemote();
+    if (await this.store.sealed.has(id)) {
+      throw new FailedPreconditionError(
+        `image ${id} is encrypted with a customer-supplied key: encrypted images are never pushed to a registry`,
+      );
+    }
+    return remote.push(id, opts);
   }
 
   /** Pulls image `id` from the remote unless the store has it. */
@@ -133,11 +141,6 @@ export class ImageService {
         `container ${quote(target.containerId)} not found in task ${taskId} (it has only its main container)`,
       );
     }
-    if (target.encryptionKey !== undefined) {
-      throw new UnimplementedError(
-        "customer-supplied encryption keys are not supported by this router yet",
-      );
-    }
     return fs;
   }
 
@@ -149,12 +152,26 @@ export class ImageService {
     target: CallTarget = {},
   ): Promise<void> {
     const { fs, components } = this.taskFs(taskId, path, target);
-    if (imageId) await this.fetchMissing(imageId);
-    const manifest = imageId ? await this.store.get(imageId) : emptyManifest();
-    await this.mounts.withTask(taskId, async () => {
-      this.lookup(taskId); // still running
-      await this.mounts.mount(taskId, fs, components, imageId, manifest);
-    });
+    const csek = Csek.from(target.encryptionKey);
+    try {
+      if (csek && !imageId) {
+        throw new InvalidArgumentError(
+          "customer_supplied_encryption_key needs an image_id (an empty directory has nothing to decrypt)",
+        );
+      }
+      if (imageId) await this.fetchMissing(imageId);
+      const image = imageId ? await this.store.open(imageId, csek) : { manifest: emptyManifest() };
+      try {
+        await this.mounts.withTask(taskId, async () => {
+          this.lookup(taskId); // still running
+          await this.mounts.mount(taskId, fs, components, imageId, image.manifest, image.writeFile);
+        });
+      } finally {
+        image.dispose?.();
+      }
+    } finally {
+      csek?.dispose();
+    }
     if (imageId) await this.store.renew(imageId);
   }
 
@@ -165,30 +182,9 @@ export class ImageService {
   }
 
   /** TaskSnapshotDirectory: captures the directory at `path` as an image; returns its id. */
-  async snapshotDirectory(taskId: string, path: Uint8Array, req: SnapshotRequest): Promise<string> {
+  snapshotDirectory(taskId: string, path: Uint8Array, req: SnapshotRequest): Promise<string> {
     const { fs, components } = this.taskFs(taskId, path, req);
-    const ttl = parseTtl(req.ttlSeconds);
-    const target = `dir:${Buffer.from(components.join("/"), "latin1").toString("base64")}`;
-    return this.keys.once(taskId, req.snapshotId ?? "", target, () =>
-      this.store.lock.shared(async () => {
-        const dir = await resolveDir(fs, components, { create: false });
-        let unhold: (() => Promise<void>) | undefined;
-        try {
-          const st = await dir.fh.stat();
-          const rec = this.mounts.mountAt(taskId, { dev: st.dev, ino: st.ino });
-          if (rec) unhold = this.mounts.hold(rec); // an unmount meanwhile keeps its layer for us
-          const base =
-            rec && !rec.copy
-              ? { upper: this.mounts.upperOf(rec), lower: await this.lowerIndex(rec.imageId) }
-              : undefined;
-          const label = `snapshot ${taskId}:${show(requestPath(fs, components))}`;
-          return await this.capture(taskId, fs, dir.fdPath, ttl, label, req, { base });
-        } finally {
-          await unhold?.();
-          await dir.close();
-        }
-      }),
-    );
+    return this.snapshots.directory(taskId, fs, components, req);
   }
 
   /**
@@ -196,67 +192,8 @@ export class ImageService {
    * router sees it, without the content of directories mounted by
    * TaskMountDirectory (snapshot those separately).
    */
-  async snapshotFilesystem(taskId: string, req: SnapshotRequest): Promise<string> {
-    const fs = this.targetFs(taskId, req);
-    const ttl = parseTtl(req.ttlSeconds);
-    if (fs.runtime === "host") {
-      throw new FailedPreconditionError(
-        "the host runtime has no task root filesystem: snapshot a directory with TaskSnapshotDirectory",
-      );
-    }
-    return this.keys.once(taskId, req.snapshotId ?? "", "fs", () =>
-      this.store.lock.shared(async () => {
-        const layers = fs.rootLayers;
-        const base = layers
-          ? { upper: layers.upper, lower: await this.lowerIndex(layers.imageId) }
-          : undefined;
-        return this.capture(taskId, fs, fs.root, ttl, `snapshot ${taskId}:/`, req, {
-          base,
-          skipDir: (st) => this.mounts.mountAt(taskId, st) !== undefined,
-        });
-      }),
-    );
-  }
-
-  private async lowerIndex(imageId: string): Promise<ManifestIndex> {
-    return new ManifestIndex(imageId ? await this.store.manifest(imageId) : emptyManifest());
-  }
-
-  /** Walks `root` (task frozen when the runtime can), stores blobs, publishes. Shared lock held. */
-  private async capture(
-    taskId: string,
-    fs: TaskFs,
-    root: string,
-    ttl: TtlPolicy,
-    label: string,
-    req: SnapshotRequest,
-    walk: Pick<SnapshotOptions, "base" | "skipDir">,
-  ): Promise<string> {
-    const batch: BlobBatch = this.store.blobs.batch();
-    const startedAt = Date.now();
-    const report = this.opts.onSnapshotProgress;
-    let manifest: Manifest;
-    try {
-      const thaw = fs.freeze ? await fs.freeze() : undefined;
-      try {
-        const o: SnapshotOptions = { ...walk };
-        if (req.signal) o.signal = req.signal;
-        if (this.opts.openFile) o.openFile = this.opts.openFile;
-        if (report) o.onProgress = (p) => report({ ...p, taskId, label, startedAt, done: false });
-        manifest = await snapshotTree(root, batch, o);
-      } finally {
-        await thaw?.();
-      }
-      await batch.commit();
-    } catch (err) {
-      await batch.abort();
-      throw err;
-    } finally {
-      report?.({ files: 0, bytes: 0, taskId, label, startedAt, done: true });
-    }
-    const id = await this.store.publish(manifest, ttl, label);
-    this.remote?.imageMade(id);
-    return id;
+  snapshotFilesystem(taskId: string, req: SnapshotRequest): Promise<string> {
+    return this.snapshots.filesystem(taskId, this.targetFs(taskId, req), req);
   }
 
   /**
@@ -312,14 +249,17 @@ export class ImageService {
   }
 
   list(): Promise<ImageMeta[]> {
-    return this.store.list();
+    return this.store.list({ withSealed: true });
   }
 
+  /** An image's metadata and tree (a sealed image's tree is secret: no entries, not even its root). */
   async inspect(id: string): Promise<{ meta: ImageMeta; manifest: Manifest; users: number }> {
     await this.fetchMissing(id);
     const meta = await this.store.readMeta(id);
     if (!meta) throw new NotFoundError(`image ${id} not found`);
-    return { meta, manifest: await this.store.manifest(id), users: this.store.usersOf(id) };
+    const sealed = await this.store.sealed.has(id);
+    const manifest = sealed ? { entries: [] } : await this.store.manifest(id);
+    return { meta, manifest, users: this.store.usersOf(id) };
   }
 
   delete(id: string): Promise<void> {

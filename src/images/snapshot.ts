@@ -2,7 +2,7 @@ import type { BigIntStats } from "node:fs";
 import { constants } from "node:fs";
 import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import { FailedPreconditionError, NotFoundError, throwIfAborted } from "../errors.ts";
-import type { BlobBatch } from "./blob-store.ts";
+import type { BlobSink } from "./blob-store.ts";
 import { closeFd, openFd } from "./fdio.ts";
 import { errCode, Pool } from "./fs-util.ts";
 import type { Entry, Manifest, ManifestIndex } from "./manifest.ts";
@@ -34,7 +34,8 @@ const defaultOpen = (p: Buffer) => openFd(p, OPEN_FLAGS);
 
 /**
  * Captures the tree at host path `root` into a manifest, storing file
- * contents through `batch` (the caller commits it, then publishes).
+ * contents through `batch` (the caller commits it, then publishes; a sealed
+ * image's writer encrypts them).
  *
  * Rules: symlinks are recorded, never followed; sockets and FIFOs are skipped
  * (IPC endpoints are runtime state); overlay whiteouts (char device 0:0) are
@@ -44,7 +45,7 @@ const defaultOpen = (p: Buffer) => openFd(p, OPEN_FLAGS);
  */
 export async function snapshotTree(
   root: string,
-  batch: BlobBatch,
+  batch: BlobSink,
   opts: SnapshotOptions = {},
 ): Promise<Manifest> {
   const w = new Walker(root, batch, opts);
@@ -61,7 +62,7 @@ class Walker {
 
   constructor(
     root: string,
-    private readonly batch: BlobBatch,
+    private readonly batch: BlobSink,
     private readonly opts: SnapshotOptions,
   ) {
     this.rootBuf = Buffer.from(root.replace(/\/+$/, ""));

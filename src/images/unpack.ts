@@ -16,6 +16,7 @@ import { errCode, Pool, syncFilesystem, tmpName } from "./fs-util.ts";
 import type { ImageStore } from "./image-store.ts";
 import type { Entry, Manifest } from "./manifest.ts";
 import { bin } from "./paths.ts";
+import type { FileWriter } from "./sealed-store.ts";
 
 /** Whether this process may set file owners (root). */
 export const CAN_CHOWN = process.getuid?.() === 0;
@@ -35,13 +36,15 @@ export function timeOf(ns: bigint): number {
  * empty directory): directories, files (copied from their blobs, as reflinks
  * where the filesystem can), symlinks, with modes, mtimes and, when running
  * as root, owners. Parents are written before children; directory modes and
- * times are set last so they stick.
+ * times are set last so they stick. `writeFile` writes a file's content
+ * (a sealed image's decrypts it); by default its plain blob is copied.
  */
 export async function unpackTree(
   manifest: Manifest,
   store: ImageStore,
   dest: string | Buffer,
   signal?: AbortSignal,
+  writeFile?: FileWriter,
 ): Promise<void> {
   const root = Buffer.isBuffer(dest) ? dest : Buffer.from(dest);
   const abs = (e: Entry) =>
@@ -61,10 +64,10 @@ export async function unpackTree(
       if (CAN_CHOWN) await lchown(p, e.uid, e.gid);
       await lutimes(p, timeOf(e.mtimeNs), timeOf(e.mtimeNs));
     } else {
-      const src = store.blobs.path(e.digest ?? "");
       jobs.push(
         pool.run(async () => {
-          await copyFile(src, p, constants.COPYFILE_FICLONE);
+          if (writeFile) await writeFile(e, p);
+          else await copyFile(store.blobs.path(e.digest ?? ""), p, constants.COPYFILE_FICLONE);
           await setAttrs(p, e);
         }),
       );

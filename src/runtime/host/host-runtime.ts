@@ -39,9 +39,14 @@ export class HostRuntime implements Runtime {
   private readonly spawner: ReturnType<typeof lazySpawner> | undefined;
   /** The agent of each task (absent without the built helper). */
   private readonly agents = new Map<string, TaskAgent>();
-  private readonly useAgent = existsSync(nativeHelper("taskrouter-agent"));
+  private readonly useAgent: boolean;
 
-  constructor(private readonly dataDir: string) {
+  /** `opts.agent: false`: no agents, execs are the router's children (as without the helper). */
+  constructor(
+    private readonly dataDir: string,
+    opts: { agent?: boolean } = {},
+  ) {
+    this.useAgent = opts.agent !== false && existsSync(nativeHelper("taskrouter-agent"));
     const helper = nativeHelper("taskrouter-spawner");
     this.spawner = existsSync(helper) ? lazySpawner(helper, {}) : undefined;
   }

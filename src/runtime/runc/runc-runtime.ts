@@ -144,8 +144,17 @@ export class RuncRuntime implements Runtime {
     const fs: TaskFilesystem = {
       root: this.rootfs(taskId),
       cgroupsPath: this.cgroupsPath(taskId),
-      exposeMount: (hostPath, rootDir) => this.exposeMount(taskId, hostPath, rootDir),
-      hideMount: (dev) => this.hideMount(taskId, dev),
+      // A runtime that propagates mounts by itself (runsc) needs neither (task-mounts.ts).
+      exposeMount: async (hostPath, rootDir) => {
+        if (this.cli.flavor.seesHostMounts) return;
+        const pid = this.tasks.initPid(taskId);
+        if (pid === undefined) throw new FailedPreconditionError(`task ${taskId} is not running`);
+        await exposeMount(pid, this.rootfs(taskId), hostPath, rootDir);
+      },
+      hideMount: async (dev) => {
+        const pid = this.tasks.initPid(taskId);
+        if (!this.cli.flavor.seesHostMounts && pid !== undefined) await hideMount(pid, dev);
+      },
     };
     const layers = this.rootLayers(taskId);
     return layers ? { ...fs, rootLayers: layers } : fs;
@@ -264,33 +273,6 @@ export class RuncRuntime implements Runtime {
     }
     this.tasks.forget(taskId);
     this.images.release(taskId);
-  }
-
-  /**
-   * Makes a mount made below the task's rootfs (its root: `hostPath`, with
-   * device and inode `root`) visible in the running task, when the OCI
-   * runtime did not propagate it (./task-mounts.ts).
-   */
-  async exposeMount(
-    taskId: string,
-    hostPath: string,
-    root: { dev: number; ino: number },
-  ): Promise<void> {
-    if (this.cli.flavor.seesHostMounts) return;
-    await exposeMount(this.initPid(taskId), this.rootfs(taskId), hostPath, root);
-  }
-
-  /** Removes from the running task what is left of a mount of device `dev` the router detached. */
-  async hideMount(taskId: string, dev: number): Promise<void> {
-    if (this.cli.flavor.seesHostMounts) return;
-    const pid = this.tasks.initPid(taskId);
-    if (pid !== undefined) await hideMount(pid, dev);
-  }
-
-  private initPid(taskId: string): number {
-    const pid = this.tasks.initPid(taskId);
-    if (pid === undefined) throw new FailedPreconditionError(`task ${taskId} is not running`);
-    return pid;
   }
 
   resolvePath(taskId: string, path: string): string {

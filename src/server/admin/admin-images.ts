@@ -50,6 +50,7 @@ function toMsg(images: ImageService, m: ImageMeta): Image {
     bytes: BigInt(m.bytes),
     users: images.store.usersOf(m.id),
     expired: images.store.expired(m),
+    encrypted: m.encrypted === true,
   });
 }
 
