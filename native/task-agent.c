@@ -39,7 +39,9 @@
  *       DEADLINE: CLOCK_REALTIME ms when the group is SIGKILLed (0 none).
  *       CWD absolute. NENV `NAME=VALUE` fields are the whole environment.
  *       ARGV[0] is searched in the environment's PATH (execvp rules, ENOEXEC
- *       runs /bin/sh). KEY.in (and the KEY.out/KEY.err the flags name) exist.
+ *       runs /bin/sh). The KEY.out/KEY.err the flags name are opened,
+ *       created (0600) when absent; KEY.in is opened at the first `in`/`eof`
+ *       past offset 0 (the router writes it first).
  *       The child: setsid, default signals, empty mask, fds 0-2 only.
  *       Reply `started KEY PID`; a command that cannot start (or a CWD that
  *       cannot be entered) still starts: `taskrouter: NAME: command not
@@ -54,7 +56,8 @@
  *   kill KEY SIG     kill(-PID, SIG), SIG 0..64; ignored once reaped.
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
  *   list             a `state` line per exec, then `listed`.
- *   forget KEY       drops an exec that was reaped and whose streams ended.
+ *   forget KEY       drops an exec that was reaped and whose streams ended, and
+ *                    removes its files KEY.in, KEY.out, KEY.err, KEY.exit.
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
  * Requests naming an unknown KEY (in, eof, kill, resize, forget) are ignored;
@@ -807,9 +810,9 @@ static void do_exec(char **f, size_t n) {
   int cin[2] = {-1, -1}, cout[2] = {-1, -1}, cerr[2] = {-1, -1};
   char slave[128];
 
-  if ((e->in_file = open_key(key, "in", O_RDONLY, 0)) < 0 ||
-      (fo && (e->s[0].file = open_key(key, "out", O_WRONLY, 0)) < 0) ||
-      (fe && (e->s[1].file = open_key(key, "err", O_WRONLY, 0)) < 0)) {
+  /* KEY.in is opened at the first `in` past 0 (most execs never get stdin). */
+  if ((fo && (e->s[0].file = open_key(key, "out", O_WRONLY | O_CREAT, 0600)) < 0) ||
+      (fe && (e->s[1].file = open_key(key, "err", O_WRONLY | O_CREAT, 0600)) < 0)) {
     fail = "files";
     fail_errno = errno;
   }
@@ -948,6 +951,8 @@ static void handle_fields(char **f, size_t n) {
     if (n != 3 || field_u64(f[2], INT64_MAX, &a)) return reply_error(key, "bad-request");
     struct exec *e = find_live(f[1]);
     if (!e || e->in_ended) return;
+    /* Absent KEY.in: nothing to copy (feed stops at once, as for a short file). */
+    if (a > e->in_pos && e->in_file < 0) e->in_file = open_key(e->key, "in", O_RDONLY, 0);
     if (a > e->in_want) e->in_want = a;
     if (verb[0] == 'e') e->in_eof = 1;
     return feed(e);
@@ -988,6 +993,12 @@ static void handle_fields(char **f, size_t n) {
     if (e->next) e->next->prev = e->prev;
     else last_exec = e->prev;
     e->next = e->prev = NULL; /* stays in the table: a KEY is used once */
+    static const char *const files[] = {"in", "out", "err", "exit"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+      char name[MAX_KEY + 16];
+      snprintf(name, sizeof name, "%s.%s", e->key, files[i]);
+      unlinkat(DIR_FD, name, 0); /* NAME has no `/`: never follows a link; absent is fine */
+    }
     return;
   }
   if (strcmp(verb, "quit") == 0 && n == 1) return quit();

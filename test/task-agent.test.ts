@@ -5,6 +5,7 @@ import {
   appendFileSync,
   closeSync,
   constants,
+  existsSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -267,7 +268,7 @@ class Agent {
     return readFileSync(this.path(key, suffix));
   }
 
-  /** The files the router creates before `exec`: KEY.in and those the flags name. */
+  /** Files written before `exec` (stdin's first bytes); the agent creates those still absent. */
   prepare(key: string, flags: string, stdin: string | Buffer = ""): void {
     writeFileSync(this.path(key, "in"), stdin);
     if (flags.includes("o")) writeFileSync(this.path(key, "out"), "");
@@ -646,15 +647,33 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.equal(sig.out.toString(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
   });
 
-  it("`forget` drops an ended exec (a KEY stays used); a running one is kept", async () => {
+  it("creates the output files of an exec that were not made before (0600)", async () => {
+    const key = a.key();
+    c.send(...a.request(key, ["sh", "-c", "echo out; echo err >&2"]));
+    const [pid] = await c.event("started", key);
+    a.sessions.add(Number(pid));
+    assert.equal((await a.finish(c, key)).exit, "code 0");
+    assert.equal(a.read(key, "out").toString(), "out\n");
+    assert.equal(a.read(key, "err").toString(), "err\n");
+    for (const f of ["out", "err"]) assert.equal(statSync(a.path(key, f)).mode & 0o777, 0o600);
+    assert.ok(
+      !existsSync(a.path(key, "in")),
+      "KEY.in is the router's to create (at the first write)",
+    );
+  });
+
+  it("`forget` drops an ended exec and its files (a KEY stays used); a running one is kept", async () => {
     const done = await a.run(c, ["true"]);
     const key = a.key();
     await a.start(c, key, ["sleep", "1000"]);
+    for (const f of ["in", "out", "err", "exit"]) assert.ok(existsSync(a.path(done.key, f)), f);
     c.send("forget", done.key);
     c.send("forget", key);
     c.send("forget", "unknown");
     const states = await c.list();
     assert.ok(!states.has(done.key));
+    for (const f of ["in", "out", "err", "exit"]) assert.ok(!existsSync(a.path(done.key, f)), f);
+    assert.ok(existsSync(a.path(key, "out")), "a running exec keeps its files");
     assert.equal(states.get(key)?.[1], "run");
     c.send(...a.request(done.key, ["true"]));
     assert.deepEqual(await c.event("error", done.key), ["exists"]);

@@ -21,6 +21,8 @@ export interface AgentProcDeps {
   release: () => Promise<void>;
   /** Called when the exec ended or one of its streams did. */
   settled: () => void;
+  /** Called before EOF is sent to its stdin. */
+  stdinEof: () => void;
 }
 
 /** The number of a signal name or number (SIGKILL for an unknown name). */
@@ -49,7 +51,7 @@ export class AgentProc implements Proc {
   constructor(private readonly deps: AgentProcDeps) {
     const file = (suffix: string) => join(deps.dir, `${deps.key}.${suffix}`);
     this.output = { stdout: new FileOutput(file("out")), stderr: new FileOutput(file("err")) };
-    this.stdin = new AgentStdin(file("in"), deps.send, deps.key, deps.stdin);
+    this.stdin = new AgentStdin(file("in"), deps.send, deps.key, deps.stdin, deps.stdinEof);
     this.stdin.on("error", () => {});
     this.oomBefore = deps.oomKills?.();
     this.exited = new Promise((resolve) => {

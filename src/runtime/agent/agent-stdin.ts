@@ -1,4 +1,4 @@
-import { close, open, write, writeFileSync } from "node:fs";
+import { close, constants, open, write } from "node:fs";
 import { Writable } from "node:stream";
 import type { StdinState } from "../runtime.ts";
 
@@ -15,8 +15,8 @@ export const STDIN_WINDOW = 32 * 1024 * 1024;
  * KEY.in (the agent copies it from there into the command's stdin) and
  * announced with `in KEY LEN`; its callback runs once the command is at most
  * STDIN_WINDOW behind (`inpos` events), or the command is gone. `end()`
- * leaves a KEY.ineof marker (for a router that adopts the exec) and sends
- * `eof KEY LEN`. Bytes written after the command is gone are dropped.
+ * calls `onEof` (the EOF is journaled for a router that adopts the exec)
+ * and sends `eof KEY LEN`. Bytes written after the command is gone are dropped.
  */
 export class AgentStdin extends Writable {
   private fd: Promise<number> | undefined;
@@ -30,6 +30,7 @@ export class AgentStdin extends Writable {
     private readonly send: (fields: string[]) => void,
     private readonly key: string,
     start: StdinState,
+    private readonly onEof: () => void,
   ) {
     super({ highWaterMark: 1 });
     this.len = start.written;
@@ -56,7 +57,10 @@ export class AgentStdin extends Writable {
 
   private file(): Promise<number> {
     this.fd ??= new Promise((resolve, reject) =>
-      open(this.path, "r+", (err, fd) => (err ? reject(err) : resolve(fd))),
+      // Created by the first write (the agent opens it at the first `in`).
+      open(this.path, constants.O_RDWR | constants.O_CREAT, 0o600, (err, fd) =>
+        err ? reject(err) : resolve(fd),
+      ),
     );
     return this.fd;
   }
@@ -88,7 +92,7 @@ export class AgentStdin extends Writable {
 
   override _final(cb: (err?: Error | null) => void): void {
     try {
-      writeFileSync(`${this.path}eof`, "", { mode: 0o600 });
+      this.onEof();
       this.send(["eof", this.key, String(this.len)]);
       cb();
     } catch (err) {

@@ -1,42 +1,21 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { ResourceExhaustedError } from "../../errors.ts";
-import type { AdoptedProc, ExitStatus, Proc, SpawnSpec } from "../runtime.ts";
+import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { AgentConn, type AgentExecState } from "./agent-conn.ts";
 import { AgentProc } from "./agent-proc.ts";
+import { execFields, exitFile, refusal, sizeOf } from "./exec-files.ts";
+import { ExecJournal } from "./journal.ts";
 
 /** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
 export type AgentLauncher = (dir: string) => Promise<void>;
 
-/** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
-const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
+/** The first half of every exec KEY this router makes (see `start`). */
+const KEY_PREFIX = randomBytes(8).toString("hex");
+let keySeq = 0;
 /** How long a release waits for an exec's streams to end before dropping it anyway. */
 const RELEASE_WAIT_MS = 30_000;
-
-/** A file's size, 0 when absent. */
-function sizeOf(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** KEY.exit (`code N MS` / `signal N MS`), or undefined when absent or malformed. */
-function exitFile(path: string): { status: ExitStatus; at: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-  const m = /^(code|signal) (\d{1,3}) (\d{1,16})\n$/.exec(text);
-  if (!m) return undefined;
-  const n = Number(m[2]);
-  return { status: m[1] === "signal" ? { signal: n } : { code: n }, at: Number(m[3]) };
-}
 
 /**
  * The router's side of one task's agent (native/task-agent.c): it starts
@@ -58,8 +37,13 @@ export class TaskAgent {
   private conn: AgentConn | undefined;
   private connecting: Promise<AgentConn> | undefined;
   private readonly procs = new Map<string, AgentProc>();
+  /** Execs the agent holds (it removes their files on `forget`). */
+  private readonly agentKeys = new Set<string>();
   private starts = 0;
   private closing = false;
+  /** The exec records (SpawnSpec.persist), loaded by `adopt` or the first spawn. */
+  private readonly journal: ExecJournal;
+  private journalLoaded = false;
 
   constructor(
     readonly dir: string,
@@ -73,7 +57,16 @@ export class TaskAgent {
        */
       debug: boolean;
     },
-  ) {}
+  ) {
+    this.journal = new ExecJournal(dir);
+  }
+
+  /** The journal's live entries (read once: before the first append). */
+  private loadJournal() {
+    if (this.journalLoaded) return new Map();
+    this.journalLoaded = true;
+    return this.journal.load();
+  }
 
   /** The connection, reconnecting to (or starting) the agent when there is none. */
   private connection(): Promise<AgentConn> {
@@ -124,6 +117,8 @@ export class TaskAgent {
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
   private apply(p: AgentProc, state: AgentExecState | undefined): void {
     const file = (s: string) => join(this.dir, `${p.key}.${s}`);
+    if (state) this.agentKeys.add(p.key);
+    else this.agentKeys.delete(p.key);
     if (!state) {
       const ended = exitFile(file("exit"));
       p.lost(ended?.status ?? { signal: 9 }, {
@@ -151,6 +146,7 @@ export class TaskAgent {
       oomKills: this.opts.oomKills,
       release: () => this.release(key),
       settled: () => this.updateRef(),
+      stdinEof: () => this.journal.stdinClosed(key),
     });
     this.procs.set(key, p);
     this.conn?.on(key, (e) => p.onEvent(e));
@@ -177,48 +173,21 @@ export class TaskAgent {
   private async start(spec: SpawnSpec): Promise<Proc> {
     const conn = await this.connection();
     conn.keepAlive(true);
-    const key = randomBytes(16).toString("hex");
-    const file = (s: string) => join(this.dir, `${key}.${s}`);
-    if (spec.persist) writeFileSync(file("json"), spec.persist.record, { mode: 0o600, flag: "wx" });
-    const pty = spec.pty;
-    const out = spec.stdout === "pipe";
-    const flags =
-      (out ? "o" : "") +
-      (spec.stderr === "pipe" && !pty ? "e" : "") +
-      (spec.stderr === "stdout" && !pty ? "m" : "") +
-      (pty ? "t" : "") +
-      (spec.runtimeDebug && this.opts.debug ? "d" : "");
-    for (const s of ["in", ...(out ? ["out"] : []), ...(flags.includes("e") ? ["err"] : [])]) {
-      closeSync(openSync(file(s), "wx", 0o600));
-    }
-    const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-    const fields = [
-      "exec",
-      key,
-      flags || "-",
-      String(spec.outputCap ?? 0),
-      String(spec.drainGraceMs ?? 0),
-      String(spec.deadline ?? 0),
-      String(pty?.rows ?? 0),
-      String(pty?.cols ?? 0),
-      spec.cwd,
-      String(env.length),
-      ...env,
-      ...spec.argv,
-    ];
+    // Unique across routers (the agent refuses a KEY it has seen): a random prefix, a counter.
+    const key = `${KEY_PREFIX}${(++keySeq).toString(16).padStart(16, "0")}`;
+    this.loadJournal();
+    if (spec.persist) this.journal.add(key, spec.persist.record);
+    const fields = execFields(key, spec, this.opts.debug);
     const p = this.newProc(key, { written: 0, closed: false });
     const started = new Promise<void>((resolve, reject) => {
       conn.on(key, (e) => {
         if (e.kind === "started") {
           p.pid = Number(e.args[0]);
+          this.agentKeys.add(key);
           conn.on(key, (ev) => p.onEvent(ev));
           resolve();
         } else if (e.kind === "error") {
-          reject(
-            EXHAUSTED.test(e.args[0] ?? "")
-              ? new ResourceExhaustedError(`the task agent cannot start the command: ${e.args[0]}`)
-              : new Error(`task agent: exec refused: ${e.args[0]}`),
-          );
+          reject(refusal(e.args[0] ?? ""));
         }
       });
       void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
@@ -228,22 +197,29 @@ export class TaskAgent {
       await started;
       return p;
     } catch (err) {
-      await this.drop(key);
+      await this.drop(key, false);
       throw err;
     }
   }
 
-  /** Forgets exec `key` here and in the agent, and removes its files (the record first). */
-  private async drop(key: string): Promise<void> {
+  /**
+   * Forgets exec `key` here and in the agent (which removes the files of a
+   * reaped exec whose streams ended); the record goes first. Files the
+   * agent cannot have removed (it still runs the exec, or is gone) are
+   * removed here.
+   */
+  private async drop(key: string, agentHasIt: boolean): Promise<void> {
     this.procs.delete(key);
     this.conn?.off(key);
     this.updateRef();
-    await rm(join(this.dir, `${key}.json`), { force: true });
-    this.conn?.send(["forget", key]);
+    this.journal.remove(key);
+    const held = this.agentKeys.delete(key);
+    if (agentHasIt && held && this.conn && !this.conn.isClosed) {
+      this.conn.send(["forget", key]);
+      return;
+    }
     await Promise.all(
-      ["in", "ineof", "out", "err", "exit"].map((s) =>
-        rm(join(this.dir, `${key}.${s}`), { force: true }),
-      ),
+      ["in", "out", "err", "exit"].map((s) => rm(join(this.dir, `${key}.${s}`), { force: true })),
     );
   }
 
@@ -264,36 +240,34 @@ export class TaskAgent {
       }),
     ]);
     clearTimeout(timer);
-    await this.drop(key);
+    await this.drop(key, !p.busy);
   }
 
   /** The execs an earlier router left here (Runtime.adopt). */
   async adopt(): Promise<AdoptedProc[]> {
-    const keys = (await readdir(this.dir).catch(() => [] as string[]))
-      .filter((n) => /^[0-9a-f]{32}\.json$/.test(n))
-      .map((n) => n.slice(0, 32));
-    if (keys.length === 0) return [];
+    if (!existsSync(this.dir)) return [];
+    const entries = this.loadJournal();
+    if (entries.size === 0) return [];
     const conn = await this.connection().catch(() => undefined);
     const known = conn ? await conn.list().catch(() => undefined) : undefined;
     const adopted: AdoptedProc[] = [];
-    for (const key of keys) {
+    for (const [key, entry] of entries) {
       const file = (s: string) => join(this.dir, `${key}.${s}`);
       const state = known?.find((s) => s.key === key);
       const ended = exitFile(file("exit"));
       if (known && !state && !ended) {
-        await this.drop(key); // never reached the agent: a retry starts it afresh
+        await this.drop(key, false); // never reached the agent: a retry starts it afresh
         continue;
       }
-      let record: string;
-      try {
-        record = readFileSync(file("json"), "utf8");
-      } catch {
-        continue;
-      }
-      const stdin = { written: sizeOf(file("in")), closed: existsSync(file("ineof")) };
+      const stdin = { written: sizeOf(file("in")), closed: entry.stdinClosed };
       const p = this.newProc(key, stdin);
       this.apply(p, state);
-      adopted.push({ record, proc: p, stdin, ...(ended ? { endedAt: ended.at } : {}) });
+      adopted.push({
+        record: entry.record,
+        proc: p,
+        stdin,
+        ...(ended ? { endedAt: ended.at } : {}),
+      });
     }
     // Events sent between the list and the handlers: a second look catches them.
     const again = conn ? await conn.list().catch(() => undefined) : undefined;
@@ -327,5 +301,6 @@ export class TaskAgent {
   close(): void {
     this.closing = true;
     this.conn?.close();
+    this.journal.close();
   }
 }

@@ -1,0 +1,62 @@
+import { readFileSync, statSync } from "node:fs";
+import { ResourceExhaustedError } from "../../errors.ts";
+import type { ExitStatus, SpawnSpec } from "../runtime.ts";
+
+/** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
+const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
+
+/** The fields of the agent's `exec` request for `spec` (native/task-agent.c, "Requests"). */
+export function execFields(key: string, spec: SpawnSpec, debug: boolean): string[] {
+  const pty = spec.pty;
+  const flags =
+    (spec.stdout === "pipe" ? "o" : "") +
+    (spec.stderr === "pipe" && !pty ? "e" : "") +
+    (spec.stderr === "stdout" && !pty ? "m" : "") +
+    (pty ? "t" : "") +
+    (spec.runtimeDebug && debug ? "d" : "");
+  const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+  return [
+    "exec",
+    key,
+    flags || "-",
+    String(spec.outputCap ?? 0),
+    String(spec.drainGraceMs ?? 0),
+    String(spec.deadline ?? 0),
+    String(pty?.rows ?? 0),
+    String(pty?.cols ?? 0),
+    spec.cwd,
+    String(env.length),
+    ...env,
+    ...spec.argv,
+  ];
+}
+
+/** The error for an agent's `error KEY TEXT` answer to `exec`. */
+export function refusal(text: string): Error {
+  return EXHAUSTED.test(text)
+    ? new ResourceExhaustedError(`the task agent cannot start the command: ${text}`)
+    : new Error(`task agent: exec refused: ${text}`);
+}
+
+/** A file's size, 0 when absent. */
+export function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** KEY.exit (`code N MS` / `signal N MS`), or undefined when absent or malformed. */
+export function exitFile(path: string): { status: ExitStatus; at: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  const m = /^(code|signal) (\d{1,3}) (\d{1,16})\n$/.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[2]);
+  return { status: m[1] === "signal" ? { signal: n } : { code: n }, at: Number(m[3]) };
+}

@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { ExecJournal, JOURNAL } from "../src/runtime/agent/journal.ts";
+
+/** The exec records of a task agent's directory (src/runtime/agent/journal.ts), on a real file. */
+describe("the exec journal", () => {
+  const dir = mkdtempSync(join(tmpdir(), "journal-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const k = (n: number) => n.toString(16).padStart(32, "0");
+
+  it("reads back what was added, EOFs, and not what was removed", () => {
+    const j = new ExecJournal(dir);
+    assert.equal(j.load().size, 0);
+    j.add(k(1), '{"a":1}');
+    j.add(k(2), '{"b":2}');
+    j.stdinClosed(k(2));
+    j.add(k(3), '{"c":3}');
+    j.remove(k(1));
+    j.close();
+    const live = new ExecJournal(dir).load();
+    assert.deepEqual([...live].sort(), [
+      [k(2), { record: '{"b":2}', stdinClosed: true }],
+      [k(3), { record: '{"c":3}', stdinClosed: false }],
+    ]);
+  });
+
+  it("ignores a torn last line and junk, and rewrites the file from the live entries", () => {
+    const path = join(dir, JOURNAL);
+    appendFileSync(path, `garbage\n-${k(9)}\n+${k(4)} {"d"`); // a crash in the middle of a line
+    const live = new ExecJournal(dir).load();
+    assert.deepEqual([...live.keys()].sort(), [k(2), k(3)]);
+    const text = readFileSync(path, "utf8");
+    assert.ok(!text.includes("garbage") && text.endsWith("\n"), "rewritten whole");
+  });
+
+  it("refuses a record of more than one line", () => {
+    const j = new ExecJournal(dir);
+    j.load();
+    assert.throws(() => j.add(k(5), "a\nb"));
+    j.close();
+  });
+});
