@@ -134,10 +134,12 @@ struct exec {
   int dl_fd, grace_fd, rearms;
   unsigned dirty;
   int on_dirty, forgotten;
-  struct exec *next, *prev, *hnext, *dnext;
+  struct exec *next, *prev, *hnext, *dnext, *xnext;
 };
 
 static struct exec *first, *last_exec, *dirty_list;
+/* Reaped execs whose KEY.exit is still to be written (after their `exit` event went out). */
+static struct exec *exit_files;
 static struct exec *table[HASH_SIZE];
 static int debug_caps, devnull = -1, listener = -1, conn = -1;
 static struct rlimit orig_nofile;
@@ -511,7 +513,8 @@ static void leader_exited(struct exec *e, int status) {
   e->reaped = 1;
   e->signaled = WIFSIGNALED(status);
   e->status = e->signaled ? WTERMSIG(status) : WEXITSTATUS(status);
-  write_exit_file(e);
+  e->xnext = exit_files; /* written once the event is out: a file costs more than the event */
+  exit_files = e;
   ordered(e, "exit %s %s %d\n", e->key, e->signaled ? "signal" : "code", e->status);
   int64_t now = now_ms(CLOCK_MONOTONIC);
   int open = 0;
@@ -1107,6 +1110,11 @@ static void add(int fd, short events, struct exec *e, int type) {
 static void serve(int sfd) {
   for (;;) {
     flush();
+    while (exit_files) {
+      struct exec *x = exit_files;
+      exit_files = x->xnext;
+      write_exit_file(x);
+    }
     npfd = 0;
     add(sfd, POLLIN, NULL, T_SIGNAL);
     add(listener, POLLIN, NULL, T_LISTEN);
