@@ -69,7 +69,8 @@
  *   pong N. `out`/`err`/`inpos` are coalesced; the last length comes before
  *   its `outend`/`errend`; a stream not requested ends (LEN 0) at the exit;
  *   `inend` also comes as soon as no process holds the stdin pipe's read end.
- *   At the exit the agent also writes KEY.exit (O_EXCL, 0600):
+ *   Right after the exit event went out (before the next request is read:
+ *   a `ping` answered later finds it) the agent writes KEY.exit (O_EXCL, 0600):
  *   `code N MS\n` / `signal N MS\n` (MS: CLOCK_REALTIME ms).
  */
 #define _GNU_SOURCE
@@ -135,9 +136,13 @@ struct exec {
   unsigned dirty;
   int on_dirty, forgotten;
   struct exec *next, *prev, *hnext, *dnext, *xnext;
+  struct exec *anext; /* on `active` */
 };
 
 static struct exec *first, *last_exec, *dirty_list;
+/* Execs not yet reaped or with an fd open: the only ones the loop and the reaper look at
+   (retained execs cost nothing per turn). Pruned by the loop. */
+static struct exec *active;
 /* Reaped execs whose KEY.exit is still to be written (after their `exit` event went out). */
 static struct exec *exit_files;
 static struct exec *table[HASH_SIZE];
@@ -537,7 +542,7 @@ static void reap(void) {
   int status;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    for (struct exec *e = first; e; e = e->next) {
+    for (struct exec *e = active; e; e = e->anext) {
       if (e->pid == pid && !e->reaped) {
         leader_exited(e, status);
         break;
@@ -724,6 +729,14 @@ static void keep(struct exec *e) {
   if (last_exec) last_exec->next = e;
   else first = e;
   last_exec = e;
+  e->anext = active;
+  active = e;
+}
+
+/* Nothing more can happen to e: reaped, every fd closed. */
+static int settled(const struct exec *e) {
+  return e->reaped && e->s[0].fd < 0 && e->s[1].fd < 0 && e->in_fd < 0 && e->dl_fd < 0 &&
+         e->grace_fd < 0;
 }
 
 /* The command could not start: the shell's message, `exit`, the stream ends. */
@@ -1119,7 +1132,13 @@ static void serve(int sfd) {
     add(sfd, POLLIN, NULL, T_SIGNAL);
     add(listener, POLLIN, NULL, T_LISTEN);
     if (conn >= 0) add(conn, (short)(POLLIN | (q_off < q_len ? POLLOUT : 0)), NULL, T_CONN);
-    for (struct exec *e = first; e; e = e->next) {
+    for (struct exec **pp = &active; *pp;) {
+      struct exec *e = *pp;
+      if (settled(e)) {
+        *pp = e->anext;
+        continue;
+      }
+      pp = &e->anext;
       for (int i = 0; i < 2; i++) {
         /* At the cap: not read (the command blocks), still told about a hangup. */
         int capped = e->s[i].file >= 0 && room(e) == 0;

@@ -309,6 +309,8 @@ class Agent {
       c.event("outend", key),
       c.event("errend", key),
     ]);
+    // KEY.exit is written once the `exit` event went out, before the next request is read.
+    await c.ping(`exit-${key}`);
     const file = (suffix: string) => {
       try {
         return this.read(key, suffix);
