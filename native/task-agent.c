@@ -69,8 +69,7 @@
  *   pong N. `out`/`err`/`inpos` are coalesced; the last length comes before
  *   its `outend`/`errend`; a stream not requested ends (LEN 0) at the exit;
  *   `inend` also comes as soon as no process holds the stdin pipe's read end.
- *   Right after the exit event went out (before the next request is read:
- *   a `ping` answered later finds it) the agent writes KEY.exit (O_EXCL, 0600):
+ *   At the exit the agent also writes KEY.exit (O_EXCL, 0600):
  *   `code N MS\n` / `signal N MS\n` (MS: CLOCK_REALTIME ms).
  */
 #define _GNU_SOURCE
@@ -135,7 +134,7 @@ struct exec {
   int dl_fd, grace_fd, rearms;
   unsigned dirty;
   int on_dirty, forgotten;
-  struct exec *next, *prev, *hnext, *dnext, *xnext;
+  struct exec *next, *prev, *hnext, *dnext;
   struct exec *anext; /* on `active` */
 };
 
@@ -143,8 +142,6 @@ static struct exec *first, *last_exec, *dirty_list;
 /* Execs not yet reaped or with an fd open: the only ones the loop and the reaper look at
    (retained execs cost nothing per turn). Pruned by the loop. */
 static struct exec *active;
-/* Reaped execs whose KEY.exit is still to be written (after their `exit` event went out). */
-static struct exec *exit_files;
 static struct exec *table[HASH_SIZE];
 static int debug_caps, devnull = -1, listener = -1, conn = -1;
 static struct rlimit orig_nofile;
@@ -323,17 +320,23 @@ static void mark(struct exec *e, unsigned bit) {
     put(__VA_ARGS__);    \
   } while (0)
 
+/* Sends the queue; once the socket took all of it, the coalesced values too (also
+   those marked while ordered events were queued: none may wait for a later turn). */
 static void flush(void) {
-  if (conn < 0) return;
-  if (q_off == q_len) materialize_all(); /* the socket took everything: send the latest values */
-  while (q_off < q_len) {
-    ssize_t n = send(conn, q + q_off, q_len - q_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0) return drop_conn();
-    q_off += (size_t)n;
+  while (conn >= 0) {
+    if (q_off == q_len) {
+      q_off = q_len = 0;
+      materialize_all(); /* the socket took everything: send the latest values */
+      if (q_len == 0) return;
+    }
+    while (q_off < q_len) {
+      ssize_t n = send(conn, q + q_off, q_len - q_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n <= 0) return drop_conn();
+      q_off += (size_t)n;
+    }
   }
-  q_off = q_len = 0;
 }
 
 /* ---- execs ---- */
@@ -518,8 +521,7 @@ static void leader_exited(struct exec *e, int status) {
   e->reaped = 1;
   e->signaled = WIFSIGNALED(status);
   e->status = e->signaled ? WTERMSIG(status) : WEXITSTATUS(status);
-  e->xnext = exit_files; /* written once the event is out: a file costs more than the event */
-  exit_files = e;
+  write_exit_file(e);
   ordered(e, "exit %s %s %d\n", e->key, e->signaled ? "signal" : "code", e->status);
   int64_t now = now_ms(CLOCK_MONOTONIC);
   int open = 0;
@@ -1123,11 +1125,6 @@ static void add(int fd, short events, struct exec *e, int type) {
 static void serve(int sfd) {
   for (;;) {
     flush();
-    while (exit_files) {
-      struct exec *x = exit_files;
-      exit_files = x->xnext;
-      write_exit_file(x);
-    }
     npfd = 0;
     add(sfd, POLLIN, NULL, T_SIGNAL);
     add(listener, POLLIN, NULL, T_LISTEN);

@@ -86,6 +86,12 @@ export class UnimplementedError extends TaskRouterError {
     super("Unimplemented", message);
   }
 }
+/** A wait ran out of its own time budget (e.g. SandboxWaitUntilReady's `timeout`). */
+export class DeadlineExceededError extends TaskRouterError {
+  constructor(message: string) {
+    super("DeadlineExceeded", message);
+  }
+}
 export class CancelledError extends TaskRouterError {
   constructor(message = "cancelled") {
     super("Cancelled", message);

@@ -235,7 +235,6 @@ for (const { label, oci } of variants) {
     it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason", async () => {
       const unimplemented: [string, RegExp][] = [
         ["SandboxStdinWriteV2", /entrypoint/],
-        ["SandboxWaitUntilReady", /readiness/],
         ["TaskContainerCreate", /sidecar/],
         ["TaskContainerGet", /sidecar/],
         ["TaskContainerList", /sidecar/],

@@ -1,7 +1,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { TasksClient } from "../client/admin.ts";
 import { clientFrom, run } from "./common.ts";
-import { parsePositiveInt, parseSize } from "./parse.ts";
+import { parseDuration, parsePositiveInt, parseSize } from "./parse.ts";
 
 interface TaskCreateOptions {
   id?: string;
@@ -12,6 +12,8 @@ interface TaskCreateOptions {
   network?: string;
   image?: string;
   allowSecret: string[];
+  readinessProbe?: string;
+  readinessInterval?: number;
 }
 
 function parseCpus(v: string): number {
@@ -37,6 +39,15 @@ export function registerTaskCreate(task: Command): void {
       (v: string, prev: string[]) => [...prev, v],
       [],
     )
+    .option(
+      "--readiness-probe <probe>",
+      "exec:SHELL-CMD or tcp:PORT: the task is ready once it first succeeds (SandboxWaitUntilReady)",
+    )
+    .option(
+      "--readiness-interval <duration>",
+      "time between readiness probe attempts, 10ms to 10m (default: 250ms)",
+      parseDuration,
+    )
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -49,6 +60,10 @@ export function registerTaskCreate(task: Command): void {
             ...(o.network !== undefined ? { network: o.network } : {}),
             ...(o.image !== undefined ? { image: o.image } : {}),
             ...(o.allowSecret.length > 0 ? { allowedSecrets: o.allowSecret } : {}),
+            ...(o.readinessProbe !== undefined ? { readinessProbe: o.readinessProbe } : {}),
+            ...(o.readinessInterval !== undefined
+              ? { readinessIntervalMs: o.readinessInterval }
+              : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

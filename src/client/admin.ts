@@ -32,6 +32,10 @@ export class TasksClient {
       image?: string;
       /** Secrets the task's execs may use, whoever calls (`--allow-secret`). */
       allowedSecrets?: string[];
+      /** "exec:SHELL-CMD" or "tcp:PORT" (`--readiness-probe`). */
+      readinessProbe?: string;
+      /** Milliseconds between probe attempts; unset: the router's default. */
+      readinessIntervalMs?: number;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -45,6 +49,8 @@ export class TasksClient {
         network: opts.network ?? "",
         image: opts.image ?? "",
         allowedSecrets: opts.allowedSecrets ?? [],
+        readinessProbe: opts.readinessProbe ?? "",
+        readinessIntervalMs: opts.readinessIntervalMs ?? 0,
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   AlreadyExistsError,
@@ -16,19 +16,11 @@ import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metrics/metrics.ts";
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
 import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
+import { type ReadinessProbe, startReadiness } from "./readiness.ts";
 import { type ExecLimits, Task } from "./task.ts";
+import { readTaskRecord, saveReadyAt, type TaskRecord, writeTaskRecord } from "./task-record.ts";
 
 const TASK_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${MAX.taskId - 1}}$`);
-
-interface TaskRecord {
-  id: string;
-  runtime: string;
-  createdAt: number;
-  /** Limits and network (runc tasks); absent: none. */
-  spec?: TaskSpec;
-  /** Secrets the task's execs may use (`task create --allow-secret`); absent: none. */
-  allowedSecrets?: string[];
-}
 
 /**
  * The tasks of this router and the exec operations on them (the domain API the
@@ -82,9 +74,7 @@ export class TaskManager {
     await rm(this.limits.spillDir, { recursive: true, force: true });
     await mkdir(this.limits.spillDir, { recursive: true, mode: 0o700 });
     for (const name of await readdir(dir)) {
-      const rec = await readFile(join(dir, name, "task.json"), "utf8")
-        .then((s) => JSON.parse(s) as TaskRecord)
-        .catch(() => undefined);
+      const rec = await readTaskRecord(this.dataDir, name);
       const runtime = rec && rec.id === name ? this.runtimes.get(rec.runtime) : undefined;
       if (!rec || !runtime) continue;
       const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
@@ -93,7 +83,16 @@ export class TaskManager {
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
       await task.adoptExecs();
       this.tasks.set(rec.id, task);
+      this.startReadiness(task, rec);
     }
+  }
+
+  /** Starts probing `task` when its record has a probe; `readyAt` is persisted once ready. */
+  private startReadiness(task: Task, rec: TaskRecord): void {
+    if (!rec.readiness) return;
+    const save = (at: number) =>
+      void saveReadyAt(this.dataDir, task.id, at).catch(this.limits.onError);
+    startReadiness(task, rec.readiness.probe, rec.readiness.readyAt, save);
   }
 
   /**
@@ -103,7 +102,13 @@ export class TaskManager {
    */
   async create(
     taskId?: string,
-    opts: { runtime?: string; spec?: TaskSpec; allowedSecrets?: readonly string[] } = {},
+    opts: {
+      runtime?: string;
+      spec?: TaskSpec;
+      allowedSecrets?: readonly string[];
+      /** Checked already (parseReadinessProbe). */
+      readinessProbe?: ReadinessProbe;
+    } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
     const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
@@ -133,16 +138,15 @@ export class TaskManager {
     try {
       const env = await runtime.prepareTask(id, spec);
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
-      const file = join(this.dataDir, "tasks", id, "task.json");
-      await mkdir(join(this.dataDir, "tasks", id), { recursive: true });
-      await writeFile(`${file}.tmp`, JSON.stringify(rec));
-      await rename(`${file}.tmp`, file);
+      if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
+      await writeTaskRecord(this.dataDir, rec);
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);
+      this.startReadiness(task, rec);
       return task;
     } catch (err) {
       // Undo what the runtime made (mounts, a container) before forgetting the id.

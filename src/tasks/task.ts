@@ -21,6 +21,7 @@ import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.
 import type { SecretResolver } from "../secrets/secret-store.ts";
 import { decodeExecRecord, encodeExecRecord } from "./exec-record.ts";
 import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
+import type { Readiness } from "./readiness.ts";
 
 export type TaskState = "running" | "terminated";
 
@@ -56,6 +57,8 @@ export class Task {
   spec: TaskSpec = {};
   /** Secrets every caller reaching the task may use (`task create --allow-secret`). */
   allowedSecrets: readonly string[] = [];
+  /** Its readiness probe and state (`task create --readiness-probe`); undefined: none. */
+  readiness: Readiness | undefined;
   private readonly execs = new Map<string, Exec>();
   /** Execs whose process the runtime is starting (the id is taken already). */
   private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
@@ -288,6 +291,7 @@ export class Task {
    */
   async teardown(): Promise<ExecInfo[]> {
     this.state = "terminated";
+    await this.readiness?.stop();
     // Starts past their checks finish first: their processes are killed with the rest.
     await Promise.allSettled([...this.starting.values()].map((s) => s.exec));
     const all = [...this.execs.values()];

@@ -19,6 +19,7 @@ import {
 } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
+import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
@@ -44,6 +45,9 @@ function toMsg(t: Task): TaskMsg {
     pidsLimit: t.spec.pidsLimit ?? 0,
     network: t.spec.network ?? (t.runtime.checkSpec ? "none" : ""),
     image: t.spec.image ?? "",
+    readinessProbe: t.readiness ? formatProbe(t.readiness.probe.check) : "",
+    readinessIntervalMs: t.readiness?.probe.intervalMs ?? 0,
+    readyAtMs: BigInt(t.readiness?.readyAt ?? 0),
   });
 }
 
@@ -71,17 +75,19 @@ function specOf(req: CreateTaskRequest): TaskSpec {
 /** Handlers of taskrouter.v1.Tasks (the admin API), one thin adapter per RPC. */
 export function tasksService(deps: ServerDeps, tasks: TaskManager) {
   return {
-    createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) =>
-      create(CreateTaskResponseSchema, {
+    createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) => {
+      const probe = parseReadinessProbe(req.readinessProbe, req.readinessIntervalMs);
+      return create(CreateTaskResponseSchema, {
         task: toMsg(
           await tasks.create(req.taskId, {
             runtime: req.runtime,
             spec: specOf(req),
             allowedSecrets: req.allowedSecrets,
+            ...(probe ? { readinessProbe: probe } : {}),
           }),
         ),
-      }),
-    ),
+      });
+    }),
     getTask: unary<GetTaskRequest, GetTaskResponse>(deps, "GetTask", async (req) =>
       create(GetTaskResponseSchema, { task: toMsg(tasks.get(req.taskId)) }),
     ),

@@ -12,6 +12,7 @@ import { taskExecStdioRead } from "./exec-stdio-read.ts";
 import { taskExecWait } from "./exec-wait.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
 import { notYetStream, notYetUnary } from "./not-yet.ts";
+import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
 import { taskUnmountDirectory } from "./unmount-directory.ts";
@@ -40,7 +41,7 @@ export function routerService(
     taskSnapshotFilesystem: taskSnapshotFilesystem(deps, images),
     sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
     sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
-    sandboxWaitUntilReady: notYetUnary(deps, "SandboxWaitUntilReady"),
+    sandboxWaitUntilReady: sandboxWaitUntilReady(deps, tasks),
     taskContainerCreate: notYetUnary(deps, "TaskContainerCreate"),
     taskContainerGet: notYetUnary(deps, "TaskContainerGet"),
     taskContainerList: notYetUnary(deps, "TaskContainerList"),

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIpsCCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCSKmAQoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhcKD2FsbG93ZWRfc2VjcmV0cxgDIAMoCRIUCgxtZW1vcnlfYnl0ZXMYCiABKAQSDAoEY3B1cxgLIAEoARISCgpwaWRzX2xpbWl0GAwgASgNEg8KB25ldHdvcmsYDSABKAkSDQoFaW1hZ2UYDiABKAkiNwoSQ3JlYXRlVGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siIQoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSI0Cg9HZXRUYXNrUmVzcG9uc2USIQoEdGFzaxgBIAEoCzITLnRhc2tyb3V0ZXIudjEuVGFzayISChBMaXN0VGFza3NSZXF1ZXN0IjcKEUxpc3RUYXNrc1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMudGFza3JvdXRlci52MS5UYXNrIicKFFRlcm1pbmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiFwoVVGVybWluYXRlVGFza1Jlc3BvbnNlKnIKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9SVU5OSU5HEAESGQoVVEFTS19TVEFURV9URVJNSU5BVEVEEAISFgoSVEFTS19TVEFURV9TVE9QUEVEEAMy0AIKBVRhc2tzElEKCkNyZWF0ZVRhc2sSIC50YXNrcm91dGVyLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GiEudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVzcG9uc2USSAoHR2V0VGFzaxIdLnRhc2tyb3V0ZXIudjEuR2V0VGFza1JlcXVlc3QaHi50YXNrcm91dGVyLnYxLkdldFRhc2tSZXNwb25zZRJOCglMaXN0VGFza3MSHy50YXNrcm91dGVyLnYxLkxpc3RUYXNrc1JlcXVlc3QaIC50YXNrcm91dGVyLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEloKDVRlcm1pbmF0ZVRhc2sSIy50YXNrcm91dGVyLnYxLlRlcm1pbmF0ZVRhc2tSZXF1ZXN0GiQudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIugCCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDIt4BChFDcmVhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSFwoPYWxsb3dlZF9zZWNyZXRzGAMgAygJEhQKDG1lbW9yeV9ieXRlcxgKIAEoBBIMCgRjcHVzGAsgASgBEhIKCnBpZHNfbGltaXQYDCABKA0SDwoHbmV0d29yaxgNIAEoCRINCgVpbWFnZRgOIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -101,6 +101,28 @@ export type Task = Message<"taskrouter.v1.Task"> & {
    * @generated from field: string image = 15;
    */
   image: string;
+
+  /**
+   * Fields 30-39: readiness (CreateTaskRequest.readiness_probe).
+   * The task's readiness probe ("exec:SHELL-CMD" or "tcp:PORT"); empty: none.
+   *
+   * @generated from field: string readiness_probe = 30;
+   */
+  readinessProbe: string;
+
+  /**
+   * Milliseconds between two probe attempts (0 when there is no probe).
+   *
+   * @generated from field: uint32 readiness_interval_ms = 31;
+   */
+  readinessIntervalMs: number;
+
+  /**
+   * When the probe first succeeded, in milliseconds since the Unix epoch; 0: not (yet) ready.
+   *
+   * @generated from field: int64 ready_at_ms = 32;
+   */
+  readyAtMs: bigint;
 };
 
 /**
@@ -175,6 +197,24 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
    * @generated from field: string image = 14;
    */
   image: string;
+
+  /**
+   * Fields 30-39: readiness (PROTOCOL-LATER §5.6, SandboxWaitUntilReady).
+   * Optional: "exec:SHELL-CMD" (ready once `sh -c SHELL-CMD` exits 0 in the task) or
+   * "tcp:PORT" (ready once a TCP connect to 127.0.0.1:PORT in the task's network
+   * namespace succeeds). Probing stops at the first success. INVALID_ARGUMENT otherwise.
+   *
+   * @generated from field: string readiness_probe = 30;
+   */
+  readinessProbe: string;
+
+  /**
+   * Milliseconds between two probe attempts, 10 to 600000; 0: the default (250).
+   * INVALID_ARGUMENT without readiness_probe.
+   *
+   * @generated from field: uint32 readiness_interval_ms = 31;
+   */
+  readinessIntervalMs: number;
 };
 
 /**
