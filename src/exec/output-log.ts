@@ -1,6 +1,7 @@
 import { type FileHandle, mkdir, open, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
+import { Waiters } from "../util/waiters.ts";
 
 /** Largest chunk a reader is handed (the protocol's 1 MiB message limit). */
 export const MAX_CHUNK = 1024 * 1024;
@@ -51,7 +52,7 @@ export class OutputLog {
   private flushed = 0;
   private flushing = false;
   private paused = false;
-  private waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
   private resumeListener: (() => void) | null = null;
 
   constructor(private readonly opts: OutputLogOptions) {}
@@ -211,21 +212,10 @@ export class OutputLog {
   }
 
   private wake(): void {
-    if (this.waiters.size === 0) return; // the common case: called per chunk
-    const ws = this.waiters;
-    this.waiters = new Set();
-    for (const w of ws) w();
+    this.waiters.wake();
   }
 
   private changed(signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        signal?.removeEventListener("abort", done);
-        this.waiters.delete(done);
-        resolve();
-      };
-      this.waiters.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return this.waiters.wait(signal);
   }
 }

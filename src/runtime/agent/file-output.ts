@@ -1,3 +1,4 @@
+import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile } from "../runtime.ts";
 
 /**
@@ -8,7 +9,7 @@ import type { OutputFile } from "../runtime.ts";
 export class FileOutput implements OutputFile {
   private _length = 0;
   private _ended = false;
-  private waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   constructor(readonly path: string) {}
 
@@ -36,22 +37,11 @@ export class FileOutput implements OutputFile {
   }
 
   changed(signal?: AbortSignal): Promise<void> {
-    if (this._ended || signal?.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        signal?.removeEventListener("abort", done);
-        this.waiters.delete(done);
-        resolve();
-      };
-      this.waiters.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    if (this._ended) return Promise.resolve();
+    return this.waiters.wait(signal);
   }
 
   private wake(): void {
-    if (this.waiters.size === 0) return;
-    const ws = this.waiters;
-    this.waiters = new Set();
-    for (const w of ws) w();
+    this.waiters.wake();
   }
 }
