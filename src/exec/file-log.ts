@@ -1,7 +1,7 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
 import type { OutputFile } from "../runtime/runtime.ts";
-import { MAX_CHUNK } from "./output-log.ts";
+import { MAX_CHUNK, readChunk } from "./output-log.ts";
 
 /**
  * The output log of a stream that the runtime writes into a file itself
@@ -56,17 +56,9 @@ export class FileLog {
 
   private async readAt(pos: number, n: number): Promise<Buffer> {
     this.file ??= open(this.out.path, "r");
-    const f = await this.file;
-    const buf = Buffer.allocUnsafe(n);
-    let got = 0;
-    while (got < n) {
-      const { bytesRead } = await f.read(buf, got, n - got, pos + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
+    const chunk = await readChunk(await this.file, pos, n, `output file ${this.out.path}`);
     if (this.disposed) throw new NotFoundError("exec output is no longer retained");
-    if (got === 0) throw new Error(`output file ${this.out.path} is short at ${pos}`);
-    return got === n ? buf : buf.subarray(0, got);
+    return chunk;
   }
 
   /** Closes the file; pending and later reads fail with NotFound (the runtime removes the file). */

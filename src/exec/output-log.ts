@@ -6,6 +6,27 @@ import { Waiters } from "../util/waiters.ts";
 /** Largest chunk a reader is handed (the protocol's 1 MiB message limit). */
 export const MAX_CHUNK = 1024 * 1024;
 
+/**
+ * Reads up to `n` bytes of `f` at `pos` (fewer only at the end of the file);
+ * throws when there is none: the caller knew they were there (`what` names the file).
+ */
+export async function readChunk(
+  f: FileHandle,
+  pos: number,
+  n: number,
+  what: string,
+): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(n);
+  let got = 0;
+  while (got < n) {
+    const { bytesRead } = await f.read(buf, got, n - got, pos + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  if (got === 0) throw new Error(`${what} is short at ${pos}`);
+  return got === n ? buf : buf.subarray(0, got);
+}
+
 /** A byte budget shared by the output streams of one exec (the on-disk cap). */
 export class ByteBudget {
   used = 0;
@@ -153,16 +174,12 @@ export class OutputLog {
   private async readSpilled(pos: number): Promise<Buffer> {
     const f = this.file;
     if (!f) throw new NotFoundError("exec output is no longer retained");
-    const n = Math.min(MAX_CHUNK, this.memStart - pos);
-    const buf = Buffer.allocUnsafe(n);
-    let got = 0;
-    while (got < n) {
-      const { bytesRead } = await f.read(buf, got, n - got, pos + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    if (got === 0) throw new Error(`spill file ${this.opts.spillPath} is short at ${pos}`);
-    return got === n ? buf : buf.subarray(0, got);
+    return readChunk(
+      f,
+      pos,
+      Math.min(MAX_CHUNK, this.memStart - pos),
+      `spill file ${this.opts.spillPath}`,
+    );
   }
 
   /** Moves the oldest in-memory bytes to the spill file until memory is at half the limit. */
