@@ -3,7 +3,9 @@
  * exec of the task, owns the exec's pipes, copies output into log files,
  * feeds stdin from a file, reaps, and keeps each exec's state. It outlives
  * the router: a router killed and restarted reconnects and finds every exec.
- * Single-threaded, poll()-based, linked statically, no allocation per byte.
+ * Single-threaded, epoll-based (one registration per fd, changed only when its
+ * interest does: a turn costs O(ready fds), not O(live execs)), linked
+ * statically, no allocation per byte.
  * (Protocol v1; its client is src/runtime/agent/.)
  *
  * Start: `taskrouter-agent [-d] [-p]`, fd 3 (O_RDONLY|O_DIRECTORY) the exec
@@ -11,7 +13,8 @@
  * KEY ^[0-9a-z]{1,64}$, opened with openat2(RESOLVE_BENEATH|NO_SYMLINKS|
  * NO_MAGICLINKS|NO_XDEV). At start: fd 3 close-on-exec, non-dumpable, SIGPIPE
  * ignored and every other signal default, SIGCHLD blocked into a signalfd;
- * binds EXECDIR/agent.sock (unix stream; unlinked first), writes `ready\n` on
+ * opens EXECDIR/exits (O_APPEND, created 0600 when absent), binds
+ * EXECDIR/agent.sock (unix stream; unlinked first), writes `ready\n` on
  * stdout, then points stdin/stdout/stderr at /dev/null and serves.
  *   -d  keeps CAP_SYS_PTRACE; drops it (bounding set + capset) in every child
  *       whose request lacks `d`. Without -d capabilities are never touched.
@@ -39,17 +42,18 @@
  *       DEADLINE: CLOCK_REALTIME ms when the group is SIGKILLed (0 none).
  *       CWD absolute. NENV `NAME=VALUE` fields are the whole environment.
  *       ARGV[0] is searched in the environment's PATH (execvp rules, ENOEXEC
- *       runs /bin/sh). The KEY.out/KEY.err the flags name are opened,
- *       created (0600) when absent; KEY.in is opened at the first `in`/`eof`
- *       past offset 0 (the router writes it first).
+ *       runs /bin/sh). The KEY.out/KEY.err the flags name are opened at
+ *       the stream's first byte, created (0600) when absent (a stream with
+ *       no byte has no file); KEY.in is opened at the first `in`/`eof` past
+ *       offset 0 (the router writes it first). A file that cannot be
+ *       opened or written ends its stream where it stands.
  *       The child: setsid, default signals, empty mask, fds 0-2 only.
  *       Reply `started KEY PID`; a command that cannot start (or a CWD that
  *       cannot be entered) still starts: `taskrouter: NAME: command not
  *       found` (127) / `...: Permission denied` (126) / `taskrouter: cd CWD:
  *       ERR` (126) is written to KEY.err (KEY.out with m or t), then `exit`,
  *       the stream ends and `inend KEY 0`. Otherwise `error KEY TEXT` and no
- *       state is kept: TEXT is bad-request, exists, no-debug, files ERRNO,
- *       pipe ERRNO, pty ERRNO, timer ERRNO, spawn ERRNO, caps ERRNO
+ *       state is kept: TEXT is bad-request, exists, no-debug, pipe ERRNO, pty ERRNO, timer ERRNO, spawn ERRNO, caps ERRNO
  *       (KEY `-` and TEXT bad-key for a KEY that is not one).
  *   in KEY LEN       KEY.in is LEN bytes: copy [position, LEN) to stdin.
  *   eof KEY LEN      stdin ends at LEN (pipe closed; a pty is left open).
@@ -57,7 +61,7 @@
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
  *   list             a `state` line per exec, then `listed`.
  *   forget KEY       drops an exec that was reaped and whose streams ended, and
- *                    removes its files KEY.in, KEY.out, KEY.err, KEY.exit.
+ *                    removes its files KEY.in, KEY.out, KEY.err.
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
  * Requests naming an unknown KEY (in, eof, kill, resize, forget) are ignored;
@@ -69,15 +73,17 @@
  *   pong N. `out`/`err`/`inpos` are coalesced; the last length comes before
  *   its `outend`/`errend`; a stream not requested ends (LEN 0) at the exit;
  *   `inend` also comes as soon as no process holds the stdin pipe's read end.
- *   At the exit the agent also writes KEY.exit (O_EXCL, 0600):
- *   `code N MS\n` / `signal N MS\n` (MS: CLOCK_REALTIME ms).
+ *   At the exit, before the event, the agent appends one line to EXECDIR/exits:
+ *   `KEY code N MS\n` / `KEY signal N MS\n` (MS: CLOCK_REALTIME ms; a torn
+ *   last line is to be ignored). Once lines of forgotten execs are over 3/4
+ *   of at least 1024, it is rewritten (exits.new renamed over it).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -132,10 +138,17 @@ struct exec {
   int in_fd, in_file, in_ended, in_eof, in_nosplice;
   uint64_t in_pos, in_want;
   int dl_fd, grace_fd, rearms;
+  int64_t exited_at; /* CLOCK_REALTIME ms of the reap (the `exits` line) */
   unsigned dirty;
   int on_dirty, forgotten;
   struct exec *next, *prev, *hnext, *dnext;
   struct exec *anext; /* on `active` */
+  struct reg {
+    struct exec *e;
+    int type;
+    int fd;        /* the fd registered, -1 none (closing an fd drops its registration) */
+    uint32_t mask; /* its interest */
+  } reg[5]; /* R_OUT (a pty's master: output and stdin), R_ERR, R_IN (a pipe), R_DL, R_GRACE */
 };
 
 static struct exec *first, *last_exec, *dirty_list;
@@ -341,6 +354,13 @@ static void flush(void) {
 
 /* ---- execs ---- */
 
+/* KEY.out / KEY.err of stream i, created (0600) at its first byte: an exec without
+   output creates no file (a creat costs 20 µs-1 ms of CPU on ext4). */
+static int open_output(struct exec *e, int i) {
+  if (e->s[i].file < 0) e->s[i].file = open_key(e->key, i ? "err" : "out", O_WRONLY | O_CREAT, 0600);
+  return e->s[i].file;
+}
+
 static uint64_t room(const struct exec *e) {
   if (!e->cap) return UINT64_MAX;
   uint64_t used = e->s[0].len + e->s[1].len;
@@ -385,15 +405,17 @@ static void pump(struct exec *e, int i) {
   struct stream *s = &e->s[i];
   uint64_t moved = 0;
   while (s->fd >= 0 && moved < TURN_BYTES) {
-    uint64_t left = s->file >= 0 ? room(e) : UINT64_MAX; /* discarded bytes are not kept */
+    uint64_t left = s->wanted ? room(e) : UINT64_MAX; /* discarded bytes are not kept */
     if (left == 0) break;
     size_t want = (size_t)(left < TURN_BYTES - moved ? left : TURN_BYTES - moved);
     ssize_t n;
+    /* The file is created with the first byte (read, not spliced: nothing to create at EOF). */
     if (s->file < 0 || e->pty || s->nosplice) {
       if (want > sizeof iobuf) want = sizeof iobuf;
       n = read(s->fd, iobuf, want);
-      if (n > 0 && s->file >= 0 && pwrite_all(s->file, iobuf, (size_t)n, s->len) < 0) {
-        return end_stream(e, i); /* the file takes no more (ENOSPC, EIO...) */
+      if (n > 0 && s->wanted &&
+          (open_output(e, i) < 0 || pwrite_all(s->file, iobuf, (size_t)n, s->len) < 0)) {
+        return end_stream(e, i); /* the file takes no more (ENOSPC, EIO, EMFILE...) */
       }
     } else {
       loff_t off = (loff_t)s->len;
@@ -406,7 +428,7 @@ static void pump(struct exec *e, int i) {
     if (n > 0) {
       moved += (uint64_t)n;
       s->last = now_ms(CLOCK_MONOTONIC);
-      if (s->file >= 0) {
+      if (s->wanted) {
         s->len += (uint64_t)n;
         mark(e, i ? D_ERR : D_OUT);
       }
@@ -484,7 +506,7 @@ static void grace_fired(struct exec *e) {
   for (int i = 0; i < 2; i++) {
     struct stream *s = &e->s[i];
     if (s->fd < 0) continue;
-    int capped = s->file >= 0 && room(e) == 0;
+    int capped = s->wanted && room(e) == 0;
     if (capped || now - s->last >= (int64_t)e->grace || e->rearms >= MAX_REARMS) {
       cut(e, i);
     } else if (s->last + (int64_t)e->grace < next) {
@@ -506,17 +528,59 @@ static void arm_grace(struct exec *e) {
   }
 }
 
-static void write_exit_file(struct exec *e) {
-  int fd = open_key(e->key, "exit", O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return;
-  char line[64];
-  int n = snprintf(line, sizeof line, "%s %d %lld\n", e->signaled ? "signal" : "code", e->status,
-                   (long long)now_ms(CLOCK_REALTIME));
-  pwrite_all(fd, line, (size_t)n, 0);
-  close(fd);
+/* `exits`: one line per exit, appended in one write (a torn last line is ignored). */
+static int exits_fd = -1;
+static uint64_t exit_lines, exits_kept; /* lines in `exits`; execs reaped and not forgotten */
+
+static int exit_line(char *line, size_t cap, const struct exec *e, int64_t at) {
+  return snprintf(line, cap, "%s %s %d %lld\n", e->key, e->signaled ? "signal" : "code", e->status,
+                  (long long)at);
 }
 
-/* The leader is reaped: `exit`, KEY.exit, the ends of unrequested streams, the grace. */
+static void write_exit_file(struct exec *e) {
+  char line[MAX_KEY + 64];
+  e->exited_at = now_ms(CLOCK_REALTIME);
+  int n = exit_line(line, sizeof line, e, e->exited_at);
+  exits_kept++;
+  if (exits_fd >= 0 && write(exits_fd, line, (size_t)n) == n) exit_lines++;
+}
+
+/* Rewrites `exits` with the lines of the execs not forgotten, once forgotten ones
+   are most of it (exits.new, then renamed over it: a crash leaves one or the other). */
+static void compact_exits(void) {
+  if (exit_lines < 1024 || exit_lines < 4 * exits_kept) return;
+  int fd = open_beneath("exits.new", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return;
+  uint64_t off = 0, lines = 0;
+  for (struct exec *e = first; e; e = e->next) {
+    if (!e->reaped) continue;
+    char line[MAX_KEY + 64];
+    int n = exit_line(line, sizeof line, e, e->exited_at);
+    if (pwrite_all(fd, line, (size_t)n, off) < 0) {
+      close(fd);
+      unlinkat(DIR_FD, "exits.new", 0);
+      return;
+    }
+    off += (uint64_t)n;
+    lines++;
+  }
+  int nfd = -1;
+  if (renameat(DIR_FD, "exits.new", DIR_FD, "exits") == 0) {
+    nfd = fd;
+    fd = -1;
+    lseek(nfd, 0, SEEK_END);
+    if (fcntl(nfd, F_SETFL, O_APPEND) == 0) {
+      close_fd(&exits_fd);
+      exits_fd = nfd;
+      exit_lines = lines;
+      nfd = -1;
+    }
+  }
+  close_fd(&fd);
+  close_fd(&nfd);
+}
+
+/* The leader is reaped: `exit`, its `exits` line, the ends of unrequested streams, the grace. */
 static void leader_exited(struct exec *e, int status) {
   e->reaped = 1;
   e->signaled = WIFSIGNALED(status);
@@ -540,13 +604,29 @@ static void leader_exited(struct exec *e, int status) {
   maybe_done(e);
 }
 
+static void update(struct exec *e);
+
+/* Nothing more can happen to e: reaped, every fd closed. */
+static int settled(const struct exec *e) {
+  return e->reaped && e->s[0].fd < 0 && e->s[1].fd < 0 && e->in_fd < 0 && e->dl_fd < 0 &&
+         e->grace_fd < 0;
+}
+
+/* Reaps every exited child; `active` loses the execs that settled on the way. */
 static void reap(void) {
   int status;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    for (struct exec *e = active; e; e = e->anext) {
+    for (struct exec **pp = &active; *pp;) {
+      struct exec *e = *pp;
+      if (settled(e)) {
+        *pp = e->anext;
+        continue;
+      }
+      pp = &e->anext;
       if (e->pid == pid && !e->reaped) {
         leader_exited(e, status);
+        update(e); /* the grace timer may be new */
         break;
       }
     }
@@ -706,6 +786,9 @@ static struct exec *new_exec(const char *key) {
   strcpy(e->key, key);
   e->master = e->in_fd = e->in_file = e->dl_fd = e->grace_fd = -1;
   for (int i = 0; i < 2; i++) e->s[i].fd = e->s[i].file = -1;
+  for (int i = 0; i < (int)(sizeof e->reg / sizeof e->reg[0]); i++) {
+    e->reg[i] = (struct reg){.e = e, .type = i, .fd = -1};
+  }
   return e;
 }
 
@@ -735,11 +818,6 @@ static void keep(struct exec *e) {
   active = e;
 }
 
-/* Nothing more can happen to e: reaped, every fd closed. */
-static int settled(const struct exec *e) {
-  return e->reaped && e->s[0].fd < 0 && e->s[1].fd < 0 && e->in_fd < 0 && e->dl_fd < 0 &&
-         e->grace_fd < 0;
-}
 
 /* The command could not start: the shell's message, `exit`, the stream ends. */
 static void not_started(struct exec *e, int stage, int err, const char *name, const char *cwd,
@@ -755,7 +833,7 @@ static void not_started(struct exec *e, int stage, int err, const char *name, co
   }
   int i = to_out ? 0 : 1; /* with m or t: KEY.out */
   struct stream *s = &e->s[i];
-  if (n > 0 && s->file >= 0) {
+  if (n > 0 && s->wanted && open_output(e, i) >= 0) {
     uint64_t len = (uint64_t)n, left = room(e);
     if (len > left) len = left;
     if (len > 0 && pwrite_all(s->file, msg, (size_t)len, 0) == 0) {
@@ -828,13 +906,8 @@ static void do_exec(char **f, size_t n) {
   int cin[2] = {-1, -1}, cout[2] = {-1, -1}, cerr[2] = {-1, -1};
   char slave[128];
 
-  /* KEY.in is opened at the first `in` past 0 (most execs never get stdin). */
-  if ((fo && (e->s[0].file = open_key(key, "out", O_WRONLY | O_CREAT, 0600)) < 0) ||
-      (fe && (e->s[1].file = open_key(key, "err", O_WRONLY | O_CREAT, 0600)) < 0)) {
-    fail = "files";
-    fail_errno = errno;
-  }
-  if (!fail && ft) {
+  /* KEY.out/KEY.err are created at their first byte, KEY.in at the first `in` past 0. */
+  if (ft) {
     struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
     e->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (e->master < 0 || grantpt(e->master) < 0 || unlockpt(e->master) < 0 ||
@@ -964,7 +1037,12 @@ static void handle_fields(char **f, size_t n) {
   const char *verb = f[0];
   const char *key = n > 1 && valid_key(f[1]) ? f[1] : "-";
   uint64_t a, b;
-  if (strcmp(verb, "exec") == 0) return do_exec(f, n);
+  if (strcmp(verb, "exec") == 0) {
+    do_exec(f, n);
+    struct exec *e = find(f[1] && valid_key(f[1]) ? f[1] : "");
+    if (e && !e->forgotten) update(e);
+    return;
+  }
   if (strcmp(verb, "in") == 0 || strcmp(verb, "eof") == 0) {
     if (n != 3 || field_u64(f[2], INT64_MAX, &a)) return reply_error(key, "bad-request");
     struct exec *e = find_live(f[1]);
@@ -973,7 +1051,8 @@ static void handle_fields(char **f, size_t n) {
     if (a > e->in_pos && e->in_file < 0) e->in_file = open_key(e->key, "in", O_RDONLY, 0);
     if (a > e->in_want) e->in_want = a;
     if (verb[0] == 'e') e->in_eof = 1;
-    return feed(e);
+    feed(e);
+    return update(e);
   }
   if (strcmp(verb, "kill") == 0) {
     if (n != 3 || field_u64(f[2], 64, &a)) return reply_error(key, "bad-request");
@@ -1004,6 +1083,7 @@ static void handle_fields(char **f, size_t n) {
     struct exec *e = find_live(f[1]);
     if (!e || !e->reaped || !e->s[0].ended || !e->s[1].ended) return;
     free_exec_fds(e);
+    update(e); /* forgets the registrations of the closed fds */
     e->forgotten = 1;
     e->dirty = 0;
     if (e->prev) e->prev->next = e->next;
@@ -1011,13 +1091,14 @@ static void handle_fields(char **f, size_t n) {
     if (e->next) e->next->prev = e->prev;
     else last_exec = e->prev;
     e->next = e->prev = NULL; /* stays in the table: a KEY is used once */
-    static const char *const files[] = {"in", "out", "err", "exit"};
+    static const char *const files[] = {"in", "out", "err"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
       char name[MAX_KEY + 16];
       snprintf(name, sizeof name, "%s.%s", e->key, files[i]);
       unlinkat(DIR_FD, name, 0); /* NAME has no `/`: never follows a link; absent is fine */
     }
-    return;
+    exits_kept--;
+    return compact_exits();
   }
   if (strcmp(verb, "quit") == 0 && n == 1) return quit();
   if (strcmp(verb, "ping") == 0 && n == 2 && strlen(f[1]) <= 64 &&
@@ -1102,98 +1183,123 @@ static void accept_conns(void) {
 
 /* ---- the loop ---- */
 
-enum { T_LISTEN, T_CONN, T_SIGNAL, T_OUT, T_ERR, T_IN, T_DEADLINE, T_GRACE };
-struct tag {
-  struct exec *e;
-  int type;
-};
-static struct pollfd *pfd;
-static struct tag *tags;
-static size_t npfd, pfd_cap;
+enum { R_OUT, R_ERR, R_IN, R_DL, R_GRACE, R_SIGNAL, R_LISTEN, R_CONN };
+static int ep = -1;
+static struct reg signal_reg = {NULL, R_SIGNAL, -1, 0}, listen_reg = {NULL, R_LISTEN, -1, 0},
+                  conn_reg = {NULL, R_CONN, -1, 0};
 
-static void add(int fd, short events, struct exec *e, int type) {
-  if (npfd == pfd_cap) {
-    pfd_cap = pfd_cap ? pfd_cap * 2 : 64;
-    pfd = realloc(pfd, pfd_cap * sizeof *pfd);
-    tags = realloc(tags, pfd_cap * sizeof *tags);
-    if (!pfd || !tags) exit(1);
+/* Registers fd, or changes its interest, only when that differs from what is registered.
+   Closing an fd drops its registration (no fd of ours is ever dup'ed), so a closed one is
+   just forgotten here. */
+static void want(struct reg *r, int fd, uint32_t mask) {
+  if (fd < 0) {
+    r->fd = -1;
+    return;
   }
-  pfd[npfd] = (struct pollfd){.fd = fd, .events = events};
-  tags[npfd++] = (struct tag){e, type};
+  if (r->fd == fd && r->mask == mask) return;
+  struct epoll_event ev = {.events = mask, .data.ptr = r};
+  int op = r->fd == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(ep, op, fd, &ev) < 0 && (errno != EEXIST || epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0)) {
+    exit(1); /* out of memory or watches: nothing can be served */
+  }
+  r->fd = fd;
+  r->mask = mask;
+}
+
+/* e's registrations as its state asks: output is read unless at the cap (a hangup is
+   reported anyway), stdin is written while KEY.in has bytes for it, a pipe's stdin is
+   watched for its reader leaving (EPOLLERR), a pty's master is one registration for both
+   directions. Called after anything that may change e's fds or interest. */
+static void update(struct exec *e) {
+  int in_pending = e->in_fd >= 0 && e->in_pos < e->in_want;
+  for (int i = 0; i < 2; i++) {
+    struct stream *s = &e->s[i];
+    uint32_t mask = s->wanted && room(e) == 0 ? 0 : EPOLLIN;
+    if (e->pty && i == 0 && in_pending) mask |= EPOLLOUT;
+    want(&e->reg[i ? R_ERR : R_OUT], s->fd, mask);
+  }
+  want(&e->reg[R_IN], e->pty ? -1 : e->in_fd, in_pending ? EPOLLOUT : 0);
+  want(&e->reg[R_DL], e->dl_fd, EPOLLIN);
+  want(&e->reg[R_GRACE], e->grace_fd, EPOLLIN);
+}
+
+static void update_conn(void) {
+  static unsigned registered_gen;
+  if (registered_gen != conn_gen) { /* the connection changed: the old one was closed */
+    registered_gen = conn_gen;
+    conn_reg.fd = -1;
+  }
+  want(&conn_reg, conn, EPOLLIN | (q_off < q_len ? EPOLLOUT : 0));
+}
+
+/* One ready registration of exec e. */
+static void on_exec_event(struct reg *r, uint32_t rev) {
+  struct exec *e = r->e;
+  int fd = r->fd;
+  switch (r->type) {
+    case R_OUT:
+    case R_ERR: {
+      int i = r->type == R_ERR;
+      if (fd < 0 || e->s[i].fd != fd) break; /* closed during this turn */
+      if (e->pty && i == 0 && (rev & EPOLLOUT)) feed(e);
+      if (e->s[i].fd != fd) break;
+      if (e->s[i].wanted && room(e) == 0) {
+        if (rev & (EPOLLHUP | EPOLLERR)) end_stream(e, i); /* nothing more can come */
+      } else if (rev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        pump(e, i);
+      }
+      break;
+    }
+    case R_IN:
+      if (fd < 0 || e->in_fd != fd) break;
+      if (rev & EPOLLOUT) feed(e);
+      if (e->in_fd == fd && (rev & EPOLLERR)) end_stdin(e);
+      break;
+    case R_DL:
+      if (fd >= 0 && e->dl_fd == fd) deadline_fired(e);
+      break;
+    case R_GRACE:
+      if (fd >= 0 && e->grace_fd == fd) grace_fired(e);
+      break;
+  }
+  update(e);
 }
 
 static void serve(int sfd) {
+  ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) exit(1);
+  want(&signal_reg, sfd, EPOLLIN);
+  want(&listen_reg, listener, EPOLLIN);
+  struct epoll_event evs[256];
   for (;;) {
     flush();
-    npfd = 0;
-    add(sfd, POLLIN, NULL, T_SIGNAL);
-    add(listener, POLLIN, NULL, T_LISTEN);
-    if (conn >= 0) add(conn, (short)(POLLIN | (q_off < q_len ? POLLOUT : 0)), NULL, T_CONN);
-    for (struct exec **pp = &active; *pp;) {
-      struct exec *e = *pp;
-      if (settled(e)) {
-        *pp = e->anext;
-        continue;
-      }
-      pp = &e->anext;
-      for (int i = 0; i < 2; i++) {
-        /* At the cap: not read (the command blocks), still told about a hangup. */
-        int capped = e->s[i].file >= 0 && room(e) == 0;
-        if (e->s[i].fd >= 0) add(e->s[i].fd, capped ? 0 : POLLIN, e, i ? T_ERR : T_OUT);
-      }
-      if (e->in_fd >= 0) {
-        short ev = e->in_pos < e->in_want ? POLLOUT : 0;
-        if (!e->pty || ev) add(e->in_fd, ev, e, T_IN); /* a pipe tells when its reader left */
-      }
-      if (e->dl_fd >= 0) add(e->dl_fd, POLLIN, e, T_DEADLINE);
-      if (e->grace_fd >= 0) add(e->grace_fd, POLLIN, e, T_GRACE);
-    }
-    if (poll(pfd, npfd, -1) < 0) {
+    update_conn();
+    int n = epoll_wait(ep, evs, (int)(sizeof evs / sizeof evs[0]), -1);
+    if (n < 0) {
       if (errno == EINTR) continue;
       exit(1);
     }
-    for (size_t k = 0; k < npfd; k++) {
-      short rev = pfd[k].revents;
-      if (!rev) continue;
-      struct exec *e = tags[k].e;
-      int fd = pfd[k].fd;
-      switch (tags[k].type) {
-        case T_SIGNAL: {
+    for (int k = 0; k < n; k++) {
+      struct reg *r = evs[k].data.ptr;
+      uint32_t rev = evs[k].events;
+      switch (r->type) {
+        case R_SIGNAL: {
           struct signalfd_siginfo si;
           while (read(sfd, &si, sizeof si) > 0) {
           }
           reap();
           break;
         }
-        case T_OUT:
-        case T_ERR: {
-          int i = tags[k].type == T_ERR;
-          if (e->s[i].fd != fd) break; /* closed during this turn */
-          if (e->s[i].file >= 0 && room(e) == 0) {
-            if (rev & (POLLHUP | POLLERR)) end_stream(e, i); /* nothing more can come */
-          } else {
-            pump(e, i);
-          }
-          break;
-        }
-        case T_IN:
-          if (e->in_fd != fd) break;
-          if (rev & POLLOUT) feed(e);
-          if (e->in_fd == fd && !e->pty && (rev & POLLERR)) end_stdin(e);
-          break;
-        case T_DEADLINE:
-          if (e->dl_fd == fd) deadline_fired(e);
-          break;
-        case T_GRACE:
-          if (e->grace_fd == fd) grace_fired(e);
-          break;
-        case T_LISTEN:
+        case R_LISTEN:
           accept_conns();
           break;
-        case T_CONN:
-          if (conn != fd) break;
-          if (rev & (POLLIN | POLLHUP | POLLERR)) read_conn();
+        case R_CONN:
+          if (conn >= 0 && conn_reg.fd == conn && (rev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+            read_conn();
+          }
           break;
+        default:
+          on_exec_event(r, rev);
       }
     }
   }
@@ -1246,6 +1352,11 @@ int main(int argc, char **argv) {
       bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 16) < 0 ||
       chdir("/") < 0) {
     perror("taskrouter-agent: " SOCK_NAME);
+    return 1;
+  }
+  exits_fd = open_beneath("exits", O_WRONLY | O_APPEND | O_CREAT, 0600);
+  if (exits_fd < 0) {
+    perror("taskrouter-agent: exits");
     return 1;
   }
   devnull = open("/dev/null", O_RDWR | O_CLOEXEC);

@@ -268,6 +268,13 @@ class Agent {
     return readFileSync(this.path(key, suffix));
   }
 
+  /** KEY's line in the agent's `exits` file without the key (`code 3 MS`); "" when absent. */
+  exitLine(key: string): string {
+    const lines = readFileSync(join(this.dir, "exits"), "utf8").split("\n");
+    const line = lines.filter((l) => l.startsWith(`${key} `)).pop();
+    return line === undefined ? "" : `${line.slice(key.length + 1)}\n`;
+  }
+
   /** Files written before `exec` (stdin's first bytes); the agent creates those still absent. */
   prepare(key: string, flags: string, stdin: string | Buffer = ""): void {
     writeFileSync(this.path(key, "in"), stdin);
@@ -309,7 +316,7 @@ class Agent {
       c.event("outend", key),
       c.event("errend", key),
     ]);
-    // KEY.exit is written once the `exit` event went out, before the next request is read.
+    // The `exits` line is written before the `exit` event goes out.
     await c.ping(`exit-${key}`);
     const file = (suffix: string) => {
       try {
@@ -377,7 +384,7 @@ describe("the task agent (native/task-agent.c)", () => {
     await c.ping("abc");
   });
 
-  it("copies stdout and stderr into their files byte for byte, and writes KEY.exit", async () => {
+  it("copies stdout and stderr into their files byte for byte, and records the exit in `exits`", async () => {
     const t0 = Date.now();
     const r = await a.run(c, ["sh", "-c", 'printf "a\\000b\\n"; printf "err\\377\\n" >&2; exit 3']);
     assert.equal(r.exit, "code 3");
@@ -385,11 +392,12 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.deepEqual(r.err, Buffer.from("err\xff\n", "latin1"));
     assert.equal(r.outEnd, 4);
     assert.equal(r.errEnd, 5);
-    const exitFile = a.read(r.key, "exit").toString();
-    const m = /^code 3 (\d+)\n$/.exec(exitFile);
-    assert.ok(m, exitFile);
-    assert.ok(Number(m[1]) >= t0 && Number(m[1]) <= Date.now(), exitFile);
-    assert.equal(statSync(a.path(r.key, "exit")).mode & 0o777, 0o600);
+    const exitLine = a.exitLine(r.key);
+    const m = /^code 3 (\d+)\n$/.exec(exitLine);
+    assert.ok(m, exitLine);
+    assert.ok(Number(m[1]) >= t0 && Number(m[1]) <= Date.now(), exitLine);
+    assert.equal(statSync(join(a.dir, "exits")).mode & 0o777, 0o600);
+    assert.ok(!existsSync(a.path(r.key, "exit")), "no file per exit");
   });
 
   it("copies 8 MiB of output exactly (splice at its own offset)", async () => {
@@ -503,7 +511,7 @@ describe("the task agent (native/task-agent.c)", () => {
     const grandchild = Number((await firstLine(a, key)).trim());
     const r = await a.finish(c, key);
     assert.equal(r.exit, "signal 9");
-    assert.match(a.read(key, "exit").toString(), /^signal 9 \d+\n$/);
+    assert.match(a.exitLine(key), /^signal 9 \d+\n$/);
     assert.deepEqual(await waitGone([grandchild]), []);
   });
 
@@ -547,7 +555,7 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.equal(r.err.toString(), "taskrouter: no-such-command-xyz: command not found\n");
     assert.equal(r.errEnd, r.err.length);
     assert.equal(r.outEnd, 0);
-    assert.match(a.read(r.key, "exit").toString(), /^code 127 \d+\n$/);
+    assert.match(a.exitLine(r.key), /^code 127 \d+\n$/);
     // PATH is the command's own.
     const noPath = await a.run(c, ["env"], { env: ["PATH=/nonexistent"] });
     assert.equal(noPath.exit, "code 127");
@@ -610,13 +618,16 @@ describe("the task agent (native/task-agent.c)", () => {
     writeFileSync(target, "");
     writeFileSync(a.path(key, "in"), "");
     symlinkSync(target, a.path(key, "out"));
-    c.send(...a.request(key, ["echo", "leak"], { flags: "o" }));
-    assert.deepEqual(await c.event("error", key), ["files", "40"]); // ELOOP
-    assert.equal(readFileSync(target, "utf8"), "");
-    unlinkSync(a.path(key, "out"));
-    const pid = await a.start(c, key, ["echo", "ok"], { flags: "o" });
+    // KEY.out is opened at the first byte: ELOOP there ends the stream where it stands (0).
+    const pid = await a.start(c, key, ["echo", "leak"], { flags: "o" });
     const r = await a.finish(c, key, pid);
-    assert.equal(r.out.toString(), "ok\n");
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.outEnd, 0);
+    assert.equal(readFileSync(target, "utf8"), "", "nothing written through the link");
+    unlinkSync(a.path(key, "out"));
+    const again = a.key();
+    const pid2 = await a.start(c, again, ["echo", "ok"], { flags: "o" });
+    assert.equal((await a.finish(c, again, pid2)).out.toString(), "ok\n");
   });
 
   it("gives the command exactly the env sent (default PATH when none)", async () => {
@@ -649,6 +660,20 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.equal(sig.out.toString(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
   });
 
+  it("creates an output file at its stream's first byte (0600), none for a silent stream", async () => {
+    const silent = a.key();
+    c.send(...a.request(silent, ["sh", "-c", "exit 0"]));
+    a.sessions.add(Number((await c.event("started", silent))[0]));
+    assert.equal((await a.finish(c, silent)).exit, "code 0");
+    for (const f of ["out", "err"]) assert.ok(!existsSync(a.path(silent, f)), `no ${f} file`);
+    const outOnly = a.key();
+    c.send(...a.request(outOnly, ["echo", "x"]));
+    a.sessions.add(Number((await c.event("started", outOnly))[0]));
+    assert.equal((await a.finish(c, outOnly)).exit, "code 0");
+    assert.equal(a.read(outOnly, "out").toString(), "x\n");
+    assert.ok(!existsSync(a.path(outOnly, "err")), "no err file");
+  });
+
   it("creates the output files of an exec that were not made before (0600)", async () => {
     const key = a.key();
     c.send(...a.request(key, ["sh", "-c", "echo out; echo err >&2"]));
@@ -664,17 +689,42 @@ describe("the task agent (native/task-agent.c)", () => {
     );
   });
 
+  it("rewrites `exits` once forgotten execs are most of it, keeping the lines of the others", async () => {
+    const kept = await a.run(c, ["sh", "-c", "exit 7"], { flags: "-" });
+    const keys = Array.from({ length: 1100 }, () => a.key());
+    for (const key of keys) c.send(...a.request(key, ["true"], { flags: "-" }));
+    for (const key of keys) {
+      const [pid] = await c.event("started", key);
+      a.sessions.add(Number(pid));
+      assert.deepEqual(await c.event("exit", key), ["code", "0"]);
+    }
+    const before = readFileSync(join(a.dir, "exits"), "utf8").split("\n").length - 1;
+    assert.ok(before >= 1101, `${before} lines`);
+    for (const key of keys) c.send("forget", key);
+    await c.ping("forgotten");
+    const lines = readFileSync(join(a.dir, "exits"), "utf8").split("\n");
+    assert.equal(lines.pop(), "", "ends with a newline");
+    assert.ok(lines.length < before / 2, `${lines.length} lines after the rewrite`);
+    // Rewritten once 3/4 were forgotten: what was forgotten after that stays until the next one.
+    const stale = lines.filter((l) => keys.includes(l.split(" ")[0] ?? "")).length;
+    assert.ok(stale < lines.length, `${stale} of ${lines.length} lines are of forgotten execs`);
+    assert.match(a.exitLine(kept.key), /^code 7 \d+\n$/);
+    assert.ok(!existsSync(join(a.dir, "exits.new")));
+    const after = await a.run(c, ["sh", "-c", "exit 5"], { flags: "-" });
+    assert.match(a.exitLine(after.key), /^code 5 \d+\n$/, "appends go to the new file");
+  });
+
   it("`forget` drops an ended exec and its files (a KEY stays used); a running one is kept", async () => {
     const done = await a.run(c, ["true"]);
     const key = a.key();
     await a.start(c, key, ["sleep", "1000"]);
-    for (const f of ["in", "out", "err", "exit"]) assert.ok(existsSync(a.path(done.key, f)), f);
+    for (const f of ["in", "out", "err"]) assert.ok(existsSync(a.path(done.key, f)), f);
     c.send("forget", done.key);
     c.send("forget", key);
     c.send("forget", "unknown");
     const states = await c.list();
     assert.ok(!states.has(done.key));
-    for (const f of ["in", "out", "err", "exit"]) assert.ok(!existsSync(a.path(done.key, f)), f);
+    for (const f of ["in", "out", "err"]) assert.ok(!existsSync(a.path(done.key, f)), f);
     assert.ok(existsSync(a.path(key, "out")), "a running exec keeps its files");
     assert.equal(states.get(key)?.[1], "run");
     c.send(...a.request(done.key, ["true"]));
@@ -764,8 +814,8 @@ describe("the task agent's connections and lifetime", () => {
     c.send("quit");
     assert.equal(await a.exited, 0);
     assert.deepEqual(await waitGone([leader, grandchild, other]), []);
-    assert.match(a.read(k1, "exit").toString(), /^signal 9 \d+\n$/);
-    assert.match(a.read(k2, "exit").toString(), /^signal 9 \d+\n$/);
+    assert.match(a.exitLine(k1), /^signal 9 \d+\n$/);
+    assert.match(a.exitLine(k2), /^signal 9 \d+\n$/);
   });
 
   it("leads its own process group with -p", async (t) => {

@@ -47,16 +47,37 @@ export function sizeOf(path: string): number {
   }
 }
 
-/** KEY.exit (`code N MS` / `signal N MS`), or undefined when absent or malformed. */
-export function exitFile(path: string): { status: ExitStatus; at: number } | undefined {
+/** How an exec ended, as the agent's `exits` file records it. */
+export interface RecordedExit {
+  status: ExitStatus;
+  /** CLOCK_REALTIME ms of the reap. */
+  at: number;
+}
+
+const EXIT_LINE = /^([0-9a-z]{1,64}) (code|signal) (\d{1,3}) (\d{1,16})$/;
+
+/**
+ * The agent's `exits` file (`KEY code N MS` / `KEY signal N MS` lines; a torn
+ * last line is ignored; the last line of a KEY wins), empty when absent.
+ */
+export function exitsFile(path: string): Map<string, RecordedExit> {
+  const exits = new Map<string, RecordedExit>();
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch {
-    return undefined;
+    return exits;
   }
-  const m = /^(code|signal) (\d{1,3}) (\d{1,16})\n$/.exec(text);
-  if (!m) return undefined;
-  const n = Number(m[2]);
-  return { status: m[1] === "signal" ? { signal: n } : { code: n }, at: Number(m[3]) };
+  const lines = text.split("\n");
+  lines.pop(); // after the last newline: "" or a torn line
+  for (const line of lines) {
+    const m = EXIT_LINE.exec(line);
+    if (!m) continue;
+    const n = Number(m[3]);
+    exits.set(m[1] as string, {
+      status: m[2] === "signal" ? { signal: n } : { code: n },
+      at: Number(m[4]),
+    });
+  }
+  return exits;
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { AgentConn, type AgentExecState } from "./agent-conn.ts";
 import { AgentProc } from "./agent-proc.ts";
-import { execFields, exitFile, refusal, sizeOf } from "./exec-files.ts";
+import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 
 /** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
@@ -16,6 +16,8 @@ const KEY_PREFIX = randomBytes(8).toString("hex");
 let keySeq = 0;
 /** How long a release waits for an exec's streams to end before dropping it anyway. */
 const RELEASE_WAIT_MS = 30_000;
+/** The agent's record of every exit (native/task-agent.c). */
+const EXITS = "exits";
 
 /**
  * The router's side of one task's agent (native/task-agent.c): it starts
@@ -107,20 +109,27 @@ export class TaskAgent {
     } catch {
       states = undefined;
     }
-    for (const p of live)
-      this.apply(
-        p,
-        states?.find((s) => s.key === p.key),
-      );
+    const byKey = new Map(states?.map((s) => [s.key, s]));
+    const exits = this.exits();
+    for (const p of live) this.apply(p, byKey.get(p.key), exits);
+  }
+
+  /** The agent's `exits` file, read now. */
+  private exits(): Map<string, RecordedExit> {
+    return exitsFile(join(this.dir, EXITS));
   }
 
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
-  private apply(p: AgentProc, state: AgentExecState | undefined): void {
+  private apply(
+    p: AgentProc,
+    state: AgentExecState | undefined,
+    exits: Map<string, RecordedExit>,
+  ): void {
     const file = (s: string) => join(this.dir, `${p.key}.${s}`);
     if (state) this.agentKeys.add(p.key);
     else this.agentKeys.delete(p.key);
     if (!state) {
-      const ended = exitFile(file("exit"));
+      const ended = exits.get(p.key);
       p.lost(ended?.status ?? { signal: 9 }, {
         out: sizeOf(file("out")),
         err: sizeOf(file("err")),
@@ -134,7 +143,7 @@ export class TaskAgent {
     if (state.errEnded) p.output.stderr.end(state.errLen);
     p.stdin.progress(state.inPos);
     if (state.inEnded) p.stdin.markGone();
-    if (!state.running) p.exit(state.exit ?? exitFile(file("exit"))?.status ?? { signal: 9 });
+    if (!state.running) p.exit(state.exit ?? exits.get(p.key)?.status ?? { signal: 9 });
   }
 
   private newProc(key: string, stdin: { written: number; closed: boolean }): AgentProc {
@@ -249,19 +258,21 @@ export class TaskAgent {
     const entries = this.loadJournal();
     if (entries.size === 0) return [];
     const conn = await this.connection().catch(() => undefined);
-    const known = conn ? await conn.list().catch(() => undefined) : undefined;
+    const listed = conn ? await conn.list().catch(() => undefined) : undefined;
+    const known = listed && new Map(listed.map((s) => [s.key, s]));
+    const exits = this.exits(); // after the list: a line is written before its `exit` event
     const adopted: AdoptedProc[] = [];
     for (const [key, entry] of entries) {
       const file = (s: string) => join(this.dir, `${key}.${s}`);
-      const state = known?.find((s) => s.key === key);
-      const ended = exitFile(file("exit"));
+      const state = known?.get(key);
+      const ended = exits.get(key);
       if (known && !state && !ended) {
         await this.drop(key, false); // never reached the agent: a retry starts it afresh
         continue;
       }
       const stdin = { written: sizeOf(file("in")), closed: entry.stdinClosed };
       const p = this.newProc(key, stdin);
-      this.apply(p, state);
+      this.apply(p, state, exits);
       adopted.push({
         record: entry.record,
         proc: p,
@@ -271,10 +282,11 @@ export class TaskAgent {
     }
     // Events sent between the list and the handlers: a second look catches them.
     const again = conn ? await conn.list().catch(() => undefined) : undefined;
+    const againByKey = new Map(again?.map((s) => [s.key, s]));
     for (const a of adopted) {
       const p = a.proc as AgentProc;
-      const s = again?.find((x) => x.key === p.key);
-      if (s) this.apply(p, s);
+      const s = againByKey.get(p.key);
+      if (s) this.apply(p, s, exits);
     }
     return adopted;
   }
