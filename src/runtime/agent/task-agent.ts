@@ -29,7 +29,7 @@ const EXITS = "exits";
  *   it throws when the agent refuses (ResourceExhausted for an errno that
  *   means so) or cannot be reached (then the next spawn starts a new agent).
  * - When the connection drops the agent is reconnected; when the agent is
- *   gone, every exec it ran ends with the status in its KEY.exit, or as
+ *   gone, every exec it ran ends with the status in its `exits` line, or as
  *   SIGKILLed, with the output its files hold.
  * - `adopt` hands back the execs an earlier router left (see Runtime.adopt).
  * - `close` drops the connection only (the agent and its execs run on);
