@@ -18,6 +18,9 @@ import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/transport/server.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
 import { snapshotProgress } from "./util/progress.ts";
+import { LocalVolumeBackend } from "./volumes/backend.ts";
+import { StoreTaskVolumes } from "./volumes/task-volumes.ts";
+import { VolumeStore } from "./volumes/volume-store.ts";
 
 /** Everything `taskrouter serve` can be told; defaults in DEFAULT_CONFIG. */
 export interface DaemonConfig {
@@ -142,6 +145,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   ) as Runtime;
   if (runtime.warning) log.warn(runtime.warning);
   const secrets = await SecretStore.open(join(dataDir, "secrets"), (msg) => log.warn(msg));
+  const volumesDir = join(dataDir, "volumes");
+  const volumes = await VolumeStore.open(
+    volumesDir,
+    new LocalVolumeBackend(join(volumesDir, "local")),
+    (msg) => log.warn(msg),
+  );
   let tasks: TaskManager | undefined;
   const prom = config.metricsListen
     ? await import("./metrics/prometheus.ts").then(
@@ -174,6 +183,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       onError: (err) => log.error({ err }, "output spill failed"),
     },
     metrics,
+    new StoreTaskVolumes(volumes, (msg) => log.warn(msg)),
   );
   // Made before the tasks load: runc tasks rooted on an image hold it again when adopted.
   const images = new ImageService(dataDir, taskFsLookup(tasks, dataDir), {
@@ -194,7 +204,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   let metricsServer: MetricsServer | undefined;
   try {
     systemArgMax(); // read once now, not in the first TaskExecStart
-    server = await startServer(config.listen, tasks, log, { secrets, images }, edge, metrics);
+    server = await startServer(
+      config.listen,
+      tasks,
+      log,
+      { secrets, images, volumes },
+      edge,
+      metrics,
+    );
     if (prom && config.metricsListen) {
       const { serveMetrics } = await import("./metrics/serve.ts");
       metricsServer = await serveMetrics(config.metricsListen, prom.registry).catch(

@@ -56,7 +56,7 @@ for (const auth of ["jwt", "none"] as const) {
     it("covers all 23 TaskCommandRouter RPCs and the other services", () => {
       const paths = fuzzMethods().map((m) => m.path);
       assert.equal(paths.filter((p) => p.startsWith("/modal.task_command_router.")).length, 23);
-      for (const s of ["Tasks", "Execs", "Images", "Secrets"]) {
+      for (const s of ["Tasks", "Execs", "Images", "Secrets", "Volumes"]) {
         assert.ok(
           paths.some((p) => p.startsWith(`/taskrouter.v1.${s}/`)),
           s,

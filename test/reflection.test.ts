@@ -17,7 +17,7 @@ import { startRouter, type TestRouter } from "./helpers/router.ts";
 
 const PROTO_DIR = fileURLToPath(new URL("../proto", import.meta.url));
 
-/** Every service a router with images and secrets serves. */
+/** Every service a router with images, secrets and volumes serves. */
 const SERVICES = [
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
@@ -27,6 +27,7 @@ const SERVICES = [
   "taskrouter.v1.Images",
   "taskrouter.v1.Secrets",
   "taskrouter.v1.Tasks",
+  "taskrouter.v1.Volumes",
 ];
 
 type Version = "v1" | "v1alpha";

@@ -240,7 +240,6 @@ for (const { label, oci } of variants) {
         ["TaskContainerList", /sidecar/],
         ["TaskContainerTerminate", /sidecar/],
         ["TaskContainerWait", /sidecar/],
-        ["TaskReloadVolumes", /volumes/],
         ["TaskSetNetworkAccess", /network/],
         ["TaskSetOutboundPolicy", /outbound/],
         ["TaskSnapshotMemory", /memory snapshots/],
@@ -248,6 +247,8 @@ for (const { label, oci } of variants) {
       for (const [method, re] of unimplemented) {
         await expectStatus(w.unary(method, { task_id: task }), grpc.status.UNIMPLEMENTED, re);
       }
+      // Volumes are served (test/volumes-runc.test.ts): a task without volumes reloads none.
+      assert.deepEqual(await w.unary("TaskReloadVolumes", { task_id: task }), {});
       const read = (
         w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
       ).SandboxStdioReadV2;
@@ -264,7 +265,7 @@ for (const { label, oci } of variants) {
     });
 
     // Customer-supplied keys are served: test/images-csek.test.ts.
-    it("mount, unmount and snapshots refuse a container_id, never ignore it", async () => {
+    it("mount, unmount, snapshots and volume reloads refuse a container_id, never ignore it", async () => {
       const path = Buffer.from("/tmp");
       const key = Buffer.alloc(32, 7);
       const calls: [string, Record<string, unknown>, grpc.status][] = [
@@ -272,6 +273,7 @@ for (const { label, oci } of variants) {
         ["TaskUnmountDirectory", { path, container_id: "ctr-1" }, grpc.status.NOT_FOUND],
         ["TaskSnapshotDirectory", { path, container_id: "ctr-1" }, grpc.status.NOT_FOUND],
         ["TaskSnapshotFilesystem", { container_id: "ctr-1" }, grpc.status.NOT_FOUND],
+        ["TaskReloadVolumes", { container_id: "ctr-1" }, grpc.status.NOT_FOUND],
         [
           "TaskMountDirectory",
           { path, container_id: "ctr-1", customer_supplied_encryption_key: key },

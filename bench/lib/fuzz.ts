@@ -14,6 +14,7 @@ import { Execs } from "../../src/gen/taskrouter/v1/execs_pb.ts";
 import { Images } from "../../src/gen/taskrouter/v1/images_pb.ts";
 import { Secrets } from "../../src/gen/taskrouter/v1/secrets_pb.ts";
 import { Tasks } from "../../src/gen/taskrouter/v1/tasks_pb.ts";
+import { Volumes } from "../../src/gen/taskrouter/v1/volumes_pb.ts";
 
 export interface FuzzMethod {
   path: string;
@@ -120,7 +121,7 @@ function methodOf(path: string, input: DescMessage | undefined, kind: string): F
 
 /** Every method of every service the router serves (Health's three included). */
 export function fuzzMethods(): FuzzMethod[] {
-  const services: DescService[] = [TaskCommandRouter, Tasks, Execs, Images, Secrets];
+  const services: DescService[] = [TaskCommandRouter, Tasks, Execs, Images, Secrets, Volumes];
   const out = services.flatMap((s) =>
     s.methods.map((m) => methodOf(`/${s.typeName}/${m.name}`, m.input, m.methodKind)),
   );

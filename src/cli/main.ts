@@ -6,7 +6,7 @@ type Register = (parent: Command) => void;
 /**
  * The verbs, each loaded only when it runs: `taskrouter --help` loads
  * commander alone, `taskrouter exec ...` the exec verb's modules only.
- * `group` verbs (task, token, secret, image) hold subcommands; the others
+ * `group` verbs (task, token, secret, volume, image) hold subcommands; the others
  * register themselves on the program. `client`: the verb talks to a router
  * (it takes the global options after it too).
  */
@@ -55,6 +55,16 @@ const VERBS: Record<string, Verb> = {
       (await import("./secret-create.ts")).registerSecretCreate,
       (await import("./secret-ls.ts")).registerSecretLs,
       (await import("./secret-rm.ts")).registerSecretRm,
+    ],
+  },
+  volume: {
+    description: "manage volumes (directories tasks share)",
+    group: true,
+    client: true,
+    load: async () => [
+      (await import("./volume-create.ts")).registerVolumeCreate,
+      (await import("./volume-ls.ts")).registerVolumeLs,
+      (await import("./volume-rm.ts")).registerVolumeRm,
     ],
   },
   image: {

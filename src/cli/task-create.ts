@@ -2,6 +2,7 @@ import { type Command, InvalidArgumentError } from "commander";
 import { TasksClient } from "../client/admin.ts";
 import { clientFrom, run } from "./common.ts";
 import { parseDuration, parsePositiveInt, parseSize } from "./parse.ts";
+import { collectVolume, type VolumeOption } from "./volume-option.ts";
 
 interface TaskCreateOptions {
   id?: string;
@@ -14,6 +15,7 @@ interface TaskCreateOptions {
   allowSecret: string[];
   readinessProbe?: string;
   readinessInterval?: number;
+  volume: VolumeOption[];
 }
 
 function parseCpus(v: string): number {
@@ -48,6 +50,7 @@ export function registerTaskCreate(task: Command): void {
       "time between readiness probe attempts, 10ms to 10m (default: 250ms)",
       parseDuration,
     )
+    .option("--volume <name:/path[:ro]>", "mount a volume (runc; repeatable)", collectVolume, [])
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -64,6 +67,7 @@ export function registerTaskCreate(task: Command): void {
             ...(o.readinessInterval !== undefined
               ? { readinessIntervalMs: o.readinessInterval }
               : {}),
+            ...(o.volume.length > 0 ? { volumes: o.volume } : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

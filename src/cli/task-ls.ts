@@ -3,6 +3,7 @@ import { TasksClient } from "../client/admin.ts";
 import { TaskState } from "../gen/taskrouter/v1/tasks_pb.ts";
 import { clientFrom, run } from "./common.ts";
 import { printTable } from "./table.ts";
+import { formatVolumes } from "./volume-option.ts";
 
 export function registerTaskLs(task: Command): void {
   task
@@ -18,7 +19,7 @@ export function registerTaskLs(task: Command): void {
             for (const t of tasks) process.stdout.write(`${t.taskId}\n`);
             return 0;
           }
-          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED"]];
+          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED", "VOLUMES"]];
           for (const t of tasks) {
             rows.push([
               t.taskId,
@@ -31,6 +32,7 @@ export function registerTaskLs(task: Command): void {
               String(t.execCount),
               t.readinessProbe === "" ? "-" : t.readyAtMs > 0n ? "ready" : "not ready",
               new Date(Number(t.createdAtMs)).toISOString(),
+              formatVolumes(t.volumes),
             ]);
           }
           printTable(rows);

@@ -36,6 +36,8 @@ export class TasksClient {
       readinessProbe?: string;
       /** Milliseconds between probe attempts; unset: the router's default. */
       readinessIntervalMs?: number;
+      /** Volumes to mount (`--volume NAME:/path[:ro]`). */
+      volumes?: { name: string; path: string; readOnly?: boolean }[];
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -51,6 +53,7 @@ export class TasksClient {
         allowedSecrets: opts.allowedSecrets ?? [],
         readinessProbe: opts.readinessProbe ?? "",
         readinessIntervalMs: opts.readinessIntervalMs ?? 0,
+        volumes: (opts.volumes ?? []).map((v) => ({ ...v, readOnly: v.readOnly ?? false })),
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -139,6 +139,19 @@ export interface TaskSpec {
   network?: "none" | "host";
   /** Id of a stored image that is the task's root filesystem (runc); absent: the host image. */
   image?: string;
+  /** Volumes bound into the task, sorted by path (runtimes with `mountsVolumes`); absent: none. */
+  volumes?: VolumeBind[];
+}
+
+/** A volume directory of this machine bind-mounted into a task (src/volumes/). */
+export interface VolumeBind {
+  /** The volume's name (kept for listings; the runtime mounts `source`). */
+  name: string;
+  /** Its directory on this machine. */
+  source: string;
+  /** Where the task sees it: an absolute, normalized path, checked already. */
+  path: string;
+  readOnly: boolean;
 }
 
 /** What a runtime sees of a task right now. */
@@ -237,6 +250,12 @@ export interface Runtime {
    * the runtime enforces no limits and accepts only an empty spec.
    */
   checkSpec?(spec: TaskSpec): void;
+  /**
+   * The runtime binds `TaskSpec.volumes` into its tasks (shared with every
+   * task that mounts the same volume). Absent/false: a task with volumes is
+   * refused (FailedPrecondition naming the runtime).
+   */
+  readonly mountsVolumes?: boolean;
   /**
    * How much earlier than usual an exec with a timeout is killed on this
    * runtime, in ms: the time it takes, after a kill, to report the process's

@@ -15,6 +15,8 @@ import type { StdinProgress, StdinSession } from "../exec/stdin.ts";
 import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metrics/metrics.ts";
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
+import { NO_VOLUMES, type TaskVolumes } from "../volumes/task-volumes.ts";
+import type { VolumeMountRequest } from "../volumes/validate.ts";
 import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
 import { type ReadinessProbe, startReadiness } from "./readiness.ts";
 import { type ExecLimits, Task } from "./task.ts";
@@ -46,6 +48,7 @@ export class TaskManager {
    * @param runtimes the runtimes tasks may use, by name
    * @param defaultRuntime the name of the runtime of tasks created without one
    * @param metrics where exec starts, ends and stdio bytes are reported
+   * @param volumes the volumes tasks may mount (src/volumes/)
    */
   constructor(
     private readonly dataDir: string,
@@ -53,6 +56,7 @@ export class TaskManager {
     private readonly defaultRuntime: string,
     private readonly limits: ExecLimits,
     private readonly metrics: Metrics = NO_METRICS,
+    private readonly volumes: TaskVolumes = NO_VOLUMES,
   ) {
     if (!runtimes.has(defaultRuntime)) throw new Error(`unknown runtime ${defaultRuntime}`);
   }
@@ -77,6 +81,7 @@ export class TaskManager {
       const rec = await readTaskRecord(this.dataDir, name);
       const runtime = rec && rec.id === name ? this.runtimes.get(rec.runtime) : undefined;
       if (!rec || !runtime) continue;
+      if (rec.spec?.volumes) rec.spec.volumes = this.volumes.adopt(rec.id, rec.spec.volumes);
       const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
@@ -108,11 +113,13 @@ export class TaskManager {
       allowedSecrets?: readonly string[];
       /** Checked already (parseReadinessProbe). */
       readinessProbe?: ReadinessProbe;
+      volumes?: readonly VolumeMountRequest[];
     } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
     const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
-    const spec = opts.spec ?? {};
+    const mounts = this.volumes.check(opts.volumes ?? [], runtime);
+    const spec = { ...opts.spec };
     if (runtime.checkSpec) runtime.checkSpec(spec);
     else if (spec.image !== undefined) {
       throw new InvalidArgumentError(
@@ -134,6 +141,7 @@ export class TaskManager {
       throw new AlreadyExistsError(`task ${id} already exists`);
     }
     const createdAt = Date.now();
+    if (mounts.length > 0) spec.volumes = this.volumes.attach(id, mounts); // NotFound: none held
     this.creating.add(id); // reserve the id while the runtime prepares the task
     try {
       const env = await runtime.prepareTask(id, spec);
@@ -152,6 +160,7 @@ export class TaskManager {
       // Undo what the runtime made (mounts, a container) before forgetting the id.
       await runtime.destroyTask(id).catch(() => undefined);
       await rm(join(this.dataDir, "tasks", id), { recursive: true, force: true });
+      this.volumes.release(id);
       this.creating.delete(id);
       throw err;
     }
@@ -192,6 +201,7 @@ export class TaskManager {
     this.tombstones.set(taskId, finalExecs);
     setTimeout(() => this.tombstones.delete(taskId), this.limits.retentionMs).unref();
     await task.runtime.destroyTask(taskId);
+    this.volumes.release(taskId);
     await rm(join(this.dataDir, "tasks", taskId), { recursive: true, force: true });
   }
 

@@ -8,7 +8,7 @@ export interface TaskRecord {
   id: string;
   runtime: string;
   createdAt: number;
-  /** Limits and network (runc tasks); absent: none. */
+  /** Limits, network, image and volumes (runc tasks; `spec.volumes`: what it mounts); absent: none. */
   spec?: TaskSpec;
   /** Secrets the task's execs may use (`task create --allow-secret`); absent: none. */
   allowedSecrets?: string[];

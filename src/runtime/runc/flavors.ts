@@ -103,7 +103,13 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     timeoutLeadMs: 200,
     hostWideIds: true,
     globalFlags: ["--oci-seccomp"],
-    runFlags: (network) => [`--network=${network}`, "--file-access=shared"],
+    // Shared file access for the root and (explicitly, it is the default) for bind mounts:
+    // the task sees what the router and other tasks write there (volumes).
+    runFlags: (network) => [
+      `--network=${network}`,
+      "--file-access=shared",
+      "--file-access-mounts=shared",
+    ],
     refusesHybridV2Controllers: false,
   },
 };

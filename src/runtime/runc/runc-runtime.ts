@@ -62,6 +62,8 @@ const EXPOSED = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/
 export class RuncRuntime implements Runtime {
   readonly name = "runc";
   readonly warning = undefined;
+  /** Volumes are bind mounts in the task's config (task-config.ts, volumeMounts). */
+  readonly mountsVolumes = true;
   /** Some OCI runtimes report a killed exec's end late (`OciFlavor.timeoutLeadMs`). */
   get timeoutLeadMs(): number {
     return this.cli.flavor.timeoutLeadMs;

@@ -81,6 +81,7 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       options: ["bind", "rw"],
     });
   }
+  mounts.push(...volumeMounts(c.spec));
   let args: string[];
   if (c.tini) {
     mounts.push({
@@ -109,6 +110,21 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
     extraMounts: mounts,
     seccomp: c.seccomp,
   });
+}
+
+/**
+ * The task's volumes (TaskSpec.volumes, sorted by path: a parent before what
+ * is mounted in it) as bind mounts of their host directories, nosuid and
+ * nodev; `ro` ones read-only. Every task that binds one shares the directory
+ * (runsc: through its gofer, with `--file-access-mounts=shared`, flavors.ts).
+ */
+export function volumeMounts(spec: TaskSpec): OciMount[] {
+  return (spec.volumes ?? []).map((v) => ({
+    destination: v.path,
+    type: "bind",
+    source: v.source,
+    options: ["bind", "nosuid", "nodev", v.readOnly ? "ro" : "rw"],
+  }));
 }
 
 /** Throws InvalidArgument for a task spec the runc runtime (with OCI runtime `flavor`) cannot run. */

@@ -23,6 +23,7 @@ import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
+import { taskVolumesMsg, volumeRequestsOf } from "./admin-volumes.ts";
 
 function toMsg(t: Task): TaskMsg {
   const rs = t.runtimeStatus();
@@ -48,6 +49,7 @@ function toMsg(t: Task): TaskMsg {
     readinessProbe: t.readiness ? formatProbe(t.readiness.probe.check) : "",
     readinessIntervalMs: t.readiness?.probe.intervalMs ?? 0,
     readyAtMs: BigInt(t.readiness?.readyAt ?? 0),
+    volumes: taskVolumesMsg(t.spec.volumes),
   });
 }
 
@@ -84,6 +86,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager) {
             spec: specOf(req),
             allowedSecrets: req.allowedSecrets,
             ...(probe ? { readinessProbe: probe } : {}),
+            volumes: volumeRequestsOf(req.volumes),
           }),
         ),
       });

@@ -1,6 +1,7 @@
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { ImageService } from "../../images/service.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
+import type { VolumeStore } from "../../volumes/volume-store.ts";
 import type { ServerDeps } from "../transport/call.ts";
 import { type BoundService, bindService } from "../transport/conformance.ts";
 import { taskExecPoll } from "./exec-poll.ts";
@@ -12,6 +13,7 @@ import { taskExecStdioRead } from "./exec-stdio-read.ts";
 import { taskExecWait } from "./exec-wait.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
 import { notYetStream, notYetUnary } from "./not-yet.ts";
+import { taskReloadVolumes } from "./reload-volumes.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
@@ -26,6 +28,7 @@ export function routerService(
   deps: ServerDeps,
   tasks: TaskManager,
   images: ImageService | undefined,
+  volumes?: VolumeStore,
 ): BoundService {
   return bindService(TaskCommandRouter, {
     taskExecPoll: taskExecPoll(deps, tasks),
@@ -47,7 +50,7 @@ export function routerService(
     taskContainerList: notYetUnary(deps, "TaskContainerList"),
     taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
     taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
-    taskReloadVolumes: notYetUnary(deps, "TaskReloadVolumes"),
+    taskReloadVolumes: taskReloadVolumes(deps, tasks, volumes),
     taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
     taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
     taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),

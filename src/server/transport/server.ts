@@ -16,14 +16,17 @@ import { Execs } from "../../gen/taskrouter/v1/execs_pb.ts";
 import { Images } from "../../gen/taskrouter/v1/images_pb.ts";
 import { Secrets } from "../../gen/taskrouter/v1/secrets_pb.ts";
 import { Tasks } from "../../gen/taskrouter/v1/tasks_pb.ts";
+import { Volumes } from "../../gen/taskrouter/v1/volumes_pb.ts";
 import type { ImageService } from "../../images/service.ts";
 import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { SecretStore } from "../../secrets/secret-store.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { TlsKeyPair } from "../../tls/certs.ts";
+import type { VolumeStore } from "../../volumes/volume-store.ts";
 import { imagesService } from "../admin/admin-images.ts";
 import { secretsService } from "../admin/admin-secrets.ts";
 import { tasksService } from "../admin/admin-tasks.ts";
+import { volumesService } from "../admin/admin-volumes.ts";
 import { execsService } from "../admin/execs.ts";
 import { routerService } from "../router/index.ts";
 import { AuthServer } from "./auth.ts";
@@ -67,7 +70,7 @@ export async function startServer(
   listen: string,
   tasks: TaskManager,
   log: Logger,
-  services: { secrets?: SecretStore; images?: ImageService } = {},
+  services: { secrets?: SecretStore; images?: ImageService; volumes?: VolumeStore } = {},
   edge: EdgeOptions = {},
   metrics: Metrics = NO_METRICS,
 ): Promise<RouterServer> {
@@ -81,7 +84,7 @@ export async function startServer(
     "grpc.keepalive_permit_without_calls": 1,
   });
   const bound: BoundService[] = [
-    routerService(deps, tasks, services.images),
+    routerService(deps, tasks, services.images, services.volumes),
     bindService(Tasks, tasksService(deps, tasks)),
     bindService(Execs, execsService(deps, tasks)),
   ];
@@ -93,6 +96,10 @@ export async function startServer(
   if (services.secrets) {
     bound.push(bindService(Secrets, secretsService(deps, services.secrets)));
     described.push(Secrets);
+  }
+  if (services.volumes) {
+    bound.push(bindService(Volumes, volumesService(deps, services.volumes)));
+    described.push(Volumes);
   }
   for (const b of bound) server.addService(b.definition, b.implementation);
   new HealthImplementation({ "": "SERVING" }).addToServer(server);

@@ -1,0 +1,265 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { FailedPreconditionError, NotFoundError } from "../errors.ts";
+import { quote } from "../limits.ts";
+import type { VolumeBackend, VolumeDirId } from "./backend.ts";
+import { checkVolumeName, VOLUME_NAME } from "./validate.ts";
+
+/** What may be said about a volume. */
+export interface VolumeInfo {
+  name: string;
+  /** Milliseconds since the Unix epoch. */
+  createdAt: number;
+  /** Bytes its files take on disk now. */
+  sizeBytes: number;
+  /** Ids of the tasks that mount it, sorted. */
+  mountedBy: string[];
+}
+
+/** On-disk record of a volume (`<dir>/records/<name>.json`). */
+interface VolumeRecord {
+  name: string;
+  createdAt: number;
+  backend: string;
+  dir: VolumeDirId;
+}
+
+const SUFFIX = ".json";
+const TMP_PREFIX = ".tmp-";
+
+/**
+ * The router's named volumes: one record per volume in `<dir>/records/`
+ * (written atomically: temp file, fsync, rename, fsync of the directory),
+ * their files in the backend, and which tasks mount each one (in memory:
+ * the task manager holds them again when it loads its tasks after a
+ * restart). Mutations run one at a time; `hold` is synchronous, so a
+ * volume being removed is never handed to a new task.
+ *
+ * Errors: bad names → InvalidArgument; unknown volumes → NotFound; removing
+ * a volume a task mounts → FailedPrecondition (naming the tasks).
+ */
+export class VolumeStore {
+  private readonly volumes = new Map<string, VolumeRecord>();
+  /** Volume name → ids of the tasks that mount it. */
+  private readonly users = new Map<string, Set<string>>();
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly records: string,
+    readonly backend: VolumeBackend,
+  ) {}
+
+  /**
+   * Opens (creating) the store in `dir` with `backend` and loads its records;
+   * files that are not valid records are skipped and reported to `warn`.
+   * Files of volumes without a record (a create or delete cut short) go.
+   */
+  static async open(
+    dir: string,
+    backend: VolumeBackend,
+    warn: (msg: string) => void = () => {},
+  ): Promise<VolumeStore> {
+    const records = join(dir, "records");
+    await mkdir(records, { recursive: true, mode: 0o700 });
+    const store = new VolumeStore(records, backend);
+    for (const file of await readdir(records)) {
+      const path = join(records, file);
+      if (file.startsWith(TMP_PREFIX)) {
+        await rm(path, { force: true });
+        continue;
+      }
+      const name = file.endsWith(SUFFIX) ? file.slice(0, -SUFFIX.length) : "";
+      const rec = VOLUME_NAME.test(name) ? await readRecord(path, name) : undefined;
+      if (!rec || rec.backend !== backend.kind) {
+        warn(`volumes: ignoring ${path}: not a valid ${backend.kind} volume record`);
+        continue;
+      }
+      store.volumes.set(name, rec);
+    }
+    await backend.prune(new Set(store.volumes.keys()));
+    return store;
+  }
+
+  /** Creates volume `name` (empty); `created` is false when it existed (nothing changes). */
+  async create(name: string): Promise<{ info: VolumeInfo; created: boolean }> {
+    checkVolumeName(name);
+    return this.serialized(async () => {
+      if (this.volumes.has(name)) return { info: await this.info(name), created: false };
+      const dir = await this.backend.create(name);
+      const rec: VolumeRecord = { name, createdAt: Date.now(), backend: this.backend.kind, dir };
+      try {
+        await this.write(rec);
+      } catch (err) {
+        await this.backend.remove(name).catch(() => undefined);
+        throw err;
+      }
+      this.volumes.set(name, rec);
+      return { info: await this.info(name), created: true };
+    });
+  }
+
+  /** Every volume, sorted by name, with its size and the tasks that mount it. */
+  async list(): Promise<VolumeInfo[]> {
+    const names = [...this.volumes.keys()].sort();
+    const out: VolumeInfo[] = [];
+    for (const name of names) if (this.volumes.has(name)) out.push(await this.info(name));
+    return out;
+  }
+
+  /** Removes volume `name` and its files: NotFound when unknown, FailedPrecondition while mounted. */
+  async delete(name: string): Promise<void> {
+    checkVolumeName(name);
+    return this.serialized(async () => {
+      if (!this.volumes.has(name)) throw new NotFoundError(`volume ${quote(name)} not found`);
+      const users = this.mountedBy(name);
+      if (users.length > 0) {
+        throw new FailedPreconditionError(
+          `volume ${name} is mounted by task${users.length > 1 ? "s" : ""} ${users.join(", ")} (terminate ${users.length > 1 ? "them" : "it"} first)`,
+        );
+      }
+      // Gone from here on (no task can hold it); the record first, then the files.
+      const rec = this.volumes.get(name) as VolumeRecord;
+      this.volumes.delete(name);
+      try {
+        await rm(this.recordFile(name), { force: true });
+      } catch (err) {
+        this.volumes.set(name, rec); // still there: nothing changed
+        throw err;
+      }
+      await syncDir(this.records);
+      await this.backend.remove(name);
+    });
+  }
+
+  /**
+   * Holds volumes `names` for task `taskId` (they cannot be removed until
+   * `release`), all or none: NotFound (naming the first unknown one), and
+   * nothing held. Returns each one's host directory, in order.
+   */
+  hold(taskId: string, names: readonly string[]): string[] {
+    for (const name of names) {
+      if (!this.volumes.has(name)) throw new NotFoundError(`volume ${quote(name)} not found`);
+    }
+    return names.map((name) => {
+      this.usersOf(name).add(taskId);
+      return this.backend.hostDir(name);
+    });
+  }
+
+  /**
+   * Holds again, for a task an earlier router created (its record names
+   * them), the volumes that still exist; returns the names that do not.
+   */
+  adopt(taskId: string, names: readonly string[]): string[] {
+    const missing = names.filter((n) => !this.volumes.has(n));
+    this.hold(
+      taskId,
+      names.filter((n) => this.volumes.has(n)),
+    );
+    return missing;
+  }
+
+  /** The host directory tasks bind-mount for volume `name`. */
+  hostDir(name: string): string {
+    return this.backend.hostDir(name);
+  }
+
+  /** Lets every volume of task `taskId` go (the task was terminated). */
+  release(taskId: string): void {
+    for (const [name, users] of this.users) {
+      users.delete(taskId);
+      if (users.size === 0) this.users.delete(name);
+    }
+  }
+
+  /**
+   * Brings what tasks see of volume `name` up to its latest state (the
+   * backend's `reload`): NotFound when it is gone, FailedPrecondition when
+   * the backend cannot.
+   */
+  async reload(name: string): Promise<void> {
+    const rec = this.volumes.get(name);
+    if (!rec) throw new NotFoundError(`volume ${quote(name)} not found`);
+    await this.backend.reload(name, rec.dir);
+  }
+
+  private usersOf(name: string): Set<string> {
+    let s = this.users.get(name);
+    if (!s) {
+      s = new Set();
+      this.users.set(name, s);
+    }
+    return s;
+  }
+
+  private mountedBy(name: string): string[] {
+    return [...(this.users.get(name) ?? [])].sort();
+  }
+
+  private async info(name: string): Promise<VolumeInfo> {
+    const rec = this.volumes.get(name) as VolumeRecord;
+    return {
+      name,
+      createdAt: rec.createdAt,
+      sizeBytes: await this.backend.size(name),
+      mountedBy: this.mountedBy(name),
+    };
+  }
+
+  private recordFile(name: string): string {
+    return join(this.records, `${name}${SUFFIX}`);
+  }
+
+  private async write(rec: VolumeRecord): Promise<void> {
+    const tmp = join(this.records, `${TMP_PREFIX}${randomBytes(8).toString("hex")}`);
+    try {
+      const fh = await open(tmp, "wx", 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(rec));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.recordFile(rec.name));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    await syncDir(this.records);
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+}
+
+async function readRecord(path: string, name: string): Promise<VolumeRecord | undefined> {
+  try {
+    const r = JSON.parse(await readFile(path, "utf8")) as Partial<VolumeRecord>;
+    const dir = r.dir;
+    if (r.name !== name || typeof r.createdAt !== "number" || typeof r.backend !== "string") {
+      return undefined;
+    }
+    if (typeof dir?.dev !== "number" || typeof dir.ino !== "number") return undefined;
+    return {
+      name,
+      createdAt: r.createdAt,
+      backend: r.backend,
+      dir: { dev: dir.dev, ino: dir.ino },
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
