@@ -13,6 +13,8 @@ import { taskExecWait } from "./exec-wait.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
 import { notYetStream, notYetUnary } from "./not-yet.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
+import { taskSetNetworkAccess } from "./set-network-access.ts";
+import { taskSetOutboundPolicy } from "./set-outbound-policy.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
 import { taskUnmountDirectory } from "./unmount-directory.ts";
@@ -48,8 +50,8 @@ export function routerService(
     taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
     taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
     taskReloadVolumes: notYetUnary(deps, "TaskReloadVolumes"),
-    taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
-    taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
+    taskSetNetworkAccess: taskSetNetworkAccess(deps, tasks),
+    taskSetOutboundPolicy: taskSetOutboundPolicy(deps, tasks),
     taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),
   });
 }

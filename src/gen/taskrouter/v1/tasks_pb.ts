@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIugCCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDIt4BChFDcmVhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSFwoPYWxsb3dlZF9zZWNyZXRzGAMgAygJEhQKDG1lbW9yeV9ieXRlcxgKIAEoBBIMCgRjcHVzGAsgASgBEhIKCnBpZHNfbGltaXQYDCABKA0SDwoHbmV0d29yaxgNIAEoCRINCgVpbWFnZRgOIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIpYECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEhYKDm5ldHdvcmtfcG9saWN5GDIgASgJEhcKD25ldHdvcmtfYWRkcmVzcxgzIAEoCRIXCg9uZXR3b3JrX2dhdGV3YXkYNCABKAkSHQoVbmV0d29ya19hbGxvd2VkX2NpZHJzGDUgAygJEh8KF25ldHdvcmtfYWxsb3dlZF9kb21haW5zGDYgAygJEiIKGm5ldHdvcmtfcmVzb2x2ZWRfYWRkcmVzc2VzGDcgAygJIt4BChFDcmVhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSFwoPYWxsb3dlZF9zZWNyZXRzGAMgAygJEhQKDG1lbW9yeV9ieXRlcxgKIAEoBBIMCgRjcHVzGAsgASgBEhIKCnBpZHNfbGltaXQYDCABKA0SDwoHbmV0d29yaxgNIAEoCRINCgVpbWFnZRgOIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -123,6 +123,47 @@ export type Task = Message<"taskrouter.v1.Task"> & {
    * @generated from field: int64 ready_at_ms = 32;
    */
   readyAtMs: bigint;
+
+  /**
+   * Fields 50-59: the network of "open" tasks (network = "open") and its policy
+   * (TaskSetNetworkAccess). Empty for other tasks.
+   * The policy in short: "open" (none set: everything allowed), or "allow: " and the first
+   * allowed CIDRs and domains ("allow: nothing" for an empty allowlist).
+   *
+   * @generated from field: string network_policy = 50;
+   */
+  networkPolicy: string;
+
+  /**
+   * The task's IPv4 address and its gateway (this machine's end of the task's veth).
+   *
+   * @generated from field: string network_address = 51;
+   */
+  networkAddress: string;
+
+  /**
+   * @generated from field: string network_gateway = 52;
+   */
+  networkGateway: string;
+
+  /**
+   * The policy in full: the allowed CIDRs (normalized) and domains, as set.
+   *
+   * @generated from field: repeated string network_allowed_cidrs = 53;
+   */
+  networkAllowedCidrs: string[];
+
+  /**
+   * @generated from field: repeated string network_allowed_domains = 54;
+   */
+  networkAllowedDomains: string[];
+
+  /**
+   * What the domains resolved to when the policy was set (enforced until the next policy).
+   *
+   * @generated from field: repeated string network_resolved_addresses = 55;
+   */
+  networkResolvedAddresses: string[];
 };
 
 /**
@@ -184,7 +225,9 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
   pidsLimit: number;
 
   /**
-   * "none" (the default): own network namespace with loopback only; "host": the machine's.
+   * "none" (the default): own network namespace with loopback only; "host": the machine's;
+   * "open" (runc/crun only): own namespace with a route out through this machine (veth,
+   * NAT), which TaskSetNetworkAccess may restrict.
    *
    * @generated from field: string network = 13;
    */
