@@ -4,6 +4,8 @@
  * runc root has), and the wire calls of TaskSetNetworkAccess.
  */
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { realpath } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { promisify } from "node:util";
 import type { WireClient } from "./wire-client.ts";
@@ -123,4 +125,26 @@ export async function netToolsMissing(): Promise<string | undefined> {
     }
   }
   return undefined;
+}
+
+/**
+ * Removes the host tables and veths that the router of `dataDir` left
+ * (tasks a failed test did not remove): those named or marked with its tag.
+ */
+export async function removeNetworkLeftovers(dataDir: string): Promise<void> {
+  const real = await realpath(dataDir).catch(() => undefined);
+  if (!real) return;
+  const tag = createHash("sha256").update(real).digest("hex").slice(0, 10);
+  const tables = await hostTables().catch(() => [] as string[]);
+  for (const t of tables) {
+    if (t.startsWith(`inet tr_${tag}_`)) await run("nft", ["delete", "table", ...t.split(" ")]);
+  }
+  const { stdout } = await run("ip", ["-j", "-d", "link", "show", "type", "veth"]).catch(() => ({
+    stdout: "[]",
+  }));
+  for (const l of JSON.parse(stdout || "[]") as { ifname: string; ifalias?: string }[]) {
+    if (l.ifalias?.startsWith(`taskrouter ${tag} `)) {
+      await run("ip", ["link", "del", l.ifname]).catch(() => undefined);
+    }
+  }
 }

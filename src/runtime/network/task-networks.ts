@@ -178,7 +178,7 @@ export class TaskNetworks {
     for (const t of tables) {
       if (t.startsWith(`tr_${this.tag}_`) && !claimed.has(t)) await nft(dropTable(t));
     }
-    for (const l of await hostVeths()) {
+    for (const l of await hostVeths().catch(() => [])) {
       if (l.alias?.startsWith(`taskrouter ${this.tag} `) && !claimed.has(l.name)) {
         await runCommand(["ip", "link", "del", l.name]).catch(() => undefined);
       }
