@@ -10,6 +10,7 @@ import { taskFsLookup } from "./images/task-fs.ts";
 import { type Metrics, NO_METRICS } from "./metrics/metrics.ts";
 import type { MetricsServer } from "./metrics/serve.ts";
 import { HostRuntime } from "./runtime/host/host-runtime.ts";
+import { taskSubnet } from "./runtime/network/task-networks.ts";
 import { probeOciRuntime } from "./runtime/runc/oci-cli.ts";
 import { RuncRuntime, TASK_SECCOMP_CAPS } from "./runtime/runc/runc-runtime.ts";
 import { loadSeccomp } from "./runtime/runc/seccomp.ts";
@@ -39,6 +40,8 @@ export interface DaemonConfig {
    * default profile), "unconfined", or the path of a profile file.
    */
   seccomp: string;
+  /** The IPv4 block `--network open` tasks get their /30s from; undefined: DEFAULT_TASK_SUBNET. */
+  taskSubnet?: string | undefined;
   /** How long finished execs (and their output) are kept, ms. */
   retentionMs: number;
   /** Bytes of output kept per exec before the command is paused. */
@@ -115,6 +118,7 @@ async function makeRuntimes(
       const runc = await RuncRuntime.create(dataDir, config.ociRuntime, {
         seccomp: config.seccomp,
         runtimeDebug: config.allowRuntimeDebug,
+        taskSubnet: config.taskSubnet,
       });
       runtimes.set(runc.name, runc);
     } catch (err) {
@@ -133,6 +137,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const dataDir = resolve(config.dataDir);
   // A bad profile file stops the start, whichever runtime ends up the default.
   loadSeccomp(config.seccomp, TASK_SECCOMP_CAPS);
+  taskSubnet(config.taskSubnet); // so is a bad --task-subnet
+
   // A bad --registry (form, auth file) stops the start; the registry itself may be down.
   const remote = config.registry
     ? (await import("./images/registry/remote.ts")).registryRemote(config.registry, log)

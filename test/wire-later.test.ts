@@ -2,7 +2,8 @@
  * The later protocol's exec-level RPCs through the independent grpc-js +
  * proto-loader stack, on every runtime: env carriers (secret_ids, env,
  * secret_sources), container_id, TaskExecStdinWriteStream and
- * TaskExecStdinStatus with their resume rules, and the RPCs that answer
+ * TaskExecStdinStatus with their resume rules, the refusals of the network
+ * policy RPCs on tasks without an open network, and the RPCs that answer
  * UNIMPLEMENTED until the task-level protocol lands.
  */
 import assert from "node:assert/strict";
@@ -240,8 +241,6 @@ for (const { label, oci } of variants) {
         ["TaskContainerList", /sidecar/],
         ["TaskContainerTerminate", /sidecar/],
         ["TaskContainerWait", /sidecar/],
-        ["TaskSetNetworkAccess", /network/],
-        ["TaskSetOutboundPolicy", /outbound/],
         ["TaskSnapshotMemory", /memory snapshots/],
       ];
       for (const [method, re] of unimplemented) {
@@ -261,6 +260,26 @@ for (const { label, oci } of variants) {
         })(),
         grpc.status.UNIMPLEMENTED,
         /entrypoint/,
+      );
+    });
+
+    // Served for real on --network open tasks: test/network*.test.ts.
+    it("TaskSetNetworkAccess and TaskSetOutboundPolicy refuse with their reasons", async () => {
+      await expectStatus(
+        w.unary("TaskSetNetworkAccess", { task_id: task }),
+        grpc.status.INVALID_ARGUMENT,
+        /must be ALLOWLIST/,
+      );
+      const network_access = { network_access_type: 3, allowed_cidrs: ["10.0.0.0/8"] };
+      await expectStatus(
+        w.unary("TaskSetNetworkAccess", { task_id: task, network_access }),
+        grpc.status.FAILED_PRECONDITION,
+        oci ? /has network "none"/ : /the host runtime cannot enforce network policies/,
+      );
+      await expectStatus(
+        w.unary("TaskSetOutboundPolicy", { task_id: task }),
+        grpc.status.FAILED_PRECONDITION,
+        /not created with an outbound policy/,
       );
     });
 

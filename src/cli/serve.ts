@@ -3,6 +3,7 @@ import { issueToken } from "../auth/tokens.ts";
 import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../daemon.ts";
 import { TaskRouterError } from "../errors.ts";
 import { createLogger } from "../log.ts";
+import { DEFAULT_TASK_SUBNET } from "../runtime/network/task-networks.ts";
 import { DEFAULT_SERVER } from "./common.ts";
 import { parseDuration, parsePositiveInt, parseSize } from "./parse.ts";
 
@@ -28,6 +29,7 @@ interface ServeOptions {
   runtime: DaemonConfig["runtime"];
   ociRuntime: string;
   seccomp: string;
+  taskSubnet: string;
   metricsListen?: string;
   registry?: string;
   registryInsecure?: boolean;
@@ -126,6 +128,11 @@ export function registerServe(program: Command): void {
       d.seccomp,
     )
     .option(
+      "--task-subnet <cidr>",
+      "IPv4 block the addresses of --network open tasks come from (a /30 each)",
+      DEFAULT_TASK_SUBNET,
+    )
+    .option(
       "--metrics-listen <host:port>",
       "serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no token)",
     )
@@ -147,6 +154,7 @@ export function registerServe(program: Command): void {
         runtime: o.runtime,
         ociRuntime: o.ociRuntime,
         seccomp: o.seccomp,
+        taskSubnet: o.taskSubnet,
         retentionMs: o.retention,
         outputCap: o.outputCap,
         memoryLimit: o.memoryLimit,

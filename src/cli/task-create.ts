@@ -33,7 +33,10 @@ export function registerTaskCreate(task: Command): void {
     .option("--memory <size>", "memory limit, e.g. 512MiB (runc)", parseSize)
     .option("--cpus <n>", "CPU limit in cores, e.g. 0.5 (runc)", parseCpus)
     .option("--pids-limit <n>", "maximum processes in the task (runc)", parsePositiveInt)
-    .option("--network <mode>", "none (loopback only, the default) or host (runc)")
+    .option(
+      "--network <mode>",
+      "none (loopback only, the default), open (a route out through NAT; policy: TaskSetNetworkAccess) or host (runc)",
+    )
     .option("--image <id>", "a stored image as the task's root filesystem (runc; needs /bin/sh)")
     .option(
       "--allow-secret <name>",

@@ -19,7 +19,9 @@ export function registerTaskLs(task: Command): void {
             for (const t of tasks) process.stdout.write(`${t.taskId}\n`);
             return 0;
           }
-          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED", "VOLUMES"]];
+          const rows = [
+            ["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED", "NETWORK", "VOLUMES"],
+          ];
           for (const t of tasks) {
             rows.push([
               t.taskId,
@@ -32,6 +34,12 @@ export function registerTaskLs(task: Command): void {
               String(t.execCount),
               t.readinessProbe === "" ? "-" : t.readyAtMs > 0n ? "ready" : "not ready",
               new Date(Number(t.createdAtMs)).toISOString(),
+              // "open", "open (allow: 10.0.0.0/8, +1 more)", "none", "host"; "-": not isolated.
+              t.network === ""
+                ? "-"
+                : t.networkPolicy && t.networkPolicy !== "open"
+                  ? `open (${t.networkPolicy})`
+                  : t.network,
               formatVolumes(t.volumes),
             ]);
           }

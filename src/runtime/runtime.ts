@@ -135,8 +135,11 @@ export interface TaskSpec {
   cpus?: number;
   /** Maximum number of processes (threads) in the task. */
   pidsLimit?: number;
-  /** "none": own network namespace with loopback only (the default); "host": this machine's. */
-  network?: "none" | "host";
+  /**
+   * "none": own network namespace with loopback only (the default); "host": this machine's;
+   * "open": own namespace with a route out (veth, NAT) that a NetworkPolicy may restrict.
+   */
+  network?: "none" | "host" | "open";
   /** Id of a stored image that is the task's root filesystem (runc); absent: the host image. */
   image?: string;
   /** Volumes bound into the task, sorted by path (runtimes with `mountsVolumes`); absent: none. */
@@ -152,6 +155,31 @@ export interface VolumeBind {
   /** Where the task sees it: an absolute, normalized path, checked already. */
   path: string;
   readOnly: boolean;
+}
+
+/**
+ * A task's outbound allowlist (TaskSetNetworkAccess), resolved: what a
+ * runtime enforces. Everything it does not allow is blocked, loopback excepted.
+ */
+export interface NetworkPolicy {
+  /** Allowed destinations: normalized CIDRs (IPv4 and IPv6). */
+  cidrs: string[];
+  /** Allowed domains and the addresses each resolved to when the policy was set. */
+  domains: { name: string; addresses: string[] }[];
+  /** Nameservers the task may query on port 53 (those of this machine when there are domains). */
+  nameservers: string[];
+  /** When it was set, ms since the epoch. */
+  setAt: number;
+}
+
+/** An "open" task's own network: its address and policy. */
+export interface TaskNetworkInfo {
+  /** The task's IPv4 address (its veth end). */
+  address: string;
+  /** The gateway: this machine's end of the veth. */
+  gateway: string;
+  /** undefined: open (no policy set). */
+  policy: NetworkPolicy | undefined;
 }
 
 /** What a runtime sees of a task right now. */
@@ -284,4 +312,14 @@ export interface Runtime {
    * never outlive the router.
    */
   adopt?(taskId: string): Promise<AdoptedProc[]>;
+  /**
+   * Replaces the outbound policy of task `taskId`, whose network is "open"
+   * (FailedPrecondition otherwise), and keeps it with the task (a restarted
+   * router enforces it again). Resolves once it is enforced; connections it
+   * no longer allows stop passing data. Absent: the runtime cannot police a
+   * task's network.
+   */
+  setNetworkPolicy?(taskId: string, policy: NetworkPolicy): Promise<void>;
+  /** The task's own network when it is "open" and set up; undefined otherwise. */
+  taskNetwork?(taskId: string): TaskNetworkInfo | undefined;
 }

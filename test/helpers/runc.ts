@@ -10,6 +10,7 @@ import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../
 import { hidingV2Controllers, hybridWithV2Controllers } from "../../src/runtime/runc/cgroup.ts";
 import { mountsUnder, unmountAll } from "../../src/runtime/runc/mounts.ts";
 import { probeOciRuntime } from "../../src/runtime/runc/oci-cli.ts";
+import { removeNetworkLeftovers } from "./net.ts";
 import { collect, startRouter, type TestRouter } from "./router.ts";
 
 const run = promisify(execFile);
@@ -77,7 +78,8 @@ async function containerIds(root: string, binary: string): Promise<string[]> {
 
 /**
  * Removes whatever runc state a router left under `dataDir`: deletes every
- * container of its runtime root (by id, with `runc delete --force`) and
+ * container of its runtime root (by id, with `runc delete --force`), the
+ * host tables and veths of its `--network open` tasks, and
  * unmounts everything below `<dataDir>/runc`. Safe to call more than once.
  */
 export async function cleanupRunc(dataDir: string, binary = "runc"): Promise<void> {
@@ -87,6 +89,7 @@ export async function cleanupRunc(dataDir: string, binary = "runc"): Promise<voi
   }
   const left = await listContainers(root, binary);
   if (left?.length) throw new Error(`containers left in ${root}: ${left.join(" ")}`);
+  await removeNetworkLeftovers(dataDir);
   await unmountAll(join(dataDir, "runc"));
 }
 

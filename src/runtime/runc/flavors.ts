@@ -69,6 +69,13 @@ export interface OciFlavor {
    * mount has controllers (crun 1.8): it is run with them hidden (cgroup.ts).
    */
   readonly refusesHybridV2Controllers: boolean;
+  /**
+   * The task's packets go through this machine's kernel in the container's
+   * network namespace, so `--network open` (a veth, NAT, and an nftables
+   * policy in that namespace: runtime/network/) works. runsc: gVisor's own
+   * network stack would send them past the namespace's nftables.
+   */
+  readonly vethNetwork: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -85,6 +92,7 @@ const RUNC: OciFlavor = {
   globalFlags: [],
   runFlags: () => [],
   refusesHybridV2Controllers: false,
+  vethNetwork: true,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
@@ -111,6 +119,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
       "--file-access-mounts=shared",
     ],
     refusesHybridV2Controllers: false,
+    vethNetwork: false,
   },
 };
 

@@ -8,14 +8,17 @@ import { UNSAFE_MOUNT_PATH, unmountAll } from "../../linux/mount.ts";
 import { mountsUnder } from "../../linux/mountinfo.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
 import { checkNativeHelpers, nativeHelper } from "../native.ts";
+import { TaskNetworks, taskSubnet } from "../network/task-networks.ts";
 import type {
   AdoptedProc,
   ImageResolver,
+  NetworkPolicy,
   Proc,
   Runtime,
   SpawnSpec,
   TaskEnv,
   TaskFilesystem,
+  TaskNetworkInfo,
   TaskSpec,
   TaskStatus,
 } from "../runtime.ts";
@@ -78,6 +81,8 @@ export class RuncRuntime implements Runtime {
   private readonly spawner = lazySpawner(nativeHelper("taskrouter-spawner"), TOOL_ENV);
   /** The tasks' exec agents (runc-agents.ts); execs of tasks without one use `<runtime> exec`. */
   private readonly agents: RuncAgents;
+  /** The veths, NAT and policies of `--network open` tasks. */
+  private readonly net: TaskNetworks;
 
   private constructor(
     dataDir: string,
@@ -85,9 +90,11 @@ export class RuncRuntime implements Runtime {
     private readonly tini: string | undefined,
     private readonly seccomp: OciSeccomp | undefined,
     runtimeDebug: boolean,
+    subnet: string | undefined,
   ) {
     this.base = join(dataDir, "runc");
     this.tag = createHash("sha256").update(dataDir).digest("hex").slice(0, 10);
+    this.net = new TaskNetworks(taskSubnet(subnet), this.tag);
     this.agents = new RuncAgents({
       cli,
       bundle: (id) => this.bundle(id),
@@ -104,12 +111,18 @@ export class RuncRuntime implements Runtime {
    * `opts.seccomp` (default "default"): the seccomp filter of tasks created
    * from now on ("default", "unconfined" or a profile file, see seccomp.ts).
    * `opts.runtimeDebug`: execs may ask for `runtime_debug` (the task agents
-   * keep CAP_SYS_PTRACE for them).
+   * keep CAP_SYS_PTRACE for them). `opts.taskSubnet`: the IPv4 block of
+   * `--network open` tasks' addresses (default DEFAULT_TASK_SUBNET).
    */
   static async create(
     dataDir: string,
     binary: string,
-    opts: { shellInit?: boolean; seccomp?: SeccompOption; runtimeDebug?: boolean } = {},
+    opts: {
+      shellInit?: boolean;
+      seccomp?: SeccompOption;
+      runtimeDebug?: boolean;
+      taskSubnet?: string | undefined;
+    } = {},
   ): Promise<RuncRuntime> {
     const seccomp = loadSeccomp(opts.seccomp ?? "default", TASK_SECCOMP_CAPS);
     checkNativeHelpers();
@@ -124,8 +137,16 @@ export class RuncRuntime implements Runtime {
     }
     const tini = opts.shellInit ? undefined : TINI_CANDIDATES.find((p) => existsSync(p));
     const cli = await OciCli.open(binary, join(real, "runc", "state"));
-    const rt = new RuncRuntime(real, cli, tini, seccomp, opts.runtimeDebug === true);
+    const rt = new RuncRuntime(
+      real,
+      cli,
+      tini,
+      seccomp,
+      opts.runtimeDebug === true,
+      opts.taskSubnet,
+    );
     await mkdir(rt.cli.root, { recursive: true, mode: 0o700 });
+    await rt.net.sweep(join(rt.base, "bundles"));
     return rt;
   }
 
@@ -231,12 +252,16 @@ export class RuncRuntime implements Runtime {
       await this.cli.deleteForce(cid); // a leftover of a failed create
       state = undefined;
     }
+    const fresh = state === undefined;
     if (state === undefined) {
       const network = spec.network === "host" ? "host" : "none";
       await this.cli.runDetached(cid, bundle, join(bundle, "init.log"), network);
       state = await this.cli.state(cid);
     }
     this.tasks.track(taskId, this.cgroupsPath(taskId), state);
+    if (spec.network === "open") {
+      await this.net.attach(taskId, bundle, this.tasks.initPid(taskId), fresh);
+    }
     return {
       // An image without /root: its commands start in / by default.
       defaultWorkdir: !layers || existsInside(this.rootfs(taskId), "/root") ? "/root" : "/",
@@ -262,6 +287,7 @@ export class RuncRuntime implements Runtime {
     const bundle = this.bundle(taskId);
     await this.agents.destroy(taskId);
     await this.cli.deleteForce(this.containerId(taskId));
+    await this.net.detach(taskId, bundle);
     await unmountAll(bundle);
     // Never remove a tree with something still mounted in it (it could be this machine's files).
     if ((await mountsUnder(bundle)).length > 0) throw new Error(`mounts left under ${bundle}`);
@@ -275,6 +301,16 @@ export class RuncRuntime implements Runtime {
     }
     this.tasks.forget(taskId);
     this.images.release(taskId);
+  }
+
+  async setNetworkPolicy(taskId: string, policy: NetworkPolicy): Promise<void> {
+    const pid = this.tasks.initPid(taskId);
+    if (pid === undefined) throw new FailedPreconditionError(`task ${taskId} is not running`);
+    await this.net.setPolicy(taskId, this.bundle(taskId), pid, policy);
+  }
+
+  taskNetwork(taskId: string): TaskNetworkInfo | undefined {
+    return this.net.info(taskId);
   }
 
   resolvePath(taskId: string, path: string): string {

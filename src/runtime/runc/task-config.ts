@@ -147,9 +147,14 @@ export function checkTaskSpec(spec: TaskSpec, flavor: OciFlavor): void {
   if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 8)) {
     throw new InvalidArgumentError("pids_limit must be at least 8 (the task's init uses 3)");
   }
-  if (network !== undefined && network !== "none" && network !== "host") {
+  if (network !== undefined && network !== "none" && network !== "host" && network !== "open") {
     throw new InvalidArgumentError(
-      `network must be "none" or "host", not ${JSON.stringify(network)}`,
+      `network must be "none", "open" or "host", not ${JSON.stringify(network)}`,
+    );
+  }
+  if (network === "open" && !flavor.vethNetwork) {
+    throw new InvalidArgumentError(
+      `network "open" is not supported with the ${flavor.name} OCI runtime: its own network stack would bypass the task's nftables policy`,
     );
   }
 }

@@ -19,6 +19,7 @@ import {
 } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
+import { networkView } from "../../tasks/network-policy.ts";
 import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
@@ -27,6 +28,7 @@ import { taskVolumesMsg, volumeRequestsOf } from "./admin-volumes.ts";
 
 function toMsg(t: Task): TaskMsg {
   const rs = t.runtimeStatus();
+  const net = networkView(t);
   return create(TaskSchema, {
     taskId: t.id,
     state:
@@ -50,6 +52,12 @@ function toMsg(t: Task): TaskMsg {
     readinessIntervalMs: t.readiness?.probe.intervalMs ?? 0,
     readyAtMs: BigInt(t.readiness?.readyAt ?? 0),
     volumes: taskVolumesMsg(t.spec.volumes),
+    networkPolicy: net.short,
+    networkAddress: net.info?.address ?? "",
+    networkGateway: net.info?.gateway ?? "",
+    networkAllowedCidrs: net.info?.policy?.cidrs ?? [],
+    networkAllowedDomains: net.info?.policy?.domains.map((d) => d.name) ?? [],
+    networkResolvedAddresses: net.info?.policy?.domains.flatMap((d) => d.addresses) ?? [],
   });
 }
 
@@ -65,8 +73,10 @@ function specOf(req: CreateTaskRequest): TaskSpec {
   if (req.cpus !== 0) spec.cpus = req.cpus;
   if (req.pidsLimit !== 0) spec.pidsLimit = req.pidsLimit;
   if (req.network !== "") {
-    if (req.network !== "none" && req.network !== "host") {
-      throw new InvalidArgumentError(`network must be "none" or "host", not ${quote(req.network)}`);
+    if (req.network !== "none" && req.network !== "host" && req.network !== "open") {
+      throw new InvalidArgumentError(
+        `network must be "none", "open" or "host", not ${quote(req.network)}`,
+      );
     }
     spec.network = req.network;
   }

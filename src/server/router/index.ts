@@ -15,6 +15,8 @@ import { taskMountDirectory } from "./mount-directory.ts";
 import { notYetStream, notYetUnary } from "./not-yet.ts";
 import { taskReloadVolumes } from "./reload-volumes.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
+import { taskSetNetworkAccess } from "./set-network-access.ts";
+import { taskSetOutboundPolicy } from "./set-outbound-policy.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
 import { taskUnmountDirectory } from "./unmount-directory.ts";
@@ -51,8 +53,8 @@ export function routerService(
     taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
     taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
     taskReloadVolumes: taskReloadVolumes(deps, tasks, volumes),
-    taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
-    taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
+    taskSetNetworkAccess: taskSetNetworkAccess(deps, tasks),
+    taskSetOutboundPolicy: taskSetOutboundPolicy(deps, tasks),
     taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),
   });
 }

@@ -10,8 +10,6 @@ const REASONS = {
   TaskContainerList: "sidecar containers are not served by this router yet",
   TaskContainerTerminate: "sidecar containers are not served by this router yet",
   TaskContainerWait: "sidecar containers are not served by this router yet",
-  TaskSetNetworkAccess: "network policies are not served by this router yet",
-  TaskSetOutboundPolicy: "outbound policies are not served by this router yet",
   TaskSnapshotMemory: "memory snapshots are not served by this router yet",
 } as const;
 

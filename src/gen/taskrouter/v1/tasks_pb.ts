@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIpQDCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEioKB3ZvbHVtZXMYRiADKAsyGS50YXNrcm91dGVyLnYxLlRhc2tWb2x1bWUiigIKEUNyZWF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDwoHcnVudGltZRgCIAEoCRIXCg9hbGxvd2VkX3NlY3JldHMYAyADKAkSFAoMbWVtb3J5X2J5dGVzGAogASgEEgwKBGNwdXMYCyABKAESEgoKcGlkc19saW1pdBgMIAEoDRIPCgduZXR3b3JrGA0gASgJEg0KBWltYWdlGA4gASgJEhcKD3JlYWRpbmVzc19wcm9iZRgeIAEoCRIdChVyZWFkaW5lc3NfaW50ZXJ2YWxfbXMYHyABKA0SKgoHdm9sdW1lcxhGIAMoCzIZLnRhc2tyb3V0ZXIudjEuVGFza1ZvbHVtZSI3ChJDcmVhdGVUYXNrUmVzcG9uc2USIQoEdGFzaxgBIAEoCzITLnRhc2tyb3V0ZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjQKD0dldFRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIhIKEExpc3RUYXNrc1JlcXVlc3QiNwoRTGlzdFRhc2tzUmVzcG9uc2USIgoFdGFza3MYASADKAsyEy50YXNrcm91dGVyLnYxLlRhc2siJwoUVGVybWluYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIXChVUZXJtaW5hdGVUYXNrUmVzcG9uc2UqcgoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1JVTk5JTkcQARIZChVUQVNLX1NUQVRFX1RFUk1JTkFURUQQAhIWChJUQVNLX1NUQVRFX1NUT1BQRUQQAzLQAgoFVGFza3MSUQoKQ3JlYXRlVGFzaxIgLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1JlcXVlc3QaIS50YXNrcm91dGVyLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgdHZXRUYXNrEh0udGFza3JvdXRlci52MS5HZXRUYXNrUmVxdWVzdBoeLnRhc2tyb3V0ZXIudjEuR2V0VGFza1Jlc3BvbnNlEk4KCUxpc3RUYXNrcxIfLnRhc2tyb3V0ZXIudjEuTGlzdFRhc2tzUmVxdWVzdBogLnRhc2tyb3V0ZXIudjEuTGlzdFRhc2tzUmVzcG9uc2USWgoNVGVybWluYXRlVGFzaxIjLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1JlcXVlc3QaJC50YXNrcm91dGVyLnYxLlRlcm1pbmF0ZVRhc2tSZXNwb25zZWIGcHJvdG8z", [file_taskrouter_v1_volumes]);
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIsIECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEhYKDm5ldHdvcmtfcG9saWN5GDIgASgJEhcKD25ldHdvcmtfYWRkcmVzcxgzIAEoCRIXCg9uZXR3b3JrX2dhdGV3YXkYNCABKAkSHQoVbmV0d29ya19hbGxvd2VkX2NpZHJzGDUgAygJEh8KF25ldHdvcmtfYWxsb3dlZF9kb21haW5zGDYgAygJEiIKGm5ldHdvcmtfcmVzb2x2ZWRfYWRkcmVzc2VzGDcgAygJEioKB3ZvbHVtZXMYRiADKAsyGS50YXNrcm91dGVyLnYxLlRhc2tWb2x1bWUiigIKEUNyZWF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDwoHcnVudGltZRgCIAEoCRIXCg9hbGxvd2VkX3NlY3JldHMYAyADKAkSFAoMbWVtb3J5X2J5dGVzGAogASgEEgwKBGNwdXMYCyABKAESEgoKcGlkc19saW1pdBgMIAEoDRIPCgduZXR3b3JrGA0gASgJEg0KBWltYWdlGA4gASgJEhcKD3JlYWRpbmVzc19wcm9iZRgeIAEoCRIdChVyZWFkaW5lc3NfaW50ZXJ2YWxfbXMYHyABKA0SKgoHdm9sdW1lcxhGIAMoCzIZLnRhc2tyb3V0ZXIudjEuVGFza1ZvbHVtZSI3ChJDcmVhdGVUYXNrUmVzcG9uc2USIQoEdGFzaxgBIAEoCzITLnRhc2tyb3V0ZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjQKD0dldFRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIhIKEExpc3RUYXNrc1JlcXVlc3QiNwoRTGlzdFRhc2tzUmVzcG9uc2USIgoFdGFza3MYASADKAsyEy50YXNrcm91dGVyLnYxLlRhc2siJwoUVGVybWluYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIXChVUZXJtaW5hdGVUYXNrUmVzcG9uc2UqcgoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1JVTk5JTkcQARIZChVUQVNLX1NUQVRFX1RFUk1JTkFURUQQAhIWChJUQVNLX1NUQVRFX1NUT1BQRUQQAzLQAgoFVGFza3MSUQoKQ3JlYXRlVGFzaxIgLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1JlcXVlc3QaIS50YXNrcm91dGVyLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJICgdHZXRUYXNrEh0udGFza3JvdXRlci52MS5HZXRUYXNrUmVxdWVzdBoeLnRhc2tyb3V0ZXIudjEuR2V0VGFza1Jlc3BvbnNlEk4KCUxpc3RUYXNrcxIfLnRhc2tyb3V0ZXIudjEuTGlzdFRhc2tzUmVxdWVzdBogLnRhc2tyb3V0ZXIudjEuTGlzdFRhc2tzUmVzcG9uc2USWgoNVGVybWluYXRlVGFzaxIjLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1JlcXVlc3QaJC50YXNrcm91dGVyLnYxLlRlcm1pbmF0ZVRhc2tSZXNwb25zZWIGcHJvdG8z", [file_taskrouter_v1_volumes]);
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -127,6 +127,47 @@ export type Task = Message<"taskrouter.v1.Task"> & {
   readyAtMs: bigint;
 
   /**
+   * Fields 50-59: the network of "open" tasks (network = "open") and its policy
+   * (TaskSetNetworkAccess). Empty for other tasks.
+   * The policy in short: "open" (none set: everything allowed), or "allow: " and the first
+   * allowed CIDRs and domains ("allow: nothing" for an empty allowlist).
+   *
+   * @generated from field: string network_policy = 50;
+   */
+  networkPolicy: string;
+
+  /**
+   * The task's IPv4 address and its gateway (this machine's end of the task's veth).
+   *
+   * @generated from field: string network_address = 51;
+   */
+  networkAddress: string;
+
+  /**
+   * @generated from field: string network_gateway = 52;
+   */
+  networkGateway: string;
+
+  /**
+   * The policy in full: the allowed CIDRs (normalized) and domains, as set.
+   *
+   * @generated from field: repeated string network_allowed_cidrs = 53;
+   */
+  networkAllowedCidrs: string[];
+
+  /**
+   * @generated from field: repeated string network_allowed_domains = 54;
+   */
+  networkAllowedDomains: string[];
+
+  /**
+   * What the domains resolved to when the policy was set (enforced until the next policy).
+   *
+   * @generated from field: repeated string network_resolved_addresses = 55;
+   */
+  networkResolvedAddresses: string[];
+
+  /**
    * Fields 70-79: volumes (CreateTaskRequest.volumes), sorted by path.
    *
    * @generated from field: repeated taskrouter.v1.TaskVolume volumes = 70;
@@ -193,7 +234,9 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
   pidsLimit: number;
 
   /**
-   * "none" (the default): own network namespace with loopback only; "host": the machine's.
+   * "none" (the default): own network namespace with loopback only; "host": the machine's;
+   * "open" (runc/crun only): own namespace with a route out through this machine (veth,
+   * NAT), which TaskSetNetworkAccess may restrict.
    *
    * @generated from field: string network = 13;
    */
