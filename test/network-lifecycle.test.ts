@@ -195,13 +195,13 @@ describe("network policy across router restarts (runc)", { skip }, () => {
       await cli("task", "create", "--id", "cli-none");
       await allowlist(s.w, "cli-open", ["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"]);
       const rows = (await cli("task", "ls")).trim().split("\n");
-      assert.match(rows[0] ?? "", /\sNETWORK$/);
+      assert.match(rows[0] ?? "", /\sNETWORK\s+VOLUMES$/);
       const row = (id: string) => rows.find((l) => l.startsWith(`${id} `)) ?? "";
       assert.match(
         row("cli-open"),
-        /open \(allow: 203\.0\.113\.0\/24, 198\.51\.100\.0\/24, \+1 more\)$/,
+        /open \(allow: 203\.0\.113\.0\/24, 198\.51\.100\.0\/24, \+1 more\)\s+-$/,
       );
-      assert.match(row("cli-none"), /\snone$/);
+      assert.match(row("cli-none"), /\snone\s+-$/);
       for (const id of ["cli-open", "cli-none"]) await s.tasks.terminate(id);
     } finally {
       await stop(s);
