@@ -18,7 +18,7 @@ export function registerTaskLs(task: Command): void {
             for (const t of tasks) process.stdout.write(`${t.taskId}\n`);
             return 0;
           }
-          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED"]];
+          const rows = [["TASK ID", "STATE", "RUNTIME", "EXECS", "CONTAINERS", "READY", "CREATED"]];
           for (const t of tasks) {
             rows.push([
               t.taskId,
@@ -29,6 +29,7 @@ export function registerTaskLs(task: Command): void {
                   : "terminated",
               t.runtime,
               String(t.execCount),
+              String(t.containerCount),
               t.readinessProbe === "" ? "-" : t.readyAtMs > 0n ? "ready" : "not ready",
               new Date(Number(t.createdAtMs)).toISOString(),
             ]);

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import type { SidecarRuntime } from "./sidecars.ts";
 
 /** How a process ended: exactly one of `code` (normal exit) or `signal` (number). */
 export type ExitStatus = { code: number; signal?: never } | { signal: number; code?: never };
@@ -265,4 +266,6 @@ export interface Runtime {
    * never outlive the router.
    */
   adopt?(taskId: string): Promise<AdoptedProc[]>;
+  /** Extra (sidecar) containers of its tasks (see sidecars.ts); absent: none. */
+  readonly sidecars?: SidecarRuntime;
 }

@@ -69,6 +69,8 @@ export interface OciFlavor {
    * mount has controllers (crun 1.8): it is run with them hidden (cgroup.ts).
    */
   readonly refusesHybridV2Controllers: boolean;
+  /** Another container can join a task's network namespace by path (sidecars, runc/sidecars.ts). */
+  readonly sidecars: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -85,6 +87,7 @@ const RUNC: OciFlavor = {
   globalFlags: [],
   runFlags: () => [],
   refusesHybridV2Controllers: false,
+  sidecars: true,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
@@ -105,6 +108,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     globalFlags: ["--oci-seccomp"],
     runFlags: (network) => [`--network=${network}`, "--file-access=shared"],
     refusesHybridV2Controllers: false,
+    sidecars: false,
   },
 };
 

@@ -28,6 +28,7 @@ import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts
 import { RuncAgents } from "./runc-agents.ts";
 import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
 import { loadSeccomp, type OciSeccomp, type SeccompOption } from "./seccomp.ts";
+import { RuncSidecars } from "./sidecars.ts";
 import {
   checkTaskSpec,
   clearStatusDir,
@@ -76,6 +77,8 @@ export class RuncRuntime implements Runtime {
   private readonly spawner = lazySpawner(nativeHelper("taskrouter-spawner"), TOOL_ENV);
   /** The tasks' exec agents (runc-agents.ts); execs of tasks without one use `<runtime> exec`. */
   private readonly agents: RuncAgents;
+  /** The tasks' sidecar containers (Runtime.sidecars). */
+  readonly sidecars: RuncSidecars;
 
   private constructor(
     dataDir: string,
@@ -93,6 +96,16 @@ export class RuncRuntime implements Runtime {
       initPid: (id) => this.tasks.initPid(id),
       oomKills: (id) => oomKillCount(this.cgroupsPath(id)),
       runtimeDebug,
+    });
+    this.sidecars = new RuncSidecars({
+      cli,
+      tini,
+      seccomp,
+      spawner: () => this.spawner.get(),
+      bundle: (id) => this.bundle(id),
+      containerId: (id) => this.containerId(id),
+      cgroupsPath: (id) => this.cgroupsPath(id),
+      initPid: (id) => this.tasks.initPid(id),
     });
   }
 
@@ -134,6 +147,7 @@ export class RuncRuntime implements Runtime {
   /** Lets tasks use stored images as their root (`TaskSpec.image`); set before tasks load. */
   useImages(resolve: ImageResolver): void {
     this.images.setResolver(resolve);
+    this.sidecars.useImages(resolve);
   }
 
   /**
@@ -259,6 +273,7 @@ export class RuncRuntime implements Runtime {
   async destroyTask(taskId: string): Promise<void> {
     const bundle = this.bundle(taskId);
     await this.agents.destroy(taskId);
+    await this.sidecars.destroyAll(taskId);
     await this.cli.deleteForce(this.containerId(taskId));
     await unmountAll(bundle);
     // Never remove a tree with something still mounted in it (it could be this machine's files).

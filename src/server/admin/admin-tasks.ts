@@ -48,6 +48,8 @@ function toMsg(t: Task): TaskMsg {
     readinessProbe: t.readiness ? formatProbe(t.readiness.probe.check) : "",
     readinessIntervalMs: t.readiness?.probe.intervalMs ?? 0,
     readyAtMs: BigInt(t.readiness?.readyAt ?? 0),
+    containerCount:
+      (t.state === "running" && rs.state === "running" ? 1 : 0) + t.containers.activeCount,
   });
 }
 

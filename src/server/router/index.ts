@@ -3,6 +3,9 @@ import type { ImageService } from "../../images/service.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { ServerDeps } from "../transport/call.ts";
 import { type BoundService, bindService } from "../transport/conformance.ts";
+import { taskContainerCreate } from "./container-create.ts";
+import { taskContainerGet, taskContainerList } from "./container-get.ts";
+import { taskContainerTerminate, taskContainerWait } from "./container-terminate.ts";
 import { taskExecPoll } from "./exec-poll.ts";
 import { taskExecStart } from "./exec-start.ts";
 import { taskExecStdinStatus } from "./exec-stdin-status.ts";
@@ -42,11 +45,11 @@ export function routerService(
     sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
     sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
     sandboxWaitUntilReady: sandboxWaitUntilReady(deps, tasks),
-    taskContainerCreate: notYetUnary(deps, "TaskContainerCreate"),
-    taskContainerGet: notYetUnary(deps, "TaskContainerGet"),
-    taskContainerList: notYetUnary(deps, "TaskContainerList"),
-    taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
-    taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
+    taskContainerCreate: taskContainerCreate(deps, tasks),
+    taskContainerGet: taskContainerGet(deps, tasks),
+    taskContainerList: taskContainerList(deps, tasks),
+    taskContainerTerminate: taskContainerTerminate(deps, tasks),
+    taskContainerWait: taskContainerWait(deps, tasks),
     taskReloadVolumes: notYetUnary(deps, "TaskReloadVolumes"),
     taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
     taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
