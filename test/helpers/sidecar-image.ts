@@ -1,8 +1,15 @@
 import { execFile, execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
+import { tarDirectory } from "../../src/cli/tar-dir.ts";
+import { ImagesAdminClient } from "../../src/client/images.ts";
+import { scratch } from "./images.ts";
+import type { TestRouter } from "./router.ts";
+import { startRuncRouter } from "./runc.ts";
+import { STDERR, STDOUT, WireClient } from "./wire-client.ts";
 
 const run = promisify(execFile);
 
@@ -72,4 +79,54 @@ export async function makeSidecarImage(dir: string): Promise<void> {
   await mkdir(join(dir, "tmp"));
   await chmod(join(dir, "tmp"), 0o1777);
   await mkdir(join(dir, "mnt"));
+}
+
+/** A runc router (OCI runtime `binary`) with the sidecar image imported and one task. */
+export interface SidecarSuite {
+  r: TestRouter;
+  w: WireClient;
+  s: Awaited<ReturnType<typeof scratch>>;
+  image: string;
+  task: string;
+  /** TaskContainerCreate in `task` with `image` unless `req` says otherwise. */
+  create(req: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Runs argv in the task (in `container_id` when given): exit and stdout+stderr. */
+  execIn(argv: string[], container_id?: string): Promise<{ exit: unknown; out: string }>;
+  waitResult(container_id: string, timeout: number): Promise<Record<string, unknown>>;
+  /** Ends the router (tasks, containers, mounts) and removes the scratch dir. */
+  close(): Promise<void>;
+}
+
+export async function startSidecarSuite(binary: string): Promise<SidecarSuite> {
+  const s = await scratch();
+  const r = await startRuncRouter({ ociRuntime: binary });
+  const w = new WireClient(r.address);
+  const tree = join(s.dir, "tree");
+  await makeSidecarImage(tree);
+  const admin = new ImagesAdminClient(r.client);
+  const image = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
+  const task = await r.newTask();
+  return {
+    r,
+    w,
+    s,
+    image,
+    task,
+    create: (req) => w.unary("TaskContainerCreate", { task_id: task, image_id: image, ...req }),
+    execIn: async (argv, container_id = "") => {
+      const exec_id = randomUUID();
+      const req = { task_id: task, exec_id, command_args: argv, container_id };
+      await w.start({ ...req, stdout_config: STDOUT.PIPE, stderr_config: STDERR.STDOUT } as never);
+      const exit = await w.wait(task, exec_id);
+      const out = await w.readAll({ task_id: task, exec_id, offset: 0, file_descriptor: 0 });
+      return { exit, out: out.data.toString() };
+    },
+    waitResult: (container_id, timeout) =>
+      w.unary("TaskContainerWait", { task_id: task, container_id, timeout }),
+    close: async () => {
+      w.close();
+      await r.close();
+      await s.cleanup();
+    },
+  };
 }

@@ -9,7 +9,7 @@ import {
   TaskContainerInfoSchema,
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { ContainerResult } from "../../tasks/containers/container-record.ts";
-import type { ContainerInfo } from "../../tasks/containers/task-containers.ts";
+import type { ContainerInfo } from "../../tasks/containers/container-views.ts";
 
 const STATUS: Record<ContainerResult["status"], GenericResult_GenericStatus> = {
   success: GenericResult_GenericStatus.SUCCESS,

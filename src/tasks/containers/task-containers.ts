@@ -5,17 +5,9 @@ import {
   NotFoundError,
   ResourceExhaustedError,
 } from "../../errors.ts";
-import { checkArgv, type EnvSource } from "../../exec/exec-request.ts";
+import { checkArgv } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
-import type {
-  Proc,
-  Runtime,
-  SpawnSpec,
-  TaskEnv,
-  TaskFilesystem,
-  TaskSpec,
-  TaskStatus,
-} from "../../runtime/runtime.ts";
+import type { TaskEnv, TaskFilesystem } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import type { Caller } from "../grants.ts";
 import {
@@ -28,10 +20,19 @@ import {
 import {
   type ContainerRequest,
   containerFingerprint,
-  MAIN,
   newContainerId,
   validateContainerRequest,
 } from "./container-request.ts";
+import {
+  type ContainerInfo,
+  type ContainerTask,
+  type ExecPlace,
+  findByName,
+  infoOf,
+  mainInfo,
+  mainPlace,
+  Wakeups,
+} from "./container-views.ts";
 
 /** Sidecars running at once in one task; past it RESOURCE_EXHAUSTED. */
 export const MAX_ACTIVE = 32;
@@ -39,36 +40,6 @@ export const MAX_ACTIVE = 32;
 const MAX_ENDED = 64;
 /** How often running sidecars are checked for their entrypoint's end, ms. */
 const POLL_MS = 200;
-
-/** What the containers need of their task (Task satisfies it). */
-export interface ContainerTask {
-  readonly id: string;
-  readonly runtime: Runtime;
-  readonly spec: TaskSpec;
-  readonly env: TaskEnv;
-  readonly state: string;
-  runtimeStatus(): TaskStatus;
-  /** The env vars of `sources` for `caller` (PermissionDenied / NotFound before anything starts). */
-  resolveEnv(sources: readonly EnvSource[], caller: Caller): Record<string, string>;
-}
-
-/** Where an exec of the task runs: its main container or a sidecar. */
-export interface ExecPlace {
-  readonly env: TaskEnv;
-  resolvePath(path: string): string;
-  spawn(spec: SpawnSpec): Promise<Proc>;
-}
-
-/** What TaskContainerGet/List tell of one container. */
-export interface ContainerInfo {
-  /** "" for the main container. */
-  id: string;
-  name: string;
-  /** Free-form: "running", "exited", "terminated", "stopped (REASON)". */
-  status: string;
-  /** Unset while it runs. */
-  result: ContainerResult | undefined;
-}
 
 interface Sidecar {
   rec: ContainerRecord;
@@ -89,7 +60,7 @@ export class TaskContainers {
   private dir: string | undefined;
   private readonly all: Sidecar[] = [];
   private readonly creating = new Map<string, { fp: string; done: Promise<Sidecar> }>();
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> = Promise.resolve();
   private closed = false;
@@ -106,12 +77,11 @@ export class TaskContainers {
     for (const rec of await readContainerRecords(dir)) {
       const s: Sidecar = { rec, env: this.task.env };
       if (!rec.result && sc) {
-        try {
-          s.env = await sc.adopt(this.task.id, rec.id, rec.imageId);
-        } catch (err) {
+        s.env = await sc.adopt(this.task.id, rec.id, rec.imageId).catch((err: unknown) => {
           this.onError(err);
           rec.result = { status: "terminated", exitCode: 137, message: "lost at a router restart" };
-        }
+          return this.task.env;
+        });
       }
       this.all.push(s);
     }
@@ -139,7 +109,7 @@ export class TaskContainers {
     validateContainerRequest(req);
     const fp = containerFingerprint(req);
     const same = this.sameOrConflict(req.name, fp);
-    if (same) return this.info(await same);
+    if (same) return infoOf((await same).rec);
     const sc = this.sidecars();
     this.assertTaskRunning();
     if (this.activeCount + this.creating.size >= MAX_ACTIVE) {
@@ -150,11 +120,11 @@ export class TaskContainers {
     const env = { ...this.task.env.baseEnv, ...this.task.resolveEnv(req.envSources, caller) };
     checkArgv(req.argv, env, "args");
     const raced = this.sameOrConflict(req.name, fp);
-    if (raced) return this.info(await raced);
+    if (raced) return infoOf((await raced).rec);
     const done = this.launch(sc, req, fp, env);
     this.creating.set(req.name, { fp, done });
     try {
-      return this.info(await done);
+      return infoOf((await done).rec);
     } finally {
       this.creating.delete(req.name);
     }
@@ -217,48 +187,17 @@ export class TaskContainers {
 
   /** The newest container named `name` (TaskContainerGet): running first, else ended when asked. */
   get(name: string, includeTerminated: boolean): ContainerInfo {
-    checkMaxBytes("container_name", name, MAX.containerId);
-    if (name === "") throw new InvalidArgumentError("container_name must not be empty");
-    if (name === MAIN) return this.mainInfo();
-    const named = this.all.filter((s) => s.rec.name === name).reverse();
-    const s = named.find((x) => !x.rec.result) ?? (includeTerminated ? named[0] : undefined);
-    if (!s)
-      throw new NotFoundError(
-        `no ${includeTerminated ? "" : "running "}container named ${quote(name)} in task ${this.task.id}`,
-      );
-    return this.info(s);
+    return findByName(this.task, this.records(), name, includeTerminated);
   }
 
   /** Every container, main first, then sidecars oldest first (ended ones when asked). */
   list(includeTerminated: boolean): ContainerInfo[] {
-    const side = this.all.filter((s) => includeTerminated || !s.rec.result);
-    return [this.mainInfo(), ...side.map((s) => this.info(s))];
+    const side = this.records().filter((r) => includeTerminated || !r.result);
+    return [mainInfo(this.task), ...side.map(infoOf)];
   }
 
-  private mainInfo(): ContainerInfo {
-    const rs = this.task.runtimeStatus();
-    if (rs.state === "running") return { id: "", name: MAIN, status: "running", result: undefined };
-    const why = rs.reason ?? "exited";
-    return {
-      id: "",
-      name: MAIN,
-      status: `stopped (${why})`,
-      result: {
-        status: "terminated",
-        exitCode: 137,
-        message: `the task's container stopped: ${why}`,
-      },
-    };
-  }
-
-  private info(s: Sidecar): ContainerInfo {
-    const r = s.rec.result;
-    return {
-      id: s.rec.id,
-      name: s.rec.name,
-      status: !r ? "running" : r.status === "terminated" ? "terminated" : "exited",
-      result: r ? { ...r } : undefined,
-    };
+  private records(): ContainerRecord[] {
+    return this.all.map((s) => s.rec);
   }
 
   /** The sidecar `id`: InvalidArgument for "" (the main container), NotFound when unknown. */
@@ -304,20 +243,9 @@ export class TaskContainers {
         `timeout must be a finite number of seconds >= 0, not ${timeoutMs / 1000}`,
       );
     }
-    const end = Date.now() + Math.min(timeoutMs, 2 ** 31 - 1);
-    while (!s.rec.result && Date.now() < end && !signal?.aborted) {
-      if (this.closed) throw new FailedPreconditionError(`task ${this.task.id} is not running`);
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          signal?.removeEventListener("abort", done);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const t = setTimeout(done, end - Date.now());
-        signal?.addEventListener("abort", done);
-        this.waiters.add(done);
-      });
+    await this.wakeups.until(() => s.rec.result !== undefined || this.closed, timeoutMs, signal);
+    if (!s.rec.result && this.closed) {
+      throw new FailedPreconditionError(`task ${this.task.id} is not running`);
     }
     return s.rec.result ? { ...s.rec.result } : undefined;
   }
@@ -325,13 +253,7 @@ export class TaskContainers {
   /** Where exec `containerId` runs ("" = main): NotFound for an unknown id, FailedPrecondition for an ended one. */
   place(containerId: string): ExecPlace {
     const t = this.task;
-    if (containerId === "") {
-      return {
-        env: t.env,
-        resolvePath: (p) => t.runtime.resolvePath(t.id, p),
-        spawn: (spec) => t.runtime.spawn(t.id, spec),
-      };
-    }
+    if (containerId === "") return mainPlace(t);
     const s = this.running(containerId);
     const sc = this.sidecars();
     return {
@@ -351,7 +273,7 @@ export class TaskContainers {
     const s = this.find(containerId);
     if (s.rec.result) {
       throw new FailedPreconditionError(
-        `container ${quote(containerId)} is not running (${this.info(s).status})`,
+        `container ${quote(containerId)} is not running (${infoOf(s.rec).status})`,
       );
     }
     return s;
@@ -362,14 +284,13 @@ export class TaskContainers {
     this.closed = true;
     clearInterval(this.timer);
     this.timer = undefined;
-    for (const w of [...this.waiters]) w();
+    this.wakeups.wake();
   }
 
   /** Watches running sidecars for their entrypoint's end while any runs. */
   private arm(): void {
     if (this.timer || this.closed || this.activeCount === 0) return;
-    this.timer = setInterval(() => this.check(), POLL_MS);
-    this.timer.unref();
+    this.timer = setInterval(() => this.check(), POLL_MS).unref();
   }
 
   private check(): void {
@@ -397,14 +318,14 @@ export class TaskContainers {
     for (const old of ended.slice(0, Math.max(0, ended.length - MAX_ENDED))) {
       this.all.splice(this.all.indexOf(old), 1);
     }
-    for (const w of [...this.waiters]) w();
+    this.wakeups.wake();
     await this.save();
   }
 
   private save(): Promise<void> {
     const dir = this.dir;
     if (!dir || this.closed) return this.saving;
-    const records = this.all.map((s) => s.rec);
+    const records = this.records();
     this.saving = this.saving.then(() => writeContainerRecords(dir, records)).catch(this.onError);
     return this.saving;
   }
