@@ -218,9 +218,12 @@ describe("CLI exec -t without a terminal, and exec ls / kill / inspect", () => {
     const ls = await cli("exec", "ls", task);
     assert.equal(ls.code, 0, ls.stderr);
     const [header, ...rows] = ls.stdout.trimEnd().split("\n");
-    assert.match(header ?? "", /^EXEC ID\s+PID\s+STATE\s+EXIT\s+CAUSE\s+PTY\s+STARTED\s+COMMAND$/);
+    assert.match(
+      header ?? "",
+      /^EXEC ID\s+PID\s+STATE\s+EXIT\s+CAUSE\s+PTY\s+CONTAINER\s+STARTED\s+COMMAND$/,
+    );
     const row = rows.find((l) => l.startsWith(id)) ?? "";
-    assert.match(row, /\srunning\s+-\s+-\s+-\s.*\ssleep 100$/);
+    assert.match(row, /\srunning\s+-\s+-\s+-\s+main\s.*\ssleep 100$/);
 
     const kill = await cli("exec", "kill", "--signal", "TERM", task, id);
     assert.equal(kill.code, 0, kill.stderr);

@@ -301,7 +301,10 @@ describe("CLI: task create --readiness-probe, task ls READY", () => {
       w.close();
     }
     const rows = (await cli("task", "ls")).trimEnd().split("\n");
-    assert.match(rows[0] ?? "", /^TASK ID\s+STATE\s+RUNTIME\s+EXECS\s+READY\s+CREATED/);
+    assert.match(
+      rows[0] ?? "",
+      /^TASK ID\s+STATE\s+RUNTIME\s+EXECS\s+CONTAINERS\s+READY\s+CREATED/,
+    );
     const row = (id: string) => rows.find((l) => l.startsWith(`${id} `)) ?? "";
     assert.match(row("plain"), /\s-\s/);
     assert.match(row("yes"), /\sready\s/);

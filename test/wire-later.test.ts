@@ -236,11 +236,6 @@ for (const { label, oci } of variants) {
     it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason", async () => {
       const unimplemented: [string, RegExp][] = [
         ["SandboxStdinWriteV2", /entrypoint/],
-        ["TaskContainerCreate", /sidecar/],
-        ["TaskContainerGet", /sidecar/],
-        ["TaskContainerList", /sidecar/],
-        ["TaskContainerTerminate", /sidecar/],
-        ["TaskContainerWait", /sidecar/],
         ["TaskSnapshotMemory", /memory snapshots/],
       ];
       for (const [method, re] of unimplemented) {
@@ -284,7 +279,35 @@ for (const { label, oci } of variants) {
     });
 
     // Customer-supplied keys are served: test/images-csek.test.ts.
-    it("mount, unmount, snapshots and volume reloads refuse a container_id, never ignore it", async () => {
+    it("TaskContainer*: main is listed; sidecars refused where the runtime cannot run them", async () => {
+      // Sidecars themselves: test/sidecar.test.ts. Host and runsc refuse them, naming the runtime.
+      const create = { task_id: task, container_name: "s", image_id: "im-x", args: ["true"] };
+      await expectStatus(
+        w.unary("TaskContainerCreate", create),
+        oci === undefined || oci.includes("runsc")
+          ? grpc.status.FAILED_PRECONDITION
+          : grpc.status.NOT_FOUND,
+        oci === undefined ? /host runtime/ : oci.includes("runsc") ? /runsc/ : /im-x/,
+      );
+      const list = await w.unary("TaskContainerList", { task_id: task });
+      const names = (list.containers as { container_name: string }[]).map((c) => c.container_name);
+      assert.deepEqual(names, ["main"]);
+      const main = await w.unary("TaskContainerGet", { task_id: task, container_name: "main" });
+      assert.equal((main.container as { status: string }).status, "running");
+      await expectStatus(
+        w.unary("TaskContainerGet", { task_id: task }),
+        grpc.status.INVALID_ARGUMENT,
+      );
+      for (const method of ["TaskContainerTerminate", "TaskContainerWait"]) {
+        await expectStatus(w.unary(method, { task_id: task }), grpc.status.INVALID_ARGUMENT);
+        await expectStatus(
+          w.unary(method, { task_id: task, container_id: "ctr-1" }),
+          grpc.status.NOT_FOUND,
+        );
+      }
+    });
+
+    it("mount, unmount, snapshots and volume reloads refuse an unknown container_id", async () => {
       const path = Buffer.from("/tmp");
       const key = Buffer.alloc(32, 7);
       const calls: [string, Record<string, unknown>, grpc.status][] = [

@@ -29,6 +29,7 @@ export function execInfoJson(e: ExecInfo): Record<string, unknown> {
     stdinBytes: Number(e.stdinBytes),
     workdir: e.workdir || null,
     timeoutSecs: e.timeoutSecs || null,
+    containerId: e.containerId || null,
   };
 }
 

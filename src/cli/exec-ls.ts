@@ -11,7 +11,9 @@ export async function execLs(client: RouterClient, args: string[]): Promise<numb
   const [task, ...extra] = args;
   if (task === undefined || extra.length > 0) throw new Error(`usage: ${EXEC_LS_USAGE}`);
   const execs = await new ExecsClient(client).list(task);
-  const rows = [["EXEC ID", "PID", "STATE", "EXIT", "CAUSE", "PTY", "STARTED", "COMMAND"]];
+  const rows = [
+    ["EXEC ID", "PID", "STATE", "EXIT", "CAUSE", "PTY", "CONTAINER", "STARTED", "COMMAND"],
+  ];
   for (const e of execs) {
     rows.push([
       e.execId,
@@ -20,6 +22,7 @@ export async function execLs(client: RouterClient, args: string[]): Promise<numb
       exitText(e),
       causeText(e),
       e.pty ? `${e.ptyRows}x${e.ptyCols}` : "-",
+      e.containerId || "main",
       new Date(Number(e.startedAtMs)).toISOString(),
       e.commandArgs.map((a) => (/^[\w./:=@%+,-]+$/.test(a) ? a : JSON.stringify(a))).join(" "),
     ]);

@@ -20,7 +20,17 @@ export function registerTaskLs(task: Command): void {
             return 0;
           }
           const rows = [
-            ["TASK ID", "STATE", "RUNTIME", "EXECS", "READY", "CREATED", "NETWORK", "VOLUMES"],
+            [
+              "TASK ID",
+              "STATE",
+              "RUNTIME",
+              "EXECS",
+              "CONTAINERS",
+              "READY",
+              "CREATED",
+              "NETWORK",
+              "VOLUMES",
+            ],
           ];
           for (const t of tasks) {
             rows.push([
@@ -32,6 +42,7 @@ export function registerTaskLs(task: Command): void {
                   : "terminated",
               t.runtime,
               String(t.execCount),
+              String(t.containerCount),
               t.readinessProbe === "" ? "-" : t.readyAtMs > 0n ? "ready" : "not ready",
               new Date(Number(t.createdAtMs)).toISOString(),
               // "open", "open (allow: 10.0.0.0/8, +1 more)", "none", "host"; "-": not isolated.

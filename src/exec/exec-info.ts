@@ -20,6 +20,8 @@ export interface ExecInfo {
   pty: { rows: number; cols: number } | undefined;
   workdir: string | undefined;
   timeoutSecs: number | undefined;
+  /** The sidecar container it runs in ("": the task's main container). */
+  containerId: string;
 }
 
 export function describeExec(e: Exec): ExecInfo {
@@ -38,5 +40,6 @@ export function describeExec(e: Exec): ExecInfo {
     pty: e.ptySize ? { ...e.ptySize } : undefined,
     workdir: e.request.workdir,
     timeoutSecs: e.request.timeoutSecs,
+    containerId: e.request.containerId,
   };
 }

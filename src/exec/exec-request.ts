@@ -86,14 +86,34 @@ export function validateExecRequest(
   opts: { allowRuntimeDebug?: boolean | undefined } = {},
 ): void {
   checkExecIds(req);
-  if (req.argv.length === 0) throw new InvalidArgumentError("command_args must not be empty");
-  if (req.argv[0] === "") throw new InvalidArgumentError("command_args[0] must not be empty");
+  checkArgv(req.argv, env, "command_args");
+  checkInlineEnv(req.envSources);
+  if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
+    throw new InvalidArgumentError(
+      `workdir must be an absolute path: ${quote(req.workdir, { ends: true })}`,
+    );
+  }
+  if (req.runtimeDebug && !opts.allowRuntimeDebug) {
+    throw new PermissionDeniedError(
+      "runtime_debug is not allowed on this router (start it with serve --allow-runtime-debug)",
+    );
+  }
+}
+
+/**
+ * Checks an argv given as request field `field`: non-empty, no NUL, each
+ * argument within MAX_ARG_STRLEN and all of it together with `env` within
+ * the system's ARG_MAX. InvalidArgument otherwise.
+ */
+export function checkArgv(argv: string[], env: Record<string, string>, field: string): void {
+  if (argv.length === 0) throw new InvalidArgumentError(`${field} must not be empty`);
+  if (argv[0] === "") throw new InvalidArgumentError(`${field}[0] must not be empty`);
   let total = 0;
-  for (const [i, a] of req.argv.entries()) {
-    if (a.includes("\0")) throw new InvalidArgumentError(`command_args[${i}] contains a NUL byte`);
+  for (const [i, a] of argv.entries()) {
+    if (a.includes("\0")) throw new InvalidArgumentError(`${field}[${i}] contains a NUL byte`);
     const n = Buffer.byteLength(a) + 1;
     if (n > MAX_ARG_STRLEN) {
-      throw new InvalidArgumentError(`command_args[${i}] is longer than ${MAX_ARG_STRLEN} bytes`);
+      throw new InvalidArgumentError(`${field}[${i}] is longer than ${MAX_ARG_STRLEN} bytes`);
     }
     total += n + 8;
   }
@@ -101,10 +121,14 @@ export function validateExecRequest(
     total += Buffer.byteLength(k) + Buffer.byteLength(v) + 10;
   if (total > systemArgMax()) {
     throw new InvalidArgumentError(
-      `command_args and environment take ${total} bytes, more than the system's ARG_MAX (${systemArgMax()})`,
+      `${field} and environment take ${total} bytes, more than the system's ARG_MAX (${systemArgMax()})`,
     );
   }
-  for (const src of req.envSources) {
+}
+
+/** Inline env sources: names must match ENV_KEY, values must have no NUL (InvalidArgument). */
+export function checkInlineEnv(sources: readonly EnvSource[]): void {
+  for (const src of sources) {
     if (!("env" in src)) continue;
     for (const [k, v] of Object.entries(src.env)) {
       if (!ENV_KEY.test(k)) {
@@ -116,16 +140,6 @@ export function validateExecRequest(
         throw new InvalidArgumentError(`env var ${quote(k)} contains a NUL byte`);
       }
     }
-  }
-  if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
-    throw new InvalidArgumentError(
-      `workdir must be an absolute path: ${quote(req.workdir, { ends: true })}`,
-    );
-  }
-  if (req.runtimeDebug && !opts.allowRuntimeDebug) {
-    throw new PermissionDeniedError(
-      "runtime_debug is not allowed on this router (start it with serve --allow-runtime-debug)",
-    );
   }
 }
 

@@ -22,15 +22,16 @@ export interface TaskFs extends MountRoot {
 }
 
 /**
- * Finds a running task's filesystem: NotFound for an unknown task,
+ * Finds a running task's filesystem, or with `containerId` that of one of
+ * its sidecar containers: NotFound for an unknown task or container,
  * FailedPrecondition for one that is not running.
  */
-export type TaskFsLookup = (taskId: string) => TaskFs;
+export type TaskFsLookup = (taskId: string, containerId?: string) => TaskFs;
 
 /**
- * Which container of the task a call addresses, and the customer-supplied
- * encryption key it carries. Only the main container ("" or absent) is
- * served: another is refused (NotFound), never ignored. The key (16-512
+ * Which container of the task a call addresses ("" or absent: the main
+ * one; else a sidecar's `ctr-...` id), and the customer-supplied
+ * encryption key it carries. The key (16-512
  * bytes, else InvalidArgument) seals a snapshot and opens a sealed image for
  * a mount (csek.ts, sealed-store.ts); it is held for the call only, never
  * stored, logged or echoed.

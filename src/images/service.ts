@@ -6,7 +6,7 @@ import {
   NotFoundError,
   throwIfAborted,
 } from "../errors.ts";
-import { checkMaxBytes, MAX, quote } from "../limits.ts";
+import { checkMaxBytes, MAX } from "../limits.ts";
 import { Csek } from "./csek.ts";
 import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
@@ -134,14 +134,8 @@ export class ImageService {
 
   /** The task's filesystem, after refusing what CallTarget says is not served. */
   private targetFs(taskId: string, target: CallTarget): TaskFs {
-    const fs = this.lookup(taskId);
-    if (target.containerId) {
-      checkMaxBytes("container_id", target.containerId, MAX.containerId);
-      throw new NotFoundError(
-        `container ${quote(target.containerId)} not found in task ${taskId} (it has only its main container)`,
-      );
-    }
-    return fs;
+    if (target.containerId) checkMaxBytes("container_id", target.containerId, MAX.containerId);
+    return this.lookup(taskId, target.containerId || undefined);
   }
 
   /** TaskMountDirectory: mounts image `imageId` ("" = empty directory) at `path`. */
@@ -163,7 +157,7 @@ export class ImageService {
       const image = imageId ? await this.store.open(imageId, csek) : { manifest: emptyManifest() };
       try {
         await this.mounts.withTask(taskId, async () => {
-          this.lookup(taskId); // still running
+          this.lookup(taskId, target.containerId || undefined); // still running
           await this.mounts.mount(taskId, fs, components, imageId, image.manifest, image.writeFile);
         });
       } finally {

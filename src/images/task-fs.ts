@@ -2,7 +2,7 @@ import { realpathSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
 import { freezeCgroup } from "../linux/cgroup.ts";
-import type { Runtime } from "../runtime/runtime.ts";
+import type { Runtime, TaskFilesystem } from "../runtime/runtime.ts";
 import { type BinPath, fromUtf8, show } from "./paths.ts";
 import type { TaskFs, TaskFsLookup } from "./service.ts";
 
@@ -58,8 +58,13 @@ export function hostTaskFs(runtime: string, dataDirs: readonly string[], taskId:
 
 /** What taskFsLookup needs of the tasks (the TaskManager in daemon.ts). */
 export interface TaskSource {
-  /** The task `taskId` (NotFound when there is none), its state and runtime. */
-  get(taskId: string): { readonly state: string; readonly runtime: Runtime };
+  /** The task `taskId` (NotFound when there is none), its state, runtime and containers. */
+  get(taskId: string): {
+    readonly state: string;
+    readonly runtime: Runtime;
+    /** The root of running sidecar `id` (NotFound / FailedPrecondition otherwise). */
+    readonly containers: { filesystem(id: string): TaskFilesystem };
+  };
 }
 
 /**
@@ -69,13 +74,15 @@ export interface TaskSource {
  */
 export function taskFsLookup(tasks: TaskSource, dataDirPath: string): TaskFsLookup {
   const dataDirs = [realpathSync(dataDirPath), resolve(dataDirPath)];
-  return (taskId: string): TaskFs => {
+  return (taskId: string, containerId?: string): TaskFs => {
     const task = tasks.get(taskId);
     if (task.state !== "running") {
       throw new FailedPreconditionError(`task ${taskId} is not running (${task.state})`);
     }
     const rt = task.runtime;
-    const view = rt.taskFilesystem?.(taskId);
+    const view = containerId
+      ? task.containers.filesystem(containerId)
+      : rt.taskFilesystem?.(taskId);
     if (!view) return hostTaskFs(rt.name, dataDirs, taskId);
     const fs: TaskFs = { runtime: rt.name, root: view.root, refuseSymlinks: false };
     const cgroup = view.cgroupsPath;

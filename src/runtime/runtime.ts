@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import type { SidecarRuntime } from "./sidecars.ts";
 
 /** How a process ended: exactly one of `code` (normal exit) or `signal` (number). */
 export type ExitStatus = { code: number; signal?: never } | { signal: number; code?: never };
@@ -322,4 +323,6 @@ export interface Runtime {
   setNetworkPolicy?(taskId: string, policy: NetworkPolicy): Promise<void>;
   /** The task's own network when it is "open" and set up; undefined otherwise. */
   taskNetwork?(taskId: string): TaskNetworkInfo | undefined;
+  /** Extra (sidecar) containers of its tasks (see sidecars.ts); absent: none. */
+  readonly sidecars?: SidecarRuntime;
 }

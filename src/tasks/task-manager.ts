@@ -86,6 +86,7 @@ export class TaskManager {
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
+      await task.containers.open(join(dir, rec.id)); // sidecars first: execs may run in them
       await task.adoptExecs();
       this.tasks.set(rec.id, task);
       this.startReadiness(task, rec);
@@ -151,6 +152,7 @@ export class TaskManager {
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
+      await task.containers.open(join(this.dataDir, "tasks", id));
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);

@@ -19,6 +19,8 @@ import { quote } from "../limits.ts";
 import { FS_TOOLS_IN_TASK } from "../runtime/native.ts";
 import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
 import type { SecretResolver } from "../secrets/secret-store.ts";
+import type { ExecPlace } from "./containers/container-views.ts";
+import { TaskContainers } from "./containers/task-containers.ts";
 import { decodeExecRecord, encodeExecRecord } from "./exec-record.ts";
 import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
 import type { Readiness } from "./readiness.ts";
@@ -59,6 +61,8 @@ export class Task {
   allowedSecrets: readonly string[] = [];
   /** Its readiness probe and state (`task create --readiness-probe`); undefined: none. */
   readiness: Readiness | undefined;
+  /** Its main container and sidecars (TaskContainer* RPCs; `container_id` of execs). */
+  readonly containers = new TaskContainers(this, (err) => this.limits.onError(err));
   private readonly execs = new Map<string, Exec>();
   /** Execs whose process the runtime is starting (the id is taken already). */
   private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
@@ -95,13 +99,9 @@ export class Task {
     const fp = fingerprint(req);
     const existing = this.sameOrConflict(req.execId, fp);
     if (existing) return existing;
-    if (req.containerId !== "") {
-      throw new NotFoundError(
-        `container ${quote(req.containerId)} not found in task ${this.id} (it has only its main container)`,
-      );
-    }
+    const place = this.containers.place(req.containerId); // NotFound, or a sidecar that ended
     // Env sources override the runtime's base env; request-level vars (PTY TERM...) are set after.
-    const env = { ...this.env.baseEnv, ...this.resolveEnv(req.envSources, caller) };
+    const env = { ...place.env.baseEnv, ...this.resolveEnv(req.envSources, caller) };
     if (req.pty) Object.assign(env, ptyEnv(req.pty));
     if (req.argv[0] === FS_TOOLS_IN_TASK && this.limits.outputCap < FS_TOOLS_READ_LIMIT + MiB) {
       // Below the helper's own read limit: it refuses (FileTooLarge) what the cap would stall.
@@ -110,8 +110,8 @@ export class Task {
     validateExecRequest(req, env, { allowRuntimeDebug: this.limits.allowRuntimeDebug });
     this.assertRunning();
     this.assertRuntimeRunning();
-    const cwd = req.workdir ?? this.env.defaultWorkdir;
-    const hostCwd = this.runtime.resolvePath(this.id, cwd);
+    const cwd = req.workdir ?? place.env.defaultWorkdir;
+    const hostCwd = place.resolvePath(cwd);
     const st = await stat(hostCwd).catch(() => undefined);
     if (!st?.isDirectory()) {
       throw new FailedPreconditionError(
@@ -128,7 +128,7 @@ export class Task {
         `task ${this.id} holds ${held} execs, the limit (--max-execs-per-task)`,
       );
     }
-    const exec = this.launch(req, fp, env, cwd);
+    const exec = this.launch(req, fp, env, cwd, place);
     this.starting.set(req.execId, { fp, exec });
     try {
       return await exec;
@@ -142,6 +142,7 @@ export class Task {
     fp: string,
     env: Record<string, string>,
     cwd: string,
+    place: ExecPlace,
   ): Promise<Exec> {
     // Counted from before the spawn: never later than the client's clock, which starts after it.
     const deadline = req.timeoutSecs
@@ -149,7 +150,7 @@ export class Task {
         Math.max(0, timeoutKillDelayMs(req.timeoutSecs) - (this.runtime.timeoutLeadMs ?? 0))
       : undefined;
     const startedAt = Date.now();
-    const proc = await this.runtime.spawn(this.id, {
+    const proc = await place.spawn({
       ...(deadline !== undefined ? { deadline } : {}),
       persist: { record: encodeExecRecord(req, fp, startedAt, deadline) },
       outputCap: this.limits.outputCap,
@@ -220,7 +221,7 @@ export class Task {
    * them), checked for all sources first (so a denied name is never looked
    * up); then NotFound for an unknown secret id.
    */
-  private resolveEnv(sources: readonly EnvSource[], caller: Caller): Record<string, string> {
+  resolveEnv(sources: readonly EnvSource[], caller: Caller): Record<string, string> {
     assertSecretsGranted(this.id, this.allowedSecrets, caller, sources);
     // A Map, then fromEntries: a key like __proto__ stays plain data.
     const env = new Map<string, string>();
@@ -291,6 +292,7 @@ export class Task {
    */
   async teardown(): Promise<ExecInfo[]> {
     this.state = "terminated";
+    this.containers.close();
     await this.readiness?.stop();
     // Starts past their checks finish first: their processes are killed with the rest.
     await Promise.allSettled([...this.starting.values()].map((s) => s.exec));

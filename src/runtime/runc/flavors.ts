@@ -76,6 +76,8 @@ export interface OciFlavor {
    * network stack would send them past the namespace's nftables.
    */
   readonly vethNetwork: boolean;
+  /** Another container can join a task's network namespace by path (sidecars, runc/sidecars.ts). */
+  readonly sidecars: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -93,6 +95,7 @@ const RUNC: OciFlavor = {
   runFlags: () => [],
   refusesHybridV2Controllers: false,
   vethNetwork: true,
+  sidecars: true,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
@@ -120,6 +123,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     ],
     refusesHybridV2Controllers: false,
     vethNetwork: false,
+    sidecars: false,
   },
 };
 

@@ -45,7 +45,7 @@ export interface OciSpec {
   linux: {
     cgroupsPath: string;
     resources: OciResources;
-    namespaces: { type: string }[];
+    namespaces: { type: string; path?: string }[];
     rootfsPropagation: string;
     maskedPaths: string[];
     readonlyPaths: string[];

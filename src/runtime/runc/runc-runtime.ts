@@ -31,6 +31,7 @@ import { hostImage, layerDirs, mountRootfs, type RootfsLayer } from "./rootfs.ts
 import { RuncAgents } from "./runc-agents.ts";
 import { spawnRuncExec, TOOL_ENV } from "./runc-exec.ts";
 import { loadSeccomp, type OciSeccomp, type SeccompOption } from "./seccomp.ts";
+import { RuncSidecars } from "./sidecars.ts";
 import {
   checkTaskSpec,
   clearStatusDir,
@@ -83,6 +84,8 @@ export class RuncRuntime implements Runtime {
   private readonly agents: RuncAgents;
   /** The veths, NAT and policies of `--network open` tasks. */
   private readonly net: TaskNetworks;
+  /** The tasks' sidecar containers (Runtime.sidecars). */
+  readonly sidecars: RuncSidecars;
 
   private constructor(
     dataDir: string,
@@ -102,6 +105,16 @@ export class RuncRuntime implements Runtime {
       initPid: (id) => this.tasks.initPid(id),
       oomKills: (id) => oomKillCount(this.cgroupsPath(id)),
       runtimeDebug,
+    });
+    this.sidecars = new RuncSidecars({
+      cli,
+      tini,
+      seccomp,
+      spawner: () => this.spawner.get(),
+      bundle: (id) => this.bundle(id),
+      containerId: (id) => this.containerId(id),
+      cgroupsPath: (id) => this.cgroupsPath(id),
+      initPid: (id) => this.tasks.initPid(id),
     });
   }
 
@@ -157,6 +170,7 @@ export class RuncRuntime implements Runtime {
   /** Lets tasks use stored images as their root (`TaskSpec.image`); set before tasks load. */
   useImages(resolve: ImageResolver): void {
     this.images.setResolver(resolve);
+    this.sidecars.useImages(resolve);
   }
 
   /**
@@ -286,6 +300,7 @@ export class RuncRuntime implements Runtime {
   async destroyTask(taskId: string): Promise<void> {
     const bundle = this.bundle(taskId);
     await this.agents.destroy(taskId);
+    await this.sidecars.destroyAll(taskId);
     await this.cli.deleteForce(this.containerId(taskId));
     await this.net.detach(taskId, bundle);
     await unmountAll(bundle);

@@ -58,6 +58,8 @@ function toMsg(t: Task): TaskMsg {
     networkAllowedCidrs: net.info?.policy?.cidrs ?? [],
     networkAllowedDomains: net.info?.policy?.domains.map((d) => d.name) ?? [],
     networkResolvedAddresses: net.info?.policy?.domains.flatMap((d) => d.addresses) ?? [],
+    containerCount:
+      (t.state === "running" && rs.state === "running" ? 1 : 0) + t.containers.activeCount,
   });
 }
 

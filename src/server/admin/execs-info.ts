@@ -37,5 +37,6 @@ export function toExecInfoMsg(e: ExecInfo): ExecInfoMsg {
     ptyCols: e.pty?.cols ?? 0,
     workdir: e.workdir ?? "",
     timeoutSecs: e.timeoutSecs ?? 0,
+    containerId: e.containerId,
   });
 }

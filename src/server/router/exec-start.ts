@@ -57,9 +57,11 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
  * The env carriers of the request as one ordered list (PROTOCOL-LATER §6):
  * `secret_sources` as sent, or else `secret_ids` in order and then `env` on
  * top. Mixing `secret_sources` with the others, or a source with neither
- * field, is InvalidArgument.
+ * field, is InvalidArgument. TaskContainerCreate carries the same three fields.
  */
-function envSources(req: TaskExecStartRequest): EnvSource[] {
+export function envSources(
+  req: Pick<TaskExecStartRequest, "env" | "secretIds" | "secretSources">,
+): EnvSource[] {
   const env = Object.entries(req.env);
   if (req.secretSources.length > 0) {
     if (req.secretIds.length > 0 || env.length > 0) {

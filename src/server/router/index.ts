@@ -4,6 +4,9 @@ import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { VolumeStore } from "../../volumes/volume-store.ts";
 import type { ServerDeps } from "../transport/call.ts";
 import { type BoundService, bindService } from "../transport/conformance.ts";
+import { taskContainerCreate } from "./container-create.ts";
+import { taskContainerGet, taskContainerList } from "./container-get.ts";
+import { taskContainerTerminate, taskContainerWait } from "./container-terminate.ts";
 import { taskExecPoll } from "./exec-poll.ts";
 import { taskExecStart } from "./exec-start.ts";
 import { taskExecStdinStatus } from "./exec-stdin-status.ts";
@@ -47,11 +50,11 @@ export function routerService(
     sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
     sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
     sandboxWaitUntilReady: sandboxWaitUntilReady(deps, tasks),
-    taskContainerCreate: notYetUnary(deps, "TaskContainerCreate"),
-    taskContainerGet: notYetUnary(deps, "TaskContainerGet"),
-    taskContainerList: notYetUnary(deps, "TaskContainerList"),
-    taskContainerTerminate: notYetUnary(deps, "TaskContainerTerminate"),
-    taskContainerWait: notYetUnary(deps, "TaskContainerWait"),
+    taskContainerCreate: taskContainerCreate(deps, tasks),
+    taskContainerGet: taskContainerGet(deps, tasks),
+    taskContainerList: taskContainerList(deps, tasks),
+    taskContainerTerminate: taskContainerTerminate(deps, tasks),
+    taskContainerWait: taskContainerWait(deps, tasks),
     taskReloadVolumes: taskReloadVolumes(deps, tasks, volumes),
     taskSetNetworkAccess: taskSetNetworkAccess(deps, tasks),
     taskSetOutboundPolicy: taskSetOutboundPolicy(deps, tasks),

@@ -5,11 +5,6 @@ import { type ServerDeps, serverStream, unary } from "../transport/call.ts";
 const REASONS = {
   SandboxStdinWriteV2: "task entrypoints (sandbox stdin) are not served by this router yet",
   SandboxStdioReadV2: "task entrypoints (sandbox stdout/stderr) are not served by this router yet",
-  TaskContainerCreate: "sidecar containers are not served by this router yet",
-  TaskContainerGet: "sidecar containers are not served by this router yet",
-  TaskContainerList: "sidecar containers are not served by this router yet",
-  TaskContainerTerminate: "sidecar containers are not served by this router yet",
-  TaskContainerWait: "sidecar containers are not served by this router yet",
   TaskSnapshotMemory: "memory snapshots are not served by this router yet",
 } as const;
 

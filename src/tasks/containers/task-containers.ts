@@ -1,0 +1,332 @@
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+} from "../../errors.ts";
+import { checkArgv } from "../../exec/exec-request.ts";
+import { checkMaxBytes, MAX, quote } from "../../limits.ts";
+import type { TaskEnv, TaskFilesystem } from "../../runtime/runtime.ts";
+import type { SidecarRuntime } from "../../runtime/sidecars.ts";
+import type { Caller } from "../grants.ts";
+import {
+  type ContainerRecord,
+  type ContainerResult,
+  readContainerRecords,
+  resultOf,
+  writeContainerRecords,
+} from "./container-record.ts";
+import {
+  type ContainerRequest,
+  containerFingerprint,
+  newContainerId,
+  validateContainerRequest,
+} from "./container-request.ts";
+import {
+  type ContainerInfo,
+  type ContainerTask,
+  type ExecPlace,
+  findByName,
+  infoOf,
+  mainInfo,
+  mainPlace,
+  Wakeups,
+} from "./container-views.ts";
+
+/** Sidecars running at once in one task; past it RESOURCE_EXHAUSTED. */
+export const MAX_ACTIVE = 32;
+/** Ended sidecars remembered (include_terminated), the oldest forgotten first. */
+const MAX_ENDED = 64;
+/** How often running sidecars are checked for their entrypoint's end, ms. */
+const POLL_MS = 200;
+
+interface Sidecar {
+  rec: ContainerRecord;
+  /** Its own defaults (image workdir, base env). */
+  env: TaskEnv;
+  terminating?: Promise<void>;
+}
+
+/**
+ * The containers of one task (PROTOCOL-LATER §3.4, §5.10): "main" (the task
+ * itself) and its sidecars, started through the runtime's SidecarRuntime.
+ * Names are unique among running containers; an identical replay of a
+ * create returns the running container. Records (never env values) live in
+ * `<task dir>/containers.json`, so sidecars survive a router restart
+ * (`open` adopts them); they end when the task is removed.
+ */
+export class TaskContainers {
+  private dir: string | undefined;
+  private readonly all: Sidecar[] = [];
+  private readonly creating = new Map<string, { fp: string; done: Promise<Sidecar> }>();
+  private readonly wakeups = new Wakeups();
+  private timer: NodeJS.Timeout | undefined;
+  private saving: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly task: ContainerTask,
+    private readonly onError: (err: unknown) => void = () => undefined,
+  ) {}
+
+  /** Keeps records in `dir` and adopts the sidecars an earlier router left there. */
+  async open(dir: string): Promise<void> {
+    this.dir = dir;
+    const sc = this.task.runtime.sidecars;
+    for (const rec of await readContainerRecords(dir)) {
+      const s: Sidecar = { rec, env: this.task.env };
+      if (!rec.result && sc) {
+        s.env = await sc.adopt(this.task.id, rec.id, rec.imageId).catch((err: unknown) => {
+          this.onError(err);
+          rec.result = { status: "terminated", exitCode: 137, message: "lost at a router restart" };
+          return this.task.env;
+        });
+      }
+      this.all.push(s);
+    }
+    this.arm();
+  }
+
+  /** Running sidecars. */
+  get activeCount(): number {
+    return this.all.filter((s) => !s.rec.result).length;
+  }
+
+  private sidecars(): SidecarRuntime {
+    const sc = this.task.runtime.sidecars;
+    if (!sc) {
+      throw new FailedPreconditionError(
+        `the ${this.task.runtime.name} runtime cannot run sidecar containers (its tasks have no namespaces to share): create the task on runc`,
+      );
+    }
+    sc.check(this.task.id);
+    return sc;
+  }
+
+  /** Starts a sidecar (TaskContainerCreate); an identical replay returns the running one. */
+  async create(req: ContainerRequest, caller: Caller): Promise<ContainerInfo> {
+    validateContainerRequest(req);
+    const fp = containerFingerprint(req);
+    const same = this.sameOrConflict(req.name, fp);
+    if (same) return infoOf((await same).rec);
+    const sc = this.sidecars();
+    this.assertTaskRunning();
+    if (this.activeCount + this.creating.size >= MAX_ACTIVE) {
+      throw new ResourceExhaustedError(
+        `task ${this.task.id} runs ${MAX_ACTIVE} sidecars, the limit`,
+      );
+    }
+    const env = { ...this.task.env.baseEnv, ...this.task.resolveEnv(req.envSources, caller) };
+    checkArgv(req.argv, env, "args");
+    const raced = this.sameOrConflict(req.name, fp);
+    if (raced) return infoOf((await raced).rec);
+    const done = this.launch(sc, req, fp, env);
+    this.creating.set(req.name, { fp, done });
+    try {
+      return infoOf((await done).rec);
+    } finally {
+      this.creating.delete(req.name);
+    }
+  }
+
+  private async launch(
+    sc: SidecarRuntime,
+    req: ContainerRequest,
+    fp: string,
+    env: Record<string, string>,
+  ): Promise<Sidecar> {
+    const id = newContainerId();
+    const mem =
+      req.memoryMib !== undefined ? req.memoryMib * 1024 * 1024 : this.task.spec.memoryBytes;
+    const ownEnv = await sc.start(this.task.id, id, {
+      imageId: req.imageId,
+      argv: req.argv,
+      env,
+      cwd: req.workdir,
+      network: this.task.spec.network === "host" ? "host" : "none",
+      memoryBytes: mem,
+    });
+    const rec: ContainerRecord = {
+      id,
+      name: req.name,
+      imageId: req.imageId,
+      argv: req.argv,
+      fingerprint: fp,
+      createdAt: Date.now(),
+    };
+    if (req.workdir !== undefined) rec.workdir = req.workdir;
+    const s: Sidecar = { rec, env: ownEnv };
+    this.all.push(s);
+    await this.save();
+    this.arm();
+    return s;
+  }
+
+  /** The running sidecar named `name` (or its start under way) when `fp` matches; AlreadyExists when not. */
+  private sameOrConflict(name: string, fp: string): Sidecar | Promise<Sidecar> | undefined {
+    const starting = this.creating.get(name);
+    const running = this.all.find((s) => s.rec.name === name && !s.rec.result);
+    const got = running
+      ? { fp: running.rec.fingerprint, v: running }
+      : starting && { fp: starting.fp, v: starting.done };
+    if (got && got.fp !== fp) {
+      throw new AlreadyExistsError(
+        `container ${quote(name)} already exists in task ${this.task.id}`,
+      );
+    }
+    return got?.v;
+  }
+
+  private assertTaskRunning(): void {
+    const rs = this.task.runtimeStatus();
+    if (this.closed || this.task.state !== "running" || rs.state !== "running") {
+      throw new FailedPreconditionError(`task ${this.task.id} is not running`);
+    }
+  }
+
+  /** The newest container named `name` (TaskContainerGet): running first, else ended when asked. */
+  get(name: string, includeTerminated: boolean): ContainerInfo {
+    return findByName(this.task, this.records(), name, includeTerminated);
+  }
+
+  /** Every container, main first, then sidecars oldest first (ended ones when asked). */
+  list(includeTerminated: boolean): ContainerInfo[] {
+    const side = this.records().filter((r) => includeTerminated || !r.result);
+    return [mainInfo(this.task), ...side.map(infoOf)];
+  }
+
+  private records(): ContainerRecord[] {
+    return this.all.map((s) => s.rec);
+  }
+
+  /** The sidecar `id`: InvalidArgument for "" (the main container), NotFound when unknown. */
+  private find(id: string): Sidecar {
+    checkMaxBytes("container_id", id, MAX.containerId);
+    if (id === "") {
+      throw new InvalidArgumentError(
+        "container_id must name a sidecar (the main container ends with the task)",
+      );
+    }
+    const s = this.all.find((x) => x.rec.id === id);
+    if (!s) throw new NotFoundError(`container ${quote(id)} not found in task ${this.task.id}`);
+    return s;
+  }
+
+  /** Ends sidecar `id` (TaskContainerTerminate); OK when it has ended already. */
+  async terminate(id: string): Promise<void> {
+    const s = this.find(id);
+    if (s.rec.result) return;
+    s.terminating ??= (async () => {
+      const sc = this.sidecars();
+      await sc.kill(this.task.id, id);
+      const st = sc.poll(this.task.id, id);
+      // It may have exited on its own just before: its report says so.
+      const status = st.ended && st.status?.code !== undefined ? st.status : undefined;
+      await this.finish(s, resultOf(status, status === undefined));
+    })();
+    await s.terminating;
+  }
+
+  /**
+   * Sidecar `id`'s result (TaskContainerWait): at once when it ended, else
+   * after up to `timeoutMs` (0: answer now); undefined while it runs.
+   */
+  async wait(
+    id: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<ContainerResult | undefined> {
+    const s = this.find(id);
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new InvalidArgumentError(
+        `timeout must be a finite number of seconds >= 0, not ${timeoutMs / 1000}`,
+      );
+    }
+    await this.wakeups.until(() => s.rec.result !== undefined || this.closed, timeoutMs, signal);
+    if (!s.rec.result && this.closed) {
+      throw new FailedPreconditionError(`task ${this.task.id} is not running`);
+    }
+    return s.rec.result ? { ...s.rec.result } : undefined;
+  }
+
+  /** Where exec `containerId` runs ("" = main): NotFound for an unknown id, FailedPrecondition for an ended one. */
+  place(containerId: string): ExecPlace {
+    const t = this.task;
+    if (containerId === "") return mainPlace(t);
+    const s = this.running(containerId);
+    const sc = this.sidecars();
+    return {
+      env: s.env,
+      resolvePath: (p) => sc.resolvePath(t.id, containerId, p),
+      spawn: (spec) => sc.spawn(t.id, containerId, spec),
+    };
+  }
+
+  /** The root filesystem of running sidecar `containerId` (mounts and snapshots). */
+  filesystem(containerId: string): TaskFilesystem {
+    this.running(containerId);
+    return this.sidecars().filesystem(this.task.id, containerId);
+  }
+
+  private running(containerId: string): Sidecar {
+    const s = this.find(containerId);
+    if (s.rec.result) {
+      throw new FailedPreconditionError(
+        `container ${quote(containerId)} is not running (${infoOf(s.rec).status})`,
+      );
+    }
+    return s;
+  }
+
+  /** Stops watching (task teardown, router shutdown): the sidecars themselves are the runtime's. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.wakeups.wake();
+  }
+
+  /** Watches running sidecars for their entrypoint's end while any runs. */
+  private arm(): void {
+    if (this.timer || this.closed || this.activeCount === 0) return;
+    this.timer = setInterval(() => this.check(), POLL_MS).unref();
+  }
+
+  private check(): void {
+    const sc = this.task.runtime.sidecars;
+    for (const s of this.all) {
+      if (s.rec.result || s.terminating || !sc) continue;
+      const st = sc.poll(this.task.id, s.rec.id);
+      if (!st.ended) continue;
+      s.terminating = sc
+        .kill(this.task.id, s.rec.id)
+        .catch(this.onError)
+        .then(() => this.finish(s, resultOf(st.status, false)));
+    }
+    if (this.activeCount === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private async finish(s: Sidecar, result: ContainerResult): Promise<void> {
+    if (s.rec.result) return;
+    s.rec.result = result;
+    s.rec.endedAt = Date.now();
+    const ended = this.all.filter((x) => x.rec.result);
+    for (const old of ended.slice(0, Math.max(0, ended.length - MAX_ENDED))) {
+      this.all.splice(this.all.indexOf(old), 1);
+    }
+    this.wakeups.wake();
+    await this.save();
+  }
+
+  private save(): Promise<void> {
+    const dir = this.dir;
+    if (!dir || this.closed) return this.saving;
+    const records = this.records();
+    this.saving = this.saving.then(() => writeContainerRecords(dir, records)).catch(this.onError);
+    return this.saving;
+  }
+}
