@@ -16,6 +16,7 @@ import { loadSeccomp } from "./runtime/runc/seccomp.ts";
 import type { Runtime } from "./runtime/runtime.ts";
 import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/transport/server.ts";
+import { DEFAULT_MEMORY_SNAPSHOT_TTL_MS, MemorySnapshots } from "./snapshots/memory-snapshots.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
 import { snapshotProgress } from "./util/progress.ts";
 
@@ -57,6 +58,8 @@ export interface DaemonConfig {
   metricsListen?: string | undefined;
   /** Share images through this OCI registry repository (`--registry`); undefined: none. */
   registry?: RegistryConfig | undefined;
+  /** Memory snapshots are deleted this long after they were taken, ms (`--memory-snapshot-ttl`). */
+  memorySnapshotTtlMs: number;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -74,6 +77,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   auth: { mode: "jwt" },
   allowRuntimeDebug: false,
   ptyIdleTimeoutMs: 10 * 60 * 1000,
+  memorySnapshotTtlMs: DEFAULT_MEMORY_SNAPSHOT_TTL_MS,
 };
 
 export interface Daemon {
@@ -190,11 +194,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const endsWithRouter = (r: { taskId: string }) => (runtimeOf(r.taskId) ?? "host") === "host";
   await images.init((r) => !endsWithRouter(r));
   tasks.onTeardown((taskId) => images.teardownTask(taskId));
+  const memorySnapshots = new MemorySnapshots(join(dataDir, "memory-snapshots"), tasks, {
+    ttlMs: config.memorySnapshotTtlMs,
+    onError: (err) => log.error({ err }, "memory snapshots"),
+  });
+  await memorySnapshots.load();
   let server: RouterServer;
   let metricsServer: MetricsServer | undefined;
   try {
     systemArgMax(); // read once now, not in the first TaskExecStart
-    server = await startServer(config.listen, tasks, log, { secrets, images }, edge, metrics);
+    server = await startServer(
+      config.listen,
+      tasks,
+      log,
+      { secrets, images, memorySnapshots },
+      edge,
+      metrics,
+    );
     if (prom && config.metricsListen) {
       const { serveMetrics } = await import("./metrics/serve.ts");
       metricsServer = await serveMetrics(config.metricsListen, prom.registry).catch(
@@ -205,6 +221,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       );
     }
   } catch (err) {
+    memorySnapshots.close();
     await tasks.shutdown();
     await images.shutdown(endsWithRouter);
     await Promise.all([...runtimes.values()].map((r) => r.close?.()));
@@ -222,6 +239,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     close: async () => {
       await metricsServer?.close();
       await server.close();
+      memorySnapshots.close();
       await tasks.shutdown();
       await images.shutdown(endsWithRouter);
       await Promise.all([...runtimes.values()].map((r) => r.close?.()));

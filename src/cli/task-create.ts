@@ -14,6 +14,7 @@ interface TaskCreateOptions {
   allowSecret: string[];
   readinessProbe?: string;
   readinessInterval?: number;
+  fromMemorySnapshot?: string;
 }
 
 function parseCpus(v: string): number {
@@ -48,6 +49,10 @@ export function registerTaskCreate(task: Command): void {
       "time between readiness probe attempts, 10ms to 10m (default: 250ms)",
       parseDuration,
     )
+    .option(
+      "--from-memory-snapshot <id>",
+      "restore a memory snapshot as the task (it keeps the snapshot's runtime, limits, network, image)",
+    )
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -63,6 +68,9 @@ export function registerTaskCreate(task: Command): void {
             ...(o.readinessProbe !== undefined ? { readinessProbe: o.readinessProbe } : {}),
             ...(o.readinessInterval !== undefined
               ? { readinessIntervalMs: o.readinessInterval }
+              : {}),
+            ...(o.fromMemorySnapshot !== undefined
+              ? { fromMemorySnapshot: o.fromMemorySnapshot }
               : {}),
           });
           process.stdout.write(`${t.taskId}\n`);

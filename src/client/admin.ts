@@ -36,6 +36,8 @@ export class TasksClient {
       readinessProbe?: string;
       /** Milliseconds between probe attempts; unset: the router's default. */
       readinessIntervalMs?: number;
+      /** Restore this memory snapshot as the task (`--from-memory-snapshot`). */
+      fromMemorySnapshot?: string;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -51,6 +53,7 @@ export class TasksClient {
         allowedSecrets: opts.allowedSecrets ?? [],
         readinessProbe: opts.readinessProbe ?? "",
         readinessIntervalMs: opts.readinessIntervalMs ?? 0,
+        fromMemorySnapshot: opts.fromMemorySnapshot ?? "",
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -108,6 +108,8 @@ export class TaskManager {
       allowedSecrets?: readonly string[];
       /** Checked already (parseReadinessProbe). */
       readinessProbe?: ReadinessProbe;
+      /** A checkpoint directory of the runtime to start the task from (memory snapshots). */
+      restore?: string;
     } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
@@ -136,7 +138,11 @@ export class TaskManager {
     const createdAt = Date.now();
     this.creating.add(id); // reserve the id while the runtime prepares the task
     try {
-      const env = await runtime.prepareTask(id, spec);
+      const env = await runtime.prepareTask(
+        id,
+        spec,
+        opts.restore ? { restore: opts.restore } : {},
+      );
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
       if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
       await writeTaskRecord(this.dataDir, rec);

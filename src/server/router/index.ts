@@ -1,5 +1,6 @@
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { ImageService } from "../../images/service.ts";
+import type { MemorySnapshots } from "../../snapshots/memory-snapshots.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { ServerDeps } from "../transport/call.ts";
 import { type BoundService, bindService } from "../transport/conformance.ts";
@@ -15,6 +16,7 @@ import { notYetStream, notYetUnary } from "./not-yet.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
+import { taskSnapshotMemory } from "./snapshot-memory.ts";
 import { taskUnmountDirectory } from "./unmount-directory.ts";
 
 /**
@@ -26,6 +28,7 @@ export function routerService(
   deps: ServerDeps,
   tasks: TaskManager,
   images: ImageService | undefined,
+  memorySnapshots?: MemorySnapshots,
 ): BoundService {
   return bindService(TaskCommandRouter, {
     taskExecPoll: taskExecPoll(deps, tasks),
@@ -50,6 +53,6 @@ export function routerService(
     taskReloadVolumes: notYetUnary(deps, "TaskReloadVolumes"),
     taskSetNetworkAccess: notYetUnary(deps, "TaskSetNetworkAccess"),
     taskSetOutboundPolicy: notYetUnary(deps, "TaskSetOutboundPolicy"),
-    taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),
+    taskSnapshotMemory: taskSnapshotMemory(deps, memorySnapshots),
   });
 }

@@ -13,7 +13,6 @@ const REASONS = {
   TaskReloadVolumes: "volumes are not served by this router yet",
   TaskSetNetworkAccess: "network policies are not served by this router yet",
   TaskSetOutboundPolicy: "outbound policies are not served by this router yet",
-  TaskSnapshotMemory: "memory snapshots are not served by this router yet",
 } as const;
 
 type NotYet = keyof typeof REASONS;
