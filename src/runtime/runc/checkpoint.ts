@@ -133,7 +133,11 @@ export async function restoreDetached(
  */
 async function failureReason(err: unknown, work: string, dir: string): Promise<string> {
   const stderr = String((err as { stderr?: unknown }).stderr ?? "");
-  const msg = stderr.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/gm, "$1").replace(/\\n/g, " ");
+  const msg = stderr
+    .split("\n")
+    .map((l) => l.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/, "$1").replace(/\\n/g, " "))
+    .filter((l) => l.trim() !== "")
+    .join("; ");
   const log = await readFile(join(work, "dump.log"), "utf8").catch(() => "");
   const criu = /Error \([^)]*\): (.*)/.exec(log)?.[1];
   const text = criu ? `${msg.replace(/ *log file: \S+/, "")} (criu: ${criu})` : msg;
