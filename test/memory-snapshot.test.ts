@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
-import { type Daemon, DEFAULT_CONFIG, startDaemon } from "../src/daemon.ts";
+import { DEFAULT_CONFIG, startDaemon } from "../src/daemon.ts";
 import { cliEnv, runCli } from "./helpers/cli-run.ts";
 import { RUNSC, removeDataDir, runcSkipReason, tempDataDir } from "./helpers/runc.ts";
 import { WireAdmin } from "./helpers/wire-admin.ts";

@@ -77,6 +77,8 @@ export async function restoreLayers(cli: OciCli, dir: string, bundle: string): P
     );
   }
   const upper = join(dir, "upper");
+  // Into a fresh `upper` (cp would copy into an existing one); nothing is mounted yet.
+  await rm(join(bundle, "upper"), { recursive: true, force: true });
   if (existsSync(upper)) await runTool("cp", ["-a", "--reflink=auto", "--", upper, bundle]);
 }
 
