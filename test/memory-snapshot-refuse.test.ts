@@ -12,6 +12,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { issueToken } from "../src/auth/tokens.ts";
+import { runCli } from "./helpers/cli-run.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { CRUN, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
 import { WireAdmin } from "./helpers/wire-admin.ts";
@@ -150,4 +151,12 @@ describe("memory snapshots and tokens", () => {
       grpc.status.PERMISSION_DENIED,
     );
   });
+});
+
+it("serve refuses a memory snapshot TTL that is not a positive duration", async () => {
+  for (const ttl of ["0", "soon"]) {
+    const res = await runCli(["serve", "--memory-snapshot-ttl", ttl, "--listen", "127.0.0.1:0"]);
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /--memory-snapshot-ttl/);
+  }
 });
