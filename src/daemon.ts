@@ -17,6 +17,7 @@ import { loadSeccomp } from "./runtime/runc/seccomp.ts";
 import type { Runtime } from "./runtime/runtime.ts";
 import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/transport/server.ts";
+import { DEFAULT_MEMORY_SNAPSHOT_TTL_MS, MemorySnapshots } from "./snapshots/memory-snapshots.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
 import { snapshotProgress } from "./util/progress.ts";
 import { LocalVolumeBackend } from "./volumes/backend.ts";
@@ -63,6 +64,8 @@ export interface DaemonConfig {
   metricsListen?: string | undefined;
   /** Share images through this OCI registry repository (`--registry`); undefined: none. */
   registry?: RegistryConfig | undefined;
+  /** Memory snapshots are deleted this long after they were taken, ms (`--memory-snapshot-ttl`). */
+  memorySnapshotTtlMs: number;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -80,6 +83,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   auth: { mode: "jwt" },
   allowRuntimeDebug: false,
   ptyIdleTimeoutMs: 10 * 60 * 1000,
+  memorySnapshotTtlMs: DEFAULT_MEMORY_SNAPSHOT_TTL_MS,
 };
 
 export interface Daemon {
@@ -206,6 +210,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const endsWithRouter = (r: { taskId: string }) => (runtimeOf(r.taskId) ?? "host") === "host";
   await images.init((r) => !endsWithRouter(r));
   tasks.onTeardown((taskId) => images.teardownTask(taskId));
+  const memorySnapshots = new MemorySnapshots(join(dataDir, "memory-snapshots"), tasks, {
+    ttlMs: config.memorySnapshotTtlMs,
+    onError: (err) => log.error({ err }, "memory snapshots"),
+  });
+  await memorySnapshots.load();
   let server: RouterServer;
   let metricsServer: MetricsServer | undefined;
   try {
@@ -214,7 +223,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       config.listen,
       tasks,
       log,
-      { secrets, images, volumes },
+      { secrets, images, volumes, memorySnapshots },
       edge,
       metrics,
     );
@@ -228,6 +237,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       );
     }
   } catch (err) {
+    memorySnapshots.close();
     await tasks.shutdown();
     await images.shutdown(endsWithRouter);
     await Promise.all([...runtimes.values()].map((r) => r.close?.()));
@@ -245,6 +255,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     close: async () => {
       await metricsServer?.close();
       await server.close();
+      memorySnapshots.close();
       await tasks.shutdown();
       await images.shutdown(endsWithRouter);
       await Promise.all([...runtimes.values()].map((r) => r.close?.()));

@@ -17,7 +17,7 @@ import { startRouter, type TestRouter } from "./helpers/router.ts";
 
 const PROTO_DIR = fileURLToPath(new URL("../proto", import.meta.url));
 
-/** Every service a router with images, secrets and volumes serves. */
+/** Every service a router with images, secrets, volumes and memory snapshots serves. */
 const SERVICES = [
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
@@ -25,6 +25,7 @@ const SERVICES = [
   "modal.task_command_router.TaskCommandRouter",
   "taskrouter.v1.Execs",
   "taskrouter.v1.Images",
+  "taskrouter.v1.MemorySnapshots",
   "taskrouter.v1.Secrets",
   "taskrouter.v1.Tasks",
   "taskrouter.v1.Volumes",

@@ -234,15 +234,18 @@ for (const { label, oci } of variants) {
     });
 
     it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason", async () => {
-      const unimplemented: [string, RegExp][] = [
-        ["SandboxStdinWriteV2", /entrypoint/],
-        ["TaskSnapshotMemory", /memory snapshots/],
-      ];
+      const unimplemented: [string, RegExp][] = [["SandboxStdinWriteV2", /entrypoint/]];
       for (const [method, re] of unimplemented) {
         await expectStatus(w.unary(method, { task_id: task }), grpc.status.UNIMPLEMENTED, re);
       }
       // Volumes are served (test/volumes-runc.test.ts): a task without volumes reloads none.
       assert.deepEqual(await w.unary("TaskReloadVolumes", { task_id: task }), {});
+      // Served now (test/memory-snapshot*.test.ts); a request without its key is malformed.
+      await expectStatus(
+        w.unary("TaskSnapshotMemory", { task_id: task }),
+        grpc.status.INVALID_ARGUMENT,
+        /idempotency_key/,
+      );
       const read = (
         w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
       ).SandboxStdioReadV2;

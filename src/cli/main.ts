@@ -82,6 +82,15 @@ const VERBS: Record<string, Verb> = {
       (await import("./image-pull.ts")).registerImagePull,
     ],
   },
+  "memory-snapshot": {
+    description: "manage memory snapshots (TaskSnapshotMemory; task create --from-memory-snapshot)",
+    group: true,
+    client: true,
+    load: async () => [
+      (await import("./memory-snapshot-ls.ts")).registerMemorySnapshotLs,
+      (await import("./memory-snapshot-rm.ts")).registerMemorySnapshotRm,
+    ],
+  },
 };
 
 const program = addGlobalOptions(

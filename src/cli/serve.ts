@@ -1,4 +1,4 @@
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { issueToken } from "../auth/tokens.ts";
 import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../daemon.ts";
 import { TaskRouterError } from "../errors.ts";
@@ -26,6 +26,7 @@ interface ServeOptions {
   tlsSelfSigned?: boolean;
   allowRuntimeDebug?: boolean;
   ptyIdleTimeout: number;
+  memorySnapshotTtl: number;
   runtime: DaemonConfig["runtime"];
   ociRuntime: string;
   seccomp: string;
@@ -108,6 +109,16 @@ export function registerServe(program: Command): void {
       parseDuration,
       d.ptyIdleTimeoutMs,
     )
+    .option(
+      "--memory-snapshot-ttl <duration>",
+      "memory snapshots (TaskSnapshotMemory) are deleted this long after they were taken",
+      (v: string) => {
+        const ms = parseDuration(v);
+        if (ms <= 0) throw new InvalidArgumentError("must be positive");
+        return ms;
+      },
+      d.memorySnapshotTtlMs,
+    )
     .addOption(
       new Option(
         "--runtime <name>",
@@ -168,6 +179,7 @@ export function registerServe(program: Command): void {
         },
         allowRuntimeDebug: o.allowRuntimeDebug === true,
         ptyIdleTimeoutMs: o.ptyIdleTimeout,
+        memorySnapshotTtlMs: o.memorySnapshotTtl,
         metricsListen: o.metricsListen,
       };
       if (o.registry) {

@@ -16,6 +16,7 @@ interface TaskCreateOptions {
   readinessProbe?: string;
   readinessInterval?: number;
   volume: VolumeOption[];
+  fromMemorySnapshot?: string;
 }
 
 function parseCpus(v: string): number {
@@ -54,6 +55,10 @@ export function registerTaskCreate(task: Command): void {
       parseDuration,
     )
     .option("--volume <name:/path[:ro]>", "mount a volume (runc; repeatable)", collectVolume, [])
+    .option(
+      "--from-memory-snapshot <id>",
+      "restore a memory snapshot as the task (it keeps the snapshot's runtime, limits, network, image)",
+    )
     .action((o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
@@ -71,6 +76,9 @@ export function registerTaskCreate(task: Command): void {
               ? { readinessIntervalMs: o.readinessInterval }
               : {}),
             ...(o.volume.length > 0 ? { volumes: o.volume } : {}),
+            ...(o.fromMemorySnapshot !== undefined
+              ? { fromMemorySnapshot: o.fromMemorySnapshot }
+              : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

@@ -38,6 +38,8 @@ export class TasksClient {
       readinessIntervalMs?: number;
       /** Volumes to mount (`--volume NAME:/path[:ro]`). */
       volumes?: { name: string; path: string; readOnly?: boolean }[];
+      /** Restore this memory snapshot as the task (`--from-memory-snapshot`). */
+      fromMemorySnapshot?: string;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -54,6 +56,7 @@ export class TasksClient {
         readinessProbe: opts.readinessProbe ?? "",
         readinessIntervalMs: opts.readinessIntervalMs ?? 0,
         volumes: (opts.volumes ?? []).map((v) => ({ ...v, readOnly: v.readOnly ?? false })),
+        fromMemorySnapshot: opts.fromMemorySnapshot ?? "",
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

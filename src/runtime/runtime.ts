@@ -143,6 +143,11 @@ export interface TaskSpec {
   network?: "none" | "host" | "open";
   /** Id of a stored image that is the task's root filesystem (runc); absent: the host image. */
   image?: string;
+  /**
+   * The memory snapshot the task was restored from (a record only: the
+   * restore itself is `prepareTask`'s `restore`); absent: none.
+   */
+  memorySnapshot?: string;
   /** Volumes bound into the task, sorted by path (runtimes with `mountsVolumes`); absent: none. */
   volumes?: VolumeBind[];
 }
@@ -267,8 +272,14 @@ export interface Runtime {
   /**
    * `spec`: the task's limits and network (already accepted by `checkSpec`).
    * `existing`: the task was created by an earlier router (adopt what is left).
+   * `restore`: a directory `checkpoint` of this runtime filled; the new task
+   * starts from it (its processes continue from their memory state).
    */
-  prepareTask(taskId: string, spec?: TaskSpec, opts?: { existing?: boolean }): Promise<TaskEnv>;
+  prepareTask(
+    taskId: string,
+    spec?: TaskSpec,
+    opts?: { existing?: boolean; restore?: string },
+  ): Promise<TaskEnv>;
   destroyTask(taskId: string): Promise<void>;
   resolvePath(taskId: string, path: string): string;
   spawn(taskId: string, spec: SpawnSpec): Promise<Proc>;
@@ -325,4 +336,14 @@ export interface Runtime {
   taskNetwork?(taskId: string): TaskNetworkInfo | undefined;
   /** Extra (sidecar) containers of its tasks (see sidecars.ts); absent: none. */
   readonly sidecars?: SidecarRuntime;
+  /**
+   * Checkpoints the running task `taskId` into the empty directory `dir`
+   * (the memory of its processes and what a restore needs of its files);
+   * afterwards the task's processes are gone and the caller ends the task.
+   * Returns the checkpoint's format (the OCI runtime that made it: only it
+   * can restore it). FailedPrecondition, naming the runtime and its reason,
+   * when it cannot; the task is then left running. Absent: the runtime
+   * cannot checkpoint tasks.
+   */
+  checkpoint?(taskId: string, dir: string): Promise<{ format: string }>;
 }

@@ -115,6 +115,8 @@ export class TaskManager {
       /** Checked already (parseReadinessProbe). */
       readinessProbe?: ReadinessProbe;
       volumes?: readonly VolumeMountRequest[];
+      /** A checkpoint directory of the runtime to start the task from (memory snapshots). */
+      restore?: string;
     } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
@@ -145,7 +147,11 @@ export class TaskManager {
     if (mounts.length > 0) spec.volumes = this.volumes.attach(id, mounts); // NotFound: none held
     this.creating.add(id); // reserve the id while the runtime prepares the task
     try {
-      const env = await runtime.prepareTask(id, spec);
+      const env = await runtime.prepareTask(
+        id,
+        spec,
+        opts.restore ? { restore: opts.restore } : {},
+      );
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
       if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
       await writeTaskRecord(this.dataDir, rec);

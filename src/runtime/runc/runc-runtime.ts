@@ -23,6 +23,7 @@ import type {
   TaskStatus,
 } from "../runtime.ts";
 import { lazySpawner } from "../spawner.ts";
+import { checkpointContainer, restoreDetached, restoreLayers } from "./checkpoint.ts";
 import { resolveConfined } from "./confined-path.ts";
 import { copyRootAttrs, existsInside, ImageRoots } from "./image-roots.ts";
 import { OciCli } from "./oci-cli.ts";
@@ -229,7 +230,7 @@ export class RuncRuntime implements Runtime {
   async prepareTask(
     taskId: string,
     spec: TaskSpec = {},
-    opts: { existing?: boolean } = {},
+    opts: { existing?: boolean; restore?: string } = {},
   ): Promise<TaskEnv> {
     const bundle = this.bundle(taskId);
     // The image first (NotFound, no /bin/sh): nothing is made for a task that cannot be.
@@ -240,9 +241,11 @@ export class RuncRuntime implements Runtime {
     await rm(join(bundle, "execs"), { recursive: true, force: true });
     await mkdir(join(bundle, "execs"), { mode: 0o700 });
     await clearStatusDir(join(bundle, "status"));
+    if (opts.restore) await restoreLayers(this.cli, opts.restore, bundle);
     if (!layers) this.image ??= hostImage(join(this.base, "images", "host"));
     await mountRootfs(bundle, layers ?? (await (this.image as Promise<RootfsLayer[]>)));
-    if (layers?.[0] && !opts.existing) await copyRootAttrs(layers[0].lower, this.rootfs(taskId));
+    if (layers?.[0] && !opts.existing && !opts.restore)
+      await copyRootAttrs(layers[0].lower, this.rootfs(taskId));
     await writeFile(
       join(bundle, "config.json"),
       JSON.stringify(
@@ -269,7 +272,9 @@ export class RuncRuntime implements Runtime {
     const fresh = state === undefined;
     if (state === undefined) {
       const network = spec.network === "host" ? "host" : "none";
-      await this.cli.runDetached(cid, bundle, join(bundle, "init.log"), network);
+      const log = join(bundle, "init.log");
+      if (opts.restore) await restoreDetached(this.cli, cid, bundle, opts.restore, log, network);
+      else await this.cli.runDetached(cid, bundle, log, network);
       state = await this.cli.state(cid);
     }
     this.tasks.track(taskId, this.cgroupsPath(taskId), state);
@@ -285,6 +290,12 @@ export class RuncRuntime implements Runtime {
 
   status(taskId: string): TaskStatus {
     return this.tasks.status(taskId);
+  }
+
+  /** A memory snapshot of the task through the OCI runtime's checkpoint (checkpoint.ts). */
+  checkpoint(taskId: string, dir: string): Promise<{ format: string }> {
+    const cid = this.containerId(taskId);
+    return checkpointContainer(this.cli, cid, this.bundle(taskId), taskId, dir);
   }
 
   /** Ends the spawner (tasks, their containers and agents stay). */

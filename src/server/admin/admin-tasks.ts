@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../../errors.ts";
+import { InvalidArgumentError, UnimplementedError } from "../../errors.ts";
 import {
   type CreateTaskRequest,
   type CreateTaskResponse,
@@ -19,6 +19,7 @@ import {
 } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
+import type { MemorySnapshots } from "../../snapshots/memory-snapshots.ts";
 import { networkView } from "../../tasks/network-policy.ts";
 import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
@@ -60,6 +61,7 @@ function toMsg(t: Task): TaskMsg {
     networkResolvedAddresses: net.info?.policy?.domains.flatMap((d) => d.addresses) ?? [],
     containerCount:
       (t.state === "running" && rs.state === "running" ? 1 : 0) + t.containers.activeCount,
+    memorySnapshot: t.spec.memorySnapshot ?? "",
   });
 }
 
@@ -87,10 +89,20 @@ function specOf(req: CreateTaskRequest): TaskSpec {
 }
 
 /** Handlers of taskrouter.v1.Tasks (the admin API), one thin adapter per RPC. */
-export function tasksService(deps: ServerDeps, tasks: TaskManager) {
+export function tasksService(deps: ServerDeps, tasks: TaskManager, snapshots?: MemorySnapshots) {
   return {
     createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) => {
       const probe = parseReadinessProbe(req.readinessProbe, req.readinessIntervalMs);
+      if (req.fromMemorySnapshot !== "") {
+        if (!snapshots) throw new UnimplementedError("this router serves no memory snapshots");
+        const task = await snapshots.restore(req.taskId, req.fromMemorySnapshot, {
+          runtime: req.runtime,
+          spec: specOf(req),
+          allowedSecrets: req.allowedSecrets,
+          ...(probe ? { readinessProbe: probe } : {}),
+        });
+        return create(CreateTaskResponseSchema, { task: toMsg(task) });
+      }
       return create(CreateTaskResponseSchema, {
         task: toMsg(
           await tasks.create(req.taskId, {

@@ -1,5 +1,6 @@
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { ImageService } from "../../images/service.ts";
+import type { MemorySnapshots } from "../../snapshots/memory-snapshots.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { VolumeStore } from "../../volumes/volume-store.ts";
 import type { ServerDeps } from "../transport/call.ts";
@@ -22,6 +23,7 @@ import { taskSetNetworkAccess } from "./set-network-access.ts";
 import { taskSetOutboundPolicy } from "./set-outbound-policy.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
+import { taskSnapshotMemory } from "./snapshot-memory.ts";
 import { taskUnmountDirectory } from "./unmount-directory.ts";
 
 /**
@@ -34,6 +36,7 @@ export function routerService(
   tasks: TaskManager,
   images: ImageService | undefined,
   volumes?: VolumeStore,
+  memorySnapshots?: MemorySnapshots,
 ): BoundService {
   return bindService(TaskCommandRouter, {
     taskExecPoll: taskExecPoll(deps, tasks),
@@ -58,6 +61,6 @@ export function routerService(
     taskReloadVolumes: taskReloadVolumes(deps, tasks, volumes),
     taskSetNetworkAccess: taskSetNetworkAccess(deps, tasks),
     taskSetOutboundPolicy: taskSetOutboundPolicy(deps, tasks),
-    taskSnapshotMemory: notYetUnary(deps, "TaskSnapshotMemory"),
+    taskSnapshotMemory: taskSnapshotMemory(deps, memorySnapshots),
   });
 }

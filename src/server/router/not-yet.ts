@@ -5,7 +5,6 @@ import { type ServerDeps, serverStream, unary } from "../transport/call.ts";
 const REASONS = {
   SandboxStdinWriteV2: "task entrypoints (sandbox stdin) are not served by this router yet",
   SandboxStdioReadV2: "task entrypoints (sandbox stdout/stderr) are not served by this router yet",
-  TaskSnapshotMemory: "memory snapshots are not served by this router yet",
 } as const;
 
 type NotYet = keyof typeof REASONS;

@@ -32,6 +32,7 @@ export const SERVICE_POLICY: Readonly<Record<string, AccessPolicy>> = {
   "taskrouter.v1.Secrets": "admin",
   "taskrouter.v1.Images": "admin",
   "taskrouter.v1.Volumes": "admin",
+  "taskrouter.v1.MemorySnapshots": "admin",
   "grpc.health.v1.Health": "open",
   // Lists only the published protos; every listed service still checks its own calls.
   "grpc.reflection.v1.ServerReflection": "open",

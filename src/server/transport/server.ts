@@ -14,16 +14,19 @@ import { listenHost } from "../../edge.ts";
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import { Execs } from "../../gen/taskrouter/v1/execs_pb.ts";
 import { Images } from "../../gen/taskrouter/v1/images_pb.ts";
+import { MemorySnapshots } from "../../gen/taskrouter/v1/memory_snapshots_pb.ts";
 import { Secrets } from "../../gen/taskrouter/v1/secrets_pb.ts";
 import { Tasks } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import { Volumes } from "../../gen/taskrouter/v1/volumes_pb.ts";
 import type { ImageService } from "../../images/service.ts";
 import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { SecretStore } from "../../secrets/secret-store.ts";
+import type { MemorySnapshots as MemorySnapshotStore } from "../../snapshots/memory-snapshots.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import type { TlsKeyPair } from "../../tls/certs.ts";
 import type { VolumeStore } from "../../volumes/volume-store.ts";
 import { imagesService } from "../admin/admin-images.ts";
+import { memorySnapshotsService } from "../admin/admin-memory-snapshots.ts";
 import { secretsService } from "../admin/admin-secrets.ts";
 import { tasksService } from "../admin/admin-tasks.ts";
 import { volumesService } from "../admin/admin-volumes.ts";
@@ -70,7 +73,12 @@ export async function startServer(
   listen: string,
   tasks: TaskManager,
   log: Logger,
-  services: { secrets?: SecretStore; images?: ImageService; volumes?: VolumeStore } = {},
+  services: {
+    secrets?: SecretStore;
+    images?: ImageService;
+    volumes?: VolumeStore;
+    memorySnapshots?: MemorySnapshotStore;
+  } = {},
   edge: EdgeOptions = {},
   metrics: Metrics = NO_METRICS,
 ): Promise<RouterServer> {
@@ -84,14 +92,20 @@ export async function startServer(
     "grpc.keepalive_permit_without_calls": 1,
   });
   const bound: BoundService[] = [
-    routerService(deps, tasks, services.images, services.volumes),
-    bindService(Tasks, tasksService(deps, tasks)),
+    routerService(deps, tasks, services.images, services.volumes, services.memorySnapshots),
+    bindService(Tasks, tasksService(deps, tasks, services.memorySnapshots)),
     bindService(Execs, execsService(deps, tasks)),
   ];
   const described: DescService[] = [TaskCommandRouter, Tasks, Execs];
   if (services.images) {
     bound.push(bindService(Images, imagesService(deps, services.images)));
     described.push(Images);
+  }
+  if (services.memorySnapshots) {
+    bound.push(
+      bindService(MemorySnapshots, memorySnapshotsService(deps, services.memorySnapshots)),
+    );
+    described.push(MemorySnapshots);
   }
   if (services.secrets) {
     bound.push(bindService(Secrets, secretsService(deps, services.secrets)));
