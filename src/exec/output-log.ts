@@ -1,6 +1,7 @@
 import { type FileHandle, mkdir, open, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
+import { allocWithHeadroom, headroomOf, withHeadroom } from "../util/headroom.ts";
 import { Waiters } from "../util/waiters.ts";
 
 /** Largest chunk a reader is handed (the protocol's 1 MiB message limit). */
@@ -16,7 +17,8 @@ export async function readChunk(
   n: number,
   what: string,
 ): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(n);
+  // With headroom: the response that carries it is serialized without copying it.
+  const buf = allocWithHeadroom(n);
   let got = 0;
   while (got < n) {
     const { bytesRead } = await f.read(buf, got, n - got, pos + got);
@@ -24,7 +26,7 @@ export async function readChunk(
     got += bytesRead;
   }
   if (got === 0) throw new Error(`${what} is short at ${pos}`);
-  return got === n ? buf : buf.subarray(0, got);
+  return got === n ? buf : withHeadroom(buf.subarray(0, got), headroomOf(buf));
 }
 
 /** A byte budget shared by the output streams of one exec (the on-disk cap). */

@@ -7,6 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { headroomOf } from "../util/headroom.ts";
 
 /**
  * Turns a protobuf-es service descriptor into a grpc-js service definition:
@@ -62,6 +63,11 @@ function serializer<D extends DescMessage>(desc: D) {
     const rest = { ...(msg as object) } as Record<string, unknown>;
     for (const f of large) rest[f.localName] = new Uint8Array(0);
     const head = toBinary(desc, rest as MessageShape<D>);
+    const inPlace =
+      large.length === 1 && large[0]
+        ? inFront(head, large[0].number, fields[large[0].localName] as Uint8Array)
+        : undefined;
+    if (inPlace) return inPlace;
     let size = head.length;
     for (const f of large) {
       const n = (fields[f.localName] as Uint8Array).length;
@@ -79,6 +85,22 @@ function serializer<D extends DescMessage>(desc: D) {
     }
     return out;
   };
+}
+
+/**
+ * The message `head` + field `number` = `data`, written into the headroom in
+ * front of `data` (src/util/headroom.ts): no copy of the bytes. Undefined
+ * when `data` has too little headroom.
+ */
+function inFront(head: Uint8Array, number: number, data: Uint8Array): Buffer | undefined {
+  const tag = (number << 3) | 2;
+  const need = head.length + varintSize(tag) + varintSize(data.length);
+  if (headroomOf(data) < need) return undefined;
+  const start = data.byteOffset - need;
+  const out = Buffer.from(data.buffer, start, need + data.length);
+  out.set(head, 0);
+  writeVarint(out, writeVarint(out, head.length, tag), data.length);
+  return out;
 }
 
 function varintSize(n: number): number {
