@@ -3,7 +3,8 @@
  * proto-loader stack, on every runtime: env carriers (secret_ids, env,
  * secret_sources), container_id, TaskExecStdinWriteStream and
  * TaskExecStdinStatus with their resume rules, and the RPCs that answer
- * UNIMPLEMENTED until the task-level protocol lands.
+ * UNIMPLEMENTED until the task-level protocol lands (the entrypoint's
+ * SandboxStdioReadV2 / SandboxStdinWriteV2: test/entrypoint.test.ts).
  */
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
@@ -232,9 +233,8 @@ for (const { label, oci } of variants) {
       assert.equal(out.split(" ")[0], createHash("sha256").update(data).digest("hex"));
     });
 
-    it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason", async () => {
+    it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason (the entrypoint's are served)", async () => {
       const unimplemented: [string, RegExp][] = [
-        ["SandboxStdinWriteV2", /entrypoint/],
         ["TaskContainerCreate", /sidecar/],
         ["TaskContainerGet", /sidecar/],
         ["TaskContainerList", /sidecar/],
@@ -248,6 +248,12 @@ for (const { label, oci } of variants) {
       for (const [method, re] of unimplemented) {
         await expectStatus(w.unary(method, { task_id: task }), grpc.status.UNIMPLEMENTED, re);
       }
+      // The entrypoint RPCs are served: a task created without one is FAILED_PRECONDITION.
+      await expectStatus(
+        w.unary("SandboxStdinWriteV2", { task_id: task }),
+        grpc.status.FAILED_PRECONDITION,
+        /no entrypoint/,
+      );
       const read = (
         w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
       ).SandboxStdioReadV2;
@@ -258,8 +264,8 @@ for (const { label, oci } of variants) {
             /* no message is expected */
           }
         })(),
-        grpc.status.UNIMPLEMENTED,
-        /entrypoint/,
+        grpc.status.FAILED_PRECONDITION,
+        /no entrypoint/,
       );
     });
 

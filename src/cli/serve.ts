@@ -1,4 +1,4 @@
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { issueToken } from "../auth/tokens.ts";
 import { type Daemon, type DaemonConfig, DEFAULT_CONFIG, startDaemon } from "../daemon.ts";
 import { TaskRouterError } from "../errors.ts";
@@ -13,6 +13,7 @@ interface ServeOptions {
   outputCap: number;
   memoryLimit: number;
   drainGrace: number;
+  entrypointRetain?: number;
   maxExecsPerTask: number;
   logLevel: string;
   demo?: boolean;
@@ -77,6 +78,15 @@ export function registerServe(program: Command): void {
       "grace for descendants holding output pipes after exit",
       parseDuration,
       d.drainGraceMs,
+    )
+    .option(
+      "--entrypoint-retain <size>",
+      "output of a task's entrypoint kept per stream; older bytes are dropped (default 16MiB)",
+      (v: string) => {
+        const n = parseSize(v);
+        if (n < 1) throw new InvalidArgumentError(`the retention must be 1 byte or more: ${v}`);
+        return n;
+      },
     )
     .option(
       "--max-execs-per-task <n>",
@@ -151,6 +161,7 @@ export function registerServe(program: Command): void {
         outputCap: o.outputCap,
         memoryLimit: o.memoryLimit,
         drainGraceMs: o.drainGrace,
+        entrypointRetain: o.entrypointRetain,
         maxExecsPerTask: o.maxExecsPerTask,
         auth: {
           mode: o.auth,

@@ -14,6 +14,7 @@ interface TaskCreateOptions {
   allowSecret: string[];
   readinessProbe?: string;
   readinessInterval?: number;
+  workdir?: string;
 }
 
 function parseCpus(v: string): number {
@@ -25,7 +26,8 @@ function parseCpus(v: string): number {
 export function registerTaskCreate(task: Command): void {
   task
     .command("create")
-    .description("create a task and print its id")
+    .description("create a task and print its id; -- CMD ARG... runs CMD as its main process")
+    .argument("[cmd...]", "the task's entrypoint: when it exits, the task stops")
     .option("--id <id>", "the task id (default: a generated one)")
     .option("--runtime <name>", "runc or host (default: the router's)")
     .option("--memory <size>", "memory limit, e.g. 512MiB (runc)", parseSize)
@@ -48,7 +50,8 @@ export function registerTaskCreate(task: Command): void {
       "time between readiness probe attempts, 10ms to 10m (default: 250ms)",
       parseDuration,
     )
-    .action((o: TaskCreateOptions, cmd: Command) =>
+    .option("-w, --workdir <dir>", "working directory of the entrypoint (a path in the task)")
+    .action((argv: string[], o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
         try {
@@ -64,6 +67,8 @@ export function registerTaskCreate(task: Command): void {
             ...(o.readinessInterval !== undefined
               ? { readinessIntervalMs: o.readinessInterval }
               : {}),
+            ...(argv.length > 0 ? { entrypoint: argv } : {}),
+            ...(o.workdir !== undefined ? { entrypointWorkdir: o.workdir } : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

@@ -36,6 +36,9 @@ export class TasksClient {
       readinessProbe?: string;
       /** Milliseconds between probe attempts; unset: the router's default. */
       readinessIntervalMs?: number;
+      /** The task's main process (`task create -- CMD ARG...`) and its workdir. */
+      entrypoint?: string[];
+      entrypointWorkdir?: string;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -51,6 +54,8 @@ export class TasksClient {
         allowedSecrets: opts.allowedSecrets ?? [],
         readinessProbe: opts.readinessProbe ?? "",
         readinessIntervalMs: opts.readinessIntervalMs ?? 0,
+        entrypoint: opts.entrypoint ?? [],
+        entrypointWorkdir: opts.entrypointWorkdir ?? "",
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

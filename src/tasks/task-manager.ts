@@ -15,6 +15,8 @@ import type { StdinProgress, StdinSession } from "../exec/stdin.ts";
 import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metrics/metrics.ts";
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
+import { adoptAll, entrypointDeps, startEntrypoint } from "./entrypoint.ts";
+import { type EntrypointSpec, entrypointRecord } from "./entrypoint-spec.ts";
 import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
 import { type ReadinessProbe, startReadiness } from "./readiness.ts";
 import { type ExecLimits, Task } from "./task.ts";
@@ -81,7 +83,7 @@ export class TaskManager {
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
-      await task.adoptExecs();
+      await adoptAll(task, rec.entrypoint, entrypointDeps(this.dataDir, this.limits));
       this.tasks.set(rec.id, task);
       this.startReadiness(task, rec);
     }
@@ -108,6 +110,8 @@ export class TaskManager {
       allowedSecrets?: readonly string[];
       /** Checked already (parseReadinessProbe). */
       readinessProbe?: ReadinessProbe;
+      /** Its main process (checked already: parseEntrypoint); it must start, or nothing is made. */
+      entrypoint?: EntrypointSpec;
     } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
@@ -139,10 +143,13 @@ export class TaskManager {
       const env = await runtime.prepareTask(id, spec);
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
       if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
+      if (opts.entrypoint) rec.entrypoint = entrypointRecord(opts.entrypoint);
       await writeTaskRecord(this.dataDir, rec);
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
+      const deps = entrypointDeps(this.dataDir, this.limits);
+      if (opts.entrypoint) await startEntrypoint(task, opts.entrypoint, deps);
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);

@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile } from "../runtime.ts";
 
@@ -11,7 +12,15 @@ export class FileOutput implements OutputFile {
   private _ended = false;
   private readonly waiters = new Waiters();
 
-  constructor(readonly path: string) {}
+  /**
+   * @param keptPath the agent's KEY.kept (written only for execs started with
+   *   a retention, flag `r`), and `index` this stream's field in it (0, 1)
+   */
+  constructor(
+    readonly path: string,
+    private readonly keptPath: string,
+    private readonly index: 0 | 1,
+  ) {}
 
   get length(): number {
     return this._length;
@@ -34,6 +43,22 @@ export class FileOutput implements OutputFile {
     if (len !== undefined && len > this._length) this._length = len;
     this._ended = true;
     this.wake();
+  }
+
+  /**
+   * The oldest byte kept (KEY.kept; 0 while absent). The agent rewrites the
+   * line in place, so a read could see a torn line: read until two agree.
+   */
+  async keptFrom(): Promise<number> {
+    let prev: string | undefined;
+    for (let i = 0; i < 100; i++) {
+      const text = await readFile(this.keptPath, "latin1").catch(() => "");
+      if (text === "") return 0; // none yet: nothing was freed
+      const m = /^(\d{20}) (\d{20})\n$/.exec(text);
+      if (m && text === prev) return Number(m[this.index + 1]);
+      prev = text;
+    }
+    throw new Error(`unreadable retention state in ${this.keptPath}`);
   }
 
   changed(signal?: AbortSignal): Promise<void> {

@@ -19,6 +19,7 @@ import {
 } from "../../gen/taskrouter/v1/tasks_pb.ts";
 import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
+import { parseEntrypoint } from "../../tasks/entrypoint-spec.ts";
 import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
@@ -26,6 +27,7 @@ import { type ServerDeps, unary } from "../transport/call.ts";
 
 function toMsg(t: Task): TaskMsg {
   const rs = t.runtimeStatus();
+  const ep = t.entrypoint;
   return create(TaskSchema, {
     taskId: t.id,
     state:
@@ -48,6 +50,11 @@ function toMsg(t: Task): TaskMsg {
     readinessProbe: t.readiness ? formatProbe(t.readiness.probe.check) : "",
     readinessIntervalMs: t.readiness?.probe.intervalMs ?? 0,
     readyAtMs: BigInt(t.readiness?.readyAt ?? 0),
+    entrypoint: ep ? [...ep.spec.argv] : [],
+    entrypointWorkdir: ep?.spec.workdir ?? "",
+    entrypointExitCode: ep?.status?.code,
+    entrypointExitSignal: ep?.status?.signal,
+    entrypointEndedAtMs: BigInt(ep?.endedAt ?? 0),
   });
 }
 
@@ -77,6 +84,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager) {
   return {
     createTask: unary<CreateTaskRequest, CreateTaskResponse>(deps, "CreateTask", async (req) => {
       const probe = parseReadinessProbe(req.readinessProbe, req.readinessIntervalMs);
+      const entrypoint = parseEntrypoint(req.entrypoint, req.entrypointWorkdir);
       return create(CreateTaskResponseSchema, {
         task: toMsg(
           await tasks.create(req.taskId, {
@@ -84,6 +92,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager) {
             spec: specOf(req),
             allowedSecrets: req.allowedSecrets,
             ...(probe ? { readinessProbe: probe } : {}),
+            ...(entrypoint ? { entrypoint } : {}),
           }),
         ),
       });

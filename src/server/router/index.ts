@@ -11,7 +11,9 @@ import { taskExecStdinWriteStream } from "./exec-stdin-write-stream.ts";
 import { taskExecStdioRead } from "./exec-stdio-read.ts";
 import { taskExecWait } from "./exec-wait.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
-import { notYetStream, notYetUnary } from "./not-yet.ts";
+import { notYetUnary } from "./not-yet.ts";
+import { sandboxStdinWrite } from "./sandbox-stdin-write.ts";
+import { sandboxStdioRead } from "./sandbox-stdio-read.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
 import { taskSnapshotDirectory } from "./snapshot-directory.ts";
 import { taskSnapshotFilesystem } from "./snapshot-filesystem.ts";
@@ -39,8 +41,8 @@ export function routerService(
     taskSnapshotDirectory: taskSnapshotDirectory(deps, images),
     taskUnmountDirectory: taskUnmountDirectory(deps, images),
     taskSnapshotFilesystem: taskSnapshotFilesystem(deps, images),
-    sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
-    sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
+    sandboxStdinWriteV2: sandboxStdinWrite(deps, tasks),
+    sandboxStdioReadV2: sandboxStdioRead(deps, tasks),
     sandboxWaitUntilReady: sandboxWaitUntilReady(deps, tasks),
     taskContainerCreate: notYetUnary(deps, "TaskContainerCreate"),
     taskContainerGet: notYetUnary(deps, "TaskContainerGet"),

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIugCCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDIt4BChFDcmVhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSFwoPYWxsb3dlZF9zZWNyZXRzGAMgAygJEhQKDG1lbW9yeV9ieXRlcxgKIAEoBBIMCgRjcHVzGAsgASgBEhIKCnBpZHNfbGltaXQYDCABKA0SDwoHbmV0d29yaxgNIAEoCRINCgVpbWFnZRgOIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIrQECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEhIKCmVudHJ5cG9pbnQYKCADKAkSGgoSZW50cnlwb2ludF93b3JrZGlyGCkgASgJEiEKFGVudHJ5cG9pbnRfZXhpdF9jb2RlGCogASgFSACIAQESIwoWZW50cnlwb2ludF9leGl0X3NpZ25hbBgrIAEoBUgBiAEBEh4KFmVudHJ5cG9pbnRfZW5kZWRfYXRfbXMYLCABKANCFwoVX2VudHJ5cG9pbnRfZXhpdF9jb2RlQhkKF19lbnRyeXBvaW50X2V4aXRfc2lnbmFsIo4CChFDcmVhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSFwoPYWxsb3dlZF9zZWNyZXRzGAMgAygJEhQKDG1lbW9yeV9ieXRlcxgKIAEoBBIMCgRjcHVzGAsgASgBEhIKCnBpZHNfbGltaXQYDCABKA0SDwoHbmV0d29yaxgNIAEoCRINCgVpbWFnZRgOIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhIKCmVudHJ5cG9pbnQYKCADKAkSGgoSZW50cnlwb2ludF93b3JrZGlyGCkgASgJIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -123,6 +123,41 @@ export type Task = Message<"taskrouter.v1.Task"> & {
    * @generated from field: int64 ready_at_ms = 32;
    */
   readyAtMs: bigint;
+
+  /**
+   * Fields 40-49: the entrypoint (CreateTaskRequest.entrypoint), the task's main process.
+   * Its argv; empty: the task has none.
+   *
+   * @generated from field: repeated string entrypoint = 40;
+   */
+  entrypoint: string[];
+
+  /**
+   * Its working directory as asked for; empty: the task's default.
+   *
+   * @generated from field: string entrypoint_workdir = 41;
+   */
+  entrypointWorkdir: string;
+
+  /**
+   * Once it exited (the task is then STOPPED, stop_reason "entrypoint exited (...)"):
+   * its exit code, or the signal that ended it; both unset while it runs.
+   *
+   * @generated from field: optional int32 entrypoint_exit_code = 42;
+   */
+  entrypointExitCode?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 entrypoint_exit_signal = 43;
+   */
+  entrypointExitSignal?: number | undefined;
+
+  /**
+   * When it exited, in milliseconds since the Unix epoch; 0 while it runs.
+   *
+   * @generated from field: int64 entrypoint_ended_at_ms = 44;
+   */
+  entrypointEndedAtMs: bigint;
 };
 
 /**
@@ -215,6 +250,25 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
    * @generated from field: uint32 readiness_interval_ms = 31;
    */
   readinessIntervalMs: number;
+
+  /**
+   * Fields 40-49: the entrypoint (PROTOCOL-LATER §5.5: SandboxStdioReadV2, SandboxStdinWriteV2).
+   * Optional: an argv (never a shell string) run as the task's main process, with the task's
+   * base environment. argv[0] is looked up on PATH inside the task; a program that is not
+   * found or not executable, or a workdir that is missing, is FAILED_PRECONDITION and no task
+   * is made. When it exits the task stops: its execs are killed, new ones are refused.
+   *
+   * @generated from field: repeated string entrypoint = 40;
+   */
+  entrypoint: string[];
+
+  /**
+   * Optional: its absolute working directory inside the task; empty: the task's default.
+   * INVALID_ARGUMENT without entrypoint.
+   *
+   * @generated from field: string entrypoint_workdir = 41;
+   */
+  entrypointWorkdir: string;
 };
 
 /**
@@ -355,8 +409,8 @@ export enum TaskState {
   TERMINATED = 2,
 
   /**
-   * The task's container died (its init exited or was killed): execs in it
-   * fail with FAILED_PRECONDITION until it is terminated.
+   * The task's container died (its init exited or was killed), or its entrypoint
+   * exited: execs in it fail with FAILED_PRECONDITION until it is terminated.
    *
    * @generated from enum value: TASK_STATE_STOPPED = 3;
    */
