@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { readdir, stat } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { TaskState } from "../src/gen/taskrouter/v1/tasks_pb.ts";
@@ -79,6 +80,15 @@ async function readUntil(w: WireClient, task: string, offset: number, text: stri
     ac.abort();
   }
   return { got, start };
+}
+
+/** A TCP port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((res) => s.listen(0, "127.0.0.1", res));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((res) => s.close(res));
+  return port;
 }
 
 /** Waits until GetTask shows the entrypoint's exit. */
@@ -199,6 +209,30 @@ for (const { label, oci } of variants) {
           assert.ok(st.blocks * 512 < total, `${name}: ${st.blocks * 512} bytes allocated`);
         }
       }
+      await r.tasks.terminate(task);
+    });
+
+    it("readiness: a tcp probe of the server the entrypoint runs", async () => {
+      const port = await freePort();
+      // node: the host's, which the default runc root has too; it exits at stdin's EOF.
+      const server = [
+        `require("net").createServer((s) => s.end()).listen(${port}, "127.0.0.1");`,
+        'process.stdin.on("end", () => process.exit(0)).resume();',
+      ].join("");
+      const task = (
+        await r.tasks.create("", {
+          entrypoint: [process.execPath, "-e", server],
+          readinessProbe: `tcp:${port}`,
+        })
+      ).taskId;
+      const ready = await w.unary(
+        "SandboxWaitUntilReady",
+        { task_id: task, timeout: 60 },
+        { deadlineMs: 65_000 },
+      );
+      assert.equal(typeof ready.ready_at, "number");
+      await stdinWrite(w, task, 0, "", true);
+      assert.equal((await exitOf(r, task)).entrypointExitCode, 0);
       await r.tasks.terminate(task);
     });
 

@@ -64,11 +64,12 @@ async function* readSource(
   for (;;) {
     throwIfAborted(signal);
     if (gone.aborted) throw new NotFoundError("entrypoint output is no longer retained");
+    const kept = await src.keptFrom();
+    // Length and end are read after that await: a change during it must not be missed below.
     const len = src.length;
     if (src.ended && pos > len) {
       throw new OutOfRangeError(`offset ${pos} is past the end of the stream (${len} bytes)`);
     }
-    const kept = await src.keptFrom();
     if (pos < kept) {
       if (!first) throw lost(kept);
       pos = Math.min(kept, len);
@@ -89,7 +90,7 @@ async function* readSource(
       continue;
     }
     if (src.ended) return;
-    await src.changed(wait);
+    await src.changed(wait); // no await since `len` was read: no change goes unseen
   }
 }
 
