@@ -9,13 +9,14 @@
  * cannot start fails CreateTask and leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import { readdir, stat } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { TaskState } from "../src/gen/taskrouter/v1/tasks_pb.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
-import { OCI_RUNTIMES, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
+import { OCI_RUNTIMES, RUNSC, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
 import { expectStatus, FD, grpc, WireClient } from "./helpers/wire-client.ts";
 
 const RETAIN = 16 * 1024;
@@ -80,6 +81,19 @@ async function readUntil(w: WireClient, task: string, offset: number, text: stri
     ac.abort();
   }
   return { got, start };
+}
+
+/** Pids of live processes whose command line holds `marker`. */
+async function pidsWith(marker: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const cmd = await readFile(`/proc/${name}/cmdline`, "latin1").catch(() => "");
+    const st = await readFile(`/proc/${name}/stat`, "latin1").catch(() => "");
+    if (cmd.includes(marker) && st.slice(st.lastIndexOf(")") + 2)[0] !== "Z")
+      pids.push(Number(name));
+  }
+  return pids;
 }
 
 /** A TCP port nothing listens on right now. */
@@ -234,6 +248,20 @@ for (const { label, oci } of variants) {
       await stdinWrite(w, task, 0, "", true);
       assert.equal((await exitOf(r, task)).entrypointExitCode, 0);
       await r.tasks.terminate(task);
+    });
+
+    it("task rm kills a running entrypoint", async () => {
+      const marker = randomUUID();
+      const task = (
+        await r.tasks.create("", { entrypoint: ["sh", "-c", `echo up; sleep 1000 # ${marker}`] })
+      ).taskId;
+      await readUntil(w, task, 0, "up\n");
+      // gVisor runs the task's processes in its own kernel: they are not in this /proc.
+      const visible = oci !== RUNSC;
+      if (visible) assert.equal((await pidsWith(marker)).length, 1);
+      await r.tasks.terminate(task);
+      if (visible) assert.deepEqual(await pidsWith(marker), []);
+      await expectStatus(readAll(w, task, 0), grpc.status.FAILED_PRECONDITION, /not running/);
     });
 
     it("an entrypoint that cannot start fails CreateTask and leaves no task", async () => {

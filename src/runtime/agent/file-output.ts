@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises";
+import { constants as fsc } from "node:fs";
+import { open } from "node:fs/promises";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile } from "../runtime.ts";
 
@@ -52,7 +53,7 @@ export class FileOutput implements OutputFile {
   async keptFrom(): Promise<number> {
     let prev: string | undefined;
     for (let i = 0; i < 100; i++) {
-      const text = await readFile(this.keptPath, "latin1").catch(() => "");
+      const text = await readSmall(this.keptPath);
       if (text === "") return 0; // none yet: nothing was freed
       const m = /^(\d{20}) (\d{20})\n$/.exec(text);
       if (m && text === prev) return Number(m[this.index + 1]);
@@ -68,5 +69,23 @@ export class FileOutput implements OutputFile {
 
   private wake(): void {
     this.waiters.wake();
+  }
+}
+
+/**
+ * The first 64 bytes of regular file `path` ("" when absent): never through a
+ * symlink, never blocking on a FIFO (a runtime_debug exec can change its own
+ * task's exec files).
+ */
+async function readSmall(path: string): Promise<string> {
+  const f = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch(() => undefined);
+  if (!f) return "";
+  try {
+    if (!(await f.stat()).isFile()) return "";
+    const buf = Buffer.alloc(64);
+    const { bytesRead } = await f.read(buf, 0, 64, 0);
+    return buf.toString("latin1", 0, bytesRead);
+  } finally {
+    await f.close();
   }
 }
