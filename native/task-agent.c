@@ -6,7 +6,8 @@
  * Single-threaded, epoll-based (one registration per fd, changed only when its
  * interest does: a turn costs O(ready fds), not O(live execs)), linked
  * statically, no allocation per byte.
- * (Protocol v1; its client is src/runtime/agent/.)
+ * (Protocol v1, plus the exec flag `r` (an older agent refuses it:
+ * bad-request); its client is src/runtime/agent/.)
  *
  * Start: `taskrouter-agent [-d] [-p]`, fd 3 (O_RDONLY|O_DIRECTORY) the exec
  * directory EXECDIR (router side only). Every file is EXECDIR/KEY.SUFFIX,
@@ -35,8 +36,20 @@
  *       /dev/null otherwise), m stderr into the stdout pipe (wins over e),
  *       t a new pty of ROWS x COLS (master output -> KEY.out with o, else
  *       discarded; stdin -> master; e/m ignored), d keep CAP_SYS_PTRACE
- *       (refused without -d: `error KEY no-debug`). CAP bytes kept over both
- *       files (0 none; at the cap the output is no longer read). GRACE ms:
+ *       (refused without -d: `error KEY no-debug`), r retention: CAP is not a
+ *       cap but RETAIN, see below. CAP bytes kept over both
+ *       files (0 none; at the cap the output is no longer read).
+ *       With r (a task's entrypoint: a long-running process that must never
+ *       block on its output) nothing is capped: each stream keeps (at least)
+ *       its newest RETAIN bytes (RETAIN >= 1) and the agent frees the older
+ *       ones with fallocate(PUNCH_HOLE) once RETAIN + RETAIN/4 (at least
+ *       4 KiB more) are held: KEPT (the offset of the oldest byte kept,
+ *       4 KiB-aligned) becomes LEN - RETAIN rounded down. Before punching
+ *       it writes KEY.kept (0600, rewritten in place): `%020 OUTKEPT %020
+ *       ERRKEPT\n` (42 bytes), so a reader that reads KEY.kept AFTER reading
+ *       bytes of KEY.out/KEY.err knows which of them may have been holes.
+ *       Offsets in events stay absolute (files keep their size; a file
+ *       system without hole punching keeps the bytes, KEPT moves anyway). GRACE ms:
  *       after the leader exited a pipe still open is cut once no byte came
  *       for GRACE (re-armed at most 10 times; at the cap after one GRACE).
  *       DEADLINE: CLOCK_REALTIME ms when the group is SIGKILLed (0 none).
@@ -61,7 +74,7 @@
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
  *   list             a `state` line per exec, then `listed`.
  *   forget KEY       drops an exec that was reaped and whose streams ended, and
- *                    removes its files KEY.in, KEY.out, KEY.err.
+ *                    removes its files KEY.in, KEY.out, KEY.err, KEY.kept.
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
  * Requests naming an unknown KEY (in, eof, kill, resize, forget) are ignored;
@@ -82,6 +95,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/falloc.h>
 #include <linux/openat2.h>
 #include <sys/epoll.h>
 #include <signal.h>
@@ -113,6 +127,8 @@
 #define MAX_QUEUE ((size_t)16 << 20)
 #define MAX_REARMS 10
 #define HASH_SIZE 4096
+#define KEPT_ALIGN ((uint64_t)4096)
+#define KEPT_LINE 42
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 enum { D_OUT = 1, D_ERR = 2, D_INPOS = 4 };
@@ -124,6 +140,7 @@ struct stream {
   int ended;    /* the end event was sent */
   int nosplice; /* the file refused splice: read + pwrite */
   uint64_t len;
+  uint64_t kept; /* with a retention: offset of the oldest byte kept (older ones are freed) */
   int64_t last; /* CLOCK_MONOTONIC ms of the last byte (or the leader's exit) */
 };
 
@@ -133,6 +150,7 @@ struct exec {
   int pty;
   int master;
   uint64_t cap, grace;
+  uint64_t retain; /* flag r: bytes kept per stream (0: no retention) */
   int reaped, signaled, status;
   struct stream s[2]; /* stdout, stderr */
   int in_fd, in_file, in_ended, in_eof, in_nosplice;
@@ -400,6 +418,26 @@ static void end_stream(struct exec *e, int i) {
   maybe_done(e);
 }
 
+/* Retention (flag r): frees stream i's bytes older than its newest RETAIN once RETAIN/4
+   (at least 4 KiB) more are held; KEY.kept is written first (see the header). */
+static void trim(struct exec *e, int i) {
+  struct stream *s = &e->s[i];
+  uint64_t slack = e->retain / 4 > KEPT_ALIGN ? e->retain / 4 : KEPT_ALIGN;
+  if (!e->retain || s->file < 0 || s->len - s->kept <= e->retain + slack) return;
+  uint64_t kept = (s->len - e->retain) & ~(KEPT_ALIGN - 1);
+  if (kept <= s->kept) return;
+  uint64_t old = s->kept;
+  s->kept = kept;
+  char line[KEPT_LINE + 1];
+  snprintf(line, sizeof line, "%020llu %020llu\n", (unsigned long long)e->s[0].kept,
+           (unsigned long long)e->s[1].kept);
+  int fd = open_key(e->key, "kept", O_WRONLY | O_CREAT, 0600);
+  int ok = fd >= 0 && pwrite_all(fd, line, KEPT_LINE, 0) == 0;
+  if (fd >= 0) close(fd);
+  /* Never a hole a reader cannot learn of: without KEY.kept nothing is freed. */
+  if (ok) fallocate(s->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old, (off_t)(kept - old));
+}
+
 /* Copies what stream i has (at most TURN_BYTES, at most to the cap) into its file. */
 static void pump(struct exec *e, int i) {
   struct stream *s = &e->s[i];
@@ -431,6 +469,7 @@ static void pump(struct exec *e, int i) {
       if (s->wanted) {
         s->len += (uint64_t)n;
         mark(e, i ? D_ERR : D_OUT);
+        trim(e, i);
       }
       continue;
     }
@@ -877,7 +916,7 @@ static void do_exec(char **f, size_t n) {
       cwd[0] != '/' || nenv > n - 11 || !*flags) {
     return reply_error(key, "bad-request");
   }
-  int fo = 0, fe = 0, fm = 0, ft = 0, fd = 0;
+  int fo = 0, fe = 0, fm = 0, ft = 0, fd = 0, fr = 0;
   if (strcmp(flags, "-") != 0) {
     for (const char *c = flags; *c; c++) {
       switch (*c) {
@@ -886,10 +925,12 @@ static void do_exec(char **f, size_t n) {
         case 'm': fm = 1; break;
         case 't': ft = 1; break;
         case 'd': fd = 1; break;
+        case 'r': fr = 1; break;
         default: return reply_error(key, "bad-request");
       }
     }
   }
+  if (fr && cap == 0) return reply_error(key, "bad-request");
   if (find(key)) return reply_error(key, "exists");
   if (fd && !debug_caps) return reply_error(key, "no-debug");
   if (ft) fe = fm = 0;
@@ -897,7 +938,8 @@ static void do_exec(char **f, size_t n) {
 
   struct exec *e = new_exec(key);
   e->pty = ft;
-  e->cap = cap;
+  e->cap = fr ? 0 : cap;
+  e->retain = fr ? cap : 0;
   e->grace = grace;
   e->s[0].wanted = fo;
   e->s[1].wanted = fe;
@@ -1091,7 +1133,7 @@ static void handle_fields(char **f, size_t n) {
     if (e->next) e->next->prev = e->prev;
     else last_exec = e->prev;
     e->next = e->prev = NULL; /* stays in the table: a KEY is used once */
-    static const char *const files[] = {"in", "out", "err"};
+    static const char *const files[] = {"in", "out", "err", "kept"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
       char name[MAX_KEY + 16];
       snprintf(name, sizeof name, "%s.%s", e->key, files[i]);

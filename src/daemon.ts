@@ -51,6 +51,8 @@ export interface DaemonConfig {
   memoryLimit: number;
   /** Grace for descendants holding an output pipe after the command exited, ms. */
   drainGraceMs: number;
+  /** Bytes of each stream of a task's entrypoint kept (older ones are dropped); unset: 16 MiB. */
+  entrypointRetain?: number | undefined;
   maxExecsPerTask: number;
   /** Token checks: "jwt" (default) or "none" (loopback listen addresses only). */
   auth: AuthConfig;
@@ -189,6 +191,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       maxExecsPerTask: config.maxExecsPerTask,
       allowRuntimeDebug: config.allowRuntimeDebug,
       ptyIdleTimeoutMs: config.ptyIdleTimeoutMs,
+      ...(config.entrypointRetain ? { entrypointRetain: config.entrypointRetain } : {}),
       spillDir: join(dataDir, "spill"),
       onError: (err) => log.error({ err }, "output spill failed"),
     },

@@ -3,8 +3,8 @@
  * proto-loader stack, on every runtime: env carriers (secret_ids, env,
  * secret_sources), container_id, TaskExecStdinWriteStream and
  * TaskExecStdinStatus with their resume rules, the refusals of the network
- * policy RPCs on tasks without an open network, and the RPCs that answer
- * UNIMPLEMENTED until the task-level protocol lands.
+ * policy RPCs on tasks without an open network, and the answers of the
+ * task-level RPCs on a task without an entrypoint, volumes or sidecars.
  */
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
@@ -233,11 +233,7 @@ for (const { label, oci } of variants) {
       assert.equal(out.split(" ")[0], createHash("sha256").update(data).digest("hex"));
     });
 
-    it("RPCs of the task-level protocol answer UNIMPLEMENTED with a reason", async () => {
-      const unimplemented: [string, RegExp][] = [["SandboxStdinWriteV2", /entrypoint/]];
-      for (const [method, re] of unimplemented) {
-        await expectStatus(w.unary(method, { task_id: task }), grpc.status.UNIMPLEMENTED, re);
-      }
+    it("task-level RPCs answer for a task without an entrypoint, volumes or sidecars", async () => {
       // Volumes are served (test/volumes-runc.test.ts): a task without volumes reloads none.
       assert.deepEqual(await w.unary("TaskReloadVolumes", { task_id: task }), {});
       // Served now (test/memory-snapshot*.test.ts); a request without its key is malformed.
@@ -245,6 +241,12 @@ for (const { label, oci } of variants) {
         w.unary("TaskSnapshotMemory", { task_id: task }),
         grpc.status.INVALID_ARGUMENT,
         /idempotency_key/,
+      );
+      // The entrypoint RPCs are served: a task created without one is FAILED_PRECONDITION.
+      await expectStatus(
+        w.unary("SandboxStdinWriteV2", { task_id: task }),
+        grpc.status.FAILED_PRECONDITION,
+        /no entrypoint/,
       );
       const read = (
         w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
@@ -256,8 +258,8 @@ for (const { label, oci } of variants) {
             /* no message is expected */
           }
         })(),
-        grpc.status.UNIMPLEMENTED,
-        /entrypoint/,
+        grpc.status.FAILED_PRECONDITION,
+        /no entrypoint/,
       );
     });
 

@@ -14,6 +14,7 @@ interface ServeOptions {
   outputCap: number;
   memoryLimit: number;
   drainGrace: number;
+  entrypointRetain?: number;
   maxExecsPerTask: number;
   logLevel: string;
   demo?: boolean;
@@ -80,6 +81,15 @@ export function registerServe(program: Command): void {
       "grace for descendants holding output pipes after exit",
       parseDuration,
       d.drainGraceMs,
+    )
+    .option(
+      "--entrypoint-retain <size>",
+      "output of a task's entrypoint kept per stream; older bytes are dropped (default 16MiB)",
+      (v: string) => {
+        const n = parseSize(v);
+        if (n < 1) throw new InvalidArgumentError(`the retention must be 1 byte or more: ${v}`);
+        return n;
+      },
     )
     .option(
       "--max-execs-per-task <n>",
@@ -170,6 +180,7 @@ export function registerServe(program: Command): void {
         outputCap: o.outputCap,
         memoryLimit: o.memoryLimit,
         drainGraceMs: o.drainGrace,
+        entrypointRetain: o.entrypointRetain,
         maxExecsPerTask: o.maxExecsPerTask,
         auth: {
           mode: o.auth,

@@ -17,6 +17,7 @@ interface TaskCreateOptions {
   readinessInterval?: number;
   volume: VolumeOption[];
   fromMemorySnapshot?: string;
+  workdir?: string;
 }
 
 function parseCpus(v: string): number {
@@ -28,7 +29,8 @@ function parseCpus(v: string): number {
 export function registerTaskCreate(task: Command): void {
   task
     .command("create")
-    .description("create a task and print its id")
+    .description("create a task and print its id; -- CMD ARG... runs CMD as its main process")
+    .argument("[cmd...]", "the task's entrypoint: when it exits, the task stops")
     .option("--id <id>", "the task id (default: a generated one)")
     .option("--runtime <name>", "runc or host (default: the router's)")
     .option("--memory <size>", "memory limit, e.g. 512MiB (runc)", parseSize)
@@ -59,7 +61,8 @@ export function registerTaskCreate(task: Command): void {
       "--from-memory-snapshot <id>",
       "restore a memory snapshot as the task (it keeps the snapshot's runtime, limits, network, image)",
     )
-    .action((o: TaskCreateOptions, cmd: Command) =>
+    .option("-w, --workdir <dir>", "working directory of the entrypoint (a path in the task)")
+    .action((argv: string[], o: TaskCreateOptions, cmd: Command) =>
       run(async () => {
         const client = clientFrom(cmd);
         try {
@@ -79,6 +82,8 @@ export function registerTaskCreate(task: Command): void {
             ...(o.fromMemorySnapshot !== undefined
               ? { fromMemorySnapshot: o.fromMemorySnapshot }
               : {}),
+            ...(argv.length > 0 ? { entrypoint: argv } : {}),
+            ...(o.workdir !== undefined ? { entrypointWorkdir: o.workdir } : {}),
           });
           process.stdout.write(`${t.taskId}\n`);
         } finally {

@@ -37,9 +37,11 @@ export function registerTaskLs(task: Command): void {
               t.taskId,
               t.state === TaskState.RUNNING
                 ? "running"
-                : t.state === TaskState.STOPPED
-                  ? `stopped${t.stopReason ? ` (${t.stopReason})` : ""}`
-                  : "terminated",
+                : t.entrypointExitCode !== undefined || t.entrypointExitSignal !== undefined
+                  ? `exited (${t.entrypointExitSignal !== undefined ? `signal ${t.entrypointExitSignal}` : `code ${t.entrypointExitCode}`})`
+                  : t.state === TaskState.STOPPED
+                    ? `stopped${t.stopReason ? ` (${t.stopReason})` : ""}`
+                    : "terminated",
               t.runtime,
               String(t.execCount),
               String(t.containerCount),

@@ -40,6 +40,9 @@ export class TasksClient {
       volumes?: { name: string; path: string; readOnly?: boolean }[];
       /** Restore this memory snapshot as the task (`--from-memory-snapshot`). */
       fromMemorySnapshot?: string;
+      /** The task's main process (`task create -- CMD ARG...`) and its workdir. */
+      entrypoint?: string[];
+      entrypointWorkdir?: string;
     } = {},
   ): Promise<Task> {
     const res = await this.client.unary<CreateTaskResponse>(
@@ -57,6 +60,8 @@ export class TasksClient {
         readinessIntervalMs: opts.readinessIntervalMs ?? 0,
         volumes: (opts.volumes ?? []).map((v) => ({ ...v, readOnly: v.readOnly ?? false })),
         fromMemorySnapshot: opts.fromMemorySnapshot ?? "",
+        entrypoint: opts.entrypoint ?? [],
+        entrypointWorkdir: opts.entrypointWorkdir ?? "",
       }),
     );
     if (!res.task) throw new Error("CreateTask returned no task");

@@ -43,6 +43,14 @@ export interface SpawnSpec {
    */
   outputCap?: number;
   drainGraceMs?: number;
+  /**
+   * Retention instead of a cap (a task's entrypoint, which must never block
+   * on its output): each stream keeps at least its newest `retain` bytes and
+   * older ones may be freed; `outputCap` is then ignored. Runtimes that write
+   * output into files (`Proc.output`) provide `OutputFile.keptFrom`; for
+   * pipes the caller bounds what it keeps.
+   */
+  retain?: number;
 }
 
 /**
@@ -57,6 +65,12 @@ export interface OutputFile {
   readonly ended: boolean;
   /** Resolves at the next change of `length` or `ended`, or when `signal` aborts. */
   changed(signal?: AbortSignal): Promise<void>;
+  /**
+   * With SpawnSpec.retain: the offset of the oldest byte still kept (the
+   * bytes of `path` below it may read as zeros). Ask again AFTER reading
+   * bytes: those below the answer may have been freed while they were read.
+   */
+  keptFrom(): Promise<number>;
 }
 
 /** Both output streams of a process that writes them to files (Proc.output). */

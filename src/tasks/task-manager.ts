@@ -17,6 +17,8 @@ import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metric
 import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
 import { NO_VOLUMES, type TaskVolumes } from "../volumes/task-volumes.ts";
 import type { VolumeMountRequest } from "../volumes/validate.ts";
+import { adoptAll, entrypointDeps, startEntrypoint } from "./entrypoint.ts";
+import { type EntrypointSpec, entrypointRecord } from "./entrypoint-spec.ts";
 import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
 import { type ReadinessProbe, startReadiness } from "./readiness.ts";
 import { type ExecLimits, Task } from "./task.ts";
@@ -87,7 +89,7 @@ export class TaskManager {
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
       await task.containers.open(join(dir, rec.id)); // sidecars first: execs may run in them
-      await task.adoptExecs();
+      await adoptAll(task, rec.entrypoint, entrypointDeps(this.dataDir, this.limits));
       this.tasks.set(rec.id, task);
       this.startReadiness(task, rec);
     }
@@ -117,6 +119,8 @@ export class TaskManager {
       volumes?: readonly VolumeMountRequest[];
       /** A checkpoint directory of the runtime to start the task from (memory snapshots). */
       restore?: string;
+      /** Its main process (checked already: parseEntrypoint); it must start, or nothing is made. */
+      entrypoint?: EntrypointSpec;
     } = {},
   ): Promise<Task> {
     const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
@@ -154,11 +158,14 @@ export class TaskManager {
       );
       const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
       if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
+      if (opts.entrypoint) rec.entrypoint = entrypointRecord(opts.entrypoint);
       await writeTaskRecord(this.dataDir, rec);
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
       await task.containers.open(join(this.dataDir, "tasks", id));
+      const deps = entrypointDeps(this.dataDir, this.limits);
+      if (opts.entrypoint) await startEntrypoint(task, opts.entrypoint, deps);
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);

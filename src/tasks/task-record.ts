@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { TaskSpec } from "../runtime/runtime.ts";
+import type { EntrypointRecord } from "./entrypoint-spec.ts";
 import type { ReadinessProbe } from "./readiness.ts";
 
 /** What `<dataDir>/tasks/<id>/task.json` keeps of a task (so it survives a router restart). */
@@ -14,6 +15,8 @@ export interface TaskRecord {
   allowedSecrets?: string[];
   /** Its readiness probe, and when it first succeeded (ms since the epoch); absent: no probe. */
   readiness?: { probe: ReadinessProbe; readyAt?: number };
+  /** Its main process (`task create -- CMD`) and, once it exited, how; absent: none. */
+  entrypoint?: EntrypointRecord;
 }
 
 function recordFile(dataDir: string, id: string): string {

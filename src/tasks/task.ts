@@ -17,10 +17,11 @@ import {
 import { ptyEnv } from "../exec/pty.ts";
 import { quote } from "../limits.ts";
 import { FS_TOOLS_IN_TASK } from "../runtime/native.ts";
-import type { Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
+import type { AdoptedProc, Runtime, TaskEnv, TaskSpec, TaskStatus } from "../runtime/runtime.ts";
 import type { SecretResolver } from "../secrets/secret-store.ts";
 import type { ExecPlace } from "./containers/container-views.ts";
 import { TaskContainers } from "./containers/task-containers.ts";
+import type { Entrypoint } from "./entrypoint.ts";
 import { decodeExecRecord, encodeExecRecord } from "./exec-record.ts";
 import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
 import type { Readiness } from "./readiness.ts";
@@ -42,6 +43,8 @@ export interface ExecLimits {
   allowRuntimeDebug?: boolean;
   /** A PTY exec whose stdin stays idle this long is ended (`--pty-idle-timeout`); 0/unset: never. */
   ptyIdleTimeoutMs?: number;
+  /** Bytes of each entrypoint stream kept (`--entrypoint-retain`); unset: the default. */
+  entrypointRetain?: number;
 }
 
 let spillSeq = 0;
@@ -63,6 +66,8 @@ export class Task {
   readiness: Readiness | undefined;
   /** Its main container and sidecars (TaskContainer* RPCs; `container_id` of execs). */
   readonly containers = new TaskContainers(this, (err) => this.limits.onError(err));
+  /** Its main process (`task create -- CMD`); once it exited the task is stopped. */
+  entrypoint: Entrypoint | undefined;
   private readonly execs = new Map<string, Exec>();
   /** Execs whose process the runtime is starting (the id is taken already). */
   private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
@@ -185,6 +190,8 @@ export class Task {
 
   private hold(exec: Exec): Exec {
     this.execs.set(exec.id, exec);
+    // A start that passed its checks before the entrypoint exited ends with the others.
+    if (this.entrypoint?.ended) exec.kill("SIGKILL", "task_terminated");
     void exec.exited.then(() => this.scheduleCollect(exec));
     return exec;
   }
@@ -193,10 +200,11 @@ export class Task {
    * Takes over the execs an earlier router started in this task and left
    * running or ended (Runtime.adopt): their output from offset 0, stdin by
    * offset, exit status, and exec ids (a retried start joins them). Records
-   * that do not parse are released.
+   * that do not parse are released; those `claim` takes are left to it.
    */
-  async adoptExecs(): Promise<void> {
+  async adoptExecs(claim?: (a: AdoptedProc) => boolean): Promise<void> {
     for (const a of (await this.runtime.adopt?.(this.id)) ?? []) {
+      if (claim?.(a)) continue;
       const rec = decodeExecRecord(a.record);
       if (!rec || this.execs.has(rec.req.execId)) {
         await a.proc.release?.();
@@ -248,7 +256,10 @@ export class Task {
 
   /** What the runtime sees of the task now (a runc task's container may have died). */
   runtimeStatus(): TaskStatus {
-    if (this.state !== "running" || !this.runtime.status) return { state: "running" };
+    if (this.state !== "running") return { state: "running" };
+    const ended = this.entrypoint?.stopStatus();
+    if (ended) return ended;
+    if (!this.runtime.status) return { state: "running" };
     return this.runtime.status(this.id);
   }
 
@@ -264,7 +275,7 @@ export class Task {
     const rs = this.runtimeStatus();
     if (rs.state !== "running") {
       throw new FailedPreconditionError(
-        `task ${this.id} is not running (its container stopped: ${rs.reason ?? "unknown"})`,
+        `task ${this.id} is not running (${this.entrypoint?.ended ? "" : "its container stopped: "}${rs.reason ?? "unknown"})`,
       );
     }
   }
@@ -298,7 +309,7 @@ export class Task {
     await Promise.allSettled([...this.starting.values()].map((s) => s.exec));
     const all = [...this.execs.values()];
     for (const e of all) e.kill("SIGKILL", "task_terminated");
-    await Promise.all(all.map((e) => e.exited));
+    await Promise.all([...all.map((e) => e.exited), this.entrypoint?.stop()]);
     const final = all.sort((a, b) => a.startedAt - b.startedAt).map(describeExec);
     await Promise.all(all.map((e) => this.collect(e.id)));
     return final;

@@ -50,7 +50,10 @@ export class AgentProc implements Proc {
 
   constructor(private readonly deps: AgentProcDeps) {
     const file = (suffix: string) => join(deps.dir, `${deps.key}.${suffix}`);
-    this.output = { stdout: new FileOutput(file("out")), stderr: new FileOutput(file("err")) };
+    this.output = {
+      stdout: new FileOutput(file("out"), file("kept"), 0),
+      stderr: new FileOutput(file("err"), file("kept"), 1),
+    };
     this.stdin = new AgentStdin(file("in"), deps.send, deps.key, deps.stdin, deps.stdinEof);
     this.stdin.on("error", () => {});
     this.oomBefore = deps.oomKills?.();

@@ -13,13 +13,15 @@ export function execFields(key: string, spec: SpawnSpec, debug: boolean): string
     (spec.stderr === "pipe" && !pty ? "e" : "") +
     (spec.stderr === "stdout" && !pty ? "m" : "") +
     (pty ? "t" : "") +
-    (spec.runtimeDebug && debug ? "d" : "");
+    (spec.runtimeDebug && debug ? "d" : "") +
+    (spec.retain ? "r" : "");
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
   return [
     "exec",
     key,
     flags || "-",
-    String(spec.outputCap ?? 0),
+    // With `r` the CAP field is the retention per stream.
+    String(spec.retain ? spec.retain : (spec.outputCap ?? 0)),
     String(spec.drainGraceMs ?? 0),
     String(spec.deadline ?? 0),
     String(pty?.rows ?? 0),

@@ -1,3 +1,5 @@
+import { constants as fsc } from "node:fs";
+import { open } from "node:fs/promises";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile } from "../runtime.ts";
 
@@ -11,7 +13,15 @@ export class FileOutput implements OutputFile {
   private _ended = false;
   private readonly waiters = new Waiters();
 
-  constructor(readonly path: string) {}
+  /**
+   * @param keptPath the agent's KEY.kept (written only for execs started with
+   *   a retention, flag `r`), and `index` this stream's field in it (0, 1)
+   */
+  constructor(
+    readonly path: string,
+    private readonly keptPath: string,
+    private readonly index: 0 | 1,
+  ) {}
 
   get length(): number {
     return this._length;
@@ -36,6 +46,22 @@ export class FileOutput implements OutputFile {
     this.wake();
   }
 
+  /**
+   * The oldest byte kept (KEY.kept; 0 while absent). The agent rewrites the
+   * line in place, so a read could see a torn line: read until two agree.
+   */
+  async keptFrom(): Promise<number> {
+    let prev: string | undefined;
+    for (let i = 0; i < 100; i++) {
+      const text = await readSmall(this.keptPath);
+      if (text === "") return 0; // none yet: nothing was freed
+      const m = /^(\d{20}) (\d{20})\n$/.exec(text);
+      if (m && text === prev) return Number(m[this.index + 1]);
+      prev = text;
+    }
+    throw new Error(`unreadable retention state in ${this.keptPath}`);
+  }
+
   changed(signal?: AbortSignal): Promise<void> {
     if (this._ended) return Promise.resolve();
     return this.waiters.wait(signal);
@@ -43,5 +69,23 @@ export class FileOutput implements OutputFile {
 
   private wake(): void {
     this.waiters.wake();
+  }
+}
+
+/**
+ * The first 64 bytes of regular file `path` ("" when absent): never through a
+ * symlink, never blocking on a FIFO (a runtime_debug exec can change its own
+ * task's exec files).
+ */
+async function readSmall(path: string): Promise<string> {
+  const f = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch(() => undefined);
+  if (!f) return "";
+  try {
+    if (!(await f.stat()).isFile()) return "";
+    const buf = Buffer.alloc(64);
+    const { bytesRead } = await f.read(buf, 0, 64, 0);
+    return buf.toString("latin1", 0, bytesRead);
+  } finally {
+    await f.close();
   }
 }

@@ -228,7 +228,9 @@ export class TaskAgent {
       return;
     }
     await Promise.all(
-      ["in", "out", "err", "exit"].map((s) => rm(join(this.dir, `${key}.${s}`), { force: true })),
+      ["in", "out", "err", "exit", "kept"].map((s) =>
+        rm(join(this.dir, `${key}.${s}`), { force: true }),
+      ),
     );
   }
 

@@ -20,6 +20,7 @@ import {
 import { quote } from "../../limits.ts";
 import type { TaskSpec } from "../../runtime/runtime.ts";
 import type { MemorySnapshots } from "../../snapshots/memory-snapshots.ts";
+import { parseEntrypoint } from "../../tasks/entrypoint-spec.ts";
 import { networkView } from "../../tasks/network-policy.ts";
 import { formatProbe, parseReadinessProbe } from "../../tasks/readiness.ts";
 import type { Task } from "../../tasks/task.ts";
@@ -30,6 +31,7 @@ import { taskVolumesMsg, volumeRequestsOf } from "./admin-volumes.ts";
 function toMsg(t: Task): TaskMsg {
   const rs = t.runtimeStatus();
   const net = networkView(t);
+  const ep = t.entrypoint;
   return create(TaskSchema, {
     taskId: t.id,
     state:
@@ -62,6 +64,11 @@ function toMsg(t: Task): TaskMsg {
     containerCount:
       (t.state === "running" && rs.state === "running" ? 1 : 0) + t.containers.activeCount,
     memorySnapshot: t.spec.memorySnapshot ?? "",
+    entrypoint: ep ? [...ep.spec.argv] : [],
+    entrypointWorkdir: ep?.spec.workdir ?? "",
+    entrypointExitCode: ep?.status?.code,
+    entrypointExitSignal: ep?.status?.signal,
+    entrypointEndedAtMs: BigInt(ep?.endedAt ?? 0),
   });
 }
 
@@ -95,6 +102,11 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager, snapshots?: M
       const probe = parseReadinessProbe(req.readinessProbe, req.readinessIntervalMs);
       if (req.fromMemorySnapshot !== "") {
         if (!snapshots) throw new UnimplementedError("this router serves no memory snapshots");
+        if (req.entrypoint.length > 0 || req.volumes.length > 0) {
+          throw new InvalidArgumentError(
+            "a task restored from a memory snapshot keeps its processes and mounts: entrypoint and volumes cannot be set",
+          );
+        }
         const task = await snapshots.restore(req.taskId, req.fromMemorySnapshot, {
           runtime: req.runtime,
           spec: specOf(req),
@@ -103,6 +115,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager, snapshots?: M
         });
         return create(CreateTaskResponseSchema, { task: toMsg(task) });
       }
+      const entrypoint = parseEntrypoint(req.entrypoint, req.entrypointWorkdir);
       return create(CreateTaskResponseSchema, {
         task: toMsg(
           await tasks.create(req.taskId, {
@@ -111,6 +124,7 @@ export function tasksService(deps: ServerDeps, tasks: TaskManager, snapshots?: M
             allowedSecrets: req.allowedSecrets,
             ...(probe ? { readinessProbe: probe } : {}),
             volumes: volumeRequestsOf(req.volumes),
+            ...(entrypoint ? { entrypoint } : {}),
           }),
         ),
       });

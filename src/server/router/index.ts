@@ -16,8 +16,9 @@ import { taskExecStdinWriteStream } from "./exec-stdin-write-stream.ts";
 import { taskExecStdioRead } from "./exec-stdio-read.ts";
 import { taskExecWait } from "./exec-wait.ts";
 import { taskMountDirectory } from "./mount-directory.ts";
-import { notYetStream, notYetUnary } from "./not-yet.ts";
 import { taskReloadVolumes } from "./reload-volumes.ts";
+import { sandboxStdinWrite } from "./sandbox-stdin-write.ts";
+import { sandboxStdioRead } from "./sandbox-stdio-read.ts";
 import { sandboxWaitUntilReady } from "./sandbox-wait-until-ready.ts";
 import { taskSetNetworkAccess } from "./set-network-access.ts";
 import { taskSetOutboundPolicy } from "./set-outbound-policy.ts";
@@ -50,8 +51,8 @@ export function routerService(
     taskSnapshotDirectory: taskSnapshotDirectory(deps, images),
     taskUnmountDirectory: taskUnmountDirectory(deps, images),
     taskSnapshotFilesystem: taskSnapshotFilesystem(deps, images),
-    sandboxStdinWriteV2: notYetUnary(deps, "SandboxStdinWriteV2"),
-    sandboxStdioReadV2: notYetStream(deps, "SandboxStdioReadV2"),
+    sandboxStdinWriteV2: sandboxStdinWrite(deps, tasks),
+    sandboxStdioReadV2: sandboxStdioRead(deps, tasks),
     sandboxWaitUntilReady: sandboxWaitUntilReady(deps, tasks),
     taskContainerCreate: taskContainerCreate(deps, tasks),
     taskContainerGet: taskContainerGet(deps, tasks),

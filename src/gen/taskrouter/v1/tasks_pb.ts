@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskrouter/v1/tasks.proto.
  */
 export const file_taskrouter_v1_tasks: GenFile = /*@__PURE__*/
-  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIvQECgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEhcKD21lbW9yeV9zbmFwc2hvdBg8IAEoCRIWCg5uZXR3b3JrX3BvbGljeRgyIAEoCRIXCg9uZXR3b3JrX2FkZHJlc3MYMyABKAkSFwoPbmV0d29ya19nYXRld2F5GDQgASgJEh0KFW5ldHdvcmtfYWxsb3dlZF9jaWRycxg1IAMoCRIfChduZXR3b3JrX2FsbG93ZWRfZG9tYWlucxg2IAMoCRIiChpuZXR3b3JrX3Jlc29sdmVkX2FkZHJlc3Nlcxg3IAMoCRIqCgd2b2x1bWVzGEYgAygLMhkudGFza3JvdXRlci52MS5UYXNrVm9sdW1lEhcKD2NvbnRhaW5lcl9jb3VudBhQIAEoDSKoAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhcKD2FsbG93ZWRfc2VjcmV0cxgDIAMoCRIUCgxtZW1vcnlfYnl0ZXMYCiABKAQSDAoEY3B1cxgLIAEoARISCgpwaWRzX2xpbWl0GAwgASgNEg8KB25ldHdvcmsYDSABKAkSDQoFaW1hZ2UYDiABKAkSFwoPcmVhZGluZXNzX3Byb2JlGB4gASgJEh0KFXJlYWRpbmVzc19pbnRlcnZhbF9tcxgfIAEoDRIcChRmcm9tX21lbW9yeV9zbmFwc2hvdBg8IAEoCRIqCgd2b2x1bWVzGEYgAygLMhkudGFza3JvdXRlci52MS5UYXNrVm9sdW1lIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM", [file_taskrouter_v1_volumes]);
+  fileDesc("Chl0YXNrcm91dGVyL3YxL3Rhc2tzLnByb3RvEg10YXNrcm91dGVyLnYxIsAGCgRUYXNrEg8KB3Rhc2tfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50YXNrcm91dGVyLnYxLlRhc2tTdGF0ZRIPCgdydW50aW1lGAMgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBCABKAMSFwoPZGVmYXVsdF93b3JrZGlyGAUgASgJEhIKCmV4ZWNfY291bnQYBiABKA0SFwoPYWxsb3dlZF9zZWNyZXRzGAcgAygJEhMKC3N0b3BfcmVhc29uGAogASgJEhQKDG1lbW9yeV9ieXRlcxgLIAEoBBIMCgRjcHVzGAwgASgBEhIKCnBpZHNfbGltaXQYDSABKA0SDwoHbmV0d29yaxgOIAEoCRINCgVpbWFnZRgPIAEoCRIXCg9yZWFkaW5lc3NfcHJvYmUYHiABKAkSHQoVcmVhZGluZXNzX2ludGVydmFsX21zGB8gASgNEhMKC3JlYWR5X2F0X21zGCAgASgDEhIKCmVudHJ5cG9pbnQYKCADKAkSGgoSZW50cnlwb2ludF93b3JrZGlyGCkgASgJEiEKFGVudHJ5cG9pbnRfZXhpdF9jb2RlGCogASgFSACIAQESIwoWZW50cnlwb2ludF9leGl0X3NpZ25hbBgrIAEoBUgBiAEBEh4KFmVudHJ5cG9pbnRfZW5kZWRfYXRfbXMYLCABKAMSFwoPbWVtb3J5X3NuYXBzaG90GDwgASgJEhYKDm5ldHdvcmtfcG9saWN5GDIgASgJEhcKD25ldHdvcmtfYWRkcmVzcxgzIAEoCRIXCg9uZXR3b3JrX2dhdGV3YXkYNCABKAkSHQoVbmV0d29ya19hbGxvd2VkX2NpZHJzGDUgAygJEh8KF25ldHdvcmtfYWxsb3dlZF9kb21haW5zGDYgAygJEiIKGm5ldHdvcmtfcmVzb2x2ZWRfYWRkcmVzc2VzGDcgAygJEioKB3ZvbHVtZXMYRiADKAsyGS50YXNrcm91dGVyLnYxLlRhc2tWb2x1bWUSFwoPY29udGFpbmVyX2NvdW50GFAgASgNQhcKFV9lbnRyeXBvaW50X2V4aXRfY29kZUIZChdfZW50cnlwb2ludF9leGl0X3NpZ25hbCLYAgoRQ3JlYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhcKD2FsbG93ZWRfc2VjcmV0cxgDIAMoCRIUCgxtZW1vcnlfYnl0ZXMYCiABKAQSDAoEY3B1cxgLIAEoARISCgpwaWRzX2xpbWl0GAwgASgNEg8KB25ldHdvcmsYDSABKAkSDQoFaW1hZ2UYDiABKAkSFwoPcmVhZGluZXNzX3Byb2JlGB4gASgJEh0KFXJlYWRpbmVzc19pbnRlcnZhbF9tcxgfIAEoDRISCgplbnRyeXBvaW50GCggAygJEhoKEmVudHJ5cG9pbnRfd29ya2RpchgpIAEoCRIcChRmcm9tX21lbW9yeV9zbmFwc2hvdBg8IAEoCRIqCgd2b2x1bWVzGEYgAygLMhkudGFza3JvdXRlci52MS5UYXNrVm9sdW1lIjcKEkNyZWF0ZVRhc2tSZXNwb25zZRIhCgR0YXNrGAEgASgLMhMudGFza3JvdXRlci52MS5UYXNrIiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy50YXNrcm91dGVyLnYxLlRhc2siEgoQTGlzdFRhc2tzUmVxdWVzdCI3ChFMaXN0VGFza3NSZXNwb25zZRIiCgV0YXNrcxgBIAMoCzITLnRhc2tyb3V0ZXIudjEuVGFzayInChRUZXJtaW5hdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIhcKFVRlcm1pbmF0ZVRhc2tSZXNwb25zZSpyCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUlVOTklORxABEhkKFVRBU0tfU1RBVEVfVEVSTUlOQVRFRBACEhYKElRBU0tfU1RBVEVfU1RPUFBFRBADMtACCgVUYXNrcxJRCgpDcmVhdGVUYXNrEiAudGFza3JvdXRlci52MS5DcmVhdGVUYXNrUmVxdWVzdBohLnRhc2tyb3V0ZXIudjEuQ3JlYXRlVGFza1Jlc3BvbnNlEkgKB0dldFRhc2sSHS50YXNrcm91dGVyLnYxLkdldFRhc2tSZXF1ZXN0Gh4udGFza3JvdXRlci52MS5HZXRUYXNrUmVzcG9uc2USTgoJTGlzdFRhc2tzEh8udGFza3JvdXRlci52MS5MaXN0VGFza3NSZXF1ZXN0GiAudGFza3JvdXRlci52MS5MaXN0VGFza3NSZXNwb25zZRJaCg1UZXJtaW5hdGVUYXNrEiMudGFza3JvdXRlci52MS5UZXJtaW5hdGVUYXNrUmVxdWVzdBokLnRhc2tyb3V0ZXIudjEuVGVybWluYXRlVGFza1Jlc3BvbnNlYgZwcm90bzM", [file_taskrouter_v1_volumes]);
 
 /**
  * @generated from message taskrouter.v1.Task
@@ -125,6 +125,41 @@ export type Task = Message<"taskrouter.v1.Task"> & {
    * @generated from field: int64 ready_at_ms = 32;
    */
   readyAtMs: bigint;
+
+  /**
+   * Fields 40-49: the entrypoint (CreateTaskRequest.entrypoint), the task's main process.
+   * Its argv; empty: the task has none.
+   *
+   * @generated from field: repeated string entrypoint = 40;
+   */
+  entrypoint: string[];
+
+  /**
+   * Its working directory as asked for; empty: the task's default.
+   *
+   * @generated from field: string entrypoint_workdir = 41;
+   */
+  entrypointWorkdir: string;
+
+  /**
+   * Once it exited (the task is then STOPPED, stop_reason "entrypoint exited (...)"):
+   * its exit code, or the signal that ended it; both unset while it runs.
+   *
+   * @generated from field: optional int32 entrypoint_exit_code = 42;
+   */
+  entrypointExitCode?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 entrypoint_exit_signal = 43;
+   */
+  entrypointExitSignal?: number | undefined;
+
+  /**
+   * When it exited, in milliseconds since the Unix epoch; 0 while it runs.
+   *
+   * @generated from field: int64 entrypoint_ended_at_ms = 44;
+   */
+  entrypointEndedAtMs: bigint;
 
   /**
    * Fields 60-69: memory snapshots (TaskSnapshotMemory).
@@ -283,6 +318,25 @@ export type CreateTaskRequest = Message<"taskrouter.v1.CreateTaskRequest"> & {
    * @generated from field: uint32 readiness_interval_ms = 31;
    */
   readinessIntervalMs: number;
+
+  /**
+   * Fields 40-49: the entrypoint (PROTOCOL-LATER §5.5: SandboxStdioReadV2, SandboxStdinWriteV2).
+   * Optional: an argv (never a shell string) run as the task's main process, with the task's
+   * base environment. argv[0] is looked up on PATH inside the task; a program that is not
+   * found or not executable, or a workdir that is missing, is FAILED_PRECONDITION and no task
+   * is made. When it exits the task stops: its execs are killed, new ones are refused.
+   *
+   * @generated from field: repeated string entrypoint = 40;
+   */
+  entrypoint: string[];
+
+  /**
+   * Optional: its absolute working directory inside the task; empty: the task's default.
+   * INVALID_ARGUMENT without entrypoint.
+   *
+   * @generated from field: string entrypoint_workdir = 41;
+   */
+  entrypointWorkdir: string;
 
   /**
    * Fields 60-69: memory snapshots (TaskSnapshotMemory, taskrouter.v1.MemorySnapshots).
@@ -445,8 +499,8 @@ export enum TaskState {
   TERMINATED = 2,
 
   /**
-   * The task's container died (its init exited or was killed): execs in it
-   * fail with FAILED_PRECONDITION until it is terminated.
+   * The task's container died (its init exited or was killed), or its entrypoint
+   * exited: execs in it fail with FAILED_PRECONDITION until it is terminated.
    *
    * @generated from enum value: TASK_STATE_STOPPED = 3;
    */
