@@ -257,5 +257,9 @@ async function endTask(
   await saveEntrypointExit(deps.dataDir, task.id, exit);
   if (task.state !== "running") return; // torn down already: its execs went with it
   for (const e of task.listExecs()) if (e.running) e.kill("SIGKILL", "task_terminated");
+  // The sandbox is over: its sidecars end with it (their results stay listed).
+  for (const c of task.containers.list(false)) {
+    if (c.id !== "") await task.containers.terminate(c.id).catch(deps.onError);
+  }
   await task.readiness?.stop();
 }

@@ -29,8 +29,7 @@ import { taskUnmountDirectory } from "./unmount-directory.ts";
 
 /**
  * modal.task_command_router.TaskCommandRouter: all 23 RPCs of the later
- * protocol (PROTOCOL-LATER.md), one thin adapter file per RPC. The ones the
- * task-level protocol brings (issue 12) answer UNIMPLEMENTED with a reason.
+ * protocol (PROTOCOL-LATER.md), one thin adapter file per RPC.
  */
 export function routerService(
   deps: ServerDeps,
