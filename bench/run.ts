@@ -26,15 +26,22 @@ import { files } from "./scenarios/files.ts";
 import { images } from "./scenarios/images.ts";
 import { stdinThroughput } from "./scenarios/stdin.ts";
 import { stdoutThroughput } from "./scenarios/stdout.ts";
+import { stdoutTwoReaders } from "./scenarios/stdout-two-readers.ts";
 
-const SCENARIOS: Record<string, { title: string; fn: (ctx: BenchContext) => Promise<Section> }> = {
-  exec: { title: "1. Exec latency", fn: execLatency },
-  stdout: { title: "2. Stdout throughput", fn: stdoutThroughput },
-  stdin: { title: "3. Stdin throughput", fn: stdinThroughput },
-  concurrency: { title: "4. Concurrency", fn: concurrency },
-  images: { title: "5. Images", fn: images },
-  files: { title: "6. File transfer", fn: files },
-  cli: { title: "7. CLI start", fn: cliStart },
+type Scenario = { title: string; fn: (ctx: BenchContext) => Promise<Section> };
+
+/** `--only` names; a name may run several sections, in order. */
+const SCENARIOS: Record<string, Scenario[]> = {
+  exec: [{ title: "1. Exec latency", fn: execLatency }],
+  stdout: [
+    { title: "2. Stdout throughput", fn: stdoutThroughput },
+    { title: "2b. Stdout to two readers", fn: stdoutTwoReaders },
+  ],
+  stdin: [{ title: "3. Stdin throughput", fn: stdinThroughput }],
+  concurrency: [{ title: "4. Concurrency", fn: concurrency }],
+  images: [{ title: "5. Images", fn: images }],
+  files: [{ title: "6. File transfer", fn: files }],
+  cli: [{ title: "7. CLI start", fn: cliStart }],
 };
 
 const BEGIN = "<!-- bench:begin (written by `npm run bench`; edits here are overwritten) -->";
@@ -92,8 +99,7 @@ async function main(): Promise<void> {
   const mode = values.quick ? "quick (--quick)" : "full";
   process.stdout.write(`taskrouter bench, ${mode}: ${only.join(", ")}\n\n`);
   const sections: Section[] = [];
-  for (const name of only) {
-    const s = SCENARIOS[name] as (typeof SCENARIOS)[string];
+  for (const s of only.flatMap((name) => SCENARIOS[name] ?? [])) {
     let section: Section;
     const started = performance.now();
     try {

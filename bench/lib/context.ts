@@ -11,6 +11,8 @@ export interface BenchConfig {
   install: boolean;
   exec: { rounds: number; warmup: number };
   stdout: { bytes: number; rounds: number; warmup: number };
+  /** One exec's stdout read by two readers at once (issue 13). */
+  twoReaders: { bytes: number; rounds: number; warmup: number };
   stdin: { bytes: number; chunk: number; rounds: number; warmup: number };
   concurrency: { levels: number[]; rounds: number };
   images: { files: number; bytes: number; rounds: number };
@@ -26,6 +28,7 @@ export function benchConfig(quick: boolean, install: boolean, rounds?: number): 
     install,
     exec: { rounds: r(40, 10), warmup: quick ? 2 : 3 },
     stdout: { bytes: quick ? 512 * MiB : GiB, rounds: r(5, 2), warmup: 1 },
+    twoReaders: { bytes: quick ? 512 * MiB : GiB, rounds: r(3, 1), warmup: 1 },
     stdin: { bytes: 256 * MiB, chunk: 16 * MiB, rounds: r(5, 2), warmup: 1 },
     concurrency: { levels: quick ? [100, 1000] : [100, 500, 1000], rounds: r(2, 1) },
     images: quick

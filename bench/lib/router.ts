@@ -20,6 +20,8 @@ export interface RouterProc {
   pid: number;
   client: RouterClient;
   tasks: TasksClient;
+  /** A new client on a connection of its own (same token); the caller closes it. */
+  connect(): RouterClient;
   /** Peak RSS (VmHWM) and CPU time (utime+stime) of the router process. */
   stats(): Promise<ProcStats>;
   /** Resets the peak RSS (VmHWM) to the current RSS. */
@@ -144,6 +146,7 @@ export async function startRouterProc(opts: RouterOptions = {}): Promise<RouterP
     pid,
     client,
     tasks,
+    connect: () => new RouterClient(address, token ? { token } : {}),
     stats: () => procStats(pid),
     resetPeak: () => writeFile(`/proc/${pid}/clear_refs`, "5"),
     stop,

@@ -16,6 +16,8 @@ export interface Ssh {
   argv(cmd: string): string[];
   /** `ssh -V`, for the report. */
   version: string;
+  /** The sshd we started (its descendants serve the master connection and its sessions). */
+  sshdPid: number;
 }
 
 export type Availability<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -165,7 +167,7 @@ export async function startSsh(dir: string, install: boolean): Promise<Availabil
     if (r.status === 0) {
       const version = spawnSync("ssh", ["-V"], { encoding: "utf8" }).stderr.trim();
       const argv = (cmd: string) => ["ssh", ...base, "-o", "ControlMaster=no", target, cmd];
-      return { ok: true, value: { argv, version } };
+      return { ok: true, value: { argv, version, sshdPid: sshd.pid as number } };
     }
     await sleep(100);
   }

@@ -1,5 +1,6 @@
 import type { BenchContext } from "../lib/context.ts";
 import { oursWrite } from "../lib/ours.ts";
+import { versusTargets } from "../lib/ratios.ts";
 import { check, type Section, target } from "../lib/report.ts";
 import { alternate } from "../lib/rounds.ts";
 import { timeWrite } from "../lib/spawn.ts";
@@ -40,6 +41,8 @@ export async function stdinThroughput(ctx: BenchContext): Promise<Section> {
         fmtRate(ours),
         check(ours, (x) => x >= 500e6),
       ),
+      // Issue 13: from this same run, host and runc alike.
+      ...versusTargets(res, bytes, { name: SSH, label: "ssh" }, 1.25, "ratio"),
     ],
     notes: [],
   };
