@@ -120,6 +120,45 @@ for (const { label, binary } of RUNTIMES) {
       await expectStatus(execIn(["true"], id), grpc.status.FAILED_PRECONDITION, /not running/);
     });
 
+    it("when the task's entrypoint exits, its running sidecars are terminated", async () => {
+      const { r, w, image } = f;
+      const id = (await r.tasks.create("", { entrypoint: ["sh", "-c", "read x; exit 4"] })).taskId;
+      try {
+        const side = await w.unary("TaskContainerCreate", {
+          task_id: id,
+          image_id: image,
+          container_name: "bg",
+          args: ["/srv/server", "7311"],
+        });
+        const container_id = side.container_id as string;
+        const running = await w.unary("TaskContainerWait", {
+          task_id: id,
+          container_id,
+          timeout: 0,
+        });
+        assert.equal(running.result, null, "runs while the entrypoint does");
+        await w.unary("SandboxStdinWriteV2", {
+          task_id: id,
+          offset: 0,
+          data: Buffer.from("go\n"),
+          eof: true,
+        });
+        let result: Record<string, unknown> | null = null;
+        for (let i = 0; i < 30 && !result; i++) {
+          const res = await w.unary("TaskContainerWait", {
+            task_id: id,
+            container_id,
+            timeout: 10,
+          });
+          result = res.result as Record<string, unknown> | null;
+        }
+        assert.equal(result?.status, TERMINATED);
+        assert.equal((await r.tasks.get(id)).entrypointExitCode, 4);
+      } finally {
+        await r.tasks.terminate(id);
+      }
+    });
+
     it("results: exit 0 is SUCCESS, exit 3 FAILURE with exitcode 3 (a real wait)", async () => {
       const { w, task, create, waitResult } = f;
       const ok = await create({ container_name: "ok", args: ["sh", "-c", "sleep 0.2; exit 0"] });
