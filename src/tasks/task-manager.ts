@@ -86,7 +86,7 @@ export class TaskManager {
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
-      await task.containers.open(join(dir, rec.id)); // sidecars first: execs may run in them
+      await task.containers.open(join(dir, rec.id), this.volumes.sidecars); // sidecars first: execs may run in them
       await task.adoptExecs();
       this.tasks.set(rec.id, task);
       this.startReadiness(task, rec);
@@ -152,7 +152,7 @@ export class TaskManager {
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
-      await task.containers.open(join(this.dataDir, "tasks", id));
+      await task.containers.open(join(this.dataDir, "tasks", id), this.volumes.sidecars);
       this.tasks.set(id, task);
       this.tombstones.delete(id);
       this.creating.delete(id);
