@@ -1,7 +1,7 @@
 import type { TaskEnv } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import { checkSidecarMounts, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
-import type { ContainerRecord } from "./container-record.ts";
+import { type ContainerRecord, readContainerRecords } from "./container-record.ts";
 import { type ContainerRequest, newContainerId } from "./container-request.ts";
 import type { ContainerTask } from "./container-views.ts";
 
@@ -52,4 +52,33 @@ export async function launchSidecar(
   if (req.workdir !== undefined) rec.workdir = req.workdir;
   if (held.volumes.length > 0) rec.volumes = held.volumes;
   return { rec, env: ownEnv };
+}
+
+/**
+ * The sidecars recorded in `dir` (an earlier router's), oldest first: each
+ * one still running adopted through the task's SidecarRuntime, its volumes
+ * held again; one that cannot be adopted is recorded TERMINATED ("lost at a
+ * router restart", the error to `onError`). Ended ones are kept as they are.
+ */
+export async function adoptSidecars(
+  task: ContainerTask,
+  volumes: SidecarVolumes,
+  dir: string,
+  onError: (err: unknown) => void,
+): Promise<{ rec: ContainerRecord; env: TaskEnv }[]> {
+  const sc = task.runtime.sidecars;
+  const out: { rec: ContainerRecord; env: TaskEnv }[] = [];
+  for (const rec of await readContainerRecords(dir)) {
+    let env = task.env;
+    if (!rec.result && sc) {
+      env = await sc.adopt(task.id, rec.id, rec.imageId).catch((err: unknown) => {
+        onError(err);
+        rec.result = { status: "terminated", exitCode: 137, message: "lost at a router restart" };
+        return task.env;
+      });
+      if (!rec.result && rec.volumes) volumes.adopt(task.id, rec.id, rec.volumes);
+    }
+    out.push({ rec, env });
+  }
+  return out;
 }

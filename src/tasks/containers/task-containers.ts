@@ -11,11 +11,10 @@ import type { TaskEnv, TaskFilesystem } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import { NO_SIDECAR_VOLUMES, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
 import type { Caller } from "../grants.ts";
-import { launchSidecar } from "./container-launch.ts";
+import { adoptSidecars, launchSidecar } from "./container-launch.ts";
 import {
   type ContainerRecord,
   type ContainerResult,
-  readContainerRecords,
   resultOf,
   writeContainerRecords,
 } from "./container-record.ts";
@@ -81,19 +80,7 @@ export class TaskContainers {
   async open(dir: string, volumes: SidecarVolumes = NO_SIDECAR_VOLUMES): Promise<void> {
     this.dir = dir;
     this.volumes = volumes;
-    const sc = this.task.runtime.sidecars;
-    for (const rec of await readContainerRecords(dir)) {
-      const s: Sidecar = { rec, env: this.task.env };
-      if (!rec.result && sc) {
-        s.env = await sc.adopt(this.task.id, rec.id, rec.imageId).catch((err: unknown) => {
-          this.onError(err);
-          rec.result = { status: "terminated", exitCode: 137, message: "lost at a router restart" };
-          return this.task.env;
-        });
-        if (!rec.result && rec.volumes) volumes.adopt(this.task.id, rec.id, rec.volumes);
-      }
-      this.all.push(s);
-    }
+    this.all.push(...(await adoptSidecars(this.task, volumes, dir, this.onError)));
     this.arm();
   }
 
