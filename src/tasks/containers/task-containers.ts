@@ -74,8 +74,8 @@ export class TaskContainers {
   ) {}
 
   /**
-   * Keeps records in `dir`, mounts sidecars' `volumes`, and adopts the
-   * sidecars an earlier router left there (holding their volumes again).
+   * Keeps records in `dir`, holds sidecars' volumes through `volumes`, and
+   * adopts the sidecars an earlier router left there (holding their volumes again).
    */
   async open(dir: string, volumes: SidecarVolumes = NO_SIDECAR_VOLUMES): Promise<void> {
     this.dir = dir;
