@@ -219,7 +219,7 @@ for (const { label, binary } of RUNTIMES) {
       );
     });
 
-    it("refusals: main, empty args, BLOCKED, ALLOWLIST, volumes, pty, bad names, unknown ids", async () => {
+    it("refusals: main, empty args, BLOCKED, ALLOWLIST, unknown volumes, pty, bad names, unknown ids", async () => {
       const { w, task, create, execIn, waitResult } = f;
       const cases: [Record<string, unknown>, grpc.status, RegExp][] = [
         [{ container_name: "main", args: ["true"] }, grpc.status.ALREADY_EXISTS, /main/],
@@ -246,8 +246,8 @@ for (const { label, binary } of RUNTIMES) {
             args: ["true"],
             volume_mounts: [{ volume_id: "vo-1", mount_path: "/v" }],
           },
-          grpc.status.FAILED_PRECONDITION,
-          /volume_mounts/,
+          grpc.status.NOT_FOUND,
+          /volume "vo-1" not found/,
         ],
         [
           { container_name: "x", args: ["true"], pty_info: { enabled: true } },

@@ -1,4 +1,11 @@
-import type { ExitStatus, Proc, SpawnSpec, TaskEnv, TaskFilesystem } from "./runtime.ts";
+import type {
+  ExitStatus,
+  Proc,
+  SpawnSpec,
+  TaskEnv,
+  TaskFilesystem,
+  VolumeBind,
+} from "./runtime.ts";
 
 /** How a sidecar container is started (SidecarRuntime.start). */
 export interface SidecarSpec {
@@ -14,6 +21,12 @@ export interface SidecarSpec {
   network: "none" | "host";
   /** Memory limit of the sidecar's cgroup, bytes (swap included); undefined: none. */
   memoryBytes: number | undefined;
+  /**
+   * Volume directories bound into the sidecar (checked, sorted by path), as
+   * a task's TaskSpec.volumes; a source stays valid only until `start`
+   * resolved (it may name an open directory: `/proc/<pid>/fd/N`).
+   */
+  volumes: VolumeBind[];
 }
 
 /** Where a sidecar's entrypoint stands (SidecarRuntime.poll). */

@@ -88,7 +88,7 @@ export class TaskManager {
       const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
       task.spec = rec.spec ?? {};
       task.allowedSecrets = storedGrants(rec.allowedSecrets);
-      await task.containers.open(join(dir, rec.id)); // sidecars first: execs may run in them
+      await task.containers.open(join(dir, rec.id), this.volumes.sidecars); // sidecars first: execs may run in them
       await adoptAll(task, rec.entrypoint, entrypointDeps(this.dataDir, this.limits));
       this.tasks.set(rec.id, task);
       this.startReadiness(task, rec);
@@ -163,7 +163,7 @@ export class TaskManager {
       const task = new Task(id, createdAt, runtime, env, this.limits);
       task.spec = spec;
       task.allowedSecrets = allowedSecrets;
-      await task.containers.open(join(this.dataDir, "tasks", id));
+      await task.containers.open(join(this.dataDir, "tasks", id), this.volumes.sidecars);
       const deps = entrypointDeps(this.dataDir, this.limits);
       if (opts.entrypoint) await startEntrypoint(task, opts.entrypoint, deps);
       this.tasks.set(id, task);

@@ -1,6 +1,6 @@
-import { FailedPreconditionError, NotFoundError } from "../errors.ts";
-import { checkMaxBytes, MAX, quote } from "../limits.ts";
+import { FailedPreconditionError } from "../errors.ts";
 import type { TaskSpec, TaskStatus, VolumeBind } from "../runtime/runtime.ts";
+import { NO_SIDECAR_VOLUMES, type SidecarVolumes, StoreSidecarVolumes } from "./sidecar-volumes.ts";
 import { checkMountRequests, type VolumeMountRequest } from "./validate.ts";
 import type { VolumeStore } from "./volume-store.ts";
 
@@ -35,8 +35,10 @@ export interface TaskVolumes {
    * still has it) and is reported to the warn callback.
    */
   adopt(taskId: string, binds: readonly VolumeBind[]): VolumeBind[];
-  /** Lets the volumes of `taskId` go (terminated, or its create failed). */
+  /** Lets the volumes of `taskId` and of its sidecars go (terminated, or its create failed). */
   release(taskId: string): void;
+  /** The volumes of the task's sidecars (TaskContainerCreate.volume_mounts). */
+  readonly sidecars: SidecarVolumes;
 }
 
 /** For a router without volumes: every task with one is refused, nothing is held. */
@@ -48,14 +50,19 @@ export const NO_VOLUMES: TaskVolumes = {
   attach: () => [],
   adopt: (_id, binds) => [...binds],
   release: () => {},
+  sidecars: NO_SIDECAR_VOLUMES,
 };
 
 /** TaskVolumes over the router's volume store. */
 export class StoreTaskVolumes implements TaskVolumes {
+  readonly sidecars: SidecarVolumes;
+
   constructor(
     private readonly store: VolumeStore,
     private readonly warn: (msg: string) => void = () => {},
-  ) {}
+  ) {
+    this.sidecars = new StoreSidecarVolumes(store, warn);
+  }
 
   check(mounts: readonly VolumeMountRequest[], runtime: VolumeRuntime): VolumeMountRequest[] {
     const checked = checkMountRequests(mounts);
@@ -107,27 +114,31 @@ export interface ReloadableTask {
   readonly state: string;
   readonly spec: TaskSpec;
   runtimeStatus(): TaskStatus;
+  readonly containers: {
+    /**
+     * TaskReloadVolumes for sidecar `containerId`: NotFound when the task
+     * has none of that id, FailedPrecondition when it (or the task) is not
+     * running; see SidecarVolumes.reload.
+     */
+    reloadVolumes(containerId: string): Promise<void>;
+  };
 }
 
 /**
  * TaskReloadVolumes (PROTOCOL-LATER §3.5): makes every volume mount of the
- * task's container `containerId` ("" = main) show the volume's latest state.
- * NotFound for another container (tasks have only their main one);
- * FailedPrecondition for a task that is not running, or a volume its
- * backend cannot bring up to date (VolumeBackend.reload); NotFound for one
- * removed behind the router's back. A task without volumes: OK.
+ * task's container `containerId` ("" = main, else one of its sidecars)
+ * show the volume's latest state. NotFound for an unknown container;
+ * FailedPrecondition for a task (or sidecar) that is not running, or a
+ * volume its backend cannot bring up to date (VolumeBackend.reload);
+ * NotFound for one removed behind the router's back. A container without
+ * volumes: OK.
  */
 export async function reloadTaskVolumes(
   task: ReloadableTask,
   containerId: string,
   store: VolumeStore,
 ): Promise<void> {
-  if (containerId !== "") {
-    checkMaxBytes("container_id", containerId, MAX.containerId);
-    throw new NotFoundError(
-      `container ${quote(containerId)} not found in task ${task.id} (it has only its main container)`,
-    );
-  }
+  if (containerId !== "") return task.containers.reloadVolumes(containerId);
   const rs = task.runtimeStatus();
   if (task.state !== "running" || rs.state !== "running") {
     throw new FailedPreconditionError(

@@ -13,7 +13,7 @@ export interface VolumeInfo {
   createdAt: number;
   /** Bytes its files take on disk now. */
   sizeBytes: number;
-  /** Ids of the tasks that mount it, sorted. */
+  /** Ids of the tasks that mount it (a sidecar's mount counts for its task), sorted. */
   mountedBy: string[];
 }
 
@@ -33,7 +33,9 @@ const TMP_PREFIX = ".tmp-";
  * (written atomically: temp file, fsync, rename, fsync of the directory),
  * their files in the backend, and which tasks mount each one (in memory:
  * the task manager holds them again when it loads its tasks after a
- * restart). Mutations run one at a time; `hold` is synchronous, so a
+ * restart). A holder is a task id, or `<task id>+<container id>` for a
+ * task's sidecar (sidecarHolder); `release` of a task lets its sidecars'
+ * holds go too. Mutations run one at a time; `hold` is synchronous, so a
  * volume being removed is never handed to a new task.
  *
  * Errors: bad names → InvalidArgument; unknown volumes → NotFound; removing
@@ -112,10 +114,10 @@ export class VolumeStore {
     checkVolumeName(name);
     return this.serialized(async () => {
       if (!this.volumes.has(name)) throw new NotFoundError(`volume ${quote(name)} not found`);
-      const users = this.mountedBy(name);
+      const users = [...(this.users.get(name) ?? [])].sort().map(describeHolder);
       if (users.length > 0) {
         throw new FailedPreconditionError(
-          `volume ${name} is mounted by task${users.length > 1 ? "s" : ""} ${users.join(", ")} (terminate ${users.length > 1 ? "them" : "it"} first)`,
+          `volume ${name} is mounted by ${users.join(", ")} (${users.length > 1 ? "end them" : "end it"} first)`,
         );
       }
       // Gone from here on (no task can hold it); the record first, then the files.
@@ -133,28 +135,30 @@ export class VolumeStore {
   }
 
   /**
-   * Holds volumes `names` for task `taskId` (they cannot be removed until
-   * `release`), all or none: NotFound (naming the first unknown one), and
-   * nothing held. Returns each one's host directory, in order.
+   * Holds volumes `names` for `holder` (a task id, or a sidecar's
+   * `<task id>+<container id>`; they cannot be removed until `release`),
+   * all or none: NotFound (naming the first unknown one), and nothing held.
+   * Returns each one's host directory, in order.
    */
-  hold(taskId: string, names: readonly string[]): string[] {
+  hold(holder: string, names: readonly string[]): string[] {
     for (const name of names) {
       if (!this.volumes.has(name)) throw new NotFoundError(`volume ${quote(name)} not found`);
     }
     return names.map((name) => {
-      this.usersOf(name).add(taskId);
+      this.usersOf(name).add(holder);
       return this.backend.hostDir(name);
     });
   }
 
   /**
-   * Holds again, for a task an earlier router created (its record names
-   * them), the volumes that still exist; returns the names that do not.
+   * Holds again, for a task (or sidecar) an earlier router created (its
+   * record names them), the volumes that still exist; returns the names
+   * that do not.
    */
-  adopt(taskId: string, names: readonly string[]): string[] {
+  adopt(holder: string, names: readonly string[]): string[] {
     const missing = names.filter((n) => !this.volumes.has(n));
     this.hold(
-      taskId,
+      holder,
       names.filter((n) => this.volumes.has(n)),
     );
     return missing;
@@ -165,10 +169,14 @@ export class VolumeStore {
     return this.backend.hostDir(name);
   }
 
-  /** Lets every volume of task `taskId` go (the task was terminated). */
-  release(taskId: string): void {
+  /**
+   * Lets every volume `holder` holds go, and those of the holders below it:
+   * a task id releases the task's sidecars too (the task was terminated); a
+   * sidecar's holder only the sidecar's (it ended).
+   */
+  release(holder: string): void {
     for (const [name, users] of this.users) {
-      users.delete(taskId);
+      for (const u of users) if (u === holder || u.startsWith(`${holder}+`)) users.delete(u);
       if (users.size === 0) this.users.delete(name);
     }
   }
@@ -193,8 +201,10 @@ export class VolumeStore {
     return s;
   }
 
+  /** The tasks that mount `name`: a sidecar's mount counts for its task. */
   private mountedBy(name: string): string[] {
-    return [...(this.users.get(name) ?? [])].sort();
+    const tasks = [...(this.users.get(name) ?? [])].map((u) => u.split("+")[0] as string);
+    return [...new Set(tasks)].sort();
   }
 
   private async info(name: string): Promise<VolumeInfo> {
@@ -234,6 +244,12 @@ export class VolumeStore {
     this.tail = run.catch(() => {});
     return run;
   }
+}
+
+/** "task T" or "task T (its sidecar C)", for people. */
+function describeHolder(holder: string): string {
+  const [task, ctr] = holder.split("+");
+  return ctr === undefined ? `task ${task}` : `task ${task} (its sidecar ${ctr})`;
 }
 
 async function readRecord(path: string, name: string): Promise<VolumeRecord | undefined> {

@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
+import type { VolumeBind } from "../runtime.ts";
 import { EXEC_IN_TASK, wrapArgv } from "./exec-wrapper.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
 import type { OciSeccomp } from "./seccomp.ts";
+import { volumeMounts } from "./task-config.ts";
 
 /** Where a sidecar's init binary (tini) appears inside it. */
 const INIT_IN_SIDECAR = "/.taskrouter/init";
@@ -23,6 +25,8 @@ export interface SidecarConfigInput {
   /** The task's network namespace to join (`/proc/<init>/ns/net`); undefined: the host's. */
   netns: string | undefined;
   memoryBytes: number | undefined;
+  /** Volumes bound into it (SidecarSpec.volumes), sorted by path. */
+  volumes: VolumeBind[];
   /** The host's tini (static), the sidecar's PID 1; undefined: the exec wrapper is PID 1. */
   tini: string | undefined;
   seccomp: OciSeccomp | undefined;
@@ -39,6 +43,7 @@ export interface SidecarConfigInput {
  * to the init's /dev/null): no RPC reads a sidecar's output, and it must not
  * fill the router's disk. The exec wrapper and the SDKs' filesystem helper
  * are bind-mounted as in tasks, so execs in the sidecar behave as in a task.
+ * Volumes are bind mounts as in a task's config (task-config.ts, volumeMounts).
  */
 export function sidecarConfig(c: SidecarConfigInput): OciSpec {
   const mounts: OciMount[] = [
@@ -61,6 +66,7 @@ export function sidecarConfig(c: SidecarConfigInput): OciSpec {
       options: ["bind", "rw"],
     },
   ];
+  mounts.push(...volumeMounts({ volumes: c.volumes }));
   const wrapped = wrapArgv(c.argv, true, SIDECAR_STATUS.inSidecar);
   let args = wrapped;
   if (c.tini) {

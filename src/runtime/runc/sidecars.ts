@@ -18,6 +18,7 @@ import { layerDirs, mountRootfs } from "./rootfs.ts";
 import { spawnRuncExec } from "./runc-exec.ts";
 import type { OciSeccomp } from "./seccomp.ts";
 import { SIDECAR_STATUS, sidecarConfig } from "./sidecar-config.ts";
+import { stageVolumes, unstageVolumes } from "./sidecar-volumes.ts";
 import { exposeMount, hideMount } from "./task-mounts.ts";
 
 /** What the sidecars need of the runc runtime that owns their tasks. */
@@ -135,12 +136,14 @@ export class RuncSidecars implements SidecarRuntime {
         cgroupsPath: this.cgroup(taskId, ctr),
         netns: spec.network === "host" ? undefined : `/proc/${taskInit}/ns/net`,
         memoryBytes: spec.memoryBytes,
+        volumes: await stageVolumes(dir, spec.volumes),
         tini: this.h.tini,
         seccomp: this.h.seccomp,
       });
       await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 1));
       const id = this.ociId(taskId, ctr);
       await this.h.cli.runDetached(id, dir, join(dir, "init.log"), spec.network);
+      await unstageVolumes(dir);
       await this.track(taskId, ctr, s);
       return env;
     } catch (err) {

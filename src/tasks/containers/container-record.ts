@@ -1,6 +1,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ExitStatus } from "../../runtime/runtime.ts";
+import type { SidecarVolume } from "../../volumes/sidecar-volumes.ts";
 
 /**
  * The final result of a container (modal.client.GenericResult's meaning):
@@ -28,6 +29,8 @@ export interface ContainerRecord {
   endedAt?: number;
   /** Set once it ended. */
   result?: ContainerResult;
+  /** Its volume mounts (held while it runs, again after a router restart); absent: none. */
+  volumes?: SidecarVolume[];
 }
 
 /**

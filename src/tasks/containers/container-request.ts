@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
 import { checkInlineEnv, type EnvSource } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
+import { checkSidecarMounts, type SidecarVolumeRequest } from "../../volumes/sidecar-volumes.ts";
 
 /** The name of a task's main container (PROTOCOL-LATER §3.4): always there, never a sidecar's. */
 export const MAIN = "main";
@@ -10,12 +11,6 @@ export const MAIN = "main";
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** The most memory a sidecar may ask for (memory_reserve_consume_mib): 1 TiB. */
 const MAX_MEMORY_MIB = 1024 * 1024;
-
-/** A volume to mount in a sidecar (`volume_mounts`): not served yet (refused). */
-export interface VolumeMountRequest {
-  volumeId: string;
-  mountPath: string;
-}
 
 /** A request to start a sidecar container in a task (TaskContainerCreate), in domain terms. */
 export interface ContainerRequest {
@@ -27,7 +22,8 @@ export interface ContainerRequest {
   envSources: EnvSource[];
   /** Absolute path inside the sidecar; undefined: the image's default. */
   workdir: string | undefined;
-  volumeMounts: VolumeMountRequest[];
+  /** Volumes to mount (`volume_mounts`). */
+  volumeMounts: SidecarVolumeRequest[];
   /** The sidecar's own network policy; undefined: unset (open). */
   network:
     | { kind: "open" | "blocked" | "unspecified"; cidrs: string[]; domains: string[] }
@@ -43,8 +39,9 @@ export interface ContainerRequest {
  * Checks what can be checked without the task, before anything is made:
  * InvalidArgument for a malformed request, AlreadyExists for the name
  * "main" (the main container always exists, §5.10), FailedPrecondition for
- * what this router cannot honour (volumes, an allowlist of the sidecar's
- * own, a terminal). Changes nothing.
+ * what this router cannot honour (an allowlist of the sidecar's own, a
+ * terminal). Volume mounts are checked as checkSidecarMounts does; whether
+ * the volumes exist is not (SidecarVolumes.attach). Changes nothing.
  */
 export function validateContainerRequest(req: ContainerRequest): void {
   checkMaxBytes("container_name", req.name, MAX.containerId);
@@ -97,9 +94,7 @@ export function validateContainerRequest(req: ContainerRequest): void {
       `memory_reserve_consume_mib must be between 8 and ${MAX_MEMORY_MIB} (MiB), not ${req.memoryMib}`,
     );
   }
-  if (req.volumeMounts.length > 0) {
-    throw new FailedPreconditionError("volume_mounts are not served by this router yet");
-  }
+  checkSidecarMounts(req.volumeMounts);
   if (req.pty) {
     throw new FailedPreconditionError(
       "pty_info is not served for sidecar entrypoints: no RPC reads a sidecar's output, and a terminal would need a holder that outlives the router",
@@ -122,6 +117,18 @@ export function containerFingerprint(req: ContainerRequest): string {
     req.workdir ?? null,
     req.network ?? null,
     req.memoryMib ?? null,
+    // Appended only when there are some: fingerprints of sidecars without volumes stay as they were.
+    ...(req.volumeMounts.length > 0
+      ? [
+          checkSidecarMounts(req.volumeMounts).map((m) => [
+            m.name,
+            m.path,
+            m.readOnly,
+            m.subPath || null,
+            m.backgroundCommits,
+          ]),
+        ]
+      : []),
   ]);
   return createHash("sha256").update(text).digest("base64");
 }

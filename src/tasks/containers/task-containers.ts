@@ -9,18 +9,18 @@ import { checkArgv } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
 import type { TaskEnv, TaskFilesystem } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
+import { NO_SIDECAR_VOLUMES, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
 import type { Caller } from "../grants.ts";
+import { adoptSidecars, launchSidecar } from "./container-launch.ts";
 import {
   type ContainerRecord,
   type ContainerResult,
-  readContainerRecords,
   resultOf,
   writeContainerRecords,
 } from "./container-record.ts";
 import {
   type ContainerRequest,
   containerFingerprint,
-  newContainerId,
   validateContainerRequest,
 } from "./container-request.ts";
 import {
@@ -54,10 +54,13 @@ interface Sidecar {
  * Names are unique among running containers; an identical replay of a
  * create returns the running container. Records (never env values) live in
  * `<task dir>/containers.json`, so sidecars survive a router restart
- * (`open` adopts them); they end when the task is removed.
+ * (`open` adopts them); they end when the task is removed. A sidecar holds
+ * its volumes (SidecarVolumes) while it runs: they are released once it
+ * ended (its container, and so its mounts, deleted).
  */
 export class TaskContainers {
   private dir: string | undefined;
+  private volumes: SidecarVolumes = NO_SIDECAR_VOLUMES;
   private readonly all: Sidecar[] = [];
   private readonly creating = new Map<string, { fp: string; done: Promise<Sidecar> }>();
   private readonly wakeups = new Wakeups();
@@ -70,21 +73,14 @@ export class TaskContainers {
     private readonly onError: (err: unknown) => void = () => undefined,
   ) {}
 
-  /** Keeps records in `dir` and adopts the sidecars an earlier router left there. */
-  async open(dir: string): Promise<void> {
+  /**
+   * Keeps records in `dir`, holds sidecars' volumes through `volumes`, and
+   * adopts the sidecars an earlier router left there (holding their volumes again).
+   */
+  async open(dir: string, volumes: SidecarVolumes = NO_SIDECAR_VOLUMES): Promise<void> {
     this.dir = dir;
-    const sc = this.task.runtime.sidecars;
-    for (const rec of await readContainerRecords(dir)) {
-      const s: Sidecar = { rec, env: this.task.env };
-      if (!rec.result && sc) {
-        s.env = await sc.adopt(this.task.id, rec.id, rec.imageId).catch((err: unknown) => {
-          this.onError(err);
-          rec.result = { status: "terminated", exitCode: 137, message: "lost at a router restart" };
-          return this.task.env;
-        });
-      }
-      this.all.push(s);
-    }
+    this.volumes = volumes;
+    this.all.push(...(await adoptSidecars(this.task, volumes, dir, this.onError)));
     this.arm();
   }
 
@@ -136,27 +132,7 @@ export class TaskContainers {
     fp: string,
     env: Record<string, string>,
   ): Promise<Sidecar> {
-    const id = newContainerId();
-    const mem =
-      req.memoryMib !== undefined ? req.memoryMib * 1024 * 1024 : this.task.spec.memoryBytes;
-    const ownEnv = await sc.start(this.task.id, id, {
-      imageId: req.imageId,
-      argv: req.argv,
-      env,
-      cwd: req.workdir,
-      network: this.task.spec.network === "host" ? "host" : "none",
-      memoryBytes: mem,
-    });
-    const rec: ContainerRecord = {
-      id,
-      name: req.name,
-      imageId: req.imageId,
-      argv: req.argv,
-      fingerprint: fp,
-      createdAt: Date.now(),
-    };
-    if (req.workdir !== undefined) rec.workdir = req.workdir;
-    const s: Sidecar = { rec, env: ownEnv };
+    const s: Sidecar = await launchSidecar(this.task, sc, this.volumes, req, fp, env);
     this.all.push(s);
     await this.save();
     this.arm();
@@ -250,6 +226,17 @@ export class TaskContainers {
     return s.rec.result ? { ...s.rec.result } : undefined;
   }
 
+  /**
+   * TaskReloadVolumes for sidecar `containerId` (ReloadableTask.containers):
+   * NotFound when unknown, FailedPrecondition unless it and the task run.
+   */
+  async reloadVolumes(containerId: string): Promise<void> {
+    const s = this.find(containerId);
+    this.assertTaskRunning();
+    this.running(containerId);
+    await this.volumes.reload(s.rec.volumes ?? []);
+  }
+
   /** Where exec `containerId` runs ("" = main): NotFound for an unknown id, FailedPrecondition for an ended one. */
   place(containerId: string): ExecPlace {
     const t = this.task;
@@ -314,6 +301,7 @@ export class TaskContainers {
     if (s.rec.result) return;
     s.rec.result = result;
     s.rec.endedAt = Date.now();
+    this.volumes.release(this.task.id, s.rec.id); // its container and mounts are gone
     const ended = this.all.filter((x) => x.rec.result);
     for (const old of ended.slice(0, Math.max(0, ended.length - MAX_ENDED))) {
       this.all.splice(this.all.indexOf(old), 1);
