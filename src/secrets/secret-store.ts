@@ -1,8 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { chmod, mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { quote } from "../limits.ts";
+import { fsyncDir, writeFileAtomic } from "../util/atomic-file.ts";
+import { SerialQueue } from "../util/serial-queue.ts";
 import { checkSecretData, checkSecretName, SECRET_NAME } from "./validate.ts";
 
 /** What may be said about a secret: never its values. */
@@ -57,7 +58,7 @@ const TMP_PREFIX = ".tmp-";
  */
 export class SecretStore implements SecretResolver {
   private readonly secrets = new Map<string, Secret>();
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   private constructor(readonly dir: string) {}
 
@@ -128,7 +129,7 @@ export class SecretStore implements SecretResolver {
     return this.serialized(async () => {
       if (!this.secrets.has(name)) return false;
       await rm(this.fileOf(name), { force: true });
-      await syncDir(this.dir);
+      await fsyncDir(this.dir);
       this.secrets.delete(name);
       return true;
     });
@@ -157,27 +158,14 @@ export class SecretStore implements SecretResolver {
       updatedAt: s.updatedAt,
       data: Object.fromEntries(s.data),
     };
-    const tmp = join(this.dir, `${TMP_PREFIX}${randomBytes(8).toString("hex")}`);
-    try {
-      const fh = await open(tmp, "wx", 0o600);
-      try {
-        await fh.writeFile(JSON.stringify(body));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.fileOf(s.name));
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    await syncDir(this.dir);
+    await writeFileAtomic(this.fileOf(s.name), JSON.stringify(body), this.dir, {
+      mode: 0o600,
+      tmpPrefix: TMP_PREFIX,
+    });
   }
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => {});
-    return run;
+    return this.queue.run(fn);
   }
 }
 
@@ -207,14 +195,5 @@ async function readSecret(path: string, name: string): Promise<Secret | undefine
     return { name, createdAt, updatedAt, data };
   } catch {
     return undefined;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

@@ -1,8 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, NotFoundError } from "../errors.ts";
 import { quote } from "../limits.ts";
+import { fsyncDir, writeFileAtomic } from "../util/atomic-file.ts";
+import { SerialQueue } from "../util/serial-queue.ts";
 import type { VolumeBackend, VolumeDirId } from "./backend.ts";
 import { checkVolumeName, VOLUME_NAME } from "./validate.ts";
 
@@ -45,7 +46,7 @@ export class VolumeStore {
   private readonly volumes = new Map<string, VolumeRecord>();
   /** Volume name → ids of the tasks that mount it. */
   private readonly users = new Map<string, Set<string>>();
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   private constructor(
     private readonly records: string,
@@ -129,7 +130,7 @@ export class VolumeStore {
         this.volumes.set(name, rec); // still there: nothing changed
         throw err;
       }
-      await syncDir(this.records);
+      await fsyncDir(this.records);
       await this.backend.remove(name);
     });
   }
@@ -222,27 +223,14 @@ export class VolumeStore {
   }
 
   private async write(rec: VolumeRecord): Promise<void> {
-    const tmp = join(this.records, `${TMP_PREFIX}${randomBytes(8).toString("hex")}`);
-    try {
-      const fh = await open(tmp, "wx", 0o600);
-      try {
-        await fh.writeFile(JSON.stringify(rec));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.recordFile(rec.name));
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    await syncDir(this.records);
+    await writeFileAtomic(this.recordFile(rec.name), JSON.stringify(rec), this.records, {
+      mode: 0o600,
+      tmpPrefix: TMP_PREFIX,
+    });
   }
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => {});
-    return run;
+    return this.queue.run(fn);
   }
 }
 
@@ -268,14 +256,5 @@ async function readRecord(path: string, name: string): Promise<VolumeRecord | un
     };
   } catch {
     return undefined;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
