@@ -1,5 +1,5 @@
-import { execFile, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -97,9 +97,8 @@ export async function restoreDetached(
 ): Promise<void> {
   const work = join(bundle, "restore-work");
   await mkdir(work, { recursive: true, mode: 0o700 });
-  const fd = openSync(logFile, "a", 0o600);
-  try {
-    const cmd = cli.command([
+  const failed = await cli.startDetached(
+    [
       ...cli.flavor.runFlags(network),
       "restore",
       "--detach",
@@ -110,21 +109,13 @@ export async function restoreDetached(
       "--bundle",
       bundle,
       cid,
-    ]);
-    const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
-    const code = await new Promise<number>((resolve) => {
-      child.once("error", () => resolve(-1));
-      child.once("exit", (c) => resolve(c ?? -1));
-    });
-    if (code !== 0) {
-      const log = await readFile(logFile, "utf8").catch(() => "");
-      const last = log.trim().split("\n").slice(-3).join(" | ");
-      throw new FailedPreconditionError(
-        `the ${cli.flavor.name} OCI runtime cannot restore the memory snapshot (exit ${code}): ${trim(last, [dir, bundle])}`,
-      );
-    }
-  } finally {
-    closeSync(fd);
+    ],
+    logFile,
+  );
+  if (failed) {
+    throw new FailedPreconditionError(
+      `the ${cli.flavor.name} OCI runtime cannot restore the memory snapshot (${trim(failed, [dir, bundle])})`,
+    );
   }
 }
 

@@ -96,26 +96,30 @@ export class OciCli {
     logFile: string,
     network: "none" | "host",
   ): Promise<void> {
+    const failed = await this.startDetached(
+      [...this.flavor.runFlags(network), "run", "--detach", "--bundle", bundle, id],
+      logFile,
+    );
+    if (failed) throw new Error(`${this.binary} run ${id} failed (${failed})`);
+  }
+
+  /**
+   * Runs the runtime with `args` (a `run`/`restore --detach`): stdin and
+   * stdout /dev/null, stderr appended to `logFile`. Undefined once it exited
+   * 0; else "exit N: " and the log's last three lines.
+   */
+  async startDetached(args: string[], logFile: string): Promise<string | undefined> {
     const fd = openSync(logFile, "a", 0o600);
     try {
-      const cmd = this.command([
-        ...this.flavor.runFlags(network),
-        "run",
-        "--detach",
-        "--bundle",
-        bundle,
-        id,
-      ]);
+      const cmd = this.command(args);
       const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
       const code = await new Promise<number>((resolve) => {
         child.once("error", () => resolve(-1));
         child.once("exit", (c) => resolve(c ?? -1));
       });
-      if (code !== 0) {
-        const log = await readFile(logFile, "utf8").catch(() => "");
-        const last = log.trim().split("\n").slice(-3).join(" | ");
-        throw new Error(`${this.binary} run ${id} failed (exit ${code}): ${last}`);
-      }
+      if (code === 0) return undefined;
+      const log = await readFile(logFile, "utf8").catch(() => "");
+      return `exit ${code}: ${log.trim().split("\n").slice(-3).join(" | ")}`;
     } finally {
       closeSync(fd);
     }

@@ -1,10 +1,9 @@
 import { join } from "node:path";
-import { FS_TOOLS_IN_TASK, nativeHelper } from "../native.ts";
 import type { VolumeBind } from "../runtime.ts";
-import { EXEC_IN_TASK, wrapArgv } from "./exec-wrapper.ts";
+import { wrapArgv } from "./exec-wrapper.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
 import type { OciSeccomp } from "./seccomp.ts";
-import { volumeMounts } from "./task-config.ts";
+import { helperMounts, volumeMounts } from "./task-config.ts";
 
 /** Where a sidecar's init binary (tini) appears inside it. */
 const INIT_IN_SIDECAR = "/.taskrouter/init";
@@ -47,18 +46,7 @@ export interface SidecarConfigInput {
  */
 export function sidecarConfig(c: SidecarConfigInput): OciSpec {
   const mounts: OciMount[] = [
-    {
-      destination: EXEC_IN_TASK,
-      type: "bind",
-      source: nativeHelper("taskrouter-exec"),
-      options: ["bind", "ro"],
-    },
-    {
-      destination: FS_TOOLS_IN_TASK,
-      type: "bind",
-      source: nativeHelper("modal-sandbox-fs-tools"),
-      options: ["bind", "ro"],
-    },
+    ...helperMounts(),
     {
       destination: STATUS_IN_SIDECAR,
       type: "bind",

@@ -43,14 +43,9 @@ export interface TaskConfigInput {
   seccomp?: OciSeccomp | undefined;
 }
 
-/**
- * The OCI config of a task: the exec wrapper bind-mounted read-only at
- * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1,
- * the exec agent at AGENT_IN_TASK, or for a runtime without `exec --preserve-fds` (runsc)
- * the status directory of its execs instead.
- */
-export function taskConfig(c: TaskConfigInput): OciSpec {
-  const mounts: OciMount[] = [
+/** Our helpers every container of a task carries, read-only: the exec wrapper and the SDKs' filesystem helper. */
+export function helperMounts(): OciMount[] {
+  return [
     {
       destination: EXEC_IN_TASK,
       type: "bind",
@@ -64,6 +59,16 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       options: ["bind", "ro"],
     },
   ];
+}
+
+/**
+ * The OCI config of a task: the exec wrapper bind-mounted read-only at
+ * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1,
+ * the exec agent at AGENT_IN_TASK, or for a runtime without `exec --preserve-fds` (runsc)
+ * the status directory of its execs instead.
+ */
+export function taskConfig(c: TaskConfigInput): OciSpec {
+  const mounts: OciMount[] = helperMounts();
   if (c.flavor.preserveFds) {
     // The task's exec agent (runc-agents.ts): it needs `exec --preserve-fds` for its directory.
     mounts.push({
