@@ -7,17 +7,13 @@
  * the task. Also: `task create -- CMD` and `task ls` through the CLI.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { TasksClient } from "../src/client/admin.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { TaskState } from "../src/gen/taskrouter/v1/tasks_pb.ts";
-import { runCli, spawnCli, waitForOutput } from "./helpers/cli-run.ts";
-import { cleanupRunc, runcSkipReason } from "./helpers/runc.ts";
+import { runCli } from "./helpers/cli-run.ts";
+import { KillableRouter } from "./helpers/killable-router.ts";
+import { runcSkipReason } from "./helpers/runc.ts";
 import { FD, grpc, WireClient } from "./helpers/wire-client.ts";
 
 const VARIANTS = [
@@ -56,36 +52,18 @@ async function readUntil(w: WireClient, task_id: string, offset: number, text: s
 for (const v of VARIANTS) {
   if (v.skip) console.log(`# entrypoint-restart (${v.label}) skipped: ${v.skip}`);
   describe(`entrypoints survive a router SIGKILL (${v.label})`, { skip: v.skip }, () => {
-    let dataDir: string | undefined;
-    let child: ChildProcess | undefined;
+    const router = new KillableRouter(v.args, v.oci);
     let client: RouterClient | undefined;
     let wire: WireClient | undefined;
     let address = "";
 
     const serve = async () => {
-      const c = spawnCli([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dataDir as string,
-        "--auth",
-        "none",
-        "--log-level",
-        "silent",
-        ...v.args,
-      ]);
-      child = c;
-      const m = (await waitForOutput(c, /listening on (\S+)/)) as unknown as string[];
-      address = m[1] as string;
+      address = await router.start();
       client = new RouterClient(address, { retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 } });
       wire = new WireClient(address);
     };
     const kill9 = async () => {
-      const c = child as ChildProcess;
-      const exited = once(c, "exit");
-      process.kill(c.pid as number, "SIGKILL");
-      await exited;
+      await router.kill9();
       client?.close();
       wire?.close();
     };
@@ -94,21 +72,12 @@ for (const v of VARIANTS) {
       if (client) await new TasksClient(client).terminate("t").catch(() => undefined);
       client?.close();
       wire?.close();
-      if (child && child.exitCode === null && child.signalCode === null) {
-        const exited = once(child, "exit");
-        process.kill(child.pid as number, "SIGTERM");
-        await exited;
-      }
-      if (dataDir) {
-        if (v.oci) await cleanupRunc(dataDir, v.oci);
-        await rm(dataDir, { recursive: true, force: true });
-      }
+      await router.stop();
     });
 
     it("keeps stdio, stdin offset and exit across the restart; the CLI shows the exit", {
       timeout: 120_000,
     }, async () => {
-      dataDir = await mkdtemp(join(tmpdir(), "taskrouter-entry-"));
       await serve();
       const script =
         'echo before; until [ -e go ]; do sleep 0.05; done; echo after; read l; echo "in:$l"; exit 5';

@@ -1,19 +1,14 @@
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TasksClient } from "../src/client/admin.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { ExecsClient } from "../src/client/execs.ts";
 import { stdinStatus } from "../src/client/stdin-stream.ts";
-import { spawnCli, waitForOutput } from "./helpers/cli-run.ts";
+import { KillableRouter } from "./helpers/killable-router.ts";
 import { collect } from "./helpers/router.ts";
-import { CRUN, cleanupRunc, runcSkipReason } from "./helpers/runc.ts";
+import { CRUN, runcSkipReason } from "./helpers/runc.ts";
 
 /**
  * Execs outlive their router (issue 14): a router SIGKILLed in the middle of
@@ -44,35 +39,17 @@ const MiB = 1024 * 1024;
 for (const v of VARIANTS) {
   if (v.skip) console.log(`# exec-restart (${v.label}) skipped: ${v.skip}`);
   describe(`execs survive a router SIGKILL (${v.label})`, { skip: v.skip }, () => {
-    let dataDir: string | undefined;
-    let child: ChildProcess | undefined;
+    const router = new KillableRouter(v.args, v.oci);
     let client: RouterClient | undefined;
 
     const serve = async (): Promise<RouterClient> => {
-      const c = spawnCli([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dataDir as string,
-        "--auth",
-        "none",
-        "--log-level",
-        "silent",
-        ...v.args,
-      ]);
-      child = c;
-      const m = (await waitForOutput(c, /listening on (\S+)/)) as unknown as string[];
-      client = new RouterClient(m[1] as string, {
+      client = new RouterClient(await router.start(), {
         retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 },
       });
       return client;
     };
     const kill9 = async () => {
-      const c = child as ChildProcess;
-      const exited = once(c, "exit");
-      process.kill(c.pid as number, "SIGKILL");
-      await exited;
+      await router.kill9();
       client?.close();
     };
 
@@ -80,21 +57,12 @@ for (const v of VARIANTS) {
       // Terminating the task ends its agent and every exec in it.
       if (client) await new TasksClient(client).terminate("t").catch(() => undefined);
       client?.close();
-      if (child && child.exitCode === null && child.signalCode === null) {
-        const exited = once(child, "exit");
-        process.kill(child.pid as number, "SIGTERM");
-        await exited;
-      }
-      if (dataDir) {
-        if (v.oci) await cleanupRunc(dataDir, v.oci);
-        await rm(dataDir, { recursive: true, force: true });
-      }
+      await router.stop();
     });
 
     it("keeps output, stdin, exit status and exec ids across the restart", {
       timeout: 120_000,
     }, async () => {
-      dataDir = await mkdtemp(join(tmpdir(), "taskrouter-restart-"));
       let c = await serve();
       const task = (await new TasksClient(c).create("t")).taskId;
       const pipes = { stdout: "pipe", stderr: "pipe" } as const;
