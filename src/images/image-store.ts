@@ -1,18 +1,12 @@
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, NotFoundError } from "../errors.ts";
 import { BlobStore } from "./blob-store.ts";
 import type { Csek } from "./csek.ts";
-import { errCode, writeFileAtomic } from "./fs-util.ts";
+import { writeFileAtomic } from "./fs-util.ts";
 import { checkImageId, type ImageMeta, type OpenedImage, type StoreOptions } from "./image-meta.ts";
-import {
-  decodeManifest,
-  encodeManifest,
-  IMAGE_ID,
-  imageIdOf,
-  type Manifest,
-  manifestStats,
-} from "./manifest.ts";
+import { encodeManifest, IMAGE_ID, imageIdOf, type Manifest, manifestStats } from "./manifest.ts";
+import { ManifestFiles } from "./manifest-files.ts";
 import { Mutex, RWLock } from "./rwlock.ts";
 import { SealedImages, type SealedStage } from "./sealed-store.ts";
 import { DEFAULT_TTL_MS, expiryOf, mergeExpiry, type TtlPolicy } from "./ttl.ts";
@@ -21,8 +15,7 @@ export { checkImageId, type ImageMeta, type OpenedImage, type StoreOptions } fro
 
 /**
  * The image store under `<dataDir>/images`: blobs (content by sha256), image
- * manifests `manifests/<id>.json` (canonical bytes; the id is derived from
- * them and checked on read), metadata `meta/<id>.json` (expiry, origin,
+ * manifests `manifests/<id>.json` (manifest-files.ts), metadata `meta/<id>.json` (expiry, origin,
  * totals), the unpack cache `unpacked/<id>/`, and the images sealed with a
  * customer-supplied key, each in its own directory `sealed/<id>/`.
  *
@@ -40,12 +33,12 @@ export class ImageStore {
   readonly sealed: SealedImages;
   readonly lock = new RWLock();
   readonly tmpDir: string;
-  readonly manifestsDir: string;
+  /** The plain images' manifests. */
+  private readonly manifests: ManifestFiles;
   readonly metaDir: string;
   readonly unpackedDir: string;
   readonly now: () => number;
   private readonly metaMutex = new Mutex();
-  private readonly cache = new Map<string, Manifest>();
   /** Counts of live users (mounts, task roots) per image: gc and delete leave those alone. */
   private readonly users = new Map<string, number>();
 
@@ -54,7 +47,7 @@ export class ImageStore {
     opts: StoreOptions = {},
   ) {
     this.tmpDir = join(root, "tmp");
-    this.manifestsDir = join(root, "manifests");
+    this.manifests = new ManifestFiles(join(root, "manifests"), this.tmpDir);
     this.metaDir = join(root, "meta");
     this.unpackedDir = join(root, "unpacked");
     this.blobs = new BlobStore(root, this.tmpDir);
@@ -64,17 +57,13 @@ export class ImageStore {
 
   /** Creates the layout and removes temporary files a previous router left (crash debris). */
   async init(): Promise<void> {
-    for (const d of [this.manifestsDir, this.metaDir, this.unpackedDir, join(this.root, "keys")]) {
+    for (const d of [this.manifests.dir, this.metaDir, this.unpackedDir, join(this.root, "keys")]) {
       await mkdir(d, { recursive: true, mode: 0o700 });
     }
     await this.blobs.init();
     await this.sealed.init();
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
-  }
-
-  private manifestFile(id: string): string {
-    return join(this.manifestsDir, `${id}.json`);
   }
 
   private metaFile(id: string): string {
@@ -91,9 +80,7 @@ export class ImageStore {
     const id = imageIdOf(bytes);
     const stats = manifestStats(manifest);
     const counts = { entries: manifest.entries.length, files: stats.files, bytes: stats.bytes };
-    await this.publishAs(id, counts, ttl, source, () =>
-      writeFileAtomic(this.manifestFile(id), bytes, this.tmpDir),
-    );
+    await this.publishAs(id, counts, ttl, source, () => this.manifests.write(id, bytes));
     return id;
   }
 
@@ -143,11 +130,7 @@ export class ImageStore {
   }
 
   private async exists(id: string): Promise<boolean> {
-    const plain = await readFile(this.manifestFile(id)).then(
-      () => true,
-      () => false,
-    );
-    return plain || this.sealed.has(id);
+    return (await this.manifests.has(id)) || this.sealed.has(id);
   }
 
   /** Metadata of `id`, or undefined. A missing metadata file gets defaults. */
@@ -213,25 +196,14 @@ export class ImageStore {
 
   /** The tree of `id` whatever its expiry; verifies the bytes against the id. */
   async manifest(id: string): Promise<Manifest> {
-    const hit = this.cache.get(id);
-    if (hit) return hit;
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(this.manifestFile(id));
-    } catch (err) {
-      if (errCode(err) !== "ENOENT") throw err;
-      if (await this.sealed.has(id)) {
-        throw new FailedPreconditionError(
-          `image ${id} is encrypted with a customer-supplied key: only TaskMountDirectory with that key can read it (not export, registry push, inspection of its tree or task roots)`,
-        );
-      }
-      throw new NotFoundError(`image ${id} not found`);
+    const m = await this.manifests.read(id);
+    if (m) return m;
+    if (await this.sealed.has(id)) {
+      throw new FailedPreconditionError(
+        `image ${id} is encrypted with a customer-supplied key: only TaskMountDirectory with that key can read it (not export, registry push, inspection of its tree or task roots)`,
+      );
     }
-    if (imageIdOf(bytes) !== id) throw new Error(`manifest of ${id} is corrupt`);
-    const m = decodeManifest(bytes);
-    if (this.cache.size >= 32) this.cache.delete(this.cache.keys().next().value as string);
-    this.cache.set(id, m);
-    return m;
+    throw new NotFoundError(`image ${id} not found`);
   }
 
   expired(meta: ImageMeta): boolean {
@@ -259,8 +231,7 @@ export class ImageStore {
    * images sealed with a customer-supplied key (listings, gc).
    */
   async list(opts: { withSealed?: boolean } = {}): Promise<ImageMeta[]> {
-    const names = await readdir(this.manifestsDir).catch(() => [] as string[]);
-    const ids = names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5));
+    const ids = await this.manifests.ids();
     if (opts.withSealed) ids.push(...(await this.sealed.ids()));
     const out: ImageMeta[] = [];
     for (const id of new Set(ids)) {
@@ -303,8 +274,7 @@ export class ImageStore {
 
   /** Removes an image's files; the caller holds the exclusive lock. */
   async removeLocked(id: string): Promise<void> {
-    await rm(this.manifestFile(id), { force: true });
-    this.cache.delete(id);
+    await this.manifests.remove(id);
     await rm(this.metaFile(id), { force: true });
     await rm(join(this.unpackedDir, id), { recursive: true, force: true });
     await this.sealed.remove(id);

@@ -3,6 +3,7 @@ import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError } from "../errors.ts";
 import type { ImageStore } from "./image-store.ts";
+import { LayerHolds } from "./layer-holds.ts";
 import type { Manifest } from "./manifest.ts";
 import { decryptLayer, removeLayerDir } from "./mount-layer.ts";
 import { type MountRecord, newRecord, readRecord, saveRecord } from "./mount-record.ts";
@@ -43,7 +44,8 @@ export type { MountRecord } from "./mount-record.ts";
 export class MountManager {
   private readonly byId = new Map<string, MountRecord>();
   private readonly taskLocks = new Map<string, Mutex>();
-  private readonly holds = new Map<string, { count: number; gone: MountRecord | undefined }>();
+  /** The mounts' layers, kept while snapshots read them (layer-holds.ts). */
+  private readonly layers: LayerHolds;
   readonly dir: string;
   /** "overlay" (root) or "copy" (not root: the tree is copied in, see mounts-copy.ts). */
   readonly mode: "overlay" | "copy";
@@ -53,6 +55,7 @@ export class MountManager {
     opts: { mode?: "overlay" | "copy" } = {},
   ) {
     this.dir = join(store.root, "mounts");
+    this.layers = new LayerHolds(this.dir, store);
     this.mode = opts.mode ?? (CAN_CHOWN ? "overlay" : "copy");
   }
 
@@ -267,17 +270,7 @@ export class MountManager {
 
   private async forget(rec: MountRecord): Promise<void> {
     this.byId.delete(rec.id);
-    const held = this.holds.get(rec.id);
-    if (held) {
-      held.gone = rec; // the last hold removes its layer
-      return;
-    }
-    await this.removeLayer(rec);
-  }
-
-  private async removeLayer(rec: MountRecord): Promise<void> {
-    await removeLayerDir(join(this.dir, rec.id));
-    if (rec.imageId) this.store.release(rec.imageId);
+    await this.layers.remove(rec);
   }
 
   /**
@@ -285,17 +278,7 @@ export class MountManager {
    * the mount is removed meanwhile; call the returned function when done.
    */
   hold(rec: MountRecord): () => Promise<void> {
-    const h = this.holds.get(rec.id) ?? { count: 0, gone: undefined };
-    h.count++;
-    this.holds.set(rec.id, h);
-    let done = false;
-    return async () => {
-      if (done) return;
-      done = true;
-      if (--h.count > 0) return;
-      this.holds.delete(rec.id);
-      if (h.gone) await this.removeLayer(h.gone);
-    };
+    return this.layers.hold(rec);
   }
 
   /** Removes every mount of `taskId` (task teardown). Never throws for a mount already gone. */

@@ -1,11 +1,6 @@
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  throwIfAborted,
-} from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, throwIfAborted } from "../errors.ts";
 import { checkMaxBytes, MAX } from "../limits.ts";
 import { Csek } from "./csek.ts";
 import { tmpName } from "./fs-util.ts";
@@ -17,6 +12,7 @@ import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
 import { type BinPath, parseRequestPath } from "./paths.ts";
 import type { ImageRemote, TransferOptions, TransferResult } from "./remote.ts";
+import { RemoteImages } from "./remote-images.ts";
 import type {
   CallTarget,
   SnapshotEvent,
@@ -61,6 +57,8 @@ export class ImageService {
   readonly mounts: MountManager;
   /** The registry images are pushed to and pulled from, if any. */
   readonly remote: ImageRemote | undefined;
+  /** How this service uses `remote` (remote-images.ts). */
+  private readonly remoteImages: RemoteImages;
   private readonly snapshots: Snapshots;
 
   constructor(
@@ -71,10 +69,12 @@ export class ImageService {
     this.store = new ImageStore(join(dataDir, "images"), opts);
     this.mounts = new MountManager(this.store, opts.mountMode ? { mode: opts.mountMode } : {});
     this.remote = opts.remote?.(this.store);
+    const remoteImages = new RemoteImages(this.store, this.remote);
+    this.remoteImages = remoteImages;
     this.snapshots = new Snapshots(this.store, this.mounts, {
       onSnapshotProgress: opts.onSnapshotProgress,
       openFile: opts.openFile,
-      imageMade: (id) => this.remote?.imageMade(id),
+      imageMade: (id) => remoteImages.imageMade(id),
     });
   }
 
@@ -82,44 +82,20 @@ export class ImageService {
   async init(keep: (rec: MountRecord) => boolean): Promise<void> {
     await this.store.init();
     await this.mounts.init(keep);
-    await this.remote?.start();
-  }
-
-  /**
-   * Makes sure the store has image `id` (any expiry), pulling it from the
-   * remote when it has none: NotFound when neither has it.
-   */
-  private async fetchMissing(id: string): Promise<void> {
-    checkImageId(id);
-    if (this.remote && !(await this.store.readMeta(id))) await this.remote.pull(id);
+    await this.remoteImages.start();
   }
 
   /**
    * Pushes image `id` to the remote now (FailedPrecondition without
    * `--registry`, and for a sealed image: those never leave this store).
    */
-  async pushImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
-    checkImageId(id);
-    const remote = this.needRemote();
-    if (await this.store.sealed.has(id)) {
-      throw new FailedPreconditionError(
-        `image ${id} is encrypted with a customer-supplied key: encrypted images are never pushed to a registry`,
-      );
-    }
-    return remote.push(id, opts);
+  pushImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
+    return this.remoteImages.push(id, opts);
   }
 
   /** Pulls image `id` from the remote unless the store has it. */
   pullImage(id: string, opts: TransferOptions = {}): Promise<TransferResult> {
-    checkImageId(id);
-    return this.needRemote().pull(id, opts);
-  }
-
-  private needRemote(): ImageRemote {
-    if (!this.remote) {
-      throw new FailedPreconditionError("this router has no registry (serve --registry)");
-    }
-    return this.remote;
+    return this.remoteImages.pull(id, opts);
   }
 
   private taskFs(
@@ -153,7 +129,7 @@ export class ImageService {
           "customer_supplied_encryption_key needs an image_id (an empty directory has nothing to decrypt)",
         );
       }
-      if (imageId) await this.fetchMissing(imageId);
+      if (imageId) await this.remoteImages.fetchMissing(imageId);
       const image = imageId ? await this.store.open(imageId, csek) : { manifest: emptyManifest() };
       try {
         await this.mounts.withTask(taskId, async () => {
@@ -201,7 +177,7 @@ export class ImageService {
     opts: { expired?: boolean } = {},
   ): Promise<{ dir: string; release: () => void }> {
     if (!opts.expired) {
-      await this.fetchMissing(imageId);
+      await this.remoteImages.fetchMissing(imageId);
       await this.store.get(imageId);
     } else {
       checkImageId(imageId);
@@ -239,7 +215,7 @@ export class ImageService {
         .map((r) => r.taskId),
     );
     for (const t of tasks) await this.teardownTask(t);
-    await this.remote?.close();
+    await this.remoteImages.close();
   }
 
   list(): Promise<ImageMeta[]> {
@@ -248,7 +224,7 @@ export class ImageService {
 
   /** An image's metadata and tree (a sealed image's tree is secret: no entries, not even its root). */
   async inspect(id: string): Promise<{ meta: ImageMeta; manifest: Manifest; users: number }> {
-    await this.fetchMissing(id);
+    await this.remoteImages.fetchMissing(id);
     const meta = await this.store.readMeta(id);
     if (!meta) throw new NotFoundError(`image ${id} not found`);
     const sealed = await this.store.sealed.has(id);
@@ -289,7 +265,7 @@ export class ImageService {
       const o: ImportOptions = { format: opts.format, ttl, source: opts.source };
       if (opts.signal) o.signal = opts.signal;
       const id = await importImage(this.store, `/proc/self/fd/${fh.fd}`, o);
-      this.remote?.imageMade(id);
+      this.remoteImages.imageMade(id);
       return id;
     } finally {
       await fh.close();
@@ -299,7 +275,7 @@ export class ImageService {
 
   /** Streams image `id` as an OCI image archive (see oci-export.ts). */
   async exportImage(id: string, signal?: AbortSignal): Promise<ExportStream> {
-    await this.fetchMissing(id);
+    await this.remoteImages.fetchMissing(id);
     return exportImage(this.store, id, signal);
   }
 }

@@ -1,5 +1,4 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   AlreadyExistsError,
@@ -14,17 +13,11 @@ import { endsProcessByDefault, parseSignal } from "../exec/signals.ts";
 import type { StdinProgress, StdinSession } from "../exec/stdin.ts";
 import { checkMaxBytes, MAX, quote } from "../limits.ts";
 import { type Metrics, NO_METRICS, observeRead, observeSession } from "../metrics/metrics.ts";
-import type { ExitStatus, Runtime, TaskSpec } from "../runtime/runtime.ts";
+import type { ExitStatus, Runtime } from "../runtime/runtime.ts";
 import { NO_VOLUMES, type TaskVolumes } from "../volumes/task-volumes.ts";
-import type { VolumeMountRequest } from "../volumes/validate.ts";
-import { adoptAll, entrypointDeps, startEntrypoint } from "./entrypoint.ts";
-import { type EntrypointSpec, entrypointRecord } from "./entrypoint-spec.ts";
-import { ADMIN_CALLER, type Caller, checkGrants, storedGrants } from "./grants.ts";
-import { type ReadinessProbe, startReadiness } from "./readiness.ts";
-import { type ExecLimits, Task } from "./task.ts";
-import { readTaskRecord, saveReadyAt, type TaskRecord, writeTaskRecord } from "./task-record.ts";
-
-const TASK_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${MAX.taskId - 1}}$`);
+import { ADMIN_CALLER, type Caller } from "./grants.ts";
+import type { ExecLimits, Task } from "./task.ts";
+import { type CreateTaskOptions, TaskFactory } from "./task-factory.ts";
 
 /**
  * The tasks of this router and the exec operations on them (the domain API the
@@ -46,6 +39,9 @@ export class TaskManager {
   /** Execs already reported to `metrics` (an idempotent repeated start returns the same one). */
   private readonly observed = new WeakSet<Exec>();
 
+  /** Makes and loads the tasks (task-factory.ts). */
+  private readonly factory: TaskFactory;
+
   /**
    * @param runtimes the runtimes tasks may use, by name
    * @param defaultRuntime the name of the runtime of tasks created without one
@@ -54,53 +50,20 @@ export class TaskManager {
    */
   constructor(
     private readonly dataDir: string,
-    private readonly runtimes: ReadonlyMap<string, Runtime>,
-    private readonly defaultRuntime: string,
+    runtimes: ReadonlyMap<string, Runtime>,
+    defaultRuntime: string,
     private readonly limits: ExecLimits,
     private readonly metrics: Metrics = NO_METRICS,
     private readonly volumes: TaskVolumes = NO_VOLUMES,
   ) {
-    if (!runtimes.has(defaultRuntime)) throw new Error(`unknown runtime ${defaultRuntime}`);
-  }
-
-  private runtimeNamed(name: string): Runtime {
-    const rt = this.runtimes.get(name);
-    if (!rt) {
-      throw new InvalidArgumentError(
-        `unknown runtime ${quote(name)} (this router has: ${[...this.runtimes.keys()].join(", ")})`,
-      );
-    }
-    return rt;
+    this.factory = new TaskFactory({ dataDir, runtimes, defaultRuntime, limits, volumes });
   }
 
   /** Loads the task records of the data dir and prepares their runtime state. */
   async load(): Promise<void> {
-    const dir = join(this.dataDir, "tasks");
-    await mkdir(dir, { recursive: true });
     await rm(this.limits.spillDir, { recursive: true, force: true });
     await mkdir(this.limits.spillDir, { recursive: true, mode: 0o700 });
-    for (const name of await readdir(dir)) {
-      const rec = await readTaskRecord(this.dataDir, name);
-      const runtime = rec && rec.id === name ? this.runtimes.get(rec.runtime) : undefined;
-      if (!rec || !runtime) continue;
-      if (rec.spec?.volumes) rec.spec.volumes = this.volumes.adopt(rec.id, rec.spec.volumes);
-      const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
-      const task = new Task(rec.id, rec.createdAt, runtime, env, this.limits);
-      task.spec = rec.spec ?? {};
-      task.allowedSecrets = storedGrants(rec.allowedSecrets);
-      await task.containers.open(join(dir, rec.id), this.volumes.sidecars); // sidecars first: execs may run in them
-      await adoptAll(task, rec.entrypoint, entrypointDeps(this.dataDir, this.limits));
-      this.tasks.set(rec.id, task);
-      this.startReadiness(task, rec);
-    }
-  }
-
-  /** Starts probing `task` when its record has a probe; `readyAt` is persisted once ready. */
-  private startReadiness(task: Task, rec: TaskRecord): void {
-    if (!rec.readiness) return;
-    const save = (at: number) =>
-      void saveReadyAt(this.dataDir, task.id, at).catch(this.limits.onError);
-    startReadiness(task, rec.readiness.probe, rec.readiness.readyAt, save);
+    for await (const task of this.factory.loadAll()) this.tasks.set(task.id, task);
   }
 
   /**
@@ -108,77 +71,21 @@ export class TaskManager {
    * with the limits and network of `opts.spec` (InvalidArgument when the
    * runtime cannot give them).
    */
-  async create(
-    taskId?: string,
-    opts: {
-      runtime?: string;
-      spec?: TaskSpec;
-      allowedSecrets?: readonly string[];
-      /** Checked already (parseReadinessProbe). */
-      readinessProbe?: ReadinessProbe;
-      volumes?: readonly VolumeMountRequest[];
-      /** A checkpoint directory of the runtime to start the task from (memory snapshots). */
-      restore?: string;
-      /** Its main process (checked already: parseEntrypoint); it must start, or nothing is made. */
-      entrypoint?: EntrypointSpec;
-    } = {},
-  ): Promise<Task> {
-    const allowedSecrets = checkGrants(opts.allowedSecrets ?? []);
-    const runtime = this.runtimeNamed(opts.runtime || this.defaultRuntime);
-    const mounts = this.volumes.check(opts.volumes ?? [], runtime);
-    const spec = { ...opts.spec };
-    if (runtime.checkSpec) runtime.checkSpec(spec);
-    else if (spec.image !== undefined) {
-      throw new InvalidArgumentError(
-        `images as task roots need the runc runtime (this task's is ${runtime.name})`,
-      );
-    } else if (Object.values(spec).some((v) => v !== undefined)) {
-      throw new InvalidArgumentError(
-        `the ${runtime.name} runtime enforces no limits or network: create the task on runc`,
-      );
+  async create(taskId?: string, opts: CreateTaskOptions = {}): Promise<Task> {
+    const c = this.factory.check(taskId, opts);
+    if (this.tasks.has(c.id) || this.creating.has(c.id)) {
+      throw new AlreadyExistsError(`task ${c.id} already exists`);
     }
-    const id = taskId || `ta-${randomBytes(10).toString("hex")}`;
-    checkMaxBytes("task_id", id, MAX.taskId);
-    if (!TASK_ID.test(id)) {
-      throw new InvalidArgumentError(
-        `task id ${quote(id)} must be 1-${MAX.taskId} characters of [A-Za-z0-9._-], starting with a letter or digit`,
-      );
-    }
-    if (this.tasks.has(id) || this.creating.has(id)) {
-      throw new AlreadyExistsError(`task ${id} already exists`);
-    }
-    const createdAt = Date.now();
-    if (mounts.length > 0) spec.volumes = this.volumes.attach(id, mounts); // NotFound: none held
-    this.creating.add(id); // reserve the id while the runtime prepares the task
+    this.creating.add(c.id); // reserve the id while the runtime prepares the task
+    let task: Task;
     try {
-      const env = await runtime.prepareTask(
-        id,
-        spec,
-        opts.restore ? { restore: opts.restore } : {},
-      );
-      const rec: TaskRecord = { id, runtime: runtime.name, createdAt, spec, allowedSecrets };
-      if (opts.readinessProbe) rec.readiness = { probe: opts.readinessProbe };
-      if (opts.entrypoint) rec.entrypoint = entrypointRecord(opts.entrypoint);
-      await writeTaskRecord(this.dataDir, rec);
-      const task = new Task(id, createdAt, runtime, env, this.limits);
-      task.spec = spec;
-      task.allowedSecrets = allowedSecrets;
-      await task.containers.open(join(this.dataDir, "tasks", id), this.volumes.sidecars);
-      const deps = entrypointDeps(this.dataDir, this.limits);
-      if (opts.entrypoint) await startEntrypoint(task, opts.entrypoint, deps);
-      this.tasks.set(id, task);
-      this.tombstones.delete(id);
-      this.creating.delete(id);
-      this.startReadiness(task, rec);
-      return task;
-    } catch (err) {
-      // Undo what the runtime made (mounts, a container) before forgetting the id.
-      await runtime.destroyTask(id).catch(() => undefined);
-      await rm(join(this.dataDir, "tasks", id), { recursive: true, force: true });
-      this.volumes.release(id);
-      this.creating.delete(id);
-      throw err;
+      task = await this.factory.make(c);
+    } finally {
+      this.creating.delete(c.id);
     }
+    this.tasks.set(c.id, task);
+    this.tombstones.delete(c.id);
+    return task;
   }
 
   /** The task `taskId`; NotFound when unknown. Terminated tasks are still returned. */

@@ -1,11 +1,6 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  NotFoundError,
-  ResourceExhaustedError,
-} from "../errors.ts";
+import { FailedPreconditionError, NotFoundError, ResourceExhaustedError } from "../errors.ts";
 import { Exec, type ExecOptions, timeoutKillDelayMs } from "../exec/exec.ts";
 import { describeExec, type ExecInfo } from "../exec/exec-info.ts";
 import {
@@ -23,6 +18,7 @@ import type { ExecPlace } from "./containers/container-views.ts";
 import { TaskContainers } from "./containers/task-containers.ts";
 import type { Entrypoint } from "./entrypoint.ts";
 import { decodeExecRecord, encodeExecRecord } from "./exec-record.ts";
+import { ExecTable } from "./exec-table.ts";
 import { ADMIN_CALLER, assertSecretsGranted, type Caller } from "./grants.ts";
 import type { Readiness } from "./readiness.ts";
 
@@ -68,10 +64,8 @@ export class Task {
   readonly containers = new TaskContainers(this, (err) => this.limits.onError(err));
   /** Its main process (`task create -- CMD`); once it exited the task is stopped. */
   entrypoint: Entrypoint | undefined;
-  private readonly execs = new Map<string, Exec>();
-  /** Execs whose process the runtime is starting (the id is taken already). */
-  private readonly starting = new Map<string, { fp: string; exec: Promise<Exec> }>();
-  private readonly collectors = new Map<string, NodeJS.Timeout>();
+  /** Its execs by id (exec-table.ts). */
+  private readonly execs: ExecTable;
 
   constructor(
     readonly id: string,
@@ -79,21 +73,21 @@ export class Task {
     readonly runtime: Runtime,
     readonly env: TaskEnv,
     private readonly limits: ExecLimits,
-  ) {}
+  ) {
+    this.execs = new ExecTable(id, limits.retentionMs);
+  }
 
   get execCount(): number {
     return this.execs.size;
   }
 
   listExecs(): Exec[] {
-    return [...this.execs.values()];
+    return this.execs.list();
   }
 
   /** The exec `execId`, or NotFound. */
   exec(execId: string): Exec {
-    const e = this.execs.get(execId);
-    if (!e) throw new NotFoundError(`exec ${quote(execId)} not found in task ${this.id}`);
-    return e;
+    return this.execs.get(execId);
   }
 
   /**
@@ -102,7 +96,7 @@ export class Task {
    */
   async start(req: ExecRequest, caller: Caller = ADMIN_CALLER): Promise<Exec> {
     const fp = fingerprint(req);
-    const existing = this.sameOrConflict(req.execId, fp);
+    const existing = this.execs.sameOrConflict(req.execId, fp);
     if (existing) return existing;
     const place = this.containers.place(req.containerId); // NotFound, or a sidecar that ended
     // Env sources override the runtime's base env; request-level vars (PTY TERM...) are set after.
@@ -124,22 +118,16 @@ export class Task {
       );
     }
     // A concurrent identical start may have won while we awaited.
-    const raced = this.sameOrConflict(req.execId, fp);
+    const raced = this.execs.sameOrConflict(req.execId, fp);
     if (raced) return raced;
     this.assertRunning();
-    const held = this.execs.size + this.starting.size;
+    const held = this.execs.taken;
     if (held >= this.limits.maxExecsPerTask) {
       throw new ResourceExhaustedError(
         `task ${this.id} holds ${held} execs, the limit (--max-execs-per-task)`,
       );
     }
-    const exec = this.launch(req, fp, env, cwd, place);
-    this.starting.set(req.execId, { fp, exec });
-    try {
-      return await exec;
-    } finally {
-      this.starting.delete(req.execId);
-    }
+    return this.execs.starting(req.execId, fp, this.launch(req, fp, env, cwd, place));
   }
 
   private async launch(
@@ -189,10 +177,9 @@ export class Task {
   }
 
   private hold(exec: Exec): Exec {
-    this.execs.set(exec.id, exec);
+    this.execs.hold(exec);
     // A start that passed its checks before the entrypoint exited ends with the others.
     if (this.entrypoint?.ended) exec.kill("SIGKILL", "task_terminated");
-    void exec.exited.then(() => this.scheduleCollect(exec));
     return exec;
   }
 
@@ -243,17 +230,6 @@ export class Task {
     return Object.fromEntries(env);
   }
 
-  /** The exec `execId` (or its start under way) when `fp` matches; AlreadyExists when not. */
-  private sameOrConflict(execId: string, fp: string): Exec | Promise<Exec> | undefined {
-    const e = this.execs.get(execId) ?? this.starting.get(execId);
-    if (e && (e instanceof Exec ? e.fingerprint : e.fp) !== fp) {
-      throw new AlreadyExistsError(
-        `exec_id ${quote(execId)} is already used by a different request`,
-      );
-    }
-    return e instanceof Exec ? e : e?.exec;
-  }
-
   /** What the runtime sees of the task now (a runc task's container may have died). */
   runtimeStatus(): TaskStatus {
     if (this.state !== "running") return { state: "running" };
@@ -280,22 +256,6 @@ export class Task {
     }
   }
 
-  private scheduleCollect(exec: Exec): void {
-    if (this.state !== "running") return;
-    const t = setTimeout(() => void this.collect(exec.id), this.limits.retentionMs);
-    t.unref();
-    this.collectors.set(exec.id, t);
-  }
-
-  private async collect(execId: string): Promise<void> {
-    const e = this.execs.get(execId);
-    clearTimeout(this.collectors.get(execId));
-    this.collectors.delete(execId);
-    if (!e) return;
-    this.execs.delete(execId);
-    await e.dispose();
-  }
-
   /**
    * Kills every exec's process group (SIGKILL), waits for the leaders to exit,
    * then drops all execs and their logs. The task stops accepting execs at once.
@@ -303,15 +263,16 @@ export class Task {
    */
   async teardown(): Promise<ExecInfo[]> {
     this.state = "terminated";
+    this.execs.close();
     this.containers.close();
     await this.readiness?.stop();
     // Starts past their checks finish first: their processes are killed with the rest.
-    await Promise.allSettled([...this.starting.values()].map((s) => s.exec));
-    const all = [...this.execs.values()];
+    await this.execs.startsSettled();
+    const all = this.execs.list();
     for (const e of all) e.kill("SIGKILL", "task_terminated");
     await Promise.all([...all.map((e) => e.exited), this.entrypoint?.stop()]);
     const final = all.sort((a, b) => a.startedAt - b.startedAt).map(describeExec);
-    await Promise.all(all.map((e) => this.collect(e.id)));
+    await Promise.all(all.map((e) => this.execs.collect(e.id)));
     return final;
   }
 }

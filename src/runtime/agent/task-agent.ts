@@ -1,15 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
-import { AgentConn, type AgentExecState } from "./agent-conn.ts";
+import type { AgentExecState } from "./agent-conn.ts";
+import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
 import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
-
-/** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
-export type AgentLauncher = (dir: string) => Promise<void>;
 
 /** The first half of every exec KEY this router makes (see `start`). */
 const KEY_PREFIX = randomBytes(8).toString("hex");
@@ -36,20 +34,19 @@ const EXITS = "exits";
  *   `quit` ends the agent and every exec (SIGKILL).
  */
 export class TaskAgent {
-  private conn: AgentConn | undefined;
-  private connecting: Promise<AgentConn> | undefined;
+  /** The connection to the agent (agent-link.ts). */
+  private readonly link: AgentLink;
   private readonly procs = new Map<string, AgentProc>();
   /** Execs the agent holds (it removes their files on `forget`). */
   private readonly agentKeys = new Set<string>();
   private starts = 0;
-  private closing = false;
   /** The exec records (SpawnSpec.persist), loaded by `adopt` or the first spawn. */
   private readonly journal: ExecJournal;
   private journalLoaded = false;
 
   constructor(
     readonly dir: string,
-    private readonly launch: AgentLauncher,
+    launch: AgentLauncher,
     private readonly opts: {
       oomKills?: () => number | undefined;
       /**
@@ -61,6 +58,13 @@ export class TaskAgent {
     },
   ) {
     this.journal = new ExecJournal(dir);
+    this.link = new AgentLink(dir, launch, {
+      attached: (conn) => {
+        for (const [key, p] of this.procs) conn.on(key, (e) => p.onEvent(e));
+        this.updateRef();
+      },
+      dropped: () => void this.onDropped(),
+    });
   }
 
   /** The journal's live entries (read once: before the first append). */
@@ -70,42 +74,13 @@ export class TaskAgent {
     return this.journal.load();
   }
 
-  /** The connection, reconnecting to (or starting) the agent when there is none. */
-  private connection(): Promise<AgentConn> {
-    if (this.conn && !this.conn.isClosed) return Promise.resolve(this.conn);
-    this.connecting ??= this.connect().finally(() => {
-      this.connecting = undefined;
-    });
-    return this.connecting;
-  }
-
-  private async connect(): Promise<AgentConn> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const conn = await AgentConn.connect(this.dir).catch(async () => {
-      await this.launch(this.dir);
-      return AgentConn.connect(this.dir);
-    });
-    this.conn = conn;
-    for (const [key, p] of this.procs) conn.on(key, (e) => p.onEvent(e));
-    void conn.closed.then(() => this.onClosed(conn));
-    this.updateRef();
-    return conn;
-  }
-
-  /** A connection ended: reconnect and resync, or end the execs of a dead agent. */
-  private async onClosed(conn: AgentConn): Promise<void> {
-    if (this.closing || this.conn !== conn) return;
-    this.conn = undefined;
+  /** The connection dropped: reconnect and resync, or end the execs of a dead agent. */
+  private async onDropped(): Promise<void> {
     const live = [...this.procs.values()].filter((p) => p.running);
     if (live.length === 0) return;
     let states: AgentExecState[] | undefined;
     try {
-      const c = await AgentConn.connect(this.dir);
-      this.conn = c;
-      for (const [key, p] of this.procs) c.on(key, (e) => p.onEvent(e));
-      void c.closed.then(() => this.onClosed(c));
-      this.updateRef();
-      states = await c.list();
+      states = await (await this.link.reconnect()).list();
     } catch {
       states = undefined;
     }
@@ -150,7 +125,7 @@ export class TaskAgent {
     const p = new AgentProc({
       key,
       dir: this.dir,
-      send: (fields) => this.conn?.send(fields),
+      send: (fields) => this.link.current?.send(fields),
       stdin,
       oomKills: this.opts.oomKills,
       release: () => this.release(key),
@@ -158,14 +133,14 @@ export class TaskAgent {
       stdinEof: () => this.journal.stdinClosed(key),
     });
     this.procs.set(key, p);
-    this.conn?.on(key, (e) => p.onEvent(e));
+    this.link.current?.on(key, (e) => p.onEvent(e));
     return p;
   }
 
   /** The connection keeps the loop alive while an exec starts, runs or has output to come. */
   private updateRef(): void {
     const busy = this.starts > 0 || [...this.procs.values()].some((p) => p.busy);
-    this.conn?.keepAlive(busy);
+    this.link.current?.keepAlive(busy);
   }
 
   /** Starts `spec` (argv[0] searched in the PATH of its env, inside the task). */
@@ -180,7 +155,7 @@ export class TaskAgent {
   }
 
   private async start(spec: SpawnSpec): Promise<Proc> {
-    const conn = await this.connection();
+    const conn = await this.link.connection();
     conn.keepAlive(true);
     // Unique across routers (the agent refuses a KEY it has seen): a random prefix, a counter.
     const key = `${KEY_PREFIX}${(++keySeq).toString(16).padStart(16, "0")}`;
@@ -219,12 +194,13 @@ export class TaskAgent {
    */
   private async drop(key: string, agentHasIt: boolean): Promise<void> {
     this.procs.delete(key);
-    this.conn?.off(key);
+    const conn = this.link.current;
+    conn?.off(key);
     this.updateRef();
     this.journal.remove(key);
     const held = this.agentKeys.delete(key);
-    if (agentHasIt && held && this.conn && !this.conn.isClosed) {
-      this.conn.send(["forget", key]);
+    if (agentHasIt && held && conn && !conn.isClosed) {
+      conn.send(["forget", key]);
       return;
     }
     await Promise.all(
@@ -259,7 +235,7 @@ export class TaskAgent {
     if (!existsSync(this.dir)) return [];
     const entries = this.loadJournal();
     if (entries.size === 0) return [];
-    const conn = await this.connection().catch(() => undefined);
+    const conn = await this.link.connection().catch(() => undefined);
     const listed = conn ? await conn.list().catch(() => undefined) : undefined;
     const known = listed && new Map(listed.map((s) => [s.key, s]));
     const exits = this.exits(); // after the list: a line is written before its `exit` event
@@ -294,27 +270,13 @@ export class TaskAgent {
   }
 
   /** Ends the agent and every exec it runs (the task is destroyed). */
-  async quit(): Promise<void> {
-    this.closing = true;
-    const conn = this.conn ?? (await AgentConn.connect(this.dir).catch(() => undefined));
-    if (!conn) return;
-    conn.keepAlive(true);
-    conn.send(["quit"]);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      conn.closed,
-      new Promise((r) => {
-        timer = setTimeout(r, 5000).unref();
-      }),
-    ]);
-    clearTimeout(timer);
-    conn.close();
+  quit(): Promise<void> {
+    return this.link.quit();
   }
 
   /** Drops the connection; the agent and its execs run on (router shutdown). */
   close(): void {
-    this.closing = true;
-    this.conn?.close();
+    this.link.close();
     this.journal.close();
   }
 }

@@ -1,0 +1,109 @@
+import { mkdir } from "node:fs/promises";
+import { AgentConn } from "./agent-conn.ts";
+
+/** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
+export type AgentLauncher = (dir: string) => Promise<void>;
+
+/** How long `quit` waits for the agent to end. */
+const QUIT_WAIT_MS = 5000;
+
+/** What the link's owner does with its connections (see AgentLink). */
+export interface AgentLinkHooks {
+  /** A new connection is current: route its events (it is not used before this returns). */
+  attached(conn: AgentConn): void;
+  /** The current connection closed on its own; `current` is unset already. */
+  dropped(): void;
+}
+
+/**
+ * The router's connection to one task agent (native/task-agent.c), through
+ * the socket in its exec directory `dir`.
+ *
+ * Contract:
+ * - `connection` resolves with an open connection: the current one, or a
+ *   new one to the running agent, or else to an agent it starts first
+ *   (`launch`); concurrent calls share one attempt. `reconnect` never
+ *   starts an agent (it rejects when none listens).
+ * - Every connection it makes becomes `current` and is handed to
+ *   `hooks.attached` at once; when the current one closes, other than
+ *   after `close` or `quit`, `hooks.dropped` is called once.
+ * - `close` drops the connection only (the agent and its execs run on);
+ *   `quit` asks the agent to end (and every exec with it) and waits for it,
+ *   up to QUIT_WAIT_MS.
+ */
+export class AgentLink {
+  private conn: AgentConn | undefined;
+  private connecting: Promise<AgentConn> | undefined;
+  private closing = false;
+
+  constructor(
+    readonly dir: string,
+    private readonly launch: AgentLauncher,
+    private readonly hooks: AgentLinkHooks,
+  ) {}
+
+  /** The latest connection while it is current (it may have closed since). */
+  get current(): AgentConn | undefined {
+    return this.conn;
+  }
+
+  /** The connection, reconnecting to (or starting) the agent when there is none. */
+  connection(): Promise<AgentConn> {
+    if (this.conn && !this.conn.isClosed) return Promise.resolve(this.conn);
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connect(): Promise<AgentConn> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const conn = await AgentConn.connect(this.dir).catch(async () => {
+      await this.launch(this.dir);
+      return AgentConn.connect(this.dir);
+    });
+    this.attach(conn);
+    return conn;
+  }
+
+  /** A new connection to the running agent (never starts one). */
+  async reconnect(): Promise<AgentConn> {
+    const conn = await AgentConn.connect(this.dir);
+    this.attach(conn);
+    return conn;
+  }
+
+  private attach(conn: AgentConn): void {
+    this.conn = conn;
+    this.hooks.attached(conn);
+    void conn.closed.then(() => {
+      if (this.closing || this.conn !== conn) return;
+      this.conn = undefined;
+      this.hooks.dropped();
+    });
+  }
+
+  /** Ends the agent and every exec it runs (the task is destroyed). */
+  async quit(): Promise<void> {
+    this.closing = true;
+    const conn = this.conn ?? (await AgentConn.connect(this.dir).catch(() => undefined));
+    if (!conn) return;
+    conn.keepAlive(true);
+    conn.send(["quit"]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      conn.closed,
+      new Promise((r) => {
+        timer = setTimeout(r, QUIT_WAIT_MS).unref();
+      }),
+    ]);
+    clearTimeout(timer);
+    conn.close();
+  }
+
+  /** Drops the connection; the agent and its execs run on (router shutdown). */
+  close(): void {
+    this.closing = true;
+    this.conn?.close();
+  }
+}
