@@ -27,9 +27,11 @@ export interface RoundOptions {
 }
 
 /**
- * Each round runs every variant once, starting with a different one each
- * round (so none always runs first, after a pause, or on a warm cache
- * another just filled). Warm-up rounds are discarded. A variant that throws is
+ * Each round runs every variant once, in an order shuffled anew each round
+ * (seeded: the same orders every run), so none always runs first, after a
+ * pause, on a warm cache another just filled, or right after the same other
+ * variant (a rotation kept the cyclic order: the variant after `runc exec`
+ * always paid for the machine settling after it). Warm-up rounds are discarded. A variant that throws is
  * marked unavailable with the error and dropped; the others go on.
  */
 export async function alternate(
@@ -49,8 +51,7 @@ export async function alternate(
   const total = opts.warmup + opts.rounds;
   for (let r = 0; r < total; r++) {
     progress(`${opts.label}: ${r < opts.warmup ? "warm-up" : "round"} ${r + 1}/${total}`);
-    for (let i = 0; i < live.length; i++) {
-      const v = live[(r + i) % live.length] as Variant;
+    for (const v of shuffled(live, r)) {
       const res = results.get(v.name) as VariantResult;
       if (res.unavailable) continue;
       try {
@@ -67,6 +68,23 @@ export async function alternate(
   }
   progress("");
   return results;
+}
+
+/** `items` in an order drawn from `seed` (Fisher-Yates with mulberry32). */
+function shuffled<T>(items: readonly T[], seed: number): T[] {
+  let state = (seed + 1) * 0x9e3779b9;
+  const next = (): number => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
 }
 
 /** A one-line progress indicator on stderr (a TTY only). */
