@@ -213,12 +213,20 @@ export class RingLog implements EntrypointLog, Source {
     this.parts.push(b);
     this.held += b.length;
     this._length += b.length;
-    // Drop whole parts while what is left still holds `retain` bytes.
+    // Drop whole parts while what is left still holds `retain` bytes, then the
+    // head's older bytes: exactly the newest `retain` stay (a pipe read may be 64 KiB).
     for (let head = this.parts[0]; head && this.held - head.length >= this.retain; ) {
       this.parts.shift();
       this.held -= head.length;
       this.kept += head.length;
       head = this.parts[0];
+    }
+    const over = this.held - this.retain;
+    const head = this.parts[0];
+    if (over > 0 && head) {
+      this.parts[0] = head.subarray(over);
+      this.held -= over;
+      this.kept += over;
     }
     this.waiters.wake();
   }
