@@ -16,7 +16,7 @@ export const MAX = {
   imageId: 128,
   /** `snapshot_id` idempotency keys of the snapshot RPCs. */
   snapshotId: 256,
-  /** `container_id` (only the main container, "", is served). */
+  /** `container_id` ("" the main container, else a sidecar's `ctr-…` id). */
   containerId: 128,
   /** Request paths (mount, unmount, snapshot, exec workdir): PATH_MAX - 1. */
   path: 4095,
