@@ -24,6 +24,7 @@ import {
   EchoService,
   hostLinks,
   hostTables,
+  keepIpForward,
   netToolsMissing,
   vethOf,
 } from "./helpers/net.ts";
@@ -117,7 +118,9 @@ describe("network policy across router restarts (runc)", { skip }, () => {
     await s.d.close();
     daemon = undefined;
   };
+  let restoreForward: (() => Promise<void>) | undefined;
   before(async () => {
+    restoreForward = await keepIpForward();
     dataDir = await tempDataDir();
     echo = await EchoService.start();
   });
@@ -128,6 +131,7 @@ describe("network policy across router restarts (runc)", { skip }, () => {
     }
     await echo?.close();
     await removeDataDir(dataDir);
+    await restoreForward?.();
   });
 
   it("keeps the policy, also for a container recreated on restart, and sweeps what no task claims", async () => {

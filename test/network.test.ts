@@ -16,6 +16,7 @@ import {
   EchoService,
   hostLinks,
   hostTables,
+  keepIpForward,
   netToolsMissing,
   ticker,
   vethOf,
@@ -36,7 +37,9 @@ for (const { label, binary } of variants) {
     let w: WireClient;
     let echo: EchoService;
     let task: Task;
+    let restoreForward: (() => Promise<void>) | undefined;
     before(async () => {
+      restoreForward = await keepIpForward();
       r = await startRuncRouter({ ociRuntime: binary });
       w = new WireClient(r.address);
       echo = await EchoService.start();
@@ -46,6 +49,7 @@ for (const { label, binary } of variants) {
       w?.close();
       await echo?.close();
       await r?.close();
+      await restoreForward?.();
     });
 
     const connect = async (host = task.networkGateway) =>

@@ -5,7 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { realpath } from "node:fs/promises";
+import { readFile, realpath, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { promisify } from "node:util";
 import type { WireClient } from "./wire-client.ts";
@@ -147,4 +147,18 @@ export async function removeNetworkLeftovers(dataDir: string): Promise<void> {
       await run("ip", ["link", "del", l.ifname]).catch(() => undefined);
     }
   }
+}
+
+const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
+
+/**
+ * Reads this machine's IPv4 forwarding setting and returns what puts it back:
+ * a router with `--network open` tasks turns forwarding on and leaves it on
+ * (DECISIONS "Network policy"), and a test must leave the machine as it was.
+ */
+export async function keepIpForward(): Promise<() => Promise<void>> {
+  const before = await readFile(IP_FORWARD, "utf8").catch(() => undefined);
+  return async () => {
+    if (before !== undefined) await writeFile(IP_FORWARD, before).catch(() => undefined);
+  };
 }
