@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, realpathSync } from "node:fs";
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
@@ -11,7 +10,7 @@ import { ImagesAdminClient, TaskImagesClient } from "../src/client/images.ts";
 import { mountsUnder } from "../src/runtime/runc/mounts.ts";
 import type { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { runCli } from "./helpers/cli-run.ts";
-import { rejectsKind, scratch } from "./helpers/images.ts";
+import { copyProgram, rejectsKind, scratch } from "./helpers/images.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import {
   removeDataDir,
@@ -24,20 +23,6 @@ import {
 
 const skip = await runcSkipReason();
 const MARKER = "made for the image-root test\n";
-
-/** Copies host program `bin` to `dest` inside `root`, with the libraries and loader `ldd` lists. */
-async function copyProgram(root: string, bin: string, dest: string): Promise<void> {
-  const put = async (from: string, to: string) => {
-    await mkdir(dirname(join(root, to)), { recursive: true });
-    await copyFile(realpathSync(from), join(root, to));
-    await chmod(join(root, to), 0o755);
-  };
-  await put(bin, dest);
-  for (const line of execFileSync("ldd", [bin], { encoding: "utf8" }).split("\n")) {
-    const lib = /=>\s*(\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)\s/.exec(line)?.[1];
-    if (lib) await put(lib, lib);
-  }
-}
 
 /** A tiny root filesystem: /bin/sh (dash), /bin/cat, their libraries, /etc/marker, /tmp. */
 async function makeImageDir(dir: string): Promise<void> {

@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { realpathSync } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { TaskRouterError } from "../../src/errors.ts";
 import { mountsUnder, unmountAll } from "../../src/runtime/runc/mounts.ts";
 
@@ -85,4 +97,18 @@ export async function rejectsKind(fn: () => Promise<unknown>, kind: string, re?:
 /** The blob files of a data dir's image store. */
 export async function blobFiles(dataDir: string): Promise<string[]> {
   return (await readdir(join(dataDir, "images", "blobs", "sha256")).catch(() => [])).sort();
+}
+
+/** Copies host program `bin` to `dest` inside `root`, with the libraries and loader `ldd` lists. */
+export async function copyProgram(root: string, bin: string, dest: string): Promise<void> {
+  const put = async (from: string, to: string) => {
+    await mkdir(dirname(join(root, to)), { recursive: true });
+    await copyFile(realpathSync(from), join(root, to));
+    await chmod(join(root, to), 0o755);
+  };
+  await put(bin, dest);
+  for (const line of execFileSync("ldd", [bin], { encoding: "utf8" }).split("\n")) {
+    const lib = /=>\s*(\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)\s/.exec(line)?.[1];
+    if (lib) await put(lib, lib);
+  }
 }

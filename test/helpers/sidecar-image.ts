@@ -1,12 +1,11 @@
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { realpathSync } from "node:fs";
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { tarDirectory } from "../../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../../src/client/images.ts";
-import { scratch } from "./images.ts";
+import { copyProgram, scratch } from "./images.ts";
 import type { TestRouter } from "./router.ts";
 import { startRuncRouter } from "./runc.ts";
 import { STDERR, STDOUT, WireClient } from "./wire-client.ts";
@@ -41,20 +40,6 @@ int main(int argc, char **argv) {
   }
 }
 `;
-
-/** Copies host program `bin` to `dest` inside `root`, with the libraries and loader `ldd` lists. */
-async function copyProgram(root: string, bin: string, dest: string): Promise<void> {
-  const put = async (from: string, to: string) => {
-    await mkdir(dirname(join(root, to)), { recursive: true });
-    await copyFile(realpathSync(from), join(root, to));
-    await chmod(join(root, to), 0o755);
-  };
-  await put(bin, dest);
-  for (const line of execFileSync("ldd", [bin], { encoding: "utf8" }).split("\n")) {
-    const lib = /=>\s*(\/\S+)/.exec(line)?.[1] ?? /^\s*(\/\S+)\s/.exec(line)?.[1];
-    if (lib) await put(lib, lib);
-  }
-}
 
 /**
  * The root of a sidecar image in `dir`: /bin/sh (dash), cat and sleep with
