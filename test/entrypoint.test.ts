@@ -3,7 +3,8 @@
  * independent grpc-js + proto-loader stack, on every runtime: a task created
  * with an entrypoint serves its stdout/stderr by offset with
  * `starting_offset` (live and after exit, resumed in the middle, above the
- * requested offset once retention dropped bytes, never an empty chunk), its
+ * requested offset once retention dropped bytes, UNAVAILABLE for a reader
+ * that fell behind retention mid-stream, never an empty chunk), its
  * stdin by offset (replayed prefix, gap, EOF), and ends when it exits (exit
  * code in GetTask, execs killed, new execs refused). An entrypoint that
  * cannot start fails CreateTask and leaves nothing behind.
@@ -223,6 +224,63 @@ for (const { label, oci } of variants) {
           assert.ok(st.blocks * 512 < total, `${name}: ${st.blocks * 512} bytes allocated`);
         }
       }
+      await r.tasks.terminate(task);
+    });
+
+    it("a reader that falls behind retention mid-stream gets UNAVAILABLE and resumes at its offset", async () => {
+      // 64 MiB of 17-byte lines: far more than the transport can hold for a paused reader,
+      // so retention (16 KiB) frees bytes this stream has not yet yielded.
+      const LINE = "0123456789abcdef\n";
+      const total = 64 * 1024 * 1024;
+      const task = (
+        await r.tasks.create("", {
+          entrypoint: ["sh", "-c", `echo start; read go; yes ${LINE.trim()} | head -c ${total}`],
+        })
+      ).taskId;
+      const HEAD = "start\n".length;
+      const expectAt = (offset: number, data: Buffer) => {
+        for (let i = 0; i < data.length; i += 4099) {
+          assert.equal(
+            String.fromCharCode(data[i] as number),
+            LINE[(offset + i - HEAD) % LINE.length],
+            `byte at offset ${offset + i}`,
+          );
+        }
+      };
+      const it = sandboxRead(w, task, 0)[Symbol.asyncIterator]();
+      const first = await it.next();
+      assert.equal(first.done, false);
+      assert.equal(Number(first.value.starting_offset), 0);
+      assert.equal(first.value.data.toString(), "start\n");
+      let pos = HEAD;
+      // The reader stalls (its transport window fills) while the entrypoint writes the rest.
+      await stdinWrite(w, task, 0, "go\n");
+      assert.equal((await exitOf(r, task)).entrypointExitCode, 0);
+      const err = await (async () => {
+        try {
+          for (;;) {
+            const m = await it.next();
+            if (m.done) return undefined;
+            assert.equal(Number(m.value.starting_offset), pos, "no gap inside one stream");
+            assert.ok(m.value.data.length > 0, "an empty data chunk");
+            expectAt(pos, m.value.data);
+            pos += m.value.data.length;
+          }
+        } catch (e) {
+          return e as grpc.ServiceError;
+        }
+      })();
+      assert.ok(err, `the stream ended at ${pos} of ${total} without an error`);
+      assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
+      assert.match(err.message, new RegExp(`reopen at offset ${pos}\\b`));
+      assert.ok(pos < HEAD + total - RETAIN, `stopped at ${pos}, before what is kept`);
+      // Reopened at the offset it reached: rebased to the oldest byte kept, then to the end.
+      const rest = await readAll(w, task, pos);
+      const start = rest.start ?? -1;
+      assert.ok(start > pos, `starting_offset ${start} > ${pos}`);
+      assert.ok(HEAD + total - start >= RETAIN, `kept ${HEAD + total - start} bytes`);
+      assert.equal(start + rest.data.length, HEAD + total);
+      expectAt(start, rest.data);
       await r.tasks.terminate(task);
     });
 
