@@ -83,21 +83,22 @@ for (const { label, binary } of RUNTIMES) {
       (await f.waitResult(id, WAIT_S)).result as { status: number; exitcode: number } | null;
 
     it("the entrypoint runs on a terminal of the requested size, with TERM and friends", async () => {
-      const c = await f.create({
+      const pty_info = {
+        enabled: true,
+        winsz_rows: 33,
+        winsz_cols: 101,
+        env_term: "xterm-256color",
+        env_colorterm: "truecolor",
+        env_term_program: "tp-test",
+        pty_type: 1,
+      };
+      const req = {
         image_id: image,
         container_name: "term",
         args: ["sh", "-c", `${PROBE} exec sleep 100000`],
         env: { TERM: "from-env", COLORTERM: "from-env" },
-        pty_info: {
-          enabled: true,
-          winsz_rows: 33,
-          winsz_cols: 101,
-          env_term: "xterm-256color",
-          env_colorterm: "truecolor",
-          env_term_program: "tp-test",
-          pty_type: 1,
-        },
-      });
+      };
+      const c = await f.create({ ...req, pty_info });
       const id = c.container_id as string;
       const lines = (await probeIn(id)).split("\n");
       assert.match(lines[0] ?? "", /^\/dev\/pts\/\d+$/);
@@ -112,30 +113,9 @@ for (const { label, binary } of RUNTIMES) {
         "",
       ]);
       // An identical replay is the same container; another size is another container.
-      const again = await f.create({
-        image_id: image,
-        container_name: "term",
-        args: ["sh", "-c", `${PROBE} exec sleep 100000`],
-        env: { TERM: "from-env", COLORTERM: "from-env" },
-        pty_info: {
-          enabled: true,
-          winsz_rows: 33,
-          winsz_cols: 101,
-          env_term: "xterm-256color",
-          env_colorterm: "truecolor",
-          env_term_program: "tp-test",
-          pty_type: 1,
-        },
-      });
-      assert.equal(again.container_id, id);
+      assert.equal((await f.create({ ...req, pty_info })).container_id, id);
       await expectStatus(
-        f.create({
-          image_id: image,
-          container_name: "term",
-          args: ["sh", "-c", `${PROBE} exec sleep 100000`],
-          env: { TERM: "from-env", COLORTERM: "from-env" },
-          pty_info: { enabled: true, winsz_rows: 34, winsz_cols: 101 },
-        }),
+        f.create({ ...req, pty_info: { ...pty_info, winsz_rows: 34 } }),
         grpc.status.ALREADY_EXISTS,
       );
       // Terminate ends it (the terminal's holder with it): TERMINATED 137.
@@ -180,42 +160,29 @@ for (const { label, binary } of RUNTIMES) {
       }
     });
 
-    it("10 MB written to the terminal is drained: the entrypoint ends, Wait has its code", async () => {
+    /** Creates a sidecar with a default terminal running `args`; its [status, exitcode] once ended. */
+    const ended = async (name: string, args: string[]) => {
       const c = await f.create({
         image_id: image,
-        container_name: "flood",
-        args: ["sh", "-c", "yes | head -c 10000000; exit 7"],
+        container_name: name,
+        args,
         pty_info: { enabled: true },
       });
       const r = await result(c.container_id as string);
-      assert.deepEqual([r?.status, r?.exitcode], [FAILURE, 7]);
-      const ok = await f.create({
-        image_id: image,
-        container_name: "ok",
-        args: ["sh", "-c", "yes | head -c 1000000"],
-        pty_info: { enabled: true },
-      });
-      const r2 = await result(ok.container_id as string);
-      assert.deepEqual([r2?.status, r2?.exitcode], [SUCCESS, 0]);
+      return [r?.status, r?.exitcode];
+    };
+
+    it("10 MB written to the terminal is drained: the entrypoint ends, Wait has its code", async () => {
+      assert.deepEqual(await ended("flood", ["sh", "-c", "yes | head -c 10000000; exit 7"]), [
+        FAILURE,
+        7,
+      ]);
+      assert.deepEqual(await ended("ok", ["sh", "-c", "yes | head -c 1000000"]), [SUCCESS, 0]);
     });
 
     it("a signal that ends the entrypoint is its result (TERMINATED 128+n), as without a terminal", async () => {
-      const c = await f.create({
-        image_id: image,
-        container_name: "sig",
-        args: ["sh", "-c", "kill -TERM $$"],
-        pty_info: { enabled: true },
-      });
-      const r = await result(c.container_id as string);
-      assert.deepEqual([r?.status, r?.exitcode], [TERMINATED, 143]);
-      const missing = await f.create({
-        image_id: image,
-        container_name: "missing",
-        args: ["/no/such/program"],
-        pty_info: { enabled: true },
-      });
-      const r2 = await result(missing.container_id as string);
-      assert.deepEqual([r2?.status, r2?.exitcode], [FAILURE, 127]);
+      assert.deepEqual(await ended("sig", ["sh", "-c", "kill -TERM $$"]), [TERMINATED, 143]);
+      assert.deepEqual(await ended("missing", ["/no/such/program"]), [FAILURE, 127]);
     });
 
     it("refusals: unknown pty_type, sizes past 65535, NUL in env_term; nothing started", async () => {
