@@ -219,7 +219,7 @@ for (const { label, binary } of RUNTIMES) {
       );
     });
 
-    it("refusals: main, empty args, BLOCKED, ALLOWLIST, unknown volumes, pty, bad names, unknown ids", async () => {
+    it("refusals: main, empty args, BLOCKED, ALLOWLIST, unknown volumes, bad pty_info, bad names, unknown ids", async () => {
       const { w, task, create, execIn, waitResult } = f;
       const cases: [Record<string, unknown>, grpc.status, RegExp][] = [
         [{ container_name: "main", args: ["true"] }, grpc.status.ALREADY_EXISTS, /main/],
@@ -250,9 +250,9 @@ for (const { label, binary } of RUNTIMES) {
           /volume "vo-1" not found/,
         ],
         [
-          { container_name: "x", args: ["true"], pty_info: { enabled: true } },
-          grpc.status.FAILED_PRECONDITION,
-          /pty/,
+          { container_name: "x", args: ["true"], pty_info: { enabled: true, pty_type: 9 } },
+          grpc.status.INVALID_ARGUMENT,
+          /pty_type/,
         ],
         [
           { container_name: "x", args: ["true"], memory_reserve_consume_mib: 1 },

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 /** The native helpers native/build.sh builds (see there). */
 const HELPERS = [
   "taskrouter-exec",
+  "taskrouter-pty",
   "taskrouter-mount",
   "taskrouter-console",
   "taskrouter-spawner",

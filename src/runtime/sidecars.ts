@@ -27,6 +27,13 @@ export interface SidecarSpec {
    * resolved (it may name an open directory: `/proc/<pid>/fd/N`).
    */
   volumes: VolumeBind[];
+  /**
+   * The entrypoint's terminal: it runs on a new pseudo-terminal of this
+   * window size (stdin, stdout, stderr; its controlling terminal), whose
+   * output is read and discarded for as long as it runs; undefined: no
+   * terminal (its stdio is /dev/null).
+   */
+  pty: { rows: number; cols: number } | undefined;
 }
 
 /** Where a sidecar's entrypoint stands (SidecarRuntime.poll). */

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { nativeHelper } from "../native.ts";
 import type { VolumeBind } from "../runtime.ts";
 import { wrapArgv } from "./exec-wrapper.ts";
 import { buildTaskSpec, type OciMount, type OciSpec, taskProcess } from "./oci-spec.ts";
@@ -9,6 +10,8 @@ import { helperMounts, volumeMounts } from "./task-config.ts";
 const INIT_IN_SIDECAR = "/.taskrouter/init";
 /** The directory of the sidecar's exit status file inside it (`<dir>/status` on the host). */
 const STATUS_IN_SIDECAR = "/.taskrouter/status";
+/** Where the terminal holder (native/pty-holder.c) appears in a sidecar with a terminal. */
+const PTY_IN_SIDECAR = "/.taskrouter/pty";
 /** The entrypoint's exit status file (written by the exec wrapper), in the sidecar and below its dir. */
 export const SIDECAR_STATUS = { inSidecar: `${STATUS_IN_SIDECAR}/exit`, inDir: "status/exit" };
 
@@ -29,6 +32,8 @@ export interface SidecarConfigInput {
   /** The host's tini (static), the sidecar's PID 1; undefined: the exec wrapper is PID 1. */
   tini: string | undefined;
   seccomp: OciSeccomp | undefined;
+  /** The entrypoint's terminal (SidecarSpec.pty); undefined: none. */
+  pty: { rows: number; cols: number } | undefined;
 }
 
 /**
@@ -40,9 +45,13 @@ export interface SidecarConfigInput {
  * directory of the router's bind-mounted read-write (the sidecar can write
  * there: it can only lie about its own result). Output is discarded (merged,
  * to the init's /dev/null): no RPC reads a sidecar's output, and it must not
- * fill the router's disk. The exec wrapper and the SDKs' filesystem helper
- * are bind-mounted as in tasks, so execs in the sidecar behave as in a task.
- * Volumes are bind mounts as in a task's config (task-config.ts, volumeMounts).
+ * fill the router's disk. With `pty`, the terminal holder runs between tini
+ * and the exec wrapper: it opens a terminal on the sidecar's own devpts, runs
+ * the wrapper on it and reads and discards its output (native/pty-holder.c);
+ * nothing of it is on the host, so it lives exactly as long as the sidecar.
+ * The exec wrapper and the SDKs' filesystem helper are bind-mounted as in
+ * tasks, so execs in the sidecar behave as in a task. Volumes are bind
+ * mounts as in a task's config (task-config.ts, volumeMounts).
  */
 export function sidecarConfig(c: SidecarConfigInput): OciSpec {
   const mounts: OciMount[] = [
@@ -55,7 +64,17 @@ export function sidecarConfig(c: SidecarConfigInput): OciSpec {
     },
   ];
   mounts.push(...volumeMounts({ volumes: c.volumes }));
-  const wrapped = wrapArgv(c.argv, true, SIDECAR_STATUS.inSidecar);
+  let wrapped = wrapArgv(c.argv, true, SIDECAR_STATUS.inSidecar);
+  if (c.pty) {
+    mounts.push({
+      destination: PTY_IN_SIDECAR,
+      type: "bind",
+      source: nativeHelper("taskrouter-pty"),
+      options: ["bind", "ro"],
+    });
+    const size = [String(c.pty.rows), String(c.pty.cols)];
+    wrapped = [PTY_IN_SIDECAR, SIDECAR_STATUS.inSidecar, ...size, ...wrapped];
+  }
   let args = wrapped;
   if (c.tini) {
     mounts.push({

@@ -139,6 +139,7 @@ export class RuncSidecars implements SidecarRuntime {
         volumes: await stageVolumes(dir, spec.volumes),
         tini: this.h.tini,
         seccomp: this.h.seccomp,
+        pty: spec.pty,
       });
       await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 1));
       const id = this.ociId(taskId, ctr);

@@ -1,11 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../../errors.ts";
-import { NetworkAccess_NetworkAccessType as NetType } from "../../gen/modal_proto/api_pb.ts";
+import {
+  NetworkAccess_NetworkAccessType as NetType,
+  type PTYInfo,
+  PTYInfo_PTYType as PtyType,
+} from "../../gen/modal_proto/api_pb.ts";
 import {
   type TaskContainerCreateRequest,
   type TaskContainerCreateResponse,
   TaskContainerCreateResponseSchema,
 } from "../../gen/modal_proto/task_command_router_pb.ts";
+import type { ContainerPty } from "../../tasks/containers/container-pty.ts";
 import type { ContainerRequest } from "../../tasks/containers/container-request.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
@@ -17,6 +22,28 @@ const NET_KINDS = {
   [NetType.BLOCKED]: "blocked",
   [NetType.ALLOWLIST]: "allowlist",
 } as const;
+
+const PTY_TYPES = {
+  [PtyType.PTY_TYPE_UNSPECIFIED]: "unspecified",
+  [PtyType.PTY_TYPE_FUNCTION]: "function",
+  [PtyType.PTY_TYPE_SHELL]: "shell",
+} as const;
+
+/** Maps `pty_info` (undefined unless `enabled`): sizes of 0 mean 24x80, as for execs. */
+function toContainerPty(p: PTYInfo | undefined): ContainerPty | undefined {
+  if (!p?.enabled) return undefined;
+  const type = PTY_TYPES[p.ptyType];
+  if (!type) throw new InvalidArgumentError(`unknown pty_info.pty_type ${p.ptyType}`);
+  return {
+    rows: p.winszRows || 24,
+    cols: p.winszCols || 80,
+    term: p.envTerm,
+    colorterm: p.envColorterm,
+    termProgram: p.envTermProgram,
+    noTerminateOnIdleStdin: p.noTerminateOnIdleStdin,
+    type,
+  };
+}
 
 /** Maps the wire request to the domain's ContainerRequest (enums checked here). */
 export function toContainerRequest(req: TaskContainerCreateRequest): ContainerRequest {
@@ -39,7 +66,7 @@ export function toContainerRequest(req: TaskContainerCreateRequest): ContainerRe
       backgroundCommits: v.allowBackgroundCommits,
     })),
     network: na && kind ? { kind, cidrs: na.allowedCidrs, domains: na.allowedDomains } : undefined,
-    pty: req.ptyInfo?.enabled === true,
+    pty: toContainerPty(req.ptyInfo),
     memoryMib: req.memoryReserveConsumeMib,
   };
 }

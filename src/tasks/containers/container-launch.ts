@@ -34,6 +34,7 @@ export async function launchSidecar(
       network: task.spec.network === "host" ? "host" : "none",
       memoryBytes: mem,
       volumes: held.binds,
+      pty: req.pty && { rows: req.pty.rows, cols: req.pty.cols },
     });
   } catch (err) {
     volumes.release(task.id, id);

@@ -3,6 +3,7 @@ import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError } fro
 import { checkInlineEnv, type EnvSource } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
 import { checkSidecarMounts, type SidecarVolumeRequest } from "../../volumes/sidecar-volumes.ts";
+import { type ContainerPty, checkContainerPty, ptyFingerprint } from "./container-pty.ts";
 
 /** The name of a task's main container (PROTOCOL-LATER §3.4): always there, never a sidecar's. */
 export const MAIN = "main";
@@ -29,8 +30,8 @@ export interface ContainerRequest {
     | { kind: "open" | "blocked" | "unspecified"; cidrs: string[]; domains: string[] }
     | { kind: "allowlist"; cidrs: string[]; domains: string[] }
     | undefined;
-  /** A terminal for the entrypoint was asked for (`pty_info.enabled`). */
-  pty: boolean;
+  /** The entrypoint's terminal (`pty_info` with `enabled`); undefined: none (stdio /dev/null). */
+  pty: ContainerPty | undefined;
   /** MiB the sidecar takes (`memory_reserve_consume_mib`): its memory limit; undefined: the task's. */
   memoryMib: number | undefined;
 }
@@ -39,9 +40,10 @@ export interface ContainerRequest {
  * Checks what can be checked without the task, before anything is made:
  * InvalidArgument for a malformed request, AlreadyExists for the name
  * "main" (the main container always exists, §5.10), FailedPrecondition for
- * what this router cannot honour (an allowlist of the sidecar's own, a
- * terminal). Volume mounts are checked as checkSidecarMounts does; whether
- * the volumes exist is not (SidecarVolumes.attach). Changes nothing.
+ * what this router cannot honour (an allowlist of the sidecar's own); a
+ * terminal as checkContainerPty does. Volume mounts are checked as
+ * checkSidecarMounts does; whether the volumes exist is not
+ * (SidecarVolumes.attach). Changes nothing.
  */
 export function validateContainerRequest(req: ContainerRequest): void {
   checkMaxBytes("container_name", req.name, MAX.containerId);
@@ -95,11 +97,7 @@ export function validateContainerRequest(req: ContainerRequest): void {
     );
   }
   checkSidecarMounts(req.volumeMounts);
-  if (req.pty) {
-    throw new FailedPreconditionError(
-      "pty_info is not served for sidecar entrypoints: no RPC reads a sidecar's output, and a terminal would need a holder that outlives the router",
-    );
-  }
+  if (req.pty) checkContainerPty(req.pty);
 }
 
 /** Equal for two requests exactly when they ask for the same container (a hash: env values are not kept). */
@@ -129,6 +127,8 @@ export function containerFingerprint(req: ContainerRequest): string {
           ]),
         ]
       : []),
+    // Likewise only with a terminal: fingerprints of sidecars without one stay as they were.
+    ...(req.pty ? [ptyFingerprint(req.pty)] : []),
   ]);
   return createHash("sha256").update(text).digest("base64");
 }

@@ -12,6 +12,7 @@ import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import { NO_SIDECAR_VOLUMES, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
 import type { Caller } from "../grants.ts";
 import { adoptSidecars, launchSidecar } from "./container-launch.ts";
+import { containerPtyEnv } from "./container-pty.ts";
 import {
   type ContainerRecord,
   type ContainerResult,
@@ -113,7 +114,11 @@ export class TaskContainers {
         `task ${this.task.id} runs ${MAX_ACTIVE} sidecars, the limit`,
       );
     }
-    const env = { ...this.task.env.baseEnv, ...this.task.resolveEnv(req.envSources, caller) };
+    const env = {
+      ...this.task.env.baseEnv,
+      ...this.task.resolveEnv(req.envSources, caller),
+      ...containerPtyEnv(req.pty),
+    };
     checkArgv(req.argv, env, "args");
     const raced = this.sameOrConflict(req.name, fp);
     if (raced) return infoOf((await raced).rec);
