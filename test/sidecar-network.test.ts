@@ -1,0 +1,362 @@
+/**
+ * A sidecar's own network policy (TaskContainerCreate `network_access`
+ * ALLOWLIST, PROTOCOL-LATER §3.4/§5.8) through the independent grpc-js
+ * stack, with real TCP traffic to a service of this machine reached at two
+ * addresses: A (the task's gateway) and B (this machine's own address). The
+ * task allows A, its sidecar B: each container reaches only its own; a
+ * change of the task's policy cuts main's connection to B while the
+ * sidecar's stays; the sidecar's rules survive a router restart and go
+ * with the sidecar; bad lists are INVALID_ARGUMENT and change nothing; a
+ * task that is not `open` refuses it. runc and crun; root, nft, ip,
+ * nsenter and a cgroup2 hierarchy required (skipped with the reason).
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, realpath, writeFile } from "node:fs/promises";
+import { networkInterfaces } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { tarDirectory } from "../src/cli/tar-dir.ts";
+import { TasksClient } from "../src/client/admin.ts";
+import { RouterClient } from "../src/client/client.ts";
+import { ImagesAdminClient } from "../src/client/images.ts";
+import type { Daemon } from "../src/daemon.ts";
+import { scratch } from "./helpers/images.ts";
+import {
+  allowlist,
+  connectOnce,
+  EchoService,
+  hostTables,
+  keepIpForward,
+  netToolsMissing,
+  ticker,
+} from "./helpers/net.ts";
+import {
+  CRUN,
+  initPid,
+  removeDataDir,
+  runcSkipReason,
+  startRuncDaemon,
+  tempDataDir,
+} from "./helpers/runc.ts";
+import { makeSidecarImage } from "./helpers/sidecar-image.ts";
+import { expectStatus, grpc, STDERR, STDOUT, WireClient } from "./helpers/wire-client.ts";
+
+const run = promisify(execFile);
+const ALLOWLIST = 3;
+
+/**
+ * A static TCP client for the sidecar image: `connect HOST PORT` prints
+ * "connected" (exit 0) or the error (exit 4); `connect HOST PORT hold`
+ * stays connected, printing what it reads, until a line with "bye" (exit 0)
+ * or a socket error ("error CODE", exit 3).
+ */
+const CONNECT_C = `
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static const char *code(int e) {
+  return e == ECONNREFUSED ? "ECONNREFUSED" : e == ECONNRESET ? "ECONNRESET"
+       : e == EPIPE ? "EPIPE" : e == EHOSTUNREACH ? "EHOSTUNREACH" : strerror(e);
+}
+int main(int argc, char **argv) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(atoi(argv[2]));
+  inet_pton(AF_INET, argv[1], &a.sin_addr);
+  if (connect(s, (struct sockaddr *)&a, sizeof a)) { printf("%s\\n", code(errno)); return 4; }
+  printf("connected\\n");
+  fflush(stdout);
+  if (argc < 4) return 0;
+  if (write(s, "side\\n", 5) != 5) { printf("error %s\\n", code(errno)); return 3; }
+  char buf[512];
+  for (;;) {
+    ssize_t n = read(s, buf, sizeof buf - 1);
+    if (n < 0) { printf("error %s\\n", code(errno)); return 3; }
+    if (n == 0) { printf("eof\\n"); return 5; }
+    buf[n] = 0;
+    fputs(buf, stdout);
+    fflush(stdout);
+    if (strstr(buf, "bye")) return 0;
+  }
+}
+`;
+
+/** This machine's first non-loopback IPv4 address that is no task's (B). */
+function ownAddress(): string | undefined {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.family === "IPv4" && !a.internal && !a.address.startsWith("10.213.")) return a.address;
+    }
+  }
+  return undefined;
+}
+
+/** Why these tests cannot run here, or undefined. */
+async function skipReason(binary: string): Promise<string | undefined> {
+  const why =
+    (await runcSkipReason(binary)) ??
+    (await netToolsMissing()) ??
+    (existsSync("/sys/fs/cgroup/cgroup.controllers") ||
+    existsSync("/sys/fs/cgroup/unified/cgroup.controllers")
+      ? undefined
+      : "no cgroup2 hierarchy (sockets carry no cgroup2 cgroup)") ??
+    (ownAddress() ? undefined : "this machine has no non-loopback IPv4 address");
+  if (why) process.stdout.write(`# sidecar network tests (${binary}) skipped: ${why}\n`);
+  return why;
+}
+
+/** A runc daemon on a data dir of the test's (so it can restart), and its clients. */
+class Router {
+  d!: Daemon;
+  w!: WireClient;
+  client!: RouterClient;
+  tasks!: TasksClient;
+  constructor(
+    readonly dataDir: string,
+    readonly binary: string,
+  ) {}
+
+  async start(): Promise<void> {
+    this.d = await startRuncDaemon(this.dataDir, this.binary);
+    this.client = new RouterClient(this.d.address);
+    this.tasks = new TasksClient(this.client);
+    this.w = new WireClient(this.d.address);
+  }
+
+  async stop(): Promise<void> {
+    this.w?.close();
+    this.client?.close();
+    await this.d?.close();
+  }
+
+  /** Runs argv in `task` (in sidecar `container_id` when given): exit and stdout+stderr. */
+  async exec(task: string, argv: string[], container_id = "") {
+    const exec_id = randomUUID();
+    const req = { task_id: task, exec_id, command_args: argv, container_id };
+    await this.w.start({
+      ...req,
+      stdout_config: STDOUT.PIPE,
+      stderr_config: STDERR.STDOUT,
+    } as never);
+    const exit = await this.w.wait(task, exec_id);
+    const out = await this.w.readAll({ task_id: task, exec_id, offset: 0, file_descriptor: 0 });
+    return { exit, out: out.data.toString().trim() };
+  }
+
+  /** The nftables ruleset of `task`'s network namespace. */
+  async netnsRules(task: string): Promise<string> {
+    const pid = await initPid({ dataDir: this.dataDir }, task, this.binary);
+    const { stdout } = await run("nsenter", [
+      `--net=/proc/${pid}/ns/net`,
+      "nft",
+      "list",
+      "ruleset",
+    ]);
+    return stdout;
+  }
+}
+
+/** The addresses and blocks of set `allow4` of the host table of the router of `dataDir`, sorted. */
+async function hostAllow(dataDir: string): Promise<string[]> {
+  const tag = createHash("sha256")
+    .update(await realpath(dataDir))
+    .digest("hex")
+    .slice(0, 10);
+  const mine = (await hostTables()).filter((t) => t.startsWith(`inet tr_${tag}_`));
+  assert.equal(mine.length, 1, `one host table of this router: ${mine.join(", ")}`);
+  const [, name = ""] = (mine[0] ?? "").split(" ");
+  const { stdout } = await run("nft", ["list", "set", "inet", name, "allow4"]);
+  const els = /elements = \{([^}]*)\}/.exec(stdout)?.[1] ?? "";
+  return els
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "")
+    .sort();
+}
+
+for (const { label, binary } of [
+  { label: "runc", binary: "runc" },
+  { label: "crun", binary: CRUN },
+]) {
+  const skip = await skipReason(binary);
+  describe(`a sidecar's own network policy (${label})`, { skip }, () => {
+    let r: Router;
+    let echo: EchoService;
+    let img: Awaited<ReturnType<typeof scratch>>;
+    let image = "";
+    let task = "";
+    let side = "";
+    let A = "";
+    const B = ownAddress() ?? "";
+    let restoreForward: (() => Promise<void>) | undefined;
+
+    before(async () => {
+      restoreForward = await keepIpForward();
+      echo = await EchoService.start();
+      img = await scratch();
+      const tree = join(img.dir, "tree");
+      await makeSidecarImage(tree);
+      await mkdir(join(tree, "srv"), { recursive: true });
+      await writeFile(join(tree, "srv", "connect.c"), CONNECT_C);
+      await run("cc", [
+        "-static",
+        "-O2",
+        "-o",
+        join(tree, "srv", "connect"),
+        join(tree, "srv", "connect.c"),
+      ]);
+      r = new Router(await tempDataDir(), binary);
+      await r.start();
+      image = await new ImagesAdminClient(r.client).import(tarDirectory(tree), {
+        format: "tree",
+        source: "test",
+      });
+      const t = await r.tasks.create(`sidenet-${label}-${process.pid}`, { network: "open" });
+      task = t.taskId;
+      A = t.networkGateway;
+    });
+    after(async () => {
+      await r?.stop();
+      if (r) await removeDataDir(r.dataDir, binary);
+      await echo?.close();
+      await img?.cleanup();
+      await restoreForward?.();
+    });
+
+    /** Main's connect to `host` (the host's node in the default root). */
+    const fromMain = async (host: string) => (await r.exec(task, connectOnce(host, echo.port))).out;
+    /** The sidecar's connect to `host` (its image's static client). */
+    const fromSide = async (host: string) =>
+      (await r.exec(task, ["/srv/connect", host, String(echo.port)], side)).out;
+
+    it("a sidecar with an allowlist reaches only it; main keeps the task's network", async () => {
+      const c = await r.w.unary("TaskContainerCreate", {
+        task_id: task,
+        image_id: image,
+        container_name: "side",
+        args: ["sleep", "100000"],
+        network_access: { network_access_type: ALLOWLIST, allowed_cidrs: [`${B}/32`] },
+      });
+      side = c.container_id as string;
+      // The task is open (no policy): main reaches both, the sidecar only B.
+      assert.equal(await fromMain(A), "connected");
+      assert.equal(await fromMain(B), "connected");
+      assert.equal(await fromSide(B), "connected");
+      assert.equal(await fromSide(A), "ECONNREFUSED");
+      const rules = await r.netnsRules(task);
+      assert.match(rules, /socket cgroupv2 level 2 "[^"]*\+ctr-[0-9A-Z]{26}"/);
+
+      // The task allows A only: main reaches A, not B; the sidecar still B only.
+      await allowlist(r.w, task, [`${A}/32`]);
+      assert.equal(await fromMain(A), "connected");
+      assert.equal(await fromMain(B), "ECONNREFUSED");
+      assert.equal(await fromSide(B), "connected");
+      assert.equal(await fromSide(A), "ECONNREFUSED");
+      // The host side of the veth allows the union (it cannot tell the containers apart).
+      assert.deepEqual(await hostAllow(r.dataDir), [A, B].sort());
+    });
+
+    it("a change of the task's policy cuts main's connection, not the sidecar's", async () => {
+      await allowlist(r.w, task, ["0.0.0.0/0"]);
+      const held = randomUUID();
+      await r.w.start({
+        task_id: task,
+        exec_id: held,
+        command_args: ["/srv/connect", B, String(echo.port), "hold"],
+        container_id: side,
+        stdout_config: STDOUT.PIPE,
+        stderr_config: STDERR.STDOUT,
+      } as never);
+      const mainId = await r.client.start(task, ticker(B, echo.port), {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      while (echo.sockets.size < 2) await echo.nextData(); // both connected, data flowing
+      await allowlist(r.w, task, [`${A}/32`]);
+      const cut = await r.client.wait(task, mainId);
+      assert.deepEqual(cut, { code: 3 });
+      echo.broadcast("bye\n");
+      assert.deepEqual(await r.w.wait(task, held), { code: 0 });
+      const out = await r.w.readAll({
+        task_id: task,
+        exec_id: held,
+        offset: 0,
+        file_descriptor: 0,
+      });
+      assert.match(out.data.toString(), /^connected\nside\n(.*\n)*bye/);
+    });
+
+    it("bad allowlists are INVALID_ARGUMENT and change nothing", async () => {
+      const rules = await r.netnsRules(task);
+      const bad: [Record<string, unknown>, RegExp][] = [
+        [{ network_access_type: ALLOWLIST, allowed_cidrs: ["10.0.0.0/33"] }, /not a CIDR/],
+        [{ network_access_type: ALLOWLIST, allowed_cidrs: [`${B}`] }, /not a CIDR/],
+        [{ network_access_type: ALLOWLIST, allowed_domains: ["*.example.com"] }, /wildcard/],
+        [{ network_access_type: 1, allowed_cidrs: ["10.0.0.0/8"] }, /need network_access_type/],
+      ];
+      for (const [network_access, re] of bad) {
+        await expectStatus(
+          r.w.unary("TaskContainerCreate", {
+            task_id: task,
+            image_id: image,
+            container_name: "bad",
+            args: ["sleep", "100000"],
+            network_access,
+          }),
+          grpc.status.INVALID_ARGUMENT,
+          re,
+        );
+      }
+      const list = await r.w.unary("TaskContainerList", { task_id: task });
+      const names = (list.containers as { container_name: string }[]).map((c) => c.container_name);
+      assert.deepEqual(names, ["main", "side"]);
+      assert.equal(await r.netnsRules(task), rules);
+    });
+
+    it("an allowlist needs an open task: FAILED_PRECONDITION naming its network", async () => {
+      const plain = (await r.tasks.create(`sidenet-none-${label}-${process.pid}`)).taskId;
+      await expectStatus(
+        r.w.unary("TaskContainerCreate", {
+          task_id: plain,
+          image_id: image,
+          container_name: "x",
+          args: ["sleep", "100000"],
+          network_access: { network_access_type: ALLOWLIST, allowed_cidrs: [`${B}/32`] },
+        }),
+        grpc.status.FAILED_PRECONDITION,
+        /network "none".*network "open"/,
+      );
+      const list = await r.w.unary("TaskContainerList", { task_id: plain });
+      assert.equal((list.containers as unknown[]).length, 1);
+      await r.tasks.terminate(plain);
+    });
+
+    it("the sidecar's rules survive a router restart, and go with the sidecar", async () => {
+      await r.stop();
+      await r.start();
+      // A policy change after the restart rebuilds the table from the records: the sidecar's stay.
+      await allowlist(r.w, task, [`${A}/32`]);
+      assert.equal(await fromSide(B), "connected");
+      assert.equal(await fromSide(A), "ECONNREFUSED");
+      assert.equal(await fromMain(B), "ECONNREFUSED");
+
+      await r.w.unary("TaskContainerTerminate", { task_id: task, container_id: side });
+      const rules = await r.netnsRules(task);
+      assert.doesNotMatch(rules, /cgroupv2|chain s\d+_/);
+      assert.match(rules, /chain output/, "the task's own policy stays");
+      assert.deepEqual(await hostAllow(r.dataDir), [A]);
+      assert.equal(await fromMain(A), "connected");
+      assert.equal(await fromMain(B), "ECONNREFUSED");
+    });
+  });
+}
