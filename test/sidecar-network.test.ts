@@ -15,6 +15,7 @@ import { execFile } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, realpath, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -52,7 +53,8 @@ const ALLOWLIST = 3;
  * A static TCP client for the sidecar image: `connect HOST PORT` prints
  * "connected" (exit 0) or the error (exit 4); `connect HOST PORT hold`
  * stays connected, printing what it reads, until a line with "bye" (exit 0)
- * or a socket error ("error CODE", exit 3).
+ * or a socket error ("error CODE", exit 3); `connect listen PORT` serves
+ * "from the sidecar" to every connection on 0.0.0.0:PORT.
  */
 const CONNECT_C = `
 #include <arpa/inet.h>
@@ -68,10 +70,20 @@ static const char *code(int e) {
        : e == EPIPE ? "EPIPE" : e == EHOSTUNREACH ? "EHOSTUNREACH" : strerror(e);
 }
 int main(int argc, char **argv) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
+  int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
   struct sockaddr_in a = {0};
   a.sin_family = AF_INET;
   a.sin_port = htons(atoi(argv[2]));
+  if (!strcmp(argv[1], "listen")) {
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16)) return 2;
+    for (;;) {
+      int c = accept(s, 0, 0);
+      if (c < 0) continue;
+      if (write(c, "from the sidecar\\n", 17) != 17) return 6;
+      close(c);
+    }
+  }
   inet_pton(AF_INET, argv[1], &a.sin_addr);
   if (connect(s, (struct sockaddr *)&a, sizeof a)) { printf("%s\\n", code(errno)); return 4; }
   printf("connected\\n");
@@ -197,6 +209,7 @@ for (const { label, binary } of [
     let task = "";
     let side = "";
     let A = "";
+    let address = "";
     const B = ownAddress() ?? "";
     let restoreForward: (() => Promise<void>) | undefined;
 
@@ -224,6 +237,7 @@ for (const { label, binary } of [
       const t = await r.tasks.create(`sidenet-${label}-${process.pid}`, { network: "open" });
       task = t.taskId;
       A = t.networkGateway;
+      address = t.networkAddress;
     });
     after(async () => {
       await r?.stop();
@@ -321,6 +335,35 @@ for (const { label, binary } of [
       const names = (list.containers as { container_name: string }[]).map((c) => c.container_name);
       assert.deepEqual(names, ["main", "side"]);
       assert.equal(await r.netnsRules(task), rules);
+    });
+
+    it("a sidecar's listener takes connections from its allowlist, not the task's", async () => {
+      await allowlist(r.w, task, [`${B}/32`]); // the task does not allow A (this machine's gateway)
+      const c = await r.w.unary("TaskContainerCreate", {
+        task_id: task,
+        image_id: image,
+        container_name: "in",
+        args: ["/srv/connect", "listen", "7400"],
+        network_access: { network_access_type: ALLOWLIST, allowed_cidrs: [`${A}/32`] },
+      });
+      const listening = async () =>
+        / 00000000:1CE8 00000000:0000 0A /.test(
+          (await r.exec(task, ["cat", "/proc/net/tcp"], side)).out,
+        );
+      while (!(await listening())) await new Promise((res) => setTimeout(res, 20));
+      // From this machine (source A): the SYN-ACK goes out by the connection's mark.
+      const got = await new Promise<string>((resolve, reject) => {
+        const s = connect(7400, address, () => undefined);
+        let data = "";
+        s.on("data", (d) => {
+          data += d.toString();
+        });
+        s.on("end", () => resolve(data));
+        s.on("error", reject);
+      });
+      assert.equal(got, "from the sidecar\n");
+      await r.w.unary("TaskContainerTerminate", { task_id: task, container_id: c.container_id });
+      await allowlist(r.w, task, [`${A}/32`]);
     });
 
     it("an allowlist needs an open task: FAILED_PRECONDITION naming its network", async () => {
