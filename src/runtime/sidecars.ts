@@ -1,5 +1,6 @@
 import type {
   ExitStatus,
+  NetworkPolicy,
   Proc,
   SpawnSpec,
   TaskEnv,
@@ -34,6 +35,14 @@ export interface SidecarSpec {
    * terminal (its stdio is /dev/null).
    */
   pty: { rows: number; cols: number } | undefined;
+  /**
+   * The sidecar's own outbound allowlist (network "none" only: the task's
+   * own namespace), enforced on its traffic before its entrypoint runs,
+   * while the task's other containers keep the task's policy; undefined:
+   * the task's policy applies to it. A runtime that cannot enforce it
+   * refuses the start with FailedPrecondition.
+   */
+  policy: NetworkPolicy | undefined;
 }
 
 /** Where a sidecar's entrypoint stands (SidecarRuntime.poll). */
@@ -73,4 +82,17 @@ export interface SidecarRuntime {
   resolvePath(taskId: string, containerId: string, path: string): string;
   /** The sidecar's root filesystem, for mounts and snapshots (see TaskFilesystem). */
   filesystem(taskId: string, containerId: string): TaskFilesystem;
+}
+
+/** Where the sidecars' own network policies are enforced (for the runc runtime: its TaskNetworks). */
+export interface SidecarPolicies {
+  /**
+   * Enforces `policy` on the traffic of the processes of cgroup
+   * `cgroupsPath` (made now when missing) in task `taskId`'s namespace,
+   * before anything runs there; FailedPrecondition when the task has no
+   * network of its own.
+   */
+  add(taskId: string, ctr: string, cgroupsPath: string, policy: NetworkPolicy): Promise<void>;
+  /** Removes what `add` made for sidecar `ctr` (nothing when it made nothing). */
+  remove(taskId: string, ctr: string): Promise<void>;
 }

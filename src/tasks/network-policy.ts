@@ -101,6 +101,49 @@ async function systemNameservers(): Promise<string[]> {
   });
 }
 
+/** An allowlist's CIDRs (normalized) and domain names (not resolved yet), as checkPolicyLists gives them. */
+export interface PolicyLists {
+  cidrs: string[];
+  names: string[];
+}
+
+/**
+ * Checks an allowlist's entries (TaskSetNetworkAccess, a sidecar's
+ * `network_access`): at most POLICY_LIMITS of each, every CIDR and domain
+ * well-formed; INVALID_ARGUMENT naming the first bad one. Returns them normalized.
+ */
+export function checkPolicyLists(
+  cidrs: readonly string[],
+  domains: readonly string[],
+): PolicyLists {
+  if (cidrs.length > POLICY_LIMITS.cidrs || domains.length > POLICY_LIMITS.domains) {
+    throw new InvalidArgumentError(
+      `a policy has at most ${POLICY_LIMITS.cidrs} CIDRs and ${POLICY_LIMITS.domains} domains`,
+    );
+  }
+  return { cidrs: checkCidrs(cidrs), names: checkDomains(domains) };
+}
+
+/**
+ * The policy of checked `lists`: its domains resolved once, now
+ * (INVALID_ARGUMENT when one does not resolve, UNAVAILABLE when DNS fails),
+ * with this machine's nameservers when there are domains.
+ */
+export async function resolvePolicy(
+  lists: PolicyLists,
+  resolve: DomainResolver = systemResolver,
+): Promise<NetworkPolicy> {
+  const domains = await Promise.all(
+    lists.names.map(async (name) => ({ name, addresses: await resolveDomain(name, resolve) })),
+  );
+  return {
+    cidrs: lists.cidrs,
+    domains,
+    nameservers: domains.length > 0 ? await systemNameservers() : [],
+    setAt: Date.now(),
+  };
+}
+
 /**
  * Replaces the outbound policy of `task` (TaskSetNetworkAccess, §5.8), in
  * this order, so that bad input changes nothing: only ALLOWLIST is accepted
@@ -121,13 +164,7 @@ export async function setNetworkAccess(
       `network_access_type must be ALLOWLIST, not ${req.type.toUpperCase()} (an open network is an allowlist of 0.0.0.0/0 and ::/0)`,
     );
   }
-  if (req.cidrs.length > POLICY_LIMITS.cidrs || req.domains.length > POLICY_LIMITS.domains) {
-    throw new InvalidArgumentError(
-      `a policy has at most ${POLICY_LIMITS.cidrs} CIDRs and ${POLICY_LIMITS.domains} domains`,
-    );
-  }
-  const cidrs = checkCidrs(req.cidrs);
-  const names = checkDomains(req.domains);
+  const lists = checkPolicyLists(req.cidrs, req.domains);
   const rt = task.runtime;
   if (!rt.setNetworkPolicy) {
     throw new FailedPreconditionError(
@@ -141,15 +178,7 @@ export async function setNetworkAccess(
       `task ${task.id} has network ${quote(mode)}: only tasks created with network "open" (${rt.name} runtime) take a network policy`,
     );
   }
-  const domains = await Promise.all(
-    names.map(async (name) => ({ name, addresses: await resolveDomain(name, resolve) })),
-  );
-  const policy: NetworkPolicy = {
-    cidrs,
-    domains,
-    nameservers: domains.length > 0 ? await systemNameservers() : [],
-    setAt: Date.now(),
-  };
+  const policy = await resolvePolicy(lists, resolve);
   await rt.setNetworkPolicy(task.id, policy);
   return policy;
 }

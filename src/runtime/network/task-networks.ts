@@ -1,8 +1,9 @@
-import { readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { FailedPreconditionError, ResourceExhaustedError } from "../../errors.ts";
 import type { NetworkPolicy, TaskNetworkInfo } from "../runtime.ts";
 import { type Cidr, formatAddress, formatCidr, parseCidr, subBlock } from "./cidr.ts";
+import { enforce, type NetRecord, readRecord, writeRecord } from "./net-record.ts";
 import {
   assertOwnNetns,
   CommandError,
@@ -13,28 +14,13 @@ import {
   nft,
   runCommand,
 } from "./net-tools.ts";
-import { dropTable, hostRules, taskRules } from "./rules.ts";
+import { dropTable } from "./rules.ts";
+import { socketCgroup } from "./socket-cgroup.ts";
 
 /** Prefix of each task's block: a /30 (network, gateway, task, broadcast). */
 const BLOCK_PREFIX = 30;
-/** The file of a task's bundle that keeps its network (so a restarted router finds it). */
-const RECORD = "network.json";
 /** The interface the task sees. */
 const TASK_IF = "eth0";
-
-/** What is kept of an open task's network, in `<bundle>/network.json`. */
-interface NetRecord {
-  /** The task's /30, e.g. 10.213.0.4/30. */
-  block: string;
-  gateway: string;
-  address: string;
-  /** The host end of the veth (`trn` + 8 hex digits of the block's address). */
-  veth: string;
-  /** The host's nftables table of the task (inet family). */
-  table: string;
-  /** undefined: open. */
-  policy?: NetworkPolicy;
-}
 
 /**
  * The network of `open` tasks (docs/DECISIONS.md, "Network policy"): a veth
@@ -90,18 +76,20 @@ export class TaskNetworks {
       if (pid === undefined) return;
       await assertOwnNetns(pid);
       if (old && !fresh && (await this.linkAlive(old.veth, taskId))) {
-        await nft(taskRules(old.policy), pid);
-        await nft(hostRules(old, old.policy));
+        const now = await enforce(old, pid); // with its sidecars still running
+        this.records.set(taskId, now);
+        await writeRecord(bundle, now);
         return;
       }
       if (old) await this.remove(taskId, old);
+      // A new namespace: sidecars of the old one (if any still run) are not in it.
       const rec = await this.createLink(taskId, pid);
       if (old?.policy) rec.policy = old.policy;
+      if (old?.nextMark) rec.nextMark = old.nextMark;
       try {
         await writeRecord(bundle, rec);
         this.records.set(taskId, rec);
-        await nft(taskRules(rec.policy), pid);
-        await nft(hostRules(rec, rec.policy));
+        await enforce(rec, pid);
         await enableForwarding();
         await ipBatch([
           `address add ${rec.gateway}/${BLOCK_PREFIX} dev ${rec.veth}`,
@@ -128,18 +116,80 @@ export class TaskNetworks {
       const rec = this.records.get(taskId);
       if (!rec) throw new FailedPreconditionError(`task ${taskId} has no network of its own`);
       await assertOwnNetns(pid);
-      const next = { ...rec, policy };
-      try {
-        await nft(taskRules(policy), pid);
-        await nft(hostRules(next, policy));
-      } catch (err) {
-        // Back to what the record says (best effort): the call failed, nothing changed.
-        await nft(taskRules(rec.policy), pid).catch(() => undefined);
-        await nft(hostRules(rec, rec.policy)).catch(() => undefined);
-        throw err;
-      }
-      await writeRecord(bundle, next);
-      this.records.set(taskId, next);
+      await this.change(taskId, bundle, pid, rec, { ...rec, policy });
+    });
+  }
+
+  /**
+   * Enforces `next` instead of `rec` for task `taskId` (init `pid`), then
+   * records it; on failure puts `rec` back (best effort) and throws: nothing changed.
+   */
+  private async change(
+    taskId: string,
+    bundle: string,
+    pid: number | undefined,
+    rec: NetRecord,
+    next: NetRecord,
+  ): Promise<void> {
+    let now: NetRecord;
+    try {
+      now = await enforce(next, pid);
+    } catch (err) {
+      await enforce(rec, pid).catch(() => undefined);
+      throw err;
+    }
+    await writeRecord(bundle, now);
+    this.records.set(taskId, now);
+  }
+
+  /**
+   * Enforces `policy` on the traffic of sidecar `ctr` of task `taskId`
+   * (init `pid`), whose processes will be in cgroup `cgroupsPath`: that
+   * cgroup is made now (the rule names it, and it must exist before the
+   * sidecar's first process; the caller removes it if the sidecar does not
+   * start), so the policy is in force before the sidecar runs.
+   * FailedPrecondition when the task has no network of its own.
+   */
+  addSidecar(
+    taskId: string,
+    bundle: string,
+    pid: number,
+    side: { ctr: string; cgroupsPath: string; policy: NetworkPolicy },
+  ): Promise<void> {
+    return this.serial(taskId, async () => {
+      const rec = this.records.get(taskId);
+      if (!rec) throw new FailedPreconditionError(`task ${taskId} has no network of its own`);
+      await assertOwnNetns(pid);
+      await mkdir(socketCgroup(side.cgroupsPath).dir, { recursive: true });
+      const mark = rec.nextMark ?? 1;
+      const others = (rec.sidecars ?? []).filter((s) => s.ctr !== side.ctr);
+      const next = { ...rec, nextMark: mark + 1, sidecars: [...others, { ...side, mark }] };
+      await this.change(taskId, bundle, pid, rec, next);
+    });
+  }
+
+  /**
+   * Removes sidecar `ctr`'s policy (it ended; nothing when it had none).
+   * `pid`: the task's init (undefined or gone: only the host's table changes).
+   */
+  removeSidecar(
+    taskId: string,
+    bundle: string,
+    pid: number | undefined,
+    ctr: string,
+  ): Promise<void> {
+    return this.serial(taskId, async () => {
+      const rec = this.records.get(taskId);
+      const side = rec?.sidecars?.find((s) => s.ctr === ctr);
+      if (!rec || !side) return;
+      const sidecars = (rec.sidecars ?? []).filter((s) => s !== side);
+      const inNetns =
+        pid !== undefined &&
+        (await assertOwnNetns(pid).then(
+          () => true,
+          () => false,
+        ));
+      await this.change(taskId, bundle, inNetns ? pid : undefined, rec, { ...rec, sidecars });
     });
   }
 
@@ -239,22 +289,6 @@ export class TaskNetworks {
       };
     }
   }
-}
-
-async function readRecord(bundle: string): Promise<NetRecord | undefined> {
-  const text = await readFile(join(bundle, RECORD), "utf8").catch(() => undefined);
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text) as NetRecord;
-  } catch {
-    return undefined;
-  }
-}
-
-async function writeRecord(bundle: string, rec: NetRecord): Promise<void> {
-  const file = join(bundle, RECORD);
-  await writeFile(`${file}.tmp`, JSON.stringify(rec), { mode: 0o600 });
-  await rename(`${file}.tmp`, file);
 }
 
 /** Where `--network open` tasks get their addresses unless `serve --task-subnet` says otherwise. */

@@ -118,6 +118,15 @@ export class RuncRuntime implements Runtime {
       containerId: (id) => layout.containerId(id),
       cgroupsPath: (id) => layout.cgroupsPath(id),
       initPid: (id) => this.tasks.initPid(id),
+      policies: {
+        add: async (id, ctr, cgroupsPath, policy) => {
+          const pid = this.tasks.initPid(id);
+          if (pid === undefined) throw new FailedPreconditionError(`task ${id} is not running`);
+          await this.net.addSidecar(id, layout.bundle(id), pid, { ctr, cgroupsPath, policy });
+        },
+        remove: (id, ctr) =>
+          this.net.removeSidecar(id, layout.bundle(id), this.tasks.initPid(id), ctr),
+      },
     });
   }
 

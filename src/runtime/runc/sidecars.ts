@@ -7,8 +7,9 @@ import { cgroupDirs, oomKillCount } from "../../linux/cgroup.ts";
 import { unmountAll } from "../../linux/mount.ts";
 import { procStart } from "../../linux/proc.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
+import { hybridCgroup2Dir } from "../network/socket-cgroup.ts";
 import type { ImageResolver, Proc, SpawnSpec, TaskEnv, TaskFilesystem } from "../runtime.ts";
-import type { SidecarRuntime, SidecarSpec, SidecarState } from "../sidecars.ts";
+import type { SidecarPolicies, SidecarRuntime, SidecarSpec, SidecarState } from "../sidecars.ts";
 import type { Spawner } from "../spawner.ts";
 import { resolveConfined } from "./confined-path.ts";
 import { parseWrapperStatus } from "./exec-wrapper.ts";
@@ -33,6 +34,8 @@ export interface SidecarHost {
   /** The host's static tini (the sidecars' PID 1), if installed. */
   tini: string | undefined;
   seccomp: OciSeccomp | undefined;
+  /** Sidecars' own network policies (SidecarSpec.policy), enforced in their task's namespace. */
+  policies: SidecarPolicies;
 }
 
 interface Sidecar {
@@ -142,6 +145,12 @@ export class RuncSidecars implements SidecarRuntime {
         pty: spec.pty,
       });
       await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 1));
+      if (spec.policy) {
+        if (spec.network === "host") {
+          throw new FailedPreconditionError("a sidecar of a host-network task takes no policy");
+        }
+        await this.h.policies.add(taskId, ctr, this.cgroup(taskId, ctr), spec.policy);
+      }
       const id = this.ociId(taskId, ctr);
       await this.h.cli.runDetached(id, dir, join(dir, "init.log"), spec.network);
       await unstageVolumes(dir);
@@ -187,6 +196,7 @@ export class RuncSidecars implements SidecarRuntime {
     const s = this.live.get(`${taskId}/${ctr}`);
     if (s) s.init = undefined;
     removeCgroup(this.cgroup(taskId, ctr));
+    await this.h.policies.remove(taskId, ctr); // its processes are gone: then its rules
   }
 
   /** Ends and removes one sidecar: its container, mounts, files, image hold. */
@@ -272,7 +282,8 @@ function readStatus(path: string): string {
 }
 
 function removeCgroup(path: string): void {
-  for (const d of cgroupDirs(path).reverse()) {
+  const v2 = hybridCgroup2Dir(path); // made by the runtime, or before it for a network policy
+  for (const d of [...cgroupDirs(path).reverse(), ...(v2 ? [v2] : [])]) {
     try {
       rmdirSync(d);
     } catch {

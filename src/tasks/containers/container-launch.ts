@@ -1,13 +1,15 @@
 import type { TaskEnv } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import { checkSidecarMounts, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
+import { sidecarPolicy } from "./container-network.ts";
 import { type ContainerRecord, readContainerRecords } from "./container-record.ts";
 import { type ContainerRequest, newContainerId } from "./container-request.ts";
 import type { ContainerTask } from "./container-views.ts";
 
 /**
  * Starts the sidecar `req` asks for (validated, fingerprint `fp`, with its
- * complete environment `env`) in `task`: holds its volumes first (NotFound
+ * complete environment `env`) in `task`: resolves its own network policy
+ * (sidecarPolicy: FailedPrecondition, InvalidArgument, Unavailable), holds its volumes (NotFound
  * for an unknown one, FailedPrecondition for an unusable sub_path: nothing
  * started), then the runtime starts it; the volumes stay held for the new
  * sidecar (released when its start fails). Returns its record and its own
@@ -21,6 +23,7 @@ export async function launchSidecar(
   fp: string,
   env: Record<string, string>,
 ): Promise<{ rec: ContainerRecord; env: TaskEnv }> {
+  const policy = await sidecarPolicy(task, req); // before anything is held
   const id = newContainerId();
   const mem = req.memoryMib !== undefined ? req.memoryMib * 1024 * 1024 : task.spec.memoryBytes;
   const held = volumes.attach(task.id, id, checkSidecarMounts(req.volumeMounts));
@@ -35,6 +38,7 @@ export async function launchSidecar(
       memoryBytes: mem,
       volumes: held.binds,
       pty: req.pty && { rows: req.pty.rows, cols: req.pty.cols },
+      policy,
     });
   } catch (err) {
     volumes.release(task.id, id);

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError } from "../../errors.ts";
+import { AlreadyExistsError, InvalidArgumentError } from "../../errors.ts";
 import { checkInlineEnv, type EnvSource } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
 import { checkSidecarMounts, type SidecarVolumeRequest } from "../../volumes/sidecar-volumes.ts";
+import { checkPolicyLists } from "../network-policy.ts";
 import { type ContainerPty, checkContainerPty, ptyFingerprint } from "./container-pty.ts";
 
 /** The name of a task's main container (PROTOCOL-LATER §3.4): always there, never a sidecar's. */
@@ -40,10 +41,10 @@ export interface ContainerRequest {
  * Checks what can be checked without the task, before anything is made:
  * InvalidArgument for a malformed request, AlreadyExists for the name
  * "main" (the main container always exists, §5.10), FailedPrecondition for
- * what this router cannot honour (an allowlist of the sidecar's own); a
- * terminal as checkContainerPty does. Volume mounts are checked as
- * checkSidecarMounts does; whether the volumes exist is not
- * (SidecarVolumes.attach). Changes nothing.
+ * what this router cannot honour; a terminal as checkContainerPty does.
+ * An allowlist's entries are checked as TaskSetNetworkAccess's. Volume
+ * mounts are checked as checkSidecarMounts does; whether the volumes exist
+ * is not (SidecarVolumes.attach). Changes nothing.
  */
 export function validateContainerRequest(req: ContainerRequest): void {
   checkMaxBytes("container_name", req.name, MAX.containerId);
@@ -86,11 +87,7 @@ export function validateContainerRequest(req: ContainerRequest): void {
       "network_access BLOCKED is refused for a sidecar: it could not reach the main container",
     );
   }
-  if (net?.kind === "allowlist") {
-    throw new FailedPreconditionError(
-      "a sidecar shares its task's network namespace, so it has no network policy of its own: leave network_access unset or OPEN (the task's policy applies)",
-    );
-  }
+  if (net?.kind === "allowlist") checkPolicyLists(net.cidrs, net.domains); // container-network.ts
   if (req.memoryMib !== undefined && !(req.memoryMib >= 8 && req.memoryMib <= MAX_MEMORY_MIB)) {
     throw new InvalidArgumentError(
       `memory_reserve_consume_mib must be between 8 and ${MAX_MEMORY_MIB} (MiB), not ${req.memoryMib}`,
