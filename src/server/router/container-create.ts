@@ -14,7 +14,7 @@ import type { ContainerPty } from "../../tasks/containers/container-pty.ts";
 import type { ContainerRequest } from "../../tasks/containers/container-request.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
-import { envSources } from "./exec-start.ts";
+import { envSources, ptyFields } from "./exec-start.ts";
 
 const NET_KINDS = {
   [NetType.UNSPECIFIED]: "unspecified",
@@ -34,15 +34,7 @@ function toContainerPty(p: PTYInfo | undefined): ContainerPty | undefined {
   if (!p?.enabled) return undefined;
   const type = PTY_TYPES[p.ptyType];
   if (!type) throw new InvalidArgumentError(`unknown pty_info.pty_type ${p.ptyType}`);
-  return {
-    rows: p.winszRows || 24,
-    cols: p.winszCols || 80,
-    term: p.envTerm,
-    colorterm: p.envColorterm,
-    termProgram: p.envTermProgram,
-    noTerminateOnIdleStdin: p.noTerminateOnIdleStdin,
-    type,
-  };
+  return { ...ptyFields(p), type };
 }
 
 /** Maps the wire request to the domain's ContainerRequest (enums checked here). */

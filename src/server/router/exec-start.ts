@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { EnvSource, ExecRequest } from "../../exec/exec-request.ts";
+import type { PTYInfo } from "../../gen/modal_proto/api_pb.ts";
 import {
   type TaskExecStartRequest,
   type TaskExecStartResponse,
@@ -10,6 +11,18 @@ import {
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
+
+/** The terminal `pty_info` asks for (of an exec or a sidecar): sizes of 0 mean 24x80. */
+export function ptyFields(p: PTYInfo) {
+  return {
+    rows: p.winszRows || 24,
+    cols: p.winszCols || 80,
+    term: p.envTerm,
+    colorterm: p.envColorterm,
+    termProgram: p.envTermProgram,
+    noTerminateOnIdleStdin: p.noTerminateOnIdleStdin,
+  };
+}
 
 /** Maps the wire request to the domain's ExecRequest (enums checked here). */
 export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
@@ -39,16 +52,7 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
     workdir: req.workdir,
     envSources: envSources(req),
     containerId: req.containerId,
-    pty: p?.enabled
-      ? {
-          rows: p.winszRows || 24,
-          cols: p.winszCols || 80,
-          term: p.envTerm,
-          colorterm: p.envColorterm,
-          termProgram: p.envTermProgram,
-          noTerminateOnIdleStdin: p.noTerminateOnIdleStdin,
-        }
-      : undefined,
+    pty: p?.enabled ? ptyFields(p) : undefined,
     runtimeDebug: req.runtimeDebug,
   };
 }
