@@ -77,6 +77,8 @@
  *                    removes its files KEY.in, KEY.out, KEY.err, KEY.kept.
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
+ *   seen KEY STREAM OFF   drop KEY.STREAM below OFF from the page cache
+ *                    (see "Memory" below).
  * Requests naming an unknown KEY (in, eof, kill, resize, forget) are ignored;
  * malformed ones answer `error KEY bad-request`.
  * Events (lines): started KEY PID | error KEY TEXT | out KEY LEN |
@@ -90,6 +92,22 @@
  *   `KEY code N MS\n` / `KEY signal N MS\n` (MS: CLOCK_REALTIME ms; a torn
  *   last line is to be ignored). Once lines of forgotten execs are over 3/4
  *   of at least 1024, it is rewritten (exits.new renamed over it).
+ *
+ * Memory: files hold every byte; the page cache need not. `seen KEY STREAM
+ * OFF` (STREAM `out` or `err`: a reader of the router delivered every byte
+ * below OFF) calls posix_fadvise(DONTNEED) on KEY.STREAM from OFF - 64 MiB
+ * to OFF (4 KiB-aligned; the router sends one per 16 MiB step, so each range
+ * is covered four times: pages still dirty or under writeback at one call
+ * are dropped at a later one). It starts their writeback and drops them once
+ * clean, so a stream read as it is written keeps recycling the same memory;
+ * a later reader of those bytes reads them from disk. Stateless: no answer,
+ * an absent file is ignored. KEY.in bytes the command has taken are never
+ * read again: each time the position crosses a 16 MiB step, KEY.in below it
+ * (4 KiB-aligned) is freed with fallocate(PUNCH_HOLE) (its size stays: the
+ * router counts the bytes written by it), so stdin is never written back.
+ * Growing the page cache by every byte moved cost this machine's VMs ~3 s
+ * of CPU per GiB once it reached memory not touched before
+ * (docs/DECISIONS.md, "Page cache of the agent's files").
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -126,6 +144,8 @@
 #define TURN_BYTES ((uint64_t)1 << 20) /* per exec and stream, per loop turn */
 #define MAX_QUEUE ((size_t)16 << 20)
 #define MAX_REARMS 10
+#define SHED_STEP ((uint64_t)16 << 20) /* see "Memory" above */
+#define SHED_BACK ((uint64_t)64 << 20)
 #define HASH_SIZE 4096
 #define KEPT_ALIGN ((uint64_t)4096)
 #define KEPT_LINE 42
@@ -155,6 +175,7 @@ struct exec {
   struct stream s[2]; /* stdout, stderr */
   int in_fd, in_file, in_ended, in_eof, in_nosplice;
   uint64_t in_pos, in_want;
+  uint64_t in_freed; /* KEY.in below this was punched (see "Memory") */
   int dl_fd, grace_fd, rearms;
   int64_t exited_at; /* CLOCK_REALTIME ms of the reap (the `exits` line) */
   unsigned dirty;
@@ -518,6 +539,13 @@ static void feed(struct exec *e) {
     return end_stdin(e); /* EPIPE: the command closed its stdin (EIO: the terminal is gone) */
   }
   if (moved) mark(e, D_INPOS);
+  /* KEY.in the command has taken is never read again: free it (see "Memory"). */
+  if (e->in_file >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
+    uint64_t to = e->in_pos & ~(KEPT_ALIGN - 1);
+    fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
+              (off_t)(to - e->in_freed));
+    e->in_freed = to;
+  }
   if (e->in_eof && e->in_pos >= e->in_want) end_stdin(e);
 }
 
@@ -1090,7 +1118,7 @@ static void handle_fields(char **f, size_t n) {
     struct exec *e = find_live(f[1]);
     if (!e || e->in_ended) return;
     /* Absent KEY.in: nothing to copy (feed stops at once, as for a short file). */
-    if (a > e->in_pos && e->in_file < 0) e->in_file = open_key(e->key, "in", O_RDONLY, 0);
+    if (a > e->in_pos && e->in_file < 0) e->in_file = open_key(e->key, "in", O_RDWR, 0);
     if (a > e->in_want) e->in_want = a;
     if (verb[0] == 'e') e->in_eof = 1;
     feed(e);
@@ -1141,6 +1169,21 @@ static void handle_fields(char **f, size_t n) {
     }
     exits_kept--;
     return compact_exits();
+  }
+  if (strcmp(verb, "seen") == 0) {
+    if (n != 4 || (strcmp(f[2], "out") != 0 && strcmp(f[2], "err") != 0) ||
+        field_u64(f[3], INT64_MAX, &a) || !valid_key(f[1])) {
+      return reply_error(key, "bad-request");
+    }
+    /* O_NONBLOCK: a FIFO planted under that name must not block the agent. */
+    int fd = open_key(f[1], f[2], O_RDONLY | O_NONBLOCK, 0);
+    struct stat st;
+    uint64_t hi = a & ~(KEPT_ALIGN - 1), lo = hi > SHED_BACK ? hi - SHED_BACK : 0;
+    if (fd >= 0 && hi > lo && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_DONTNEED);
+    }
+    if (fd >= 0) close(fd);
+    return;
   }
   if (strcmp(verb, "quit") == 0 && n == 1) return quit();
   if (strcmp(verb, "ping") == 0 && n == 2 && strlen(f[1]) <= 64 &&

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   appendFileSync,
   closeSync,
   constants,
   existsSync,
+  fsyncSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -444,6 +445,51 @@ describe("the task agent (native/task-agent.c)", () => {
     const r = await a.finish(c, key);
     assert.equal(r.outEnd, 16 << 20);
     assert.equal(sha256(r.out), sha256(data));
+  });
+
+  it("frees KEY.in below what the command took (holes, size kept): stdin is never written back", async () => {
+    const key = a.key();
+    const data = randomBytes(40 << 20);
+    await a.start(c, key, ["sh", "-c", "cat >/dev/null"], { flags: "-" });
+    for (let i = 0; i < 10; i++) {
+      appendFileSync(a.path(key, "in"), data.subarray(i << 22, (i + 1) << 22));
+      c.send("in", key, String((i + 1) << 22));
+    }
+    c.send("eof", key, String(40 << 20));
+    assert.deepEqual(await c.event("inend", key), [String(40 << 20)]);
+    const st = statSync(a.path(key, "in"));
+    assert.equal(st.size, 40 << 20, "the size still counts every byte written");
+    assert.ok(st.blocks * 512 <= 8 << 20, `${st.blocks * 512} bytes of KEY.in still allocated`);
+    assert.equal((await a.finish(c, key)).exit, "code 0");
+  });
+
+  it("`seen` drops a stream's bytes below OFFSET from the page cache; the file keeps them", async () => {
+    const size = 80 << 20;
+    const r = await a.run(c, ["head", "-c", String(size), "/dev/zero"]);
+    assert.equal(r.outEnd, size);
+    const out = a.path(r.key, "out");
+    const fd = openSync(out, "r");
+    fsyncSync(fd); // clean pages: DONTNEED drops them at once
+    closeSync(fd);
+    const resident = () =>
+      Number(execFileSync("fincore", ["-b", "-n", "-o", "RES", out], { encoding: "utf8" }));
+    assert.ok(resident() >= 64 << 20, `${resident()} bytes in the page cache after a read`);
+    c.send("seen", r.key, "out", String(size));
+    await c.ping("s1");
+    // [size - 64 MiB, size) dropped: what stays is below it.
+    assert.ok(resident() <= 16 << 20, `${resident()} bytes still in the page cache`);
+    assert.ok(readFileSync(out).equals(Buffer.alloc(size)), "every byte still in the file");
+    // Stateless: an unknown KEY or an absent file is no error; a bad request is one.
+    c.send("seen", a.key(), "err", "4096");
+    c.send("seen", r.key, "in", "4096");
+    assert.deepEqual(await c.event("error", r.key), ["bad-request"]);
+    c.send("seen", r.key, "out", "-1");
+    assert.deepEqual(await c.event("error", r.key), ["bad-request"]);
+    // A FIFO planted under the name never blocks the agent.
+    const key = a.key();
+    execFileSync("mkfifo", [a.path(key, "out")]);
+    c.send("seen", key, "out", String(size));
+    await c.ping("s2");
   });
 
   it("ends stdin with `inend` when the command closes it (EPIPE)", async () => {

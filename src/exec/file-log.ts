@@ -37,6 +37,8 @@ export class FileLog {
         const chunk = await this.readAt(pos, Math.min(MAX_CHUNK, len - pos));
         pos += chunk.length;
         yield chunk;
+        // Delivered (the consumer asked for the next chunk): the runtime may drop it from memory.
+        this.out.readPast(pos);
         continue;
       }
       if (this.out.ended) {

@@ -72,6 +72,12 @@ export interface OutputFile {
    * bytes: those below the answer may have been freed while they were read.
    */
   keptFrom(): Promise<number>;
+  /**
+   * A reader delivered every byte below `offset`. The runtime may drop
+   * them from memory (the page cache): they stay in `path`, read from disk
+   * by a later reader. A hint: it never changes what a read returns.
+   */
+  readPast(offset: number): void;
 }
 
 /** Both output streams of a process that writes them to files (Proc.output). */

@@ -50,9 +50,11 @@ export class AgentProc implements Proc {
 
   constructor(private readonly deps: AgentProcDeps) {
     const file = (suffix: string) => join(deps.dir, `${deps.key}.${suffix}`);
+    const seen = (stream: string) => (offset: number) =>
+      deps.send(["seen", deps.key, stream, String(offset)]);
     this.output = {
-      stdout: new FileOutput(file("out"), file("kept"), 0),
-      stderr: new FileOutput(file("err"), file("kept"), 1),
+      stdout: new FileOutput(file("out"), file("kept"), 0, seen("out")),
+      stderr: new FileOutput(file("err"), file("kept"), 1, seen("err")),
     };
     this.stdin = new AgentStdin(file("in"), deps.send, deps.key, deps.stdin, deps.stdinEof);
     this.stdin.on("error", () => {});

@@ -3,6 +3,9 @@ import { open } from "node:fs/promises";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile } from "../runtime.ts";
 
+/** `readPast` tells the agent once per this many bytes (native/task-agent.c, "Memory"). */
+const SEEN_STEP = 16 * 1024 * 1024;
+
 /**
  * One output stream of an agent's exec (KEY.out or KEY.err): its length and
  * end as the agent reported them (`out`/`outend` events), the file the
@@ -12,15 +15,19 @@ export class FileOutput implements OutputFile {
   private _length = 0;
   private _ended = false;
   private readonly waiters = new Waiters();
+  /** The step of the last `seen` sent. */
+  private seenStep = 0;
 
   /**
    * @param keptPath the agent's KEY.kept (written only for execs started with
    *   a retention, flag `r`), and `index` this stream's field in it (0, 1)
+   * @param seen sends the agent's `seen KEY STREAM OFFSET` request
    */
   constructor(
     readonly path: string,
     private readonly keptPath: string,
     private readonly index: 0 | 1,
+    private readonly seen: (offset: number) => void,
   ) {}
 
   get length(): number {
@@ -60,6 +67,14 @@ export class FileOutput implements OutputFile {
       prev = text;
     }
     throw new Error(`unreadable retention state in ${this.keptPath}`);
+  }
+
+  /** Tells the agent (`seen`) once `offset` crossed a step since the last time, for any reader. */
+  readPast(offset: number): void {
+    const step = Math.floor(offset / SEEN_STEP);
+    if (step <= this.seenStep) return;
+    this.seenStep = step;
+    this.seen(offset);
   }
 
   changed(signal?: AbortSignal): Promise<void> {
