@@ -102,8 +102,10 @@
  * clean, so a stream read as it is written keeps recycling the same memory;
  * a later reader of those bytes reads them from disk. Stateless: no answer,
  * an absent file is ignored. KEY.in bytes the command has taken are never
- * read again: each time the position crosses a 16 MiB step, KEY.in below it
- * (4 KiB-aligned) is freed with fallocate(PUNCH_HOLE) (its size stays: the
+ * read again: each time the position crosses a 16 MiB step, KEY.in below it,
+ * less the stdin pipe's size (spliced bytes still in the pipe are the page
+ * cache's pages: a punch would zero them there), is freed with
+ * fallocate(PUNCH_HOLE) (4 KiB-aligned; its size stays: the
  * router counts the bytes written by it), so stdin is never written back.
  * Growing the page cache by every byte moved cost this machine's VMs ~3 s
  * of CPU per GiB once it reached memory not touched before
@@ -539,12 +541,18 @@ static void feed(struct exec *e) {
     return end_stdin(e); /* EPIPE: the command closed its stdin (EIO: the terminal is gone) */
   }
   if (moved) mark(e, D_INPOS);
-  /* KEY.in the command has taken is never read again: free it (see "Memory"). */
-  if (e->in_file >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
-    uint64_t to = e->in_pos & ~(KEPT_ALIGN - 1);
-    fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
-              (off_t)(to - e->in_freed));
-    e->in_freed = to;
+  /* KEY.in the command has taken is never read again: free it (see "Memory"). Not what
+     is still in the pipe: splice put the page cache's own pages there, and a punch zeroes
+     the punched part of a (large) folio in place. */
+  if (e->in_file >= 0 && e->in_fd >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
+    int held = e->pty || e->in_nosplice ? 0 : fcntl(e->in_fd, F_GETPIPE_SZ);
+    uint64_t margin = held > 0 ? (uint64_t)held : UINT64_MAX;
+    uint64_t to = e->in_pos > margin ? (e->in_pos - margin) & ~(KEPT_ALIGN - 1) : 0;
+    if (to >= e->in_freed + SHED_STEP) {
+      fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
+                (off_t)(to - e->in_freed));
+      e->in_freed = to;
+    }
   }
   if (e->in_eof && e->in_pos >= e->in_want) end_stdin(e);
 }
