@@ -545,8 +545,11 @@ static void feed(struct exec *e) {
      is still in the pipe: splice put the page cache's own pages there, and a punch zeroes
      the punched part of a (large) folio in place. */
   if (e->in_file >= 0 && e->in_fd >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
-    int held = e->pty || e->in_nosplice ? 0 : fcntl(e->in_fd, F_GETPIPE_SZ);
-    uint64_t margin = held > 0 ? (uint64_t)held : UINT64_MAX;
+    uint64_t margin = 0; /* a pty's stdin is written by copy */
+    if (!e->pty) {
+      int size = fcntl(e->in_fd, F_GETPIPE_SZ);
+      margin = size > 0 ? (uint64_t)size : UINT64_MAX; /* unknown: punch nothing */
+    }
     uint64_t to = e->in_pos > margin ? (e->in_pos - margin) & ~(KEPT_ALIGN - 1) : 0;
     if (to >= e->in_freed + SHED_STEP) {
       fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
