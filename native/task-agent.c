@@ -6,8 +6,9 @@
  * Single-threaded, epoll-based (one registration per fd, changed only when its
  * interest does: a turn costs O(ready fds), not O(live execs)), linked
  * statically, no allocation per byte.
- * (Protocol v1, plus the exec flag `r` (an older agent refuses it:
- * bad-request); its client is src/runtime/agent/.)
+ * (Protocol v1, plus the exec flag `r` and the `seen` request (an older
+ * agent answers both with bad-request; the router ignores that answer to
+ * `seen`); its client is src/runtime/agent/.)
  *
  * Start: `taskrouter-agent [-d] [-p]`, fd 3 (O_RDONLY|O_DIRECTORY) the exec
  * directory EXECDIR (router side only). Every file is EXECDIR/KEY.SUFFIX,
@@ -102,14 +103,16 @@
  * clean, so a stream read as it is written keeps recycling the same memory;
  * a later reader of those bytes reads them from disk. Stateless: no answer,
  * an absent file is ignored. KEY.in bytes the command has taken are never
- * read again: each time the position crosses a 16 MiB step, KEY.in below it,
- * less the stdin pipe's size (spliced bytes still in the pipe are the page
- * cache's pages: a punch would zero them there), is freed with
- * fallocate(PUNCH_HOLE) (4 KiB-aligned; its size stays: the
+ * read again: each time the position crosses a 16 MiB step, KEY.in below it
+ * is freed with fallocate(PUNCH_HOLE) (4 KiB-aligned; its size stays: the
  * router counts the bytes written by it), so stdin is never written back.
  * Growing the page cache by every byte moved cost this machine's VMs ~3 s
  * of CPU per GiB once it reached memory not touched before
- * (docs/DECISIONS.md, "Page cache of the agent's files").
+ * (docs/DECISIONS.md, "Page cache of the agent's files"). Stdin is
+ * copied into the command's pipe (pread + write), never spliced: a spliced
+ * page stays the page cache's own wherever the command moves it on
+ * (splice, tee, a socket), and a punch zeroes its part of a large folio in
+ * place.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -175,7 +178,7 @@ struct exec {
   uint64_t retain; /* flag r: bytes kept per stream (0: no retention) */
   int reaped, signaled, status;
   struct stream s[2]; /* stdout, stderr */
-  int in_fd, in_file, in_ended, in_eof, in_nosplice;
+  int in_fd, in_file, in_ended, in_eof;
   uint64_t in_pos, in_want;
   uint64_t in_freed; /* KEY.in below this was punched (see "Memory") */
   int dl_fd, grace_fd, rearms;
@@ -502,34 +505,22 @@ static void pump(struct exec *e, int i) {
   }
 }
 
-/* Copies KEY.in [in_pos, in_want) into stdin (at most TURN_BYTES). */
+/* Copies KEY.in [in_pos, in_want) into stdin (at most TURN_BYTES). By copy, never by
+   splice: spliced bytes would be the page cache's own pages, held by the pipe and by
+   wherever the command splices them on (a pipe, a socket), and freeing KEY.in (below)
+   zeroes its part of a large folio in place. Copied, they are the pipe's own. */
 static void feed(struct exec *e) {
   uint64_t moved = 0;
   while (e->in_fd >= 0 && e->in_pos < e->in_want && moved < TURN_BYTES) {
     uint64_t left = e->in_want - e->in_pos;
-    size_t want = (size_t)(left < TURN_BYTES - moved ? left : TURN_BYTES - moved);
-    ssize_t n;
-    if (e->pty || e->in_nosplice) {
-      if (want > sizeof iobuf) want = sizeof iobuf;
-      ssize_t r = pread(e->in_file, iobuf, want, (off_t)e->in_pos);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        e->in_want = e->in_pos; /* KEY.in is shorter than said: wait for the next `in` */
-        break;
-      }
-      n = write(e->in_fd, iobuf, (size_t)r);
-    } else {
-      loff_t off = (loff_t)e->in_pos;
-      n = splice(e->in_file, &off, e->in_fd, NULL, want, SPLICE_F_NONBLOCK);
-      if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
-        e->in_nosplice = 1;
-        continue;
-      }
-      if (n == 0) {
-        e->in_want = e->in_pos;
-        break;
-      }
+    size_t want = (size_t)(left < sizeof iobuf ? left : sizeof iobuf);
+    ssize_t r = pread(e->in_file, iobuf, want, (off_t)e->in_pos);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      e->in_want = e->in_pos; /* KEY.in is shorter than said: wait for the next `in` */
+      break;
     }
+    ssize_t n = write(e->in_fd, iobuf, (size_t)r);
     if (n > 0) {
       e->in_pos += (uint64_t)n;
       moved += (uint64_t)n;
@@ -541,21 +532,12 @@ static void feed(struct exec *e) {
     return end_stdin(e); /* EPIPE: the command closed its stdin (EIO: the terminal is gone) */
   }
   if (moved) mark(e, D_INPOS);
-  /* KEY.in the command has taken is never read again: free it (see "Memory"). Not what
-     is still in the pipe: splice put the page cache's own pages there, and a punch zeroes
-     the punched part of a (large) folio in place. */
-  if (e->in_file >= 0 && e->in_fd >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
-    uint64_t margin = 0; /* a pty's stdin is written by copy */
-    if (!e->pty) {
-      int size = fcntl(e->in_fd, F_GETPIPE_SZ);
-      margin = size > 0 ? (uint64_t)size : UINT64_MAX; /* unknown: punch nothing */
-    }
-    uint64_t to = e->in_pos > margin ? (e->in_pos - margin) & ~(KEPT_ALIGN - 1) : 0;
-    if (to >= e->in_freed + SHED_STEP) {
-      fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
-                (off_t)(to - e->in_freed));
-      e->in_freed = to;
-    }
+  /* KEY.in the command has taken is never read again: free it (see "Memory"). */
+  if (e->in_file >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
+    uint64_t to = e->in_pos & ~(KEPT_ALIGN - 1);
+    fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
+              (off_t)(to - e->in_freed));
+    e->in_freed = to; /* also when it failed (a read-only KEY.in): nothing to retry */
   }
   if (e->in_eof && e->in_pos >= e->in_want) end_stdin(e);
 }
@@ -1129,7 +1111,11 @@ static void handle_fields(char **f, size_t n) {
     struct exec *e = find_live(f[1]);
     if (!e || e->in_ended) return;
     /* Absent KEY.in: nothing to copy (feed stops at once, as for a short file). */
-    if (a > e->in_pos && e->in_file < 0) e->in_file = open_key(e->key, "in", O_RDWR, 0);
+    if (a > e->in_pos && e->in_file < 0) {
+      /* Read-write to free what was taken (see "Memory"); read-only when that is refused. */
+      e->in_file = open_key(e->key, "in", O_RDWR, 0);
+      if (e->in_file < 0 && errno != ENOENT) e->in_file = open_key(e->key, "in", O_RDONLY, 0);
+    }
     if (a > e->in_want) e->in_want = a;
     if (verb[0] == 'e') e->in_eof = 1;
     feed(e);

@@ -467,6 +467,40 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.equal(r.out.toString().split(" ")[0], sha256(data), "the command got every byte");
   });
 
+  it("frees KEY.in safely while the command splices its stdin onward (bytes held downstream)", async () => {
+    // A command that moves its stdin on with splice(2) into a 1 MiB pipe that a slow reader
+    // drains: whatever pages it got from its stdin stay referenced downstream.
+    const src = join(a.dir, "splicer.c");
+    const bin = join(a.dir, "splicer");
+    writeFileSync(
+      src,
+      `#define _GNU_SOURCE
+#include <fcntl.h>
+int main(void) {
+  fcntl(1, F_SETPIPE_SZ, 1 << 20);
+  for (;;) {
+    long n = splice(0, 0, 1, 0, 1 << 20, 0);
+    if (n <= 0) return n < 0;
+  }
+}
+`,
+    );
+    execFileSync("cc", ["-O2", "-o", bin, src]);
+    const key = a.key();
+    const data = randomBytes(48 << 20);
+    await a.start(c, key, ["sh", "-c", `'${bin}' | (sleep 0.3; sha256sum)`], { flags: "o" });
+    for (let i = 0; i < 12; i++) {
+      appendFileSync(a.path(key, "in"), data.subarray(i << 22, (i + 1) << 22));
+      c.send("in", key, String((i + 1) << 22));
+    }
+    c.send("eof", key, String(48 << 20));
+    assert.deepEqual(await c.event("inend", key), [String(48 << 20)]);
+    const r = await a.finish(c, key);
+    assert.equal(r.exit, "code 0");
+    assert.equal(r.out.toString().split(" ")[0], sha256(data), "the command got every byte");
+    assert.ok(statSync(a.path(key, "in")).blocks * 512 <= 16 << 20, "KEY.in was freed");
+  });
+
   it("`seen` drops a stream's bytes below OFFSET from the page cache; the file keeps them", async () => {
     const size = 80 << 20;
     const r = await a.run(c, ["head", "-c", String(size), "/dev/zero"]);

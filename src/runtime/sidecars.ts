@@ -36,8 +36,8 @@ export interface SidecarSpec {
    */
   pty: { rows: number; cols: number } | undefined;
   /**
-   * The sidecar's own outbound allowlist (network "none" only: the task's
-   * own namespace), enforced on its traffic before its entrypoint runs,
+   * The sidecar's own outbound allowlist (tasks made with `--network open`
+   * only: the sidecar joins that namespace), enforced on its traffic before its entrypoint runs,
    * while the task's other containers keep the task's policy; undefined:
    * the task's policy applies to it. A runtime that cannot enforce it
    * refuses the start with FailedPrecondition.
