@@ -1,6 +1,6 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
-import type { OutputFile } from "../runtime/runtime.ts";
+import type { OutputFile, OutputReader } from "../runtime/runtime.ts";
 import { MAX_CHUNK, readChunk } from "./output-log.ts";
 
 /**
@@ -28,6 +28,19 @@ export class FileLog {
   }
 
   async *read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
+    const reader = this.out.reader(offset);
+    try {
+      yield* this.chunks(offset, reader, signal);
+    } finally {
+      reader.done();
+    }
+  }
+
+  private async *chunks(
+    offset: number,
+    reader: OutputReader,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer, void, undefined> {
     let pos = offset;
     for (;;) {
       throwIfAborted(signal);
@@ -38,7 +51,7 @@ export class FileLog {
         pos += chunk.length;
         yield chunk;
         // Delivered (the consumer asked for the next chunk): the runtime may drop it from memory.
-        this.out.readPast(pos);
+        reader.at(pos);
         continue;
       }
       if (this.out.ended) {

@@ -73,11 +73,21 @@ export interface OutputFile {
    */
   keptFrom(): Promise<number>;
   /**
-   * A reader delivered every byte below `offset`. The runtime may drop
-   * them from memory (the page cache): they stay in `path`, read from disk
-   * by a later reader. A hint: it never changes what a read returns.
+   * Registers a reader that starts at `offset`; it reports each offset it
+   * delivered up to with `at` and ends with `done` (also when it fails).
+   * Once every live reader delivered a byte, the runtime may drop it from
+   * memory (the page cache): it stays in `path`, read from disk by a later
+   * reader. A hint: it never changes what a read returns.
    */
-  readPast(offset: number): void;
+  reader(offset: number): OutputReader;
+}
+
+/** A reader's progress through an OutputFile (OutputFile.reader). */
+export interface OutputReader {
+  /** Every byte below `offset` was delivered. */
+  at(offset: number): void;
+  /** The reader ended: its position no longer holds bytes in memory. */
+  done(): void;
 }
 
 /** Both output streams of a process that writes them to files (Proc.output). */

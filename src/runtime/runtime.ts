@@ -8,6 +8,7 @@ export type {
   AdoptedProc,
   ExitStatus,
   OutputFile,
+  OutputReader,
   Proc,
   ProcOutput,
   SpawnSpec,

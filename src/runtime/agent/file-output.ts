@@ -1,9 +1,9 @@
 import { constants as fsc } from "node:fs";
 import { open } from "node:fs/promises";
 import { Waiters } from "../../util/waiters.ts";
-import type { OutputFile } from "../runtime.ts";
+import type { OutputFile, OutputReader } from "../runtime.ts";
 
-/** `readPast` tells the agent once per this many bytes (native/task-agent.c, "Memory"). */
+/** The agent hears of readers' progress once per this many bytes (native/task-agent.c, "Memory"). */
 const SEEN_STEP = 16 * 1024 * 1024;
 
 /**
@@ -17,6 +17,8 @@ export class FileOutput implements OutputFile {
   private readonly waiters = new Waiters();
   /** The step of the last `seen` sent. */
   private seenStep = 0;
+  /** Positions of the live readers (OutputFile.reader). */
+  private readonly readers = new Set<{ pos: number }>();
 
   /**
    * @param keptPath the agent's KEY.kept (written only for execs started with
@@ -69,12 +71,33 @@ export class FileOutput implements OutputFile {
     throw new Error(`unreadable retention state in ${this.keptPath}`);
   }
 
-  /** Tells the agent (`seen`) once `offset` crossed a step since the last time, for any reader. */
-  readPast(offset: number): void {
-    const step = Math.floor(offset / SEEN_STEP);
-    if (step <= this.seenStep) return;
+  reader(offset: number): OutputReader {
+    const r = { pos: offset };
+    this.readers.add(r);
+    return {
+      at: (pos) => {
+        r.pos = pos;
+        this.shed();
+      },
+      done: () => {
+        this.readers.delete(r);
+        this.shed();
+      },
+    };
+  }
+
+  /**
+   * Tells the agent (`seen`) where the slowest live reader is, once that
+   * crossed a step since the last time: no live reader needs what is
+   * below it. Nothing while no reader is live.
+   */
+  private shed(): void {
+    let min = Number.POSITIVE_INFINITY;
+    for (const r of this.readers) min = Math.min(min, r.pos);
+    const step = Math.floor(min / SEEN_STEP);
+    if (!Number.isFinite(min) || step <= this.seenStep) return;
     this.seenStep = step;
-    this.seen(offset);
+    this.seen(min);
   }
 
   changed(signal?: AbortSignal): Promise<void> {
