@@ -54,7 +54,11 @@ describe("the page cache of agent output files (host runtime)", () => {
     await closeChecked(r, [w]);
   });
 
-  it("drops bytes only once every live reader delivered them; later reads come from disk", async () => {
+  /**
+   * A finished exec of `head -c SIZE /dev/zero`, its KEY.out fsynced: clean pages, which
+   * DONTNEED drops at once, so what stays in memory is what was never asked to go.
+   */
+  async function finishedExec() {
     const task = await r.newTask();
     const exec_id = nextId("pc");
     await w.start({
@@ -65,18 +69,23 @@ describe("the page cache of agent output files (host runtime)", () => {
     });
     assert.deepEqual(await w.wait(task, exec_id), { code: 0 });
     const out = outFile(r, task, SIZE);
-    // Clean pages: DONTNEED drops them at once, so what stays is what was never asked for.
     const fd = openSync(out, "r");
     fsyncSync(fd);
     closeSync(fd);
+    const stream = () => w.read({ task_id: task, exec_id });
+    return { out, stream, readAll: () => drain(stream()[Symbol.asyncIterator]()) };
+  }
+
+  it("drops bytes only once every live reader delivered them; later reads come from disk", async () => {
+    const { out, stream, readAll } = await finishedExec();
     assert.ok(resident(out) >= SIZE - 16 * MiB, `${resident(out)} bytes in the page cache`);
 
     // A stalls after its first message (the transport holds at most its windows, 64 MiB
     // each way); B reads everything meanwhile.
-    const slow = w.read({ task_id: task, exec_id })[Symbol.asyncIterator]();
+    const slow = stream()[Symbol.asyncIterator]();
     const first = await slow.next();
     assert.equal(first.done, false);
-    assert.equal(await drain(w.read({ task_id: task, exec_id })[Symbol.asyncIterator]()), SIZE);
+    assert.equal(await readAll(), SIZE);
     const held = resident(out);
     assert.ok(held >= 160 * MiB, `${held} bytes left in the page cache under the slow reader`);
 
@@ -86,29 +95,17 @@ describe("the page cache of agent output files (host runtime)", () => {
     assert.ok(left <= 96 * MiB, `${left} bytes still in the page cache after every reader`);
 
     // Read again from 0: from disk, byte for byte.
-    assert.equal(await drain(w.read({ task_id: task, exec_id })[Symbol.asyncIterator]()), SIZE);
+    assert.equal(await readAll(), SIZE);
   });
 
   it("a cancelled reader holds no pages", async () => {
-    const task = await r.newTask();
-    const exec_id = nextId("pc");
-    await w.start({
-      task_id: task,
-      exec_id,
-      command_args: ["head", "-c", String(SIZE), "/dev/zero"],
-      stdout_config: STDOUT.PIPE,
-    });
-    assert.deepEqual(await w.wait(task, exec_id), { code: 0 });
-    const call = w.read({ task_id: task, exec_id });
+    const { out, stream, readAll } = await finishedExec();
+    const call = stream();
     const it = call[Symbol.asyncIterator]();
     assert.equal((await it.next()).done, false);
     call.cancel();
     await assert.rejects(drain(it), (e: grpc.ServiceError) => e.code === grpc.status.CANCELLED);
-    const out = outFile(r, task, SIZE);
-    const fd = openSync(out, "r");
-    fsyncSync(fd);
-    closeSync(fd);
-    assert.equal(await drain(w.read({ task_id: task, exec_id })[Symbol.asyncIterator]()), SIZE);
+    assert.equal(await readAll(), SIZE);
     const left = resident(out);
     assert.ok(
       left <= 96 * MiB,
