@@ -1,6 +1,7 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
 import type { OutputFile, OutputReader } from "../runtime/runtime.ts";
+import { ChunkPool } from "../util/chunk-pool.ts";
 import { MAX_CHUNK, readChunk } from "./output-log.ts";
 
 /**
@@ -27,10 +28,11 @@ export class FileLog {
     return this.out.ended;
   }
 
+  /** Chunks of at least MAX_CHUNK / 4 are lent from a pool of this reader's (see ChunkPool). */
   async *read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
     const reader = this.out.reader(offset);
     try {
-      yield* this.chunks(offset, reader, signal);
+      yield* this.chunks(offset, reader, signal, new ChunkPool(MAX_CHUNK));
     } finally {
       reader.done();
     }
@@ -40,6 +42,7 @@ export class FileLog {
     offset: number,
     reader: OutputReader,
     signal: AbortSignal | undefined,
+    pool: ChunkPool,
   ): AsyncGenerator<Buffer, void, undefined> {
     let pos = offset;
     for (;;) {
@@ -47,7 +50,8 @@ export class FileLog {
       if (this.disposed) throw new NotFoundError("exec output is no longer retained");
       const len = this.out.length;
       if (pos < len) {
-        const chunk = await this.readAt(pos, Math.min(MAX_CHUNK, len - pos));
+        const n = Math.min(MAX_CHUNK, len - pos);
+        const chunk = await this.readAt(pos, n, n >= MAX_CHUNK / 4 ? pool : undefined);
         pos += chunk.length;
         yield chunk;
         // Delivered (the consumer asked for the next chunk): the runtime may drop it from memory.
@@ -63,15 +67,16 @@ export class FileLog {
         if (pos === this.out.length) return;
         continue;
       }
+      pool.drain();
       await this.out.changed(
         signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal,
       );
     }
   }
 
-  private async readAt(pos: number, n: number): Promise<Buffer> {
+  private async readAt(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> {
     this.file ??= open(this.out.path, "r");
-    const chunk = await readChunk(await this.file, pos, n, `output file ${this.out.path}`);
+    const chunk = await readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
     if (this.disposed) throw new NotFoundError("exec output is no longer retained");
     return chunk;
   }

@@ -1,6 +1,7 @@
 import { type FileHandle, mkdir, open, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
+import type { ChunkPool } from "../util/chunk-pool.ts";
 import { allocWithHeadroom, headroomOf, withHeadroom } from "../util/headroom.ts";
 import { Waiters } from "../util/waiters.ts";
 
@@ -10,22 +11,33 @@ export const MAX_CHUNK = 1024 * 1024;
 /**
  * Reads up to `n` bytes of `f` at `pos` (fewer only at the end of the file);
  * throws when there is none: the caller knew they were there (`what` names the file).
+ * With a `pool` (n ≤ pool.size), the chunk is one of its buffers, lent (see ChunkPool).
  */
 export async function readChunk(
   f: FileHandle,
   pos: number,
   n: number,
   what: string,
+  pool?: ChunkPool,
 ): Promise<Buffer> {
   // With headroom: the response that carries it is serialized without copying it.
-  const buf = allocWithHeadroom(n);
+  const buf = pool ? pool.buffer() : allocWithHeadroom(n);
   let got = 0;
-  while (got < n) {
-    const { bytesRead } = await f.read(buf, got, n - got, pos + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
+  try {
+    while (got < n) {
+      const { bytesRead } = await f.read(buf, got, n - got, pos + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+  } catch (err) {
+    pool?.give(buf);
+    throw err;
   }
-  if (got === 0) throw new Error(`${what} is short at ${pos}`);
+  if (got === 0) {
+    pool?.give(buf);
+    throw new Error(`${what} is short at ${pos}`);
+  }
+  if (pool) return pool.lend(buf, got);
   return got === n ? buf : withHeadroom(buf.subarray(0, got), headroomOf(buf));
 }
 

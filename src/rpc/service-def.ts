@@ -7,7 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
-import { headroomOf } from "../util/headroom.ts";
+import { headroomOf, withHeadroom } from "../util/headroom.ts";
 
 /**
  * Turns a protobuf-es service descriptor into a grpc-js service definition:
@@ -43,7 +43,7 @@ const LARGE_BYTES = 32 * 1024;
  * the result as the same message; a message whose only set field is the
  * bytes field encodes exactly as protobuf-es does.
  */
-function serializer<D extends DescMessage>(desc: D) {
+export function serializer<D extends DescMessage>(desc: D) {
   const big = desc.fields.filter(
     (f) => f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES && f.oneof === undefined,
   );
@@ -100,7 +100,8 @@ function inFront(head: Uint8Array, number: number, data: Uint8Array): Buffer | u
   const out = Buffer.from(data.buffer, start, need + data.length);
   out.set(head, 0);
   writeVarint(out, writeVarint(out, head.length, tag), data.length);
-  return out;
+  // What is left in front stays spare: a transport may put its own frame header there.
+  return withHeadroom(out, headroomOf(data) - need);
 }
 
 function varintSize(n: number): number {

@@ -6,8 +6,11 @@ import {
   type TaskExecStdioReadResponse,
   TaskExecStdioReadResponseSchema,
 } from "../../gen/modal_proto/task_command_router_pb.ts";
+import { serializer } from "../../rpc/service-def.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
+import { recycle } from "../../util/chunk-pool.ts";
 import { type ServerDeps, serverStream, wireOffset } from "../transport/call.ts";
+import { grpcFrame, type RawFraming } from "../transport/raw-frames.ts";
 
 export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
   return serverStream<TaskExecStdioReadRequest, TaskExecStdioReadResponse>(
@@ -27,5 +30,14 @@ export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
       const chunks = tasks.read(req.taskId, req.execId, stream, offset, signal);
       for await (const data of chunks) yield create(TaskExecStdioReadResponseSchema, { data });
     },
+    RAW,
   );
 }
+
+const serialize = serializer(TaskExecStdioReadResponseSchema);
+
+/** Output chunks leave as frames built in their own headroom; their buffers go back to the reader's pool. */
+const RAW: RawFraming<TaskExecStdioReadResponse> = {
+  frame: (res) => grpcFrame(serialize(res)),
+  release: (res) => recycle(res.data),
+};

@@ -1,15 +1,17 @@
 import type { EventEmitter } from "node:events";
-import type {
-  handleClientStreamingCall,
-  handleServerStreamingCall,
-  handleUnaryCall,
-  ServerWritableStream,
+import {
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  Metadata,
+  type ServerWritableStream,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { CancelledError, UnavailableError } from "../../errors.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Caller } from "../../tasks/grants.ts";
 import { callerOf } from "./edge.ts";
+import { type RawFraming, streamOf } from "./raw-frames.ts";
 import { toGrpcError } from "./status.ts";
 
 const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
@@ -111,23 +113,35 @@ export function unary<Req, Res>(
 
 /**
  * Adapts an async iterable of responses to a grpc-js server stream, honouring
- * the transport's backpressure: the next item is pulled only once the
- * previous one was taken (`write` returned true or `drain` fired).
+ * the transport's backpressure: one response at a time is written, the next
+ * one only after the previous one's write completed, while the iterable
+ * produces the one after it. grpc-js's own queue (16 messages) therefore
+ * stays empty and no more than two responses are alive at once.
+ * With `raw` (./raw-frames.ts), responses go to the HTTP/2 stream as frames
+ * built in their own memory, and `raw.release` runs after each one's write.
  */
 export function serverStream<Req, Res>(
   deps: ServerDeps,
   method: string,
   fn: (req: Req, ctx: CallContext) => AsyncIterable<Res>,
+  raw?: RawFraming<Res>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const { signal, release } = callSignal(call, deps.shutdown);
     void (async () => {
       try {
         const ctx = { log: deps.log, signal, caller: callerOf(call.metadata) };
+        const out = raw ? rawWriter(call, raw, deps.log, method) : undefined;
+        let previous: Promise<void> | undefined;
         for await (const msg of fn(call.request, ctx)) {
-          if (signal.aborted) break;
-          if (!call.write(msg)) await drained(call, signal);
+          if (previous) await previous;
+          if (signal.aborted) {
+            raw?.release(msg);
+            break;
+          }
+          previous = written(call, msg, signal, out).finally(() => raw?.release(msg));
         }
+        if (previous) await previous;
         if (signal.aborted && !call.cancelled) throw signal.reason;
         if (!call.cancelled) call.end();
       } catch (err) {
@@ -139,14 +153,53 @@ export function serverStream<Req, Res>(
   };
 }
 
-function drained(call: ServerWritableStream<unknown, unknown>, signal: AbortSignal): Promise<void> {
+type RawWrite<Res> = (msg: Res, done: () => void) => boolean;
+
+/** Writes a response as a raw frame (true), or declines (false: grpc-js writes it). */
+function rawWriter<Res>(
+  call: ServerWritableStream<unknown, Res>,
+  raw: RawFraming<Res>,
+  log: Logger,
+  method: string,
+): RawWrite<Res> | undefined {
+  const stream = streamOf(call);
+  if (!stream) {
+    if (!warnedRaw) log.warn({ method }, "grpc-js internals changed: responses are copied");
+    warnedRaw = true;
+    return undefined;
+  }
+  return (msg, done) => {
+    if (!stream.headersSent) call.sendMetadata(new Metadata());
+    // Headers still pending (an interceptor holding them): grpc-js keeps the order.
+    if (!stream.headersSent || stream.destroyed) return false;
+    stream.write(raw.frame(msg), done);
+    return true;
+  };
+}
+let warnedRaw = false;
+
+/**
+ * Writes `msg` and resolves once its write completed (grpc-js handed it to
+ * the HTTP/2 stream, or the stream took the raw frame), or when the call ends
+ * first (aborted, closed, failed: grpc-js then never calls back, and the
+ * caller's loop sees the signal or the ended call).
+ */
+function written<Res>(
+  call: ServerWritableStream<unknown, Res>,
+  msg: Res,
+  signal: AbortSignal,
+  raw: RawWrite<Res> | undefined,
+): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      call.off("drain", done);
+      call.off("close", done);
+      call.off("error", done);
       signal.removeEventListener("abort", done);
       resolve();
     };
-    call.on("drain", done);
+    call.once("close", done);
+    call.once("error", done);
     signal.addEventListener("abort", done, { once: true });
+    if (!raw?.(msg, done)) call.write(msg, done);
   });
 }

@@ -1,0 +1,62 @@
+import { allocWithHeadroom, HEADROOM, withHeadroom } from "./headroom.ts";
+
+/**
+ * Output chunks whose memory is used again once their consumer is done with
+ * them. Every 1 MiB buffer allocated for a chunk counts as external memory to
+ * V8, which starts a full (mark-compact) collection after a few MiB of it;
+ * a stream read at hundreds of MB/s into fresh buffers spent most of the
+ * router's CPU in those collections (BENCHMARKS.md, "GC and the write queue").
+ *
+ * Contract:
+ * - A pool belongs to one reader; `lend` hands out a view of one of its
+ *   buffers (with HEADROOM spare bytes in front, see ./headroom.ts).
+ * - A consumer that is done with a lent chunk, and holds no view of its
+ *   memory any more, may call `recycle(chunk)`; the buffer then serves a
+ *   later chunk. A chunk that is never recycled is simply garbage: consumers
+ *   that keep chunks need do nothing.
+ * - `drain` drops the pool's idle buffers (a reader about to wait holds none).
+ */
+export class ChunkPool {
+  private readonly idle: Buffer[] = [];
+
+  /** `size`: the largest chunk; `keep`: idle buffers kept for reuse. */
+  constructor(
+    readonly size: number,
+    private readonly keep = 2,
+  ) {}
+
+  /** A buffer of `size` bytes (with headroom) to read a chunk into; lend a view of it. */
+  buffer(): Buffer {
+    return this.idle.pop() ?? allocWithHeadroom(this.size);
+  }
+
+  /** The first `n` bytes of `buf` (from `buffer()`) as a chunk that `recycle` returns here. */
+  lend(buf: Buffer, n: number): Buffer {
+    const view = n === buf.length ? buf : withHeadroom(buf.subarray(0, n), HEADROOM);
+    lent.set(view, { pool: this, buf });
+    return view;
+  }
+
+  /** Takes back a buffer nobody uses (see `recycle`), or drops it when enough are idle. */
+  give(buf: Buffer): void {
+    if (this.idle.length < this.keep) this.idle.push(buf);
+  }
+
+  drain(): void {
+    this.idle.length = 0;
+  }
+}
+
+const lent = new WeakMap<Uint8Array, { pool: ChunkPool; buf: Buffer }>();
+
+/**
+ * Returns a chunk lent by a ChunkPool to its pool (a no-op for any other
+ * buffer, and for a chunk already recycled). The caller must not touch the
+ * chunk's memory afterwards.
+ */
+export function recycle(chunk: Uint8Array): void {
+  const l = lent.get(chunk);
+  if (!l) return;
+  lent.delete(chunk);
+  l.pool.give(l.buf);
+}
