@@ -14,10 +14,13 @@ import { allocWithHeadroom, HEADROOM, withHeadroom } from "./headroom.ts";
  *   memory any more, may call `recycle(chunk)`; the buffer then serves a
  *   later chunk. A chunk that is never recycled is simply garbage: consumers
  *   that keep chunks need do nothing.
- * - `drain` drops the pool's idle buffers (a reader about to wait holds none).
+ * - `drain` drops the pool's idle buffers and those given back while the
+ *   reader waits (a reader waiting for more output holds none).
  */
 export class ChunkPool {
   private readonly idle: Buffer[] = [];
+  /** Drained and not used since: buffers given back are dropped (an idle reader holds none). */
+  private parked = false;
 
   /** `size`: the largest chunk; `keep`: idle buffers kept for reuse. */
   constructor(
@@ -27,23 +30,27 @@ export class ChunkPool {
 
   /** A buffer of `size` bytes (with headroom) to read a chunk into; lend a view of it. */
   buffer(): Buffer {
+    this.parked = false;
     return this.idle.pop() ?? allocWithHeadroom(this.size);
   }
 
   /** The first `n` bytes of `buf` (from `buffer()`) as a chunk that `recycle` returns here. */
   lend(buf: Buffer, n: number): Buffer {
-    const view = n === buf.length ? buf : withHeadroom(buf.subarray(0, n), HEADROOM);
+    // Always a new view: a stale `recycle` of an earlier chunk must not return this one.
+    const view = withHeadroom(buf.subarray(0, n), HEADROOM);
     lent.set(view, { pool: this, buf });
     return view;
   }
 
   /** Takes back a buffer nobody uses (see `recycle`), or drops it when enough are idle. */
   give(buf: Buffer): void {
-    if (this.idle.length < this.keep) this.idle.push(buf);
+    if (!this.parked && this.idle.length < this.keep) this.idle.push(buf);
   }
 
+  /** Drops the idle buffers, and those given back until the next `buffer()`. */
   drain(): void {
     this.idle.length = 0;
+    this.parked = true;
   }
 }
 

@@ -5,9 +5,11 @@
  * this way: the gRPC response that carries it is then serialized without a
  * copy of its bytes.
  *
- * Contract: the spare bytes belong to whoever serializes the buffer, and only
- * for the duration of that synchronous call (grpc-js copies the serialized
- * message into its frame at once). A buffer without headroom reports 0.
+ * Contract: the spare bytes belong to whoever serializes the buffer: during
+ * that synchronous call when grpc-js copies the serialized message into its
+ * frame at once, and until the write completed when the transport writes the
+ * frame built there itself (src/server/transport/raw-frames.ts). A buffer
+ * without headroom reports 0.
  */
 
 /** Bytes reserved in front: a protobuf tag and length (≤ 11) plus small fields. */

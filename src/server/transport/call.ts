@@ -132,14 +132,15 @@ export function serverStream<Req, Res>(
       try {
         const ctx = { log: deps.log, signal, caller: callerOf(call.metadata) };
         const out = raw ? rawWriter(call, raw, deps.log, method) : undefined;
-        let previous: Promise<void> | undefined;
+        let previous: Promise<boolean> | undefined;
         for await (const msg of fn(call.request, ctx)) {
-          if (previous) await previous;
-          if (signal.aborted) {
-            raw?.release(msg);
-            break;
-          }
-          previous = written(call, msg, signal, out).finally(() => raw?.release(msg));
+          if (previous && !(await previous)) break;
+          if (signal.aborted) break;
+          // A response's memory is reused only once its write completed (see RawFraming).
+          previous = written(call, msg, signal, out).then((ok) => {
+            if (ok) raw?.release(msg);
+            return ok;
+          });
         }
         if (previous) await previous;
         if (signal.aborted && !call.cancelled) throw signal.reason;
@@ -153,53 +154,73 @@ export function serverStream<Req, Res>(
   };
 }
 
-type RawWrite<Res> = (msg: Res, done: () => void) => boolean;
+/**
+ * A call's raw-frame writer: `prepare` gives the response's frame, undefined
+ * (grpc-js must write it: headers still held by an interceptor) or "ended"
+ * (the HTTP/2 stream is gone); `write` sends a prepared frame.
+ */
+interface RawWriter<Res> {
+  prepare(msg: Res): Uint8Array | undefined | "ended";
+  write(frame: Uint8Array, done: (err?: unknown) => void): void;
+}
 
-/** Writes a response as a raw frame (true), or declines (false: grpc-js writes it). */
+/**
+ * The raw-frame writer of a call, or undefined (with a warning, once) when
+ * grpc-js's HTTP/2 stream is not where raw-frames.ts looks for it.
+ * Raw frames bypass grpc-js's per-message checks: the server's
+ * max_send_message_length (4 MiB) is far above an output chunk (1 MiB), and
+ * no interceptor of ours handles outgoing messages.
+ */
 function rawWriter<Res>(
   call: ServerWritableStream<unknown, Res>,
   raw: RawFraming<Res>,
   log: Logger,
   method: string,
-): RawWrite<Res> | undefined {
+): RawWriter<Res> | undefined {
   const stream = streamOf(call);
   if (!stream) {
     if (!warnedRaw) log.warn({ method }, "grpc-js internals changed: responses are copied");
     warnedRaw = true;
     return undefined;
   }
-  return (msg, done) => {
-    if (!stream.headersSent) call.sendMetadata(new Metadata());
-    // Headers still pending (an interceptor holding them): grpc-js keeps the order.
-    if (!stream.headersSent || stream.destroyed) return false;
-    stream.write(raw.frame(msg), done);
-    return true;
+  return {
+    prepare: (msg) => {
+      if (stream.writableEnded || stream.closed || stream.destroyed) return "ended";
+      if (!stream.headersSent) call.sendMetadata(new Metadata());
+      return stream.headersSent ? raw.frame(msg) : undefined;
+    },
+    write: (frame, done) => stream.write(frame, done),
   };
 }
 let warnedRaw = false;
 
 /**
- * Writes `msg` and resolves once its write completed (grpc-js handed it to
- * the HTTP/2 stream, or the stream took the raw frame), or when the call ends
- * first (aborted, closed, failed: grpc-js then never calls back, and the
- * caller's loop sees the signal or the ended call).
+ * Writes `msg`; resolves true once its write completed (grpc-js handed it to
+ * the HTTP/2 stream, or the stream took the raw frame), false when the call
+ * ended first (aborted, closed, failed, or the raw write failed: grpc-js then
+ * never calls back, and the caller stops).
  */
 function written<Res>(
   call: ServerWritableStream<unknown, Res>,
   msg: Res,
   signal: AbortSignal,
-  raw: RawWrite<Res> | undefined,
-): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.off("close", done);
-      call.off("error", done);
-      signal.removeEventListener("abort", done);
-      resolve();
+  raw: RawWriter<Res> | undefined,
+): Promise<boolean> {
+  // Outside the promise: a frame that cannot be built throws into the caller's loop.
+  const frame = raw?.prepare(msg);
+  return new Promise<boolean>((resolve) => {
+    if (frame === "ended") return resolve(false);
+    const settle = (ok: boolean) => {
+      call.off("close", ended);
+      call.off("error", ended);
+      signal.removeEventListener("abort", ended);
+      resolve(ok);
     };
-    call.once("close", done);
-    call.once("error", done);
-    signal.addEventListener("abort", done, { once: true });
-    if (!raw?.(msg, done)) call.write(msg, done);
+    const ended = () => settle(false);
+    call.once("close", ended);
+    call.once("error", ended);
+    signal.addEventListener("abort", ended, { once: true });
+    if (frame && raw) raw.write(frame, (err) => settle(err === undefined || err === null));
+    else call.write(msg, () => settle(true));
   });
 }

@@ -24,7 +24,11 @@ export interface RawFraming<Res> {
    * stay untouched until `release(res)`.
    */
   frame(res: Res): Uint8Array;
-  /** Called once the transport is done with `res` (its write completed or the call ended). */
+  /**
+   * Called once the transport is done with `res`: after its write completed.
+   * A response whose write did not complete (the call ended first) is never
+   * released: its memory may still be referenced, and is left to the GC.
+   */
   release(res: Res): void;
 }
 
