@@ -18,6 +18,11 @@ import { type LoggedRouter, startLoggedRouter } from "./helpers/logged-router.ts
 import { STDOUT, WireClient } from "./helpers/wire-client.ts";
 import { closeChecked, MiB, nextId } from "./helpers/wire-common.ts";
 
+interface SandboxChunk {
+  data: Buffer;
+  starting_offset: string;
+}
+
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 describe("output chunks as raw frames from reused buffers", () => {
@@ -88,6 +93,28 @@ describe("output chunks as raw frames from reused buffers", () => {
     assert.ok(got >= 2 * MiB && got < SIZE, `cancelled after ${got} bytes`);
     const res = await w.readHash({ task_id: task, exec_id: exec, offset: 7 });
     assert.equal(res.sha256, sha(data.subarray(7)));
+  });
+
+  it("serves an entrypoint's output (SandboxStdioReadV2) the same way", async () => {
+    const ep = (await r.tasks.create("", { entrypoint: ["cat", join(dir, "data.bin")] })).taskId;
+    const read = (offset: number) =>
+      (
+        w.raw as unknown as Record<string, (...a: unknown[]) => AsyncIterable<SandboxChunk>>
+      ).SandboxStdioReadV2?.call(w.raw, { task_id: ep, offset, file_descriptor: 0 }) ?? [];
+    const readAll = async (offset: number) => {
+      const parts: Buffer[] = [];
+      let at = offset;
+      for await (const m of read(offset)) {
+        assert.equal(Number(m.starting_offset), at, "each message starts where the last ended");
+        parts.push(m.data);
+        at += m.data.length;
+      }
+      return Buffer.concat(parts);
+    };
+    const [all, tail] = await Promise.all([readAll(0), readAll(5 * MiB + 3)]);
+    assert.equal(sha(all), sha(data));
+    assert.equal(sha(tail), sha(data.subarray(5 * MiB + 3)));
+    await r.tasks.terminate(ep);
   });
 
   it("used the raw-frame path (no warning about grpc-js internals)", () => {

@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import { NotFoundError, OutOfRangeError, throwIfAborted, UnavailableError } from "../errors.ts";
 import { MAX_CHUNK, readChunk } from "../exec/output-log.ts";
 import type { ExitStatus, OutputFile } from "../runtime/runtime.ts";
+import { ChunkPool } from "../util/chunk-pool.ts";
 import { Waiters } from "../util/waiters.ts";
 
 /** A chunk of an entrypoint stream and the absolute offset of its first byte. */
@@ -42,8 +43,8 @@ interface Source {
   readonly ended: boolean;
   /** The oldest byte kept; asked again after `chunk` (bytes below it may have been freed). */
   keptFrom(): Promise<number> | number;
-  /** Up to `n` bytes at `pos` (pos < length). */
-  chunk(pos: number, n: number): Promise<Buffer> | Buffer;
+  /** Up to `n` bytes at `pos` (pos < length); a file may lend them from `pool` (see ChunkPool). */
+  chunk(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> | Buffer;
   changed(signal: AbortSignal): Promise<void>;
 }
 
@@ -56,6 +57,7 @@ async function* readSource(
 ): AsyncGenerator<OffsetChunk, void, undefined> {
   let pos = offset;
   let first = true;
+  const pool = new ChunkPool(MAX_CHUNK);
   const wait = signal ? AbortSignal.any([signal, gone]) : gone;
   const lost = (kept: number) =>
     new UnavailableError(
@@ -75,7 +77,8 @@ async function* readSource(
       pos = Math.min(kept, len);
     }
     if (pos < len) {
-      let data = await src.chunk(pos, Math.min(MAX_CHUNK, len - pos));
+      const n = Math.min(MAX_CHUNK, len - pos);
+      let data = await src.chunk(pos, n, n >= MAX_CHUNK / 4 ? pool : undefined);
       const after = await src.keptFrom();
       if (after > pos) {
         // Some of these bytes may have been freed while they were read.
@@ -90,6 +93,7 @@ async function* readSource(
       continue;
     }
     if (src.ended) return;
+    pool.drain();
     await src.changed(wait); // no await since `len` was read: no change goes unseen
   }
 }
@@ -121,9 +125,9 @@ export class RetainedFileLog implements EntrypointLog, Source {
     return this.out.keptFrom();
   }
 
-  async chunk(pos: number, n: number): Promise<Buffer> {
+  async chunk(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> {
     this.file ??= open(this.out.path, "r");
-    return readChunk(await this.file, pos, n, `output file ${this.out.path}`);
+    return readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
   }
 
   changed(signal: AbortSignal): Promise<void> {

@@ -8,9 +8,8 @@ import {
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import { serializer } from "../../rpc/service-def.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
-import { recycle } from "../../util/chunk-pool.ts";
 import { type ServerDeps, serverStream, wireOffset } from "../transport/call.ts";
-import { grpcFrame, type RawFraming } from "../transport/raw-frames.ts";
+import { chunkFraming } from "../transport/raw-frames.ts";
 
 export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
   return serverStream<TaskExecStdioReadRequest, TaskExecStdioReadResponse>(
@@ -34,10 +33,5 @@ export function taskExecStdioRead(deps: ServerDeps, tasks: TaskManager) {
   );
 }
 
-const serialize = serializer(TaskExecStdioReadResponseSchema);
-
 /** Output chunks leave as frames built in their own headroom; their buffers go back to the reader's pool. */
-const RAW: RawFraming<TaskExecStdioReadResponse> = {
-  frame: (res) => grpcFrame(serialize(res)),
-  release: (res) => recycle(res.data),
-};
+const RAW = chunkFraming<TaskExecStdioReadResponse>(serializer(TaskExecStdioReadResponseSchema));

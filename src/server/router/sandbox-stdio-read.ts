@@ -6,9 +6,11 @@ import {
   type SandboxStdioReadV2Response,
   SandboxStdioReadV2ResponseSchema,
 } from "../../gen/modal_proto/task_command_router_pb.ts";
+import { serializer } from "../../rpc/service-def.ts";
 import { entrypointOf } from "../../tasks/entrypoint.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, serverStream, wireOffset } from "../transport/call.ts";
+import { chunkFraming } from "../transport/raw-frames.ts";
 
 /**
  * The entrypoint's stdout or stderr from `offset` (§5.5): every message
@@ -36,5 +38,9 @@ export function sandboxStdioRead(deps: ServerDeps, tasks: TaskManager) {
         });
       }
     },
+    RAW,
   );
 }
+
+/** As TaskExecStdioRead's: frames built in the chunk's headroom, buffers back to the reader's pool. */
+const RAW = chunkFraming<SandboxStdioReadV2Response>(serializer(SandboxStdioReadV2ResponseSchema));

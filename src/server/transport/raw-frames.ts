@@ -1,4 +1,5 @@
 import type { ServerHttp2Stream } from "node:http2";
+import { recycle } from "../../util/chunk-pool.ts";
 import { headroomOf } from "../../util/headroom.ts";
 
 /**
@@ -30,6 +31,20 @@ export interface RawFraming<Res> {
    * released: its memory may still be referenced, and is left to the GC.
    */
   release(res: Res): void;
+}
+
+/**
+ * Framing of responses that carry an output chunk in `data`: the frame is
+ * built in the chunk's headroom by `serialize` (src/rpc/service-def.ts) and
+ * the chunk goes back to its reader's pool once written (src/util/chunk-pool.ts).
+ */
+export function chunkFraming<Res extends { data: Uint8Array }>(
+  serialize: (res: Res) => Uint8Array,
+): RawFraming<Res> {
+  return {
+    frame: (res) => grpcFrame(serialize(res)),
+    release: (res) => recycle(res.data),
+  };
 }
 
 /** The HTTP/2 stream under a grpc-js server call, once its response headers are out. */
