@@ -28,7 +28,7 @@ export class FileLog {
     return this.out.ended;
   }
 
-  /** Chunks of at least MAX_CHUNK / 4 are lent from a pool of this reader's (see ChunkPool). */
+  /** Large chunks are lent from a pool of this reader's (see readChunk, ChunkPool). */
   async *read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
     const reader = this.out.reader(offset);
     try {
@@ -50,8 +50,7 @@ export class FileLog {
       if (this.disposed) throw new NotFoundError("exec output is no longer retained");
       const len = this.out.length;
       if (pos < len) {
-        const n = Math.min(MAX_CHUNK, len - pos);
-        const chunk = await this.readAt(pos, n, n >= MAX_CHUNK / 4 ? pool : undefined);
+        const chunk = await this.readAt(pos, Math.min(MAX_CHUNK, len - pos), pool);
         pos += chunk.length;
         yield chunk;
         // Delivered (the consumer asked for the next chunk): the runtime may drop it from memory.
@@ -74,7 +73,7 @@ export class FileLog {
     }
   }
 
-  private async readAt(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> {
+  private async readAt(pos: number, n: number, pool: ChunkPool): Promise<Buffer> {
     this.file ??= open(this.out.path, "r");
     const chunk = await readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
     if (this.disposed) throw new NotFoundError("exec output is no longer retained");

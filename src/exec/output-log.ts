@@ -11,7 +11,9 @@ export const MAX_CHUNK = 1024 * 1024;
 /**
  * Reads up to `n` bytes of `f` at `pos` (fewer only at the end of the file);
  * throws when there is none: the caller knew they were there (`what` names the file).
- * With a `pool` (n ≤ pool.size), the chunk is one of its buffers, lent (see ChunkPool).
+ * With a `pool` (n ≤ pool.size), a chunk of at least a quarter of pool.size is one of
+ * its buffers, lent (see ChunkPool); a smaller one is its own buffer (a pooled 1 MiB
+ * buffer would be wasted on it).
  */
 export async function readChunk(
   f: FileHandle,
@@ -21,7 +23,8 @@ export async function readChunk(
   pool?: ChunkPool,
 ): Promise<Buffer> {
   // With headroom: the response that carries it is serialized without copying it.
-  const buf = pool ? pool.buffer() : allocWithHeadroom(n);
+  const lender = pool && n >= pool.size / 4 ? pool : undefined;
+  const buf = lender ? lender.buffer() : allocWithHeadroom(n);
   let got = 0;
   try {
     while (got < n) {
@@ -30,14 +33,14 @@ export async function readChunk(
       got += bytesRead;
     }
   } catch (err) {
-    pool?.give(buf);
+    lender?.give(buf);
     throw err;
   }
   if (got === 0) {
-    pool?.give(buf);
+    lender?.give(buf);
     throw new Error(`${what} is short at ${pos}`);
   }
-  if (pool) return pool.lend(buf, got);
+  if (lender) return lender.lend(buf, got);
   return got === n ? buf : withHeadroom(buf.subarray(0, got), headroomOf(buf));
 }
 

@@ -44,7 +44,7 @@ interface Source {
   /** The oldest byte kept; asked again after `chunk` (bytes below it may have been freed). */
   keptFrom(): Promise<number> | number;
   /** Up to `n` bytes at `pos` (pos < length); a file may lend them from `pool` (see ChunkPool). */
-  chunk(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> | Buffer;
+  chunk(pos: number, n: number, pool: ChunkPool): Promise<Buffer> | Buffer;
   changed(signal: AbortSignal): Promise<void>;
 }
 
@@ -77,8 +77,7 @@ async function* readSource(
       pos = Math.min(kept, len);
     }
     if (pos < len) {
-      const n = Math.min(MAX_CHUNK, len - pos);
-      let data = await src.chunk(pos, n, n >= MAX_CHUNK / 4 ? pool : undefined);
+      let data = await src.chunk(pos, Math.min(MAX_CHUNK, len - pos), pool);
       const after = await src.keptFrom();
       if (after > pos) {
         // Some of these bytes may have been freed while they were read.
@@ -125,7 +124,7 @@ export class RetainedFileLog implements EntrypointLog, Source {
     return this.out.keptFrom();
   }
 
-  async chunk(pos: number, n: number, pool: ChunkPool | undefined): Promise<Buffer> {
+  async chunk(pos: number, n: number, pool: ChunkPool): Promise<Buffer> {
     this.file ??= open(this.out.path, "r");
     return readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
   }
