@@ -14,7 +14,7 @@ import { TaskState } from "../src/gen/taskrouter/v1/tasks_pb.ts";
 import { runCli } from "./helpers/cli-run.ts";
 import { KillableRouter } from "./helpers/killable-router.ts";
 import { runcSkipReason } from "./helpers/runc.ts";
-import { FD, grpc, WireClient } from "./helpers/wire-client.ts";
+import { FD, WireClient } from "./helpers/wire-client.ts";
 
 const VARIANTS = [
   { label: "host runtime", args: ["--runtime", "host"], skip: undefined as string | undefined },
@@ -23,20 +23,12 @@ const VARIANTS = [
 
 /** Reads the entrypoint's stdout from `offset` until it holds `text`. */
 async function readUntil(w: WireClient, task_id: string, offset: number, text: string) {
-  const fn = (
-    w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
-  ).SandboxStdioReadV2 as (...a: unknown[]) => grpc.ClientReadableStream<unknown>;
-  const call = fn.call(
-    w.raw,
-    { task_id, offset, file_descriptor: FD.STDOUT },
-    new grpc.Metadata(),
-    {},
-  );
+  const call = w.sandboxRead({ task_id, offset, file_descriptor: FD.STDOUT });
   let got = "";
   let start: number | undefined;
   let ended = false;
   try {
-    for await (const m of call as AsyncIterable<{ data: Buffer; starting_offset: string }>) {
+    for await (const m of call) {
       assert.ok(m.data.length > 0, "an empty data chunk");
       start ??= Number(m.starting_offset);
       got += m.data.toString();

@@ -18,7 +18,7 @@ import { after, before, describe, it } from "node:test";
 import { TaskState } from "../src/gen/taskrouter/v1/tasks_pb.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { OCI_RUNTIMES, RUNSC, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
-import { expectStatus, FD, grpc, WireClient } from "./helpers/wire-client.ts";
+import { expectStatus, FD, grpc, type SandboxChunk, WireClient } from "./helpers/wire-client.ts";
 
 const RETAIN = 16 * 1024;
 
@@ -32,20 +32,17 @@ interface Chunk {
   starting_offset: number;
 }
 
-/** The raw SandboxStdioReadV2 stream. */
+/** The raw SandboxStdioReadV2 stream, cancelled when `signal` aborts. */
 function sandboxRead(
   w: WireClient,
   task_id: string,
   offset: number,
   fd: number = FD.STDOUT,
   signal?: AbortSignal,
-): AsyncIterable<{ data: Buffer; starting_offset: string }> {
-  const fn = (
-    w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
-  ).SandboxStdioReadV2 as (...a: unknown[]) => grpc.ClientReadableStream<unknown>;
-  const call = fn.call(w.raw, { task_id, offset, file_descriptor: fd }, new grpc.Metadata(), {});
+): AsyncIterable<SandboxChunk> {
+  const call = w.sandboxRead({ task_id, offset, file_descriptor: fd });
   signal?.addEventListener("abort", () => call.cancel(), { once: true });
-  return call as unknown as AsyncIterable<{ data: Buffer; starting_offset: string }>;
+  return call;
 }
 
 /** Reads a SandboxStdioReadV2 stream to its end: every chunk, never an empty one. */

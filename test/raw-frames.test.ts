@@ -18,11 +18,6 @@ import { type LoggedRouter, startLoggedRouter } from "./helpers/logged-router.ts
 import { STDOUT, WireClient } from "./helpers/wire-client.ts";
 import { closeChecked, MiB, nextId } from "./helpers/wire-common.ts";
 
-interface SandboxChunk {
-  data: Buffer;
-  starting_offset: string;
-}
-
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 describe("output chunks as raw frames from reused buffers", () => {
@@ -97,10 +92,7 @@ describe("output chunks as raw frames from reused buffers", () => {
 
   it("serves an entrypoint's output (SandboxStdioReadV2) the same way", async () => {
     const ep = (await r.tasks.create("", { entrypoint: ["cat", join(dir, "data.bin")] })).taskId;
-    const read = (offset: number) =>
-      (
-        w.raw as unknown as Record<string, (...a: unknown[]) => AsyncIterable<SandboxChunk>>
-      ).SandboxStdioReadV2?.call(w.raw, { task_id: ep, offset, file_descriptor: 0 }) ?? [];
+    const read = (offset: number) => w.sandboxRead({ task_id: ep, offset, file_descriptor: 0 });
     const readAll = async (offset: number) => {
       const parts: Buffer[] = [];
       let at = offset;

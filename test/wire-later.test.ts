@@ -248,13 +248,10 @@ for (const { label, oci } of variants) {
         grpc.status.FAILED_PRECONDITION,
         /no entrypoint/,
       );
-      const read = (
-        w.raw as unknown as Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>
-      ).SandboxStdioReadV2;
-      const stream = read?.call(w.raw, { task_id: task }, new grpc.Metadata(), {});
+      const stream = w.sandboxRead({ task_id: task });
       await expectStatus(
         (async () => {
-          for await (const _ of stream as AsyncIterable<unknown>) {
+          for await (const _ of stream) {
             /* no message is expected */
           }
         })(),

@@ -67,6 +67,19 @@ export interface ReadRequest {
   file_descriptor?: number;
 }
 
+/** A SandboxStdioReadV2 request (a task's entrypoint output). */
+export interface SandboxReadRequest {
+  task_id: string;
+  offset?: number;
+  file_descriptor?: number;
+}
+
+/** One SandboxStdioReadV2 message as proto-loader gives it (uint64 as a string). */
+export interface SandboxChunk {
+  data: Buffer;
+  starting_offset: string;
+}
+
 export interface WriteRequest {
   task_id: string;
   exec_id: string;
@@ -165,6 +178,17 @@ export class WireClient {
   read(req: ReadRequest): grpc.ClientReadableStream<{ data: Buffer }> {
     const fn = (this.raw as unknown as Record<string, StreamFn>).TaskExecStdioRead as StreamFn;
     return fn.call(this.raw, req, new grpc.Metadata(), {});
+  }
+
+  /** The raw server stream of SandboxStdioReadV2. */
+  sandboxRead(req: SandboxReadRequest): grpc.ClientReadableStream<SandboxChunk> {
+    const fn = (this.raw as unknown as Record<string, StreamFn>).SandboxStdioReadV2 as StreamFn;
+    return fn.call(
+      this.raw,
+      req,
+      new grpc.Metadata(),
+      {},
+    ) as unknown as grpc.ClientReadableStream<SandboxChunk>;
   }
 
   /** Reads a stream to its end (rejects with the call's error). */
