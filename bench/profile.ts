@@ -25,7 +25,7 @@ import {
   type SelfTime,
   window,
 } from "./lib/cpuprofile.ts";
-import { oursFirstByte, oursRead, oursWrite } from "./lib/ours.ts";
+import { oursFirstByte, oursRead, oursStream, oursWrite } from "./lib/ours.ts";
 import { renderTable } from "./lib/report.ts";
 import { startRouterProc } from "./lib/router.ts";
 import { fmtMs, fmtRate } from "./lib/stats.ts";
@@ -40,10 +40,11 @@ const { values } = parseArgs({
     serve: { type: "string", default: "" },
   },
 });
-const stdin = values.path === "stdin";
+const upload = values.path === "upload";
+const stdin = values.path === "stdin" || upload;
 const execs = values.path === "exec";
 if (!stdin && !execs && values.path !== "stdout") {
-  throw new Error("--path takes stdout, stdin or exec");
+  throw new Error("--path takes stdout, stdin, upload or exec");
 }
 const count = Number(values.count);
 const bytes = Math.round(Number(values.mib ?? (stdin ? 256 : 1024)) * 2 ** 20);
@@ -72,9 +73,11 @@ async function main(): Promise<void> {
   const once = (n: number) =>
     execs
       ? burst(n)
-      : stdin
-        ? oursWrite(r.client, task, ["cat"], n, chunk)
-        : oursRead(r.client, task, cmd(n), n);
+      : upload
+        ? oursStream(r.client, task, ["cat"], n, chunk)
+        : stdin
+          ? oursWrite(r.client, task, ["cat"], n, chunk)
+          : oursRead(r.client, task, cmd(n), n);
   await once(execs ? 50 : 64 * 2 ** 20); // warm-up
 
   const session = new Session();

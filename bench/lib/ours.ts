@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { RouterClient } from "../../src/client/client.ts";
+import { writeStdinStream } from "../../src/client/stdin-stream.ts";
 
 /**
  * The router's side of each scenario, through the project's client over
@@ -66,6 +67,27 @@ export async function oursWrite(
     const part = off + chunk.length <= bytes ? chunk : chunk.subarray(0, bytes - off);
     await client.writeStdin(task, id, off, part, off + part.length >= bytes);
   }
+  await expectZero(client, task, id, argv.join(" "));
+  return performance.now() - t0;
+}
+
+/** TaskExecStart → `bytes` of stdin through TaskExecStdinWriteStream (`chunk` repeated), EOF → exit 0; ms. */
+export async function oursStream(
+  client: RouterClient,
+  task: string,
+  argv: string[],
+  bytes: number,
+  chunk: Buffer,
+) {
+  const t0 = performance.now();
+  const id = await client.start(task, argv, { stdout: "devnull", stderr: "pipe" });
+  async function* source() {
+    for (let off = 0; off < bytes; off += chunk.length) {
+      yield off + chunk.length <= bytes ? chunk : chunk.subarray(0, bytes - off);
+    }
+  }
+  const sent = await writeStdinStream(client, task, id, source());
+  if (sent !== bytes) throw new Error(`${argv.join(" ")}: sent ${sent} bytes, expected ${bytes}`);
   await expectZero(client, task, id, argv.join(" "));
   return performance.now() - t0;
 }

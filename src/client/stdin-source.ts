@@ -1,8 +1,11 @@
-import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import { OutOfRangeError } from "../errors.ts";
+import { ChunkPool } from "../util/chunk-pool.ts";
 
 /** Bytes read per chunk from a file source (one `data` message each). */
 const FILE_CHUNK = 256 * 1024;
+/** Idle read buffers a file source keeps: grpc-js queues 16 messages, more are in flight. */
+const FILE_BUFFERS = 32;
 /** What a one-shot source keeps for replay after a cut (see `StdinInput`). */
 export const DEFAULT_REPLAY = 64 * 1024 * 1024;
 
@@ -24,10 +27,29 @@ export type StdinInput =
   | Uint8Array
   | AsyncIterable<Uint8Array>;
 
-/** A seekable source reading a local file from any offset (opened again per attempt). */
+/**
+ * A seekable source reading a local file from any offset (opened again per
+ * attempt). Its chunks are lent from a pool (src/util/chunk-pool.ts) with
+ * headroom: the upload serializes each in place and recycles it once
+ * written, so a file streams without a fresh buffer per chunk.
+ */
 export function fileSource(path: string): SeekableSource {
   return {
-    readFrom: (offset) => createReadStream(path, { start: offset, highWaterMark: FILE_CHUNK }),
+    async *readFrom(offset) {
+      const file = await open(path, "r");
+      const pool = new ChunkPool(FILE_CHUNK, FILE_BUFFERS);
+      try {
+        for (let pos = offset; ; ) {
+          const buf = pool.buffer();
+          const { bytesRead } = await file.read(buf, 0, FILE_CHUNK, pos);
+          if (bytesRead === 0) return;
+          pos += bytesRead;
+          yield pool.lend(buf, bytesRead);
+        }
+      } finally {
+        await file.close();
+      }
+    },
   };
 }
 

@@ -9,6 +9,8 @@ import {
   type TaskExecStdinStatusResponse,
   TaskExecStdinWriteStreamRequestSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
+import { recycle } from "../util/chunk-pool.ts";
+import { headroomOf } from "../util/headroom.ts";
 import type { RouterClient } from "./client.ts";
 import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
 import { methodsOf } from "./methods.ts";
@@ -141,8 +143,8 @@ async function attemptStream(
       resolve();
     });
   });
-  const send = async (m: Msg) => {
-    if (failed || call.write(m)) return;
+  const send = async (m: Msg, written?: (err?: Error | null) => void) => {
+    if (failed || call.write(m, written)) return;
     // A failed call reports through its callback; `once` would reject on its "error".
     await Promise.race([once(call, "drain").catch(() => {}), failure]);
   };
@@ -169,9 +171,12 @@ async function attemptStream(
       if (r.done) break;
       const chunk = r.value;
       for (let i = 0; i < chunk.length && !failed; i += STDIN_CHUNK) {
-        const data = chunk.subarray(i, i + STDIN_CHUNK);
+        // A chunk that fits is sent as is (a pooled one keeps its headroom, see `streamMethod`).
+        const data = chunk.length <= STDIN_CHUNK ? chunk : chunk.subarray(i, i + STDIN_CHUNK);
         state.sent += data.length;
-        await send({ data });
+        // grpc-js has copied the message into its frame once the write completed.
+        const last = i + STDIN_CHUNK >= chunk.length;
+        await send({ data }, last ? (err) => err || recycle(chunk) : undefined);
       }
     }
     if (!failed) {
@@ -188,13 +193,22 @@ async function attemptStream(
   }
 }
 
-/** The method definition with a serializer that copies a data chunk once. */
+/**
+ * The method definition with a serializer that writes a data message in
+ * the chunk's headroom when it has some (src/util/headroom.ts: a pooled
+ * file chunk), and copies the chunk once otherwise.
+ */
 function streamMethod(taskId: string, execId: string): MethodDefinition<Msg, unknown> {
   const base = def("taskExecStdinWriteStream");
   const serialize = (m: Msg): Buffer => {
     if ("data" in m) {
       const n = m.data.length;
       const head = varint([0x12], n);
+      if (headroomOf(m.data) >= head.length) {
+        const out = Buffer.from(m.data.buffer, m.data.byteOffset - head.length, head.length + n);
+        out.set(head, 0);
+        return out;
+      }
       const out = Buffer.allocUnsafe(head.length + n);
       out.set(head, 0);
       out.set(m.data, head.length);

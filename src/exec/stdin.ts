@@ -17,9 +17,14 @@ export interface StdinProgress {
  * nothing.
  */
 export interface StdinSession {
-  /** Writes `data` at the session's offset (a replayed prefix is skipped) and advances it. */
+  /**
+   * Writes `data` at the session's offset (a replayed prefix is skipped) and
+   * advances it. Resolves once the session can take more: up to
+   * SESSION_WINDOW bytes may still be on their way to the pipe (in order);
+   * a failure of one of them is thrown by the next call.
+   */
   write(data: Uint8Array): Promise<void>;
-  /** Closes stdin after everything written so far. */
+  /** Closes stdin once every byte written so far was taken (throws a failed write's error). */
   end(): Promise<void>;
 }
 
@@ -35,7 +40,9 @@ export interface StdinSession {
  * - After the process exited, unary data is dropped and the call succeeds;
  *   a streaming session instead throws FailedPrecondition, and only once the
  *   exit status is known (so a client that polls sees the exit).
- * - The returned promise settles once the data was handed to the pipe.
+ * - The returned promise settles once the data, and all data written
+ *   before it, was handed to the pipe. Writes are issued to the pipe in
+ *   order without waiting for the previous one to complete.
  * - Nothing closes stdin but an EOF: a broken or evicted stream leaves it
  *   open with every byte it had applied.
  */
@@ -45,6 +52,8 @@ export class StdinStream {
   private exited = false;
   private pipeBroken = false;
   private queue: Promise<void> = Promise.resolve();
+  /** Completion of the last pipe write issued. */
+  private lastWrite: Promise<void> = Promise.resolve();
   /** Generation of the streaming session allowed to write; bumped by status and new streams. */
   private sessionGen = 0;
   private readonly gone: Promise<void>;
@@ -112,21 +121,37 @@ export class StdinStream {
         );
       }
     };
+    const window = new WriteWindow(SESSION_WINDOW);
     return {
       write: (data) => {
         const at = pos;
         pos += data.length;
-        return this.enqueue(() => this.apply(at, data, false, guard));
+        return window.add(
+          this.enqueue(() => this.apply(at, data, false, guard)),
+          data.length,
+        );
       },
-      end: () => this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard)),
+      end: async () => {
+        await window.settled();
+        await this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard));
+      },
     };
   }
 
-  private enqueue(op: () => Promise<void>): Promise<void> {
+  /**
+   * Runs `op` after the ops before it. The next op starts as soon as this
+   * one has issued its pipe write (the pipe keeps the order, and a writer
+   * with `_writev` takes several at once); the returned promise settles
+   * when the write completed.
+   */
+  private enqueue(op: () => Promise<Issued>): Promise<void> {
     this.lastWriteAt = Date.now();
-    const run = this.queue.then(op);
-    this.queue = run.catch(() => {});
-    return run;
+    const issued = this.queue.then(op);
+    this.queue = issued.then(
+      () => {},
+      () => {},
+    );
+    return issued.then((w) => w.written);
   }
 
   private async apply(
@@ -134,7 +159,7 @@ export class StdinStream {
     data: Uint8Array,
     eof: boolean,
     guard: (() => void) | undefined,
-  ): Promise<void> {
+  ): Promise<Issued> {
     guard?.();
     if (offset > this.written) {
       throw new OutOfRangeError(
@@ -154,11 +179,11 @@ export class StdinStream {
     if (this.exited) {
       this.written += suffix.length;
       this.eofSent ||= eof;
-      return;
+      return DONE;
     }
     if (suffix.length > 0) {
       this.written += suffix.length;
-      await new Promise<void>((resolve) => {
+      this.lastWrite = new Promise<void>((resolve) => {
         // The callback also runs (with EPIPE) when the process has gone: the
         // data is dropped then, which is not the client's fault.
         this.pipe.write(suffix, () => resolve());
@@ -168,5 +193,52 @@ export class StdinStream {
       this.eofSent = true;
       this.pipe.end();
     }
+    // Pipe callbacks run in write order: the last write done means all are.
+    return { written: this.lastWrite };
   }
 }
+
+/** Bytes a streaming session may have issued to the pipe but not yet written. */
+export const SESSION_WINDOW = 8 * 1024 * 1024;
+
+/**
+ * Writes in flight, bounded by bytes: `add` resolves at once while the
+ * window has room, else once the oldest writes completed; the first failure
+ * is thrown by the next `add` or by `settled`.
+ */
+class WriteWindow {
+  private readonly inflight: { done: Promise<void>; n: number }[] = [];
+  private bytes = 0;
+  private failure: { err: unknown } | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  async add(done: Promise<void>, n: number): Promise<void> {
+    done.catch((err: unknown) => {
+      this.failure ??= { err };
+    });
+    if (this.failure) throw this.failure.err;
+    this.inflight.push({ done, n });
+    this.bytes += n;
+    while (this.bytes > this.limit) await this.shift();
+  }
+
+  /** Every write added so far completed; throws the first failure. */
+  async settled(): Promise<void> {
+    while (this.inflight.length > 0) await this.shift();
+    if (this.failure) throw this.failure.err;
+  }
+
+  private async shift(): Promise<void> {
+    const first = this.inflight.shift();
+    if (!first) return;
+    this.bytes -= first.n;
+    await first.done;
+  }
+}
+
+/** An op of StdinStream's queue, once issued: `written` settles when its bytes were taken. */
+interface Issued {
+  written: Promise<void>;
+}
+const DONE: Issued = { written: Promise.resolve() };

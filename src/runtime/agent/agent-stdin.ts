@@ -1,4 +1,4 @@
-import { close, constants, open, write } from "node:fs";
+import { close, constants, open, write, writev } from "node:fs";
 import { Writable } from "node:stream";
 import type { StdinState } from "../runtime.ts";
 
@@ -66,28 +66,45 @@ export class AgentStdin extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this._writev([{ chunk }], cb);
+  }
+
+  /** Writes queued while the previous write ran go out together: one `writev`, one `in`. */
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     if (this.gone) {
       cb();
       return;
     }
-    this.append(chunk).then(() => {
+    this.append(chunks.map((c) => c.chunk)).then(() => {
       this.send(["in", this.key, String(this.len)]);
       if (this.gone || this.len - this.pos <= STDIN_WINDOW) cb();
       else this.waiting = () => cb();
     }, cb);
   }
 
-  private async append(chunk: Buffer): Promise<void> {
+  private async append(chunks: Buffer[]): Promise<void> {
     const fd = await this.file();
-    let done = 0;
-    while (done < chunk.length) {
-      done += await new Promise<number>((resolve, reject) =>
-        write(fd, chunk, done, chunk.length - done, this.len + done, (err, n) =>
-          err ? reject(err) : resolve(n),
-        ),
-      );
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    // One writev; what a short write left goes out piece by piece.
+    let done = await new Promise<number>((resolve, reject) =>
+      writev(fd, chunks, this.len, (err, n) => (err ? reject(err) : resolve(n))),
+    );
+    for (let skip = 0, i = 0; done < total && i < chunks.length; i++) {
+      const c = chunks[i] as Buffer;
+      const from = Math.max(0, done - skip);
+      skip += c.length;
+      for (let at = from; at < c.length; ) {
+        const n = await new Promise<number>((resolve, reject) =>
+          write(fd, c, at, c.length - at, this.len + done, (err, w) =>
+            err ? reject(err) : resolve(w),
+          ),
+        );
+        at += n;
+        done += n;
+      }
     }
-    this.len += chunk.length;
+    this.len += total;
   }
 
   override _final(cb: (err?: Error | null) => void): void {

@@ -10,8 +10,9 @@ import { clientStream, type ServerDeps, wireOffset } from "../transport/call.ts"
 
 /**
  * TaskExecStdinWriteStream: `start`, then `data` chunks, then `end` (EOF).
- * Each chunk is applied before the next message is pulled (backpressure);
- * the answer is OK only once `end` closed stdin. A stream that breaks
+ * The next message is pulled once the session can take it (backpressure: a
+ * bounded window of chunks on their way to the command, StdinSession.write);
+ * the answer is OK only once `end` closed stdin after every chunk. A stream that breaks
  * before `end` leaves stdin open with what it applied (PROTOCOL-LATER §5.4).
  */
 export function taskExecStdinWriteStream(deps: ServerDeps, tasks: TaskManager) {
