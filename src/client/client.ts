@@ -23,6 +23,7 @@ import {
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { ExitStatus } from "../runtime/runtime.ts";
+import { MessagePool } from "../util/message-pool.ts";
 import { fromServiceError, isServiceError } from "./errors.ts";
 import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
 
@@ -62,6 +63,8 @@ export interface PtyStartOptions {
 export type StreamName = "stdout" | "stderr";
 
 const ROUTER = grpcServiceDef(TaskCommandRouter);
+/** Stdin data at least this large is staged in a reused buffer (see `stage`). */
+export const STAGE_FROM = 64 * 1024;
 /** Clients cancel Wait after this long and call again (SPEC). */
 const WAIT_SLICE_MS = 60_000;
 
@@ -75,6 +78,7 @@ export class RouterClient {
   readonly grpc: Client;
   private readonly retry: RetryPolicy;
   private readonly token: string | undefined;
+  private readonly staging = new MessagePool();
 
   constructor(address: string, opts: ClientOptions = {}) {
     this.grpc = new Client(address, opts.credentials ?? grpcCredentials.createInsecure(), {
@@ -274,16 +278,31 @@ export class RouterClient {
     data: Uint8Array,
     eof = false,
   ): Promise<void> {
-    await this.unary(
-      "taskExecStdinWrite",
-      create(TaskExecStdinWriteRequestSchema, {
-        taskId,
-        execId,
-        offset: BigInt(offset),
-        data,
-        eof,
-      }),
-    );
+    const staged = data.length >= STAGE_FROM ? this.stage(data) : undefined;
+    try {
+      await this.unary(
+        "taskExecStdinWrite",
+        create(TaskExecStdinWriteRequestSchema, {
+          taskId,
+          execId,
+          offset: BigInt(offset),
+          data: staged?.view ?? data,
+          eof,
+        }),
+      );
+    } finally {
+      // The call is over: grpc-js copied the message into its frames long before.
+      staged?.release();
+    }
+  }
+
+  /**
+   * `data` copied into a reused buffer with room for the message header in
+   * front (the serializer writes it there: one copy, no fresh buffer per
+   * write). `release()` once no call uses it any more.
+   */
+  stage(data: Uint8Array): { view: Buffer; release: () => void } {
+    return this.staging.stage(data);
   }
 
   /** Builds a request message of any schema (for callers of `unary`). */

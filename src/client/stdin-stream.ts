@@ -11,7 +11,7 @@ import {
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import { recycle } from "../util/chunk-pool.ts";
 import { headroomOf } from "../util/headroom.ts";
-import type { RouterClient } from "./client.ts";
+import { type RouterClient, STAGE_FROM } from "./client.ts";
 import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
 import { methodsOf } from "./methods.ts";
 import { DEFAULT_REPLAY, reader, type StdinInput } from "./stdin-source.ts";
@@ -171,12 +171,19 @@ async function attemptStream(
       if (r.done) break;
       const chunk = r.value;
       for (let i = 0; i < chunk.length && !failed; i += STDIN_CHUNK) {
-        // A chunk that fits is sent as is (a pooled one keeps its headroom, see `streamMethod`).
-        const data = chunk.length <= STDIN_CHUNK ? chunk : chunk.subarray(i, i + STDIN_CHUNK);
-        state.sent += data.length;
+        // A chunk that fits is sent as is: a pooled one has headroom for the header (see
+        // `streamMethod`); other data is staged in a reused buffer that has.
+        const piece = chunk.length <= STDIN_CHUNK ? chunk : chunk.subarray(i, i + STDIN_CHUNK);
+        const staged =
+          headroomOf(piece) > 0 || piece.length < STAGE_FROM ? undefined : client.stage(piece);
+        state.sent += piece.length;
         // grpc-js has copied the message into its frame once the write completed.
         const last = i + STDIN_CHUNK >= chunk.length;
-        await send({ data }, last ? (err) => err || recycle(chunk) : undefined);
+        await send({ data: staged?.view ?? piece }, (err) => {
+          if (err) return;
+          staged?.release();
+          if (last) recycle(chunk);
+        });
       }
     }
     if (!failed) {
@@ -195,8 +202,8 @@ async function attemptStream(
 
 /**
  * The method definition with a serializer that writes a data message in
- * the chunk's headroom when it has some (src/util/headroom.ts: a pooled
- * file chunk), and copies the chunk once otherwise.
+ * the chunk's headroom (src/util/headroom.ts: a pooled file chunk, staged
+ * data), and copies a chunk without any.
  */
 function streamMethod(taskId: string, execId: string): MethodDefinition<Msg, unknown> {
   const base = def("taskExecStdinWriteStream");

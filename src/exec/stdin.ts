@@ -1,5 +1,6 @@
 import type { Writable } from "node:stream";
 import { AbortedError, FailedPreconditionError, OutOfRangeError } from "../errors.ts";
+import { recycle } from "../util/chunk-pool.ts";
 
 /** Where an exec's stdin stands (TaskExecStdinStatus). */
 export interface StdinProgress {
@@ -186,7 +187,11 @@ export class StdinStream {
       this.lastWrite = new Promise<void>((resolve) => {
         // The callback also runs (with EPIPE) when the process has gone: the
         // data is dropped then, which is not the client's fault.
-        this.pipe.write(suffix, () => resolve());
+        this.pipe.write(suffix, () => {
+          // The pipe is done with the bytes: a pooled request buffer can serve again.
+          recycle(data);
+          resolve();
+        });
       });
     }
     if (eof && !this.eofSent) {

@@ -17,7 +17,7 @@ import { allocWithHeadroom, HEADROOM, withHeadroom } from "./headroom.ts";
  * - `drain` drops the pool's idle buffers and those given back while the
  *   reader waits (a reader waiting for more output holds none).
  */
-export class ChunkPool {
+export class ChunkPool implements BufferHome {
   private readonly idle: Buffer[] = [];
   /** Drained and not used since: buffers given back are dropped (an idle reader holds none). */
   private parked = false;
@@ -38,7 +38,7 @@ export class ChunkPool {
   lend(buf: Buffer, n: number): Buffer {
     // Always a new view: a stale `recycle` of an earlier chunk must not return this one.
     const view = withHeadroom(buf.subarray(0, n), HEADROOM);
-    lent.set(view, { pool: this, buf });
+    lendView(view, this, buf);
     return view;
   }
 
@@ -54,12 +54,23 @@ export class ChunkPool {
   }
 }
 
-const lent = new WeakMap<Uint8Array, { pool: ChunkPool; buf: Buffer }>();
+/** Where a lent buffer goes back to (a ChunkPool, a MessagePool). */
+export interface BufferHome {
+  /** Takes back `buf`, which nobody uses any more (or drops it). */
+  give(buf: Buffer): void;
+}
+
+const lent = new WeakMap<Uint8Array, { pool: BufferHome; buf: Buffer }>();
+
+/** Records `view` (of `buf`'s memory) as lent: `recycle(view)` gives `buf` back to `home`. */
+export function lendView(view: Uint8Array, home: BufferHome, buf: Buffer): void {
+  lent.set(view, { pool: home, buf });
+}
 
 /**
- * Returns a chunk lent by a ChunkPool to its pool (a no-op for any other
- * buffer, and for a chunk already recycled). The caller must not touch the
- * chunk's memory afterwards.
+ * Returns a chunk lent by a pool (ChunkPool.lend, lendView) to its pool (a
+ * no-op for any other buffer, and for a chunk already recycled). The caller
+ * must not touch the chunk's memory afterwards.
  */
 export function recycle(chunk: Uint8Array): void {
   const l = lent.get(chunk);

@@ -9,8 +9,10 @@ import type { Logger } from "pino";
 import { authorize, type Need, type Principal } from "../../auth/tokens.ts";
 import type { TokenVerifier } from "../../auth/verifier.ts";
 import { TaskRouterError, UnauthenticatedError } from "../../errors.ts";
+import { MessagePool } from "../../util/message-pool.ts";
 import { lenientRequests } from "./bad-request.ts";
 import { edgeInterceptor, inflateCap, policyOfPath, principalOfCall, serviceName } from "./edge.ts";
+import { pooledDecoding, pooledRequests } from "./pooled-decoder.ts";
 import { toGrpcError } from "./status.ts";
 
 export { type AccessPolicy, SERVICE_POLICY, serviceName } from "./edge.ts";
@@ -58,14 +60,23 @@ export class AuthServer extends Server {
     options: ServerOptions = {},
   ) {
     const cap = inflateCap(options["grpc.max_receive_message_length"]);
+    const pool = new MessagePool();
     super({
       ...options,
-      interceptors: [edgeInterceptor(verifier, log, cap), ...(options.interceptors ?? [])],
+      interceptors: [
+        edgeInterceptor(verifier, log, cap),
+        pooledDecoding(pool, log),
+        ...(options.interceptors ?? []),
+      ],
     });
+    this.pool = pool;
   }
 
+  /** Where stdin requests are assembled (./pooled-decoder.ts). */
+  private readonly pool: MessagePool;
+
   override addService(service: ServiceDefinition, impl: UntypedServiceImplementation): void {
-    const def = lenientRequests(service);
+    const def = pooledRequests(lenientRequests(service), this.pool);
     if (!this.verifier || policyOfPath(`/${serviceName(service)}/`) !== "task") {
       super.addService(def, impl);
       return;

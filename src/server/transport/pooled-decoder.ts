@@ -1,0 +1,178 @@
+import type {
+  MethodDefinition,
+  ServerInterceptingCall,
+  ServerInterceptingCallInterface,
+  ServerInterceptor,
+  ServiceDefinition,
+} from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
+import { lendView } from "../../util/chunk-pool.ts";
+import type { MessagePool } from "../../util/message-pool.ts";
+
+/**
+ * Stdin requests assembled into reused buffers. grpc-js joins every request
+ * message into a fresh buffer (`Buffer.concat` of its HTTP/2 pieces): for a
+ * 16 MiB stdin write that is 16 MiB of fresh memory per call, and the
+ * churn kept V8's full collections busy (BENCHMARKS.md, "Receiving without
+ * fresh buffers"). For the methods below, the call's decoder is replaced by
+ * a PooledDecoder, which joins the pieces into a buffer from a MessagePool
+ * shared by the server; the request's `data` then views that buffer, and
+ * whoever wrote the bytes on gives it back with `recycle(data)`
+ * (src/util/chunk-pool.ts; src/exec/stdin.ts does, once the pipe took
+ * them). A request that is not recycled leaves its buffer to the GC.
+ *
+ * grpc-js has no API for it: the decoder is a private field of the call's
+ * innermost object, replaced from a server interceptor before a byte of the
+ * body is read, and checked by shape. When it is not found the call keeps
+ * grpc-js's decoder (a warning, once); test/pooled-decoder.test.ts fails
+ * when a grpc-js upgrade loses the fast path.
+ */
+
+const SERVICE = `/${TaskCommandRouter.typeName}/`;
+
+/** Where each pooled method's request keeps its stdin bytes. */
+const DATA_OF: Record<string, (req: unknown) => unknown> = {
+  [`${SERVICE}TaskExecStdinWrite`]: (req) => (req as { data?: unknown }).data,
+  [`${SERVICE}SandboxStdinWriteV2`]: (req) => (req as { data?: unknown }).data,
+  [`${SERVICE}TaskExecStdinWriteStream`]: (req) => {
+    const p = (req as { payload?: { case?: string; value?: unknown } }).payload;
+    return p?.case === "data" ? p.value : undefined;
+  },
+};
+
+/** Messages smaller than this are joined as grpc-js does (a small fresh buffer). */
+const POOL_FROM = 64 * 1024;
+
+/** The part of grpc-js's StreamDecoder that its calls use. */
+interface Decoder {
+  write(data: Buffer): Buffer[];
+}
+
+/** Buffers taken for a message and not yet claimed by the request decoded from it. */
+const assembled = new WeakMap<ArrayBufferLike, Buffer>();
+
+/**
+ * gRPC message framing (flag byte, 4-byte big-endian length, message) cut
+ * out of a call's HTTP/2 data, as grpc-js's StreamDecoder does: `write`
+ * returns the messages completed by `data`, each whole with its 5-byte
+ * prefix, and throws past `maxBytes` (-1: no limit). A message of at least
+ * POOL_FROM bytes is joined into a buffer from `pool`, once all of it came.
+ */
+export class PooledDecoder implements Decoder {
+  private readonly head = Buffer.alloc(5);
+  private headBytes = 0;
+  private size = 0;
+  private missing = 0;
+  private parts: Buffer[] = [];
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly pool: MessagePool,
+  ) {}
+
+  write(data: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    let pos = 0;
+    while (pos < data.length) {
+      if (this.headBytes < 5) {
+        const n = Math.min(5 - this.headBytes, data.length - pos);
+        data.copy(this.head, this.headBytes, pos, pos + n);
+        this.headBytes += n;
+        pos += n;
+        if (this.headBytes < 5) break;
+        this.size = this.head.readUInt32BE(1);
+        if (this.maxBytes !== -1 && this.size > this.maxBytes) {
+          throw new Error(`Received message larger than max (${this.size} vs ${this.maxBytes})`);
+        }
+        this.missing = this.size;
+        if (this.missing === 0) out.push(this.finish());
+        continue;
+      }
+      const n = Math.min(this.missing, data.length - pos);
+      this.parts.push(data.subarray(pos, pos + n));
+      this.missing -= n;
+      pos += n;
+      if (this.missing === 0) out.push(this.finish());
+    }
+    return out;
+  }
+
+  private finish(): Buffer {
+    const total = 5 + this.size;
+    let msg: Buffer;
+    if (this.size >= POOL_FROM) {
+      const buf = this.pool.take(total);
+      assembled.set(buf.buffer, buf);
+      msg = buf.subarray(0, total);
+    } else msg = Buffer.allocUnsafe(total);
+    this.head.copy(msg, 0);
+    let at = 5;
+    for (const p of this.parts) at += p.copy(msg, at);
+    this.parts = [];
+    this.headBytes = 0;
+    return msg;
+  }
+}
+
+/**
+ * The server interceptor that gives each call of a pooled method a
+ * PooledDecoder over `pool`; other calls pass untouched.
+ */
+export function pooledDecoding(pool: MessagePool, log: Logger): ServerInterceptor {
+  let warned = false;
+  return (method, call) => {
+    if (method.path in DATA_OF && !installDecoder(call, pool) && !warned) {
+      warned = true;
+      log.warn("grpc-js internals changed: stdin requests are joined into fresh buffers");
+    }
+    // No layer of its own: grpc-js only uses the call's interface (the type asks for its class).
+    return call as ServerInterceptingCall;
+  };
+}
+
+/** Replaces the decoder of `call`'s innermost (grpc-js-private) object; false if not found. */
+function installDecoder(call: ServerInterceptingCallInterface, pool: MessagePool): boolean {
+  let base = call as unknown as {
+    nextCall?: unknown;
+    decoder?: Partial<Decoder> & { readState?: unknown };
+    maxReceiveMessageSize?: unknown;
+  };
+  while (base.nextCall) base = base.nextCall as typeof base;
+  const { decoder, maxReceiveMessageSize: max } = base;
+  // Only a decoder that has read nothing yet (grpc-js's NO_DATA state is 0).
+  if (typeof decoder?.write !== "function" || decoder.readState !== 0) return false;
+  if (typeof max !== "number") return false;
+  base.decoder = new PooledDecoder(max, pool);
+  return true;
+}
+
+/**
+ * `service` with the request deserializers of pooled methods handing their
+ * message's buffer on: to the request's `data` (recycle(data) gives it back
+ * to the pool), or straight back to the pool when nothing of the request
+ * views it.
+ */
+export function pooledRequests(service: ServiceDefinition, pool: MessagePool): ServiceDefinition {
+  const out: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const [name, m] of Object.entries(service)) {
+    const dataOf = DATA_OF[m.path];
+    const decode = m.requestDeserialize;
+    out[name] = !dataOf
+      ? m
+      : {
+          ...m,
+          requestDeserialize: (bytes: Buffer) => {
+            const buf = assembled.get(bytes.buffer);
+            assembled.delete(bytes.buffer);
+            const req = decode(bytes);
+            if (!buf) return req;
+            const data = dataOf(req);
+            if (data instanceof Uint8Array && data.buffer === buf.buffer) lendView(data, pool, buf);
+            else pool.give(buf);
+            return req;
+          },
+        };
+  }
+  return out;
+}

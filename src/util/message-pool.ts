@@ -1,0 +1,86 @@
+import type { BufferHome } from "./chunk-pool.ts";
+import { HEADROOM, withHeadroom } from "./headroom.ts";
+
+/** Buffers are allocated in multiples of this (messages of one size share one buffer size). */
+const GRAIN = 4096;
+
+/**
+ * Large buffers shared by many calls: a server's request messages
+ * assembled from the network (src/server/transport/pooled-decoder.ts), a
+ * client's stdin data staged for serialization (src/client). A 16 MiB stdin
+ * write used to be a fresh 16 MiB buffer each time on both sides: fresh
+ * memory to fault in, and external memory that drives V8's full
+ * collections (BENCHMARKS.md, "Receiving without fresh buffers").
+ *
+ * Contract:
+ * - `take(n)` returns a buffer of at least `n` bytes (uninitialized), whole
+ *   in its own ArrayBuffer: an idle one no larger than 2n, or a new one.
+ * - `give(buf)` takes back a buffer from `take` that nobody uses any more.
+ *   A taken buffer that is never given back is simply garbage.
+ * - Idle buffers are bounded (`maxIdle` buffers, `maxIdleBytes` in all:
+ *   a stream's window of 256 KiB chunks, or a few 16 MiB writes) and
+ *   dropped after `idleMs` without a `take`.
+ */
+export class MessagePool implements BufferHome {
+  private readonly idle: Buffer[] = [];
+  private idleBytes = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly maxIdle = 64,
+    private readonly maxIdleBytes = 64 * 1024 * 1024,
+    private readonly idleMs = 2000,
+  ) {}
+
+  take(n: number): Buffer {
+    this.touch();
+    let best = -1;
+    for (let i = 0; i < this.idle.length; i++) {
+      const len = (this.idle[i] as Buffer).length;
+      if (len >= n && len <= 2 * n && (best < 0 || len < (this.idle[best] as Buffer).length)) {
+        best = i;
+      }
+    }
+    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(n / GRAIN) * GRAIN);
+    const [buf] = this.idle.splice(best, 1) as [Buffer];
+    this.idleBytes -= buf.length;
+    return buf;
+  }
+
+  give(buf: Buffer): void {
+    if (this.idle.length >= this.maxIdle || this.idleBytes + buf.length > this.maxIdleBytes) return;
+    this.idle.push(buf);
+    this.idleBytes += buf.length;
+    this.touch();
+  }
+
+  /**
+   * `data` copied into a buffer of the pool, with HEADROOM spare bytes in
+   * front (a serializer writes its header there, src/util/headroom.ts).
+   * `release()` gives the buffer back: call it once nothing uses the copy.
+   */
+  stage(data: Uint8Array): { view: Buffer; release: () => void } {
+    const buf = this.take(HEADROOM + data.length);
+    buf.set(data, HEADROOM);
+    const view = withHeadroom(buf.subarray(HEADROOM, HEADROOM + data.length), HEADROOM);
+    return { view, release: () => this.give(buf) };
+  }
+
+  /** Buffers kept for reuse, and their bytes. */
+  get stats(): { buffers: number; bytes: number } {
+    return { buffers: this.idle.length, bytes: this.idleBytes };
+  }
+
+  /** (Re)starts the idle clock: nothing taken for `idleMs` drops the idle buffers. */
+  private touch(): void {
+    if (this.timer) this.timer.refresh();
+    else {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.idle.length = 0;
+        this.idleBytes = 0;
+      }, this.idleMs);
+      this.timer.unref();
+    }
+  }
+}
