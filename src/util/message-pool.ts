@@ -19,12 +19,13 @@ const GRAIN = 4096;
  *   A taken buffer that is never given back is simply garbage.
  * - Idle buffers are bounded (`maxIdle` buffers, `maxIdleBytes` in all:
  *   a stream's window of 256 KiB chunks, or a few 16 MiB writes) and
- *   dropped after `idleMs` without a `take`.
+ *   dropped after `idleMs` to `2 × idleMs` without a `take` or `give`.
  */
 export class MessagePool implements BufferHome {
   private readonly idle: Buffer[] = [];
   private idleBytes = 0;
   private timer: NodeJS.Timeout | undefined;
+  private used = false;
 
   constructor(
     private readonly maxIdle = 64,
@@ -71,16 +72,22 @@ export class MessagePool implements BufferHome {
     return { buffers: this.idle.length, bytes: this.idleBytes };
   }
 
-  /** (Re)starts the idle clock: nothing taken for `idleMs` drops the idle buffers. */
+  /**
+   * Marks the pool used. A timer runs while buffers are idle: a period of
+   * `idleMs` without any use drops them (no clock read per take or give).
+   */
   private touch(): void {
-    if (this.timer) this.timer.refresh();
-    else {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
+    this.used = true;
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (!this.used || this.idle.length === 0) {
         this.idle.length = 0;
         this.idleBytes = 0;
-      }, this.idleMs);
-      this.timer.unref();
-    }
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+      this.used = false;
+    }, this.idleMs);
+    this.timer.unref();
   }
 }
