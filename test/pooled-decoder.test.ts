@@ -64,6 +64,15 @@ describe("PooledDecoder cuts messages as grpc-js's StreamDecoder does", () => {
     });
   }
 
+  it("joins a message above 32 MiB (collected, then joined) as grpc-js does", () => {
+    const big = randomBytes(32 * MiB + 9);
+    const wire2 = Buffer.concat([framed(big), framed(messages[3] as Buffer)]);
+    const ours = decodeAll(new PooledDecoder(-1, new MessagePool()), wire2, [MiB + 1]);
+    assert.equal(ours.length, 2);
+    assert.ok((ours[0] as Buffer).equals(framed(big)));
+    assert.ok((ours[1] as Buffer).equals(framed(messages[3] as Buffer)));
+  });
+
   it("refuses a message past the limit with grpc-js's error", () => {
     const big = framed(Buffer.alloc(1001));
     const err = (d: { write(b: Buffer): Buffer[] }) => {

@@ -43,6 +43,15 @@ const DATA_OF: Record<string, (req: unknown) => unknown> = {
 
 /** Messages smaller than this are joined as grpc-js does (a small fresh buffer). */
 const POOL_FROM = 64 * 1024;
+/**
+ * Messages up to this size get their buffer when their header came and are
+ * filled as their bytes come (the HTTP/2 pieces are then garbage at once,
+ * while still young); larger ones (up to the receive limit) are joined once
+ * all of them came, as grpc-js does. An announced size alone thus takes at
+ * most this much per call, and fresh memory that is never written costs no
+ * RSS.
+ */
+const FILL_FROM_MAX = 32 * 1024 * 1024;
 
 /** The part of grpc-js's StreamDecoder that its calls use. */
 interface Decoder {
@@ -57,13 +66,18 @@ const assembled = new WeakMap<ArrayBufferLike, Buffer>();
  * out of a call's HTTP/2 data, as grpc-js's StreamDecoder does: `write`
  * returns the messages completed by `data`, each whole with its 5-byte
  * prefix, and throws past `maxBytes` (-1: no limit). A message of at least
- * POOL_FROM bytes is joined into a buffer from `pool`, once all of it came.
+ * POOL_FROM bytes is joined into a buffer from `pool`: filled as it comes
+ * up to FILL_FROM_MAX bytes, joined at the end beyond.
  */
 export class PooledDecoder implements Decoder {
   private readonly head = Buffer.alloc(5);
   private headBytes = 0;
   private size = 0;
   private missing = 0;
+  /** The message's pooled buffer, filled as the bytes come (sizes POOL_FROM..FILL_FROM_MAX). */
+  private target: Buffer | undefined;
+  private filled = 0;
+  /** The pieces of a message joined only once all of it came. */
   private parts: Buffer[] = [];
 
   constructor(
@@ -86,11 +100,17 @@ export class PooledDecoder implements Decoder {
           throw new Error(`Received message larger than max (${this.size} vs ${this.maxBytes})`);
         }
         this.missing = this.size;
+        if (this.size >= POOL_FROM && this.size <= FILL_FROM_MAX) {
+          this.target = this.pooled(5 + this.size);
+          this.filled = this.head.copy(this.target, 0);
+        }
         if (this.missing === 0) out.push(this.finish());
         continue;
       }
       const n = Math.min(this.missing, data.length - pos);
-      this.parts.push(data.subarray(pos, pos + n));
+      // Copied at once into the target: the HTTP/2 buffers die young (a cheap collection).
+      if (this.target) this.filled += data.copy(this.target, this.filled, pos, pos + n);
+      else this.parts.push(data.subarray(pos, pos + n));
       this.missing -= n;
       pos += n;
       if (this.missing === 0) out.push(this.finish());
@@ -99,19 +119,24 @@ export class PooledDecoder implements Decoder {
   }
 
   private finish(): Buffer {
-    const total = 5 + this.size;
-    let msg: Buffer;
-    if (this.size >= POOL_FROM) {
-      const buf = this.pool.take(total);
-      assembled.set(buf.buffer, buf);
-      msg = buf.subarray(0, total);
-    } else msg = Buffer.allocUnsafe(total);
-    this.head.copy(msg, 0);
-    let at = 5;
-    for (const p of this.parts) at += p.copy(msg, at);
-    this.parts = [];
+    let msg = this.target;
+    this.target = undefined;
+    if (!msg) {
+      const total = 5 + this.size;
+      msg = this.size >= POOL_FROM ? this.pooled(total) : Buffer.allocUnsafe(total);
+      let at = this.head.copy(msg, 0);
+      for (const p of this.parts) at += p.copy(msg, at);
+      this.parts = [];
+    }
     this.headBytes = 0;
     return msg;
+  }
+
+  /** `n` bytes of a buffer from the pool, recorded for the request deserializer. */
+  private pooled(n: number): Buffer {
+    const buf = this.pool.take(n);
+    assembled.set(buf.buffer, buf);
+    return buf.subarray(0, n);
   }
 }
 
