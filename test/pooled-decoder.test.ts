@@ -17,9 +17,16 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { StreamDecoder } from "@grpc/grpc-js/build/src/stream-decoder.js";
+import { RouterClient, STAGE_FROM, stdinHeadroom } from "../src/client/client.ts";
 import { fileSource, writeStdinStream } from "../src/client/stdin-stream.ts";
-import { PooledDecoder } from "../src/server/transport/pooled-decoder.ts";
+import {
+  TaskCommandRouter,
+  TaskExecStdinWriteRequestSchema,
+} from "../src/gen/modal_proto/task_command_router_pb.ts";
+import { grpcServiceDef } from "../src/rpc/service-def.ts";
+import { FillBudget, PooledDecoder, requestPool } from "../src/server/transport/pooled-decoder.ts";
 import { MessagePool } from "../src/util/message-pool.ts";
 import { type LoggedRouter, startLoggedRouter } from "./helpers/logged-router.ts";
 import { collect } from "./helpers/router.ts";
@@ -71,6 +78,19 @@ describe("PooledDecoder cuts messages as grpc-js's StreamDecoder does", () => {
     assert.equal(ours.length, 2);
     assert.ok((ours[0] as Buffer).equals(framed(big)));
     assert.ok((ours[1] as Buffer).equals(framed(messages[3] as Buffer)));
+  });
+
+  it("holds at most its budget for messages announced but not complete", () => {
+    const budget = new FillBudget(MiB);
+    const header = (n: number) => framed(Buffer.alloc(n)).subarray(0, 5);
+    const a = new PooledDecoder(-1, new MessagePool(), budget);
+    a.write(header(600 * 1024)); // reserves 600 KiB
+    assert.equal(budget.take(500 * 1024), false);
+    const b = new PooledDecoder(-1, new MessagePool(), budget);
+    const msg = randomBytes(600 * 1024); // beyond the budget: collected, joined at the end
+    assert.ok((decodeAll(b, framed(msg), [4096])[0] as Buffer).equals(framed(msg)));
+    a.abandon(); // its call ended mid-message
+    assert.equal(budget.take(MiB), true);
   });
 
   it("refuses a message past the limit with grpc-js's error", () => {
@@ -141,6 +161,7 @@ describe("stdin through pooled buffers, end to end", () => {
   };
 
   it("gives concurrent unary writers, a slow reader among them, exactly their bytes", async () => {
+    const before = requestPool.counts;
     const argvs = [["sha256sum"], ["sha256sum"], ["sh", "-c", "sleep 0.5; exec sha256sum"]];
     const datas = argvs.map((_, i) => randomBytes(24 * MiB + 101 * i));
     const ids = await Promise.all(argvs.map(start));
@@ -158,6 +179,12 @@ describe("stdin through pooled buffers, end to end", () => {
     outs.forEach((out, i) => {
       assert.equal(out.split(" ")[0], sha(datas[i] as Buffer), `exec ${i}`);
     });
+    // 9 messages of 8 MiB went through the pool, came back, and were reused.
+    const after = requestPool.counts;
+    const taken = after.taken - before.taken;
+    assert.ok(taken >= 9, `taken ${taken}`);
+    assert.ok(after.given - before.given >= 9, `given back ${after.given - before.given}`);
+    assert.ok(after.fresh - before.fresh < taken, `all ${taken} were new buffers`);
   });
 
   it("gives a TaskExecStdinWriteStream writer and a unary writer at once their bytes", async () => {
@@ -201,6 +228,34 @@ describe("stdin through pooled buffers, end to end", () => {
   it("used the pooled decoder (no warning about grpc-js internals)", () => {
     const warned = r.logs.filter((l) => String(l.msg).includes("grpc-js internals changed"));
     assert.deepEqual(warned, []);
+  });
+});
+
+describe("the client's staging", () => {
+  it("serializes a staged TaskExecStdinWrite in place, with UUID ids", () => {
+    const client = new RouterClient("127.0.0.1:1");
+    try {
+      const [taskId, execId] = [crypto.randomUUID(), crypto.randomUUID()];
+      const data = randomBytes(STAGE_FROM);
+      const staged = client.stage(data, stdinHeadroom(taskId, execId));
+      const req = create(TaskExecStdinWriteRequestSchema, {
+        taskId,
+        execId,
+        offset: 123456789012n,
+        data: staged.view,
+        eof: true,
+      });
+      const out = grpcServiceDef(TaskCommandRouter).taskExecStdinWrite?.requestSerialize(req);
+      assert.ok(out && out.buffer === staged.view.buffer, "the message was copied");
+      const back = fromBinary(TaskExecStdinWriteRequestSchema, out);
+      assert.deepEqual(
+        { ...back, data: Buffer.from(back.data) },
+        { ...req, data: Buffer.from(data) },
+      );
+      staged.release();
+    } finally {
+      client.close();
+    }
   });
 });
 

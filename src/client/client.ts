@@ -3,7 +3,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallOptions,
-  type ChannelCredentials,
   Client,
   credentials as grpcCredentials,
   Metadata,
@@ -25,46 +24,21 @@ import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { ExitStatus } from "../runtime/runtime.ts";
 import { MessagePool } from "../util/message-pool.ts";
 import { fromServiceError, isServiceError } from "./errors.ts";
+import type { ClientOptions, StartOptions } from "./options.ts";
 import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
 
-export interface ClientOptions {
-  /** Bearer token sent as `authorization` on every call. */
-  token?: string;
-  credentials?: ChannelCredentials;
-  retry?: RetryPolicy;
-}
-
-export interface StartOptions {
-  /** Idempotency key; a random UUID when unset. */
-  execId?: string;
-  stdout?: "pipe" | "devnull";
-  stderr?: "pipe" | "devnull" | "stdout";
-  timeoutSecs?: number;
-  workdir?: string;
-  /** Secrets whose pairs become env vars of the command (later ids win). */
-  secretIds?: string[];
-  /** Env vars set directly (`env`, applied over the secrets). */
-  env?: Record<string, string>;
-  /** Run on a pseudo-terminal (all output on stdout; stdin bytes go to the terminal). */
-  pty?: PtyStartOptions;
-}
-
-export interface PtyStartOptions {
-  rows: number;
-  cols: number;
-  /** TERM, COLORTERM, TERM_PROGRAM of the command (the server defaults TERM). */
-  term?: string;
-  colorterm?: string;
-  termProgram?: string;
-  /** Never end the session for idle stdin (the server's --pty-idle-timeout). */
-  noTerminateOnIdleStdin?: boolean;
-}
+export type { ClientOptions, PtyStartOptions, StartOptions } from "./options.ts";
 
 export type StreamName = "stdout" | "stderr";
 
 const ROUTER = grpcServiceDef(TaskCommandRouter);
 /** Stdin data at least this large is staged in a reused buffer (see `stage`). */
 export const STAGE_FROM = 64 * 1024;
+
+/** Room for a TaskExecStdinWriteRequest's head in front of its data: ids, offset, eof, tags. */
+export function stdinHeadroom(taskId: string, execId: string): number {
+  return 64 + Buffer.byteLength(taskId) + Buffer.byteLength(execId);
+}
 /** Clients cancel Wait after this long and call again (SPEC). */
 const WAIT_SLICE_MS = 60_000;
 
@@ -278,7 +252,8 @@ export class RouterClient {
     data: Uint8Array,
     eof = false,
   ): Promise<void> {
-    const staged = data.length >= STAGE_FROM ? this.stage(data) : undefined;
+    const staged =
+      data.length >= STAGE_FROM ? this.stage(data, stdinHeadroom(taskId, execId)) : undefined;
     try {
       await this.unary(
         "taskExecStdinWrite",
@@ -301,8 +276,8 @@ export class RouterClient {
    * front (the serializer writes it there: one copy, no fresh buffer per
    * write). `release()` once no call uses it any more.
    */
-  stage(data: Uint8Array): { view: Buffer; release: () => void } {
-    return this.staging.stage(data);
+  stage(data: Uint8Array, headroom?: number): { view: Buffer; release: () => void } {
+    return this.staging.stage(data, headroom);
   }
 
   /** Builds a request message of any schema (for callers of `unary`). */

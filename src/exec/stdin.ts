@@ -1,6 +1,7 @@
 import type { Writable } from "node:stream";
 import { AbortedError, FailedPreconditionError, OutOfRangeError } from "../errors.ts";
 import { recycle } from "../util/chunk-pool.ts";
+import { WriteWindow } from "../util/write-window.ts";
 
 /** Where an exec's stdin stands (TaskExecStdinStatus). */
 export interface StdinProgress {
@@ -15,14 +16,15 @@ export interface StdinProgress {
  * writes at its own running offset, starting where the stream's start
  * message said. It is evicted by `StdinStream.progress()` (a status call)
  * or by a newer stream: from then on every call throws Aborted and applies
- * nothing.
+ * nothing. Likewise after any failure: later calls throw the first one.
  */
 export interface StdinSession {
   /**
    * Writes `data` at the session's offset (a replayed prefix is skipped) and
-   * advances it. Resolves once the session can take more: up to
-   * SESSION_WINDOW bytes may still be on their way to the pipe (in order);
-   * a failure of one of them is thrown by the next call.
+   * advances it. Resolves once its bytes were accepted (counted in
+   * `written`, so a status call sees them) and the session can take more:
+   * up to SESSION_WINDOW bytes may still be on their way to the pipe (in
+   * order); a failure of one of those is thrown by the next call.
    */
   write(data: Uint8Array): Promise<void>;
   /** Closes stdin once every byte written so far was taken (throws a failed write's error). */
@@ -44,6 +46,9 @@ export interface StdinSession {
  * - The returned promise settles once the data, and all data written
  *   before it, was handed to the pipe. Writes are issued to the pipe in
  *   order without waiting for the previous one to complete.
+ * - `data` lent by a pool (src/util/chunk-pool.ts: a pooled request) is
+ *   recycled once the pipe took it, before the promise settles: the caller
+ *   gives up its bytes with the call (also a StdinSession's caller).
  * - Nothing closes stdin but an EOF: a broken or evicted stream leaves it
  *   open with every byte it had applied.
  */
@@ -99,7 +104,7 @@ export class StdinStream {
   }
 
   write(offset: number, data: Uint8Array, eof: boolean): Promise<void> {
-    return this.enqueue(() => this.apply(offset, data, eof, undefined));
+    return this.enqueue(() => this.apply(offset, data, eof, undefined)).then((w) => w.written);
   }
 
   /**
@@ -123,36 +128,47 @@ export class StdinStream {
       }
     };
     const window = new WriteWindow(SESSION_WINDOW);
+    // The first failure ends the session: every later call throws it and issues nothing.
+    const once = async (fn: () => Promise<void>) => {
+      window.check();
+      try {
+        await fn();
+      } catch (err) {
+        window.fail(err);
+        throw err;
+      }
+    };
     return {
-      write: (data) => {
-        const at = pos;
-        pos += data.length;
-        return window.add(
-          this.enqueue(() => this.apply(at, data, false, guard)),
-          data.length,
-        );
-      },
-      end: async () => {
-        await window.settled();
-        await this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard));
-      },
+      write: (data) =>
+        once(async () => {
+          const at = pos;
+          pos += data.length;
+          const issued = await this.enqueue(() => this.apply(at, data, false, guard));
+          await window.add(issued.written, data.length);
+        }),
+      end: () =>
+        once(async () => {
+          await window.settled();
+          await this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard));
+        }),
     };
   }
 
   /**
    * Runs `op` after the ops before it. The next op starts as soon as this
    * one has issued its pipe write (the pipe keeps the order, and a writer
-   * with `_writev` takes several at once); the returned promise settles
-   * when the write completed.
+   * with `_writev` takes several at once). Resolves once `op` issued its
+   * write (its bytes are counted in `written`); `written` of the result
+   * settles when the pipe took them.
    */
-  private enqueue(op: () => Promise<Issued>): Promise<void> {
+  private enqueue(op: () => Promise<Issued>): Promise<Issued> {
     this.lastWriteAt = Date.now();
     const issued = this.queue.then(op);
     this.queue = issued.then(
       () => {},
       () => {},
     );
-    return issued.then((w) => w.written);
+    return issued;
   }
 
   private async apply(
@@ -205,42 +221,6 @@ export class StdinStream {
 
 /** Bytes a streaming session may have issued to the pipe but not yet written. */
 export const SESSION_WINDOW = 8 * 1024 * 1024;
-
-/**
- * Writes in flight, bounded by bytes: `add` resolves at once while the
- * window has room, else once the oldest writes completed; the first failure
- * is thrown by the next `add` or by `settled`.
- */
-class WriteWindow {
-  private readonly inflight: { done: Promise<void>; n: number }[] = [];
-  private bytes = 0;
-  private failure: { err: unknown } | undefined;
-
-  constructor(private readonly limit: number) {}
-
-  async add(done: Promise<void>, n: number): Promise<void> {
-    done.catch((err: unknown) => {
-      this.failure ??= { err };
-    });
-    if (this.failure) throw this.failure.err;
-    this.inflight.push({ done, n });
-    this.bytes += n;
-    while (this.bytes > this.limit) await this.shift();
-  }
-
-  /** Every write added so far completed; throws the first failure. */
-  async settled(): Promise<void> {
-    while (this.inflight.length > 0) await this.shift();
-    if (this.failure) throw this.failure.err;
-  }
-
-  private async shift(): Promise<void> {
-    const first = this.inflight.shift();
-    if (!first) return;
-    this.bytes -= first.n;
-    await first.done;
-  }
-}
 
 /** An op of StdinStream's queue, once issued: `written` settles when its bytes were taken. */
 interface Issued {

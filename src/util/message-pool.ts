@@ -26,6 +26,9 @@ export class MessagePool implements BufferHome {
   private idleBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private used = false;
+  private taken = 0;
+  private fresh = 0;
+  private given = 0;
 
   constructor(
     private readonly maxIdle = 64,
@@ -35,6 +38,7 @@ export class MessagePool implements BufferHome {
 
   take(n: number): Buffer {
     this.touch();
+    this.taken++;
     let best = -1;
     for (let i = 0; i < this.idle.length; i++) {
       const len = (this.idle[i] as Buffer).length;
@@ -42,13 +46,17 @@ export class MessagePool implements BufferHome {
         best = i;
       }
     }
-    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(n / GRAIN) * GRAIN);
+    if (best < 0) {
+      this.fresh++;
+      return Buffer.allocUnsafeSlow(Math.ceil(n / GRAIN) * GRAIN);
+    }
     const [buf] = this.idle.splice(best, 1) as [Buffer];
     this.idleBytes -= buf.length;
     return buf;
   }
 
   give(buf: Buffer): void {
+    this.given++;
     if (this.idle.length >= this.maxIdle || this.idleBytes + buf.length > this.maxIdleBytes) return;
     this.idle.push(buf);
     this.idleBytes += buf.length;
@@ -56,15 +64,29 @@ export class MessagePool implements BufferHome {
   }
 
   /**
-   * `data` copied into a buffer of the pool, with HEADROOM spare bytes in
-   * front (a serializer writes its header there, src/util/headroom.ts).
-   * `release()` gives the buffer back: call it once nothing uses the copy.
+   * `data` copied into a buffer of the pool, with `headroom` spare bytes in
+   * front (a serializer writes the message's other fields and the bytes
+   * field's header there, src/util/headroom.ts: size it for them).
+   * `release()` gives the buffer back once nothing uses the copy (a second
+   * call does nothing).
    */
-  stage(data: Uint8Array): { view: Buffer; release: () => void } {
-    const buf = this.take(HEADROOM + data.length);
-    buf.set(data, HEADROOM);
-    const view = withHeadroom(buf.subarray(HEADROOM, HEADROOM + data.length), HEADROOM);
-    return { view, release: () => this.give(buf) };
+  stage(data: Uint8Array, headroom = HEADROOM): { view: Buffer; release: () => void } {
+    const buf = this.take(headroom + data.length);
+    buf.set(data, headroom);
+    const view = withHeadroom(buf.subarray(headroom, headroom + data.length), headroom);
+    let released = false;
+    return {
+      view,
+      release: () => {
+        if (!released) this.give(buf);
+        released = true;
+      },
+    };
+  }
+
+  /** Buffers taken so far, how many of them were new, and buffers given back. */
+  get counts(): { taken: number; fresh: number; given: number } {
+    return { taken: this.taken, fresh: this.fresh, given: this.given };
   }
 
   /** Buffers kept for reuse, and their bytes. */

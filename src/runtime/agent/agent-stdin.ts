@@ -23,6 +23,8 @@ export class AgentStdin extends Writable {
   private len: number;
   private pos = 0;
   private waiting: (() => void) | undefined;
+  /** The append in progress (settled when none is). */
+  private appending: Promise<void> = Promise.resolve();
   private gone = false;
 
   constructor(
@@ -75,7 +77,9 @@ export class AgentStdin extends Writable {
       cb();
       return;
     }
-    this.append(chunks.map((c) => c.chunk)).then(() => {
+    const append = this.append(chunks.map((c) => c.chunk));
+    this.appending = append.catch(() => {});
+    append.then(() => {
       this.send(["in", this.key, String(this.len)]);
       if (this.gone || this.len - this.pos <= STDIN_WINDOW) cb();
       else this.waiting = () => cb();
@@ -125,9 +129,12 @@ export class AgentStdin extends Writable {
       cb(err);
       return;
     }
-    fd.then(
-      (n) => close(n, () => cb(err)),
-      () => cb(err),
+    // Closed only after the write in progress: its syscalls must not meet a closed (or reused) fd.
+    this.appending.then(() =>
+      fd.then(
+        (n) => close(n, () => cb(err)),
+        () => cb(err),
+      ),
     );
   }
 }

@@ -9,7 +9,6 @@ import type { Logger } from "pino";
 import { authorize, type Need, type Principal } from "../../auth/tokens.ts";
 import type { TokenVerifier } from "../../auth/verifier.ts";
 import { TaskRouterError, UnauthenticatedError } from "../../errors.ts";
-import { MessagePool } from "../../util/message-pool.ts";
 import { lenientRequests } from "./bad-request.ts";
 import { edgeInterceptor, inflateCap, policyOfPath, principalOfCall, serviceName } from "./edge.ts";
 import { pooledDecoding, pooledRequests } from "./pooled-decoder.ts";
@@ -60,23 +59,18 @@ export class AuthServer extends Server {
     options: ServerOptions = {},
   ) {
     const cap = inflateCap(options["grpc.max_receive_message_length"]);
-    const pool = new MessagePool();
     super({
       ...options,
       interceptors: [
         edgeInterceptor(verifier, log, cap),
-        pooledDecoding(pool, log),
+        pooledDecoding(log),
         ...(options.interceptors ?? []),
       ],
     });
-    this.pool = pool;
   }
 
-  /** Where stdin requests are assembled (./pooled-decoder.ts). */
-  private readonly pool: MessagePool;
-
   override addService(service: ServiceDefinition, impl: UntypedServiceImplementation): void {
-    const def = pooledRequests(lenientRequests(service), this.pool);
+    const def = pooledRequests(lenientRequests(service));
     if (!this.verifier || policyOfPath(`/${serviceName(service)}/`) !== "task") {
       super.addService(def, impl);
       return;

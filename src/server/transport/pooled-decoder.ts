@@ -1,14 +1,14 @@
-import type {
-  MethodDefinition,
+import {
+  type MethodDefinition,
   ServerInterceptingCall,
-  ServerInterceptingCallInterface,
-  ServerInterceptor,
-  ServiceDefinition,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+  type ServiceDefinition,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import { lendView } from "../../util/chunk-pool.ts";
-import type { MessagePool } from "../../util/message-pool.ts";
+import { MessagePool } from "../../util/message-pool.ts";
 
 /**
  * Stdin requests assembled into reused buffers. grpc-js joins every request
@@ -41,17 +41,40 @@ const DATA_OF: Record<string, (req: unknown) => unknown> = {
   },
 };
 
+/** The pool of every server in this process (a process serves one router). */
+export const requestPool = new MessagePool();
+
 /** Messages smaller than this are joined as grpc-js does (a small fresh buffer). */
 const POOL_FROM = 64 * 1024;
 /**
  * Messages up to this size get their buffer when their header came and are
  * filled as their bytes come (the HTTP/2 pieces are then garbage at once,
- * while still young); larger ones (up to the receive limit) are joined once
- * all of them came, as grpc-js does. An announced size alone thus takes at
- * most this much per call, and fresh memory that is never written costs no
- * RSS.
+ * while still young), as long as the server's FillBudget allows; larger
+ * ones (up to the receive limit), and any beyond the budget, are joined
+ * once all of them came, as grpc-js does. Announced sizes alone thus hold
+ * at most the budget, across all calls.
  */
 const FILL_FROM_MAX = 32 * 1024 * 1024;
+/** Bytes all calls of a server may hold for messages announced but not yet complete. */
+const FILL_BUDGET = 128 * 1024 * 1024;
+
+/** What messages announced but not yet complete may hold, across a server's calls. */
+export class FillBudget {
+  constructor(private left = FILL_BUDGET) {}
+
+  /** Reserves `n` bytes; false (nothing reserved) when the budget has less left. */
+  take(n: number): boolean {
+    if (n > this.left) return false;
+    this.left -= n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.left += n;
+  }
+}
+
+const fillBudget = new FillBudget();
 
 /** The part of grpc-js's StreamDecoder that its calls use. */
 interface Decoder {
@@ -80,10 +103,22 @@ export class PooledDecoder implements Decoder {
   /** The pieces of a message joined only once all of it came. */
   private parts: Buffer[] = [];
 
+  /** Bytes of `budget` reserved for `target`. */
+  private reserved = 0;
+
   constructor(
     private readonly maxBytes: number,
     private readonly pool: MessagePool,
+    private readonly budget = new FillBudget(),
   ) {}
+
+  /** The call ended: gives back what a message still in progress reserved. */
+  abandon(): void {
+    this.budget.give(this.reserved);
+    this.reserved = 0;
+    this.target = undefined;
+    this.parts = [];
+  }
 
   write(data: Buffer): Buffer[] {
     const out: Buffer[] = [];
@@ -100,7 +135,9 @@ export class PooledDecoder implements Decoder {
           throw new Error(`Received message larger than max (${this.size} vs ${this.maxBytes})`);
         }
         this.missing = this.size;
-        if (this.size >= POOL_FROM && this.size <= FILL_FROM_MAX) {
+        const fill = this.size >= POOL_FROM && this.size <= FILL_FROM_MAX;
+        if (fill && this.budget.take(5 + this.size)) {
+          this.reserved = 5 + this.size;
           this.target = this.pooled(5 + this.size);
           this.filled = this.head.copy(this.target, 0);
         }
@@ -121,6 +158,8 @@ export class PooledDecoder implements Decoder {
   private finish(): Buffer {
     let msg = this.target;
     this.target = undefined;
+    this.budget.give(this.reserved);
+    this.reserved = 0;
     if (!msg) {
       const total = 5 + this.size;
       msg = this.size >= POOL_FROM ? this.pooled(total) : Buffer.allocUnsafe(total);
@@ -142,22 +181,40 @@ export class PooledDecoder implements Decoder {
 
 /**
  * The server interceptor that gives each call of a pooled method a
- * PooledDecoder over `pool`; other calls pass untouched.
+ * PooledDecoder over `requestPool` and the process's FillBudget; other
+ * calls pass untouched.
  */
-export function pooledDecoding(pool: MessagePool, log: Logger): ServerInterceptor {
+export function pooledDecoding(log: Logger): ServerInterceptor {
   let warned = false;
   return (method, call) => {
-    if (method.path in DATA_OF && !installDecoder(call, pool) && !warned) {
-      warned = true;
-      log.warn("grpc-js internals changed: stdin requests are joined into fresh buffers");
+    if (!(method.path in DATA_OF)) {
+      // No layer of its own: grpc-js only uses the call's interface (the type asks for its class).
+      return call as ServerInterceptingCall;
     }
-    // No layer of its own: grpc-js only uses the call's interface (the type asks for its class).
-    return call as ServerInterceptingCall;
+    const decoder = installDecoder(call, requestPool, fillBudget);
+    if (!decoder) {
+      if (!warned)
+        log.warn("grpc-js internals changed: stdin requests are joined into fresh buffers");
+      warned = true;
+      return call as ServerInterceptingCall;
+    }
+    // However the call ends, what its unfinished message reserved goes back to the budget.
+    return new ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: () => decoder.abandon() }),
+      sendStatus: (status, next) => {
+        decoder.abandon();
+        next(status);
+      },
+    });
   };
 }
 
-/** Replaces the decoder of `call`'s innermost (grpc-js-private) object; false if not found. */
-function installDecoder(call: ServerInterceptingCallInterface, pool: MessagePool): boolean {
+/** Replaces the decoder of `call`'s innermost (grpc-js-private) object; undefined if not found. */
+function installDecoder(
+  call: ServerInterceptingCallInterface,
+  pool: MessagePool,
+  budget: FillBudget,
+): PooledDecoder | undefined {
   let base = call as unknown as {
     nextCall?: unknown;
     decoder?: Partial<Decoder> & { readState?: unknown };
@@ -166,19 +223,21 @@ function installDecoder(call: ServerInterceptingCallInterface, pool: MessagePool
   while (base.nextCall) base = base.nextCall as typeof base;
   const { decoder, maxReceiveMessageSize: max } = base;
   // Only a decoder that has read nothing yet (grpc-js's NO_DATA state is 0).
-  if (typeof decoder?.write !== "function" || decoder.readState !== 0) return false;
-  if (typeof max !== "number") return false;
-  base.decoder = new PooledDecoder(max, pool);
-  return true;
+  if (typeof decoder?.write !== "function" || decoder.readState !== 0) return undefined;
+  if (typeof max !== "number") return undefined;
+  const ours = new PooledDecoder(max, pool, budget);
+  base.decoder = ours;
+  return ours;
 }
 
 /**
  * `service` with the request deserializers of pooled methods handing their
  * message's buffer on: to the request's `data` (recycle(data) gives it back
  * to the pool), or straight back to the pool when nothing of the request
- * views it.
+ * views it. A request with unknown fields (protobuf-es keeps them as views
+ * of the buffer) leaves it to the GC.
  */
-export function pooledRequests(service: ServiceDefinition, pool: MessagePool): ServiceDefinition {
+export function pooledRequests(service: ServiceDefinition, pool = requestPool): ServiceDefinition {
   const out: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const [name, m] of Object.entries(service)) {
     const dataOf = DATA_OF[m.path];
@@ -193,6 +252,9 @@ export function pooledRequests(service: ServiceDefinition, pool: MessagePool): S
             const req = decode(bytes);
             if (!buf) return req;
             const data = dataOf(req);
+            // Unknown fields are kept as views of the buffer too: then it is left to the GC.
+            const unknown = (req as { $unknown?: unknown[] }).$unknown?.length;
+            if (unknown) return req;
             if (data instanceof Uint8Array && data.buffer === buf.buffer) lendView(data, pool, buf);
             else pool.give(buf);
             return req;
