@@ -25,7 +25,7 @@ import {
   type SelfTime,
   window,
 } from "./lib/cpuprofile.ts";
-import { oursFirstByte, oursRead, oursStream, oursWrite } from "./lib/ours.ts";
+import { oursFirstByte, oursRead, oursWrite } from "./lib/ours.ts";
 import { renderTable } from "./lib/report.ts";
 import { startRouterProc } from "./lib/router.ts";
 import { fmtMs, fmtRate } from "./lib/stats.ts";
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
     execs
       ? burst(n)
       : upload
-        ? oursStream(r.client, task, ["cat"], n, chunk)
+        ? oursWrite(r.client, task, ["cat"], n, chunk, "stream")
         : stdin
           ? oursWrite(r.client, task, ["cat"], n, chunk)
           : oursRead(r.client, task, cmd(n), n);

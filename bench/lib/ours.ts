@@ -53,41 +53,43 @@ export async function oursRead(client: RouterClient, task: string, argv: string[
   return performance.now() - t0;
 }
 
-/** TaskExecStart → `bytes` of stdin in `chunk`-sized TaskExecStdinWrite calls, EOF → exit 0; ms. */
+/**
+ * TaskExecStart → `bytes` of stdin (`chunk` repeated), EOF → exit 0; ms. `via`: in
+ * `chunk`-sized TaskExecStdinWrite calls, each awaited (the upstream SDK's writes), or
+ * through TaskExecStdinWriteStream (`writeStdinStream`: 256 KiB messages, the upload path).
+ */
 export async function oursWrite(
   client: RouterClient,
   task: string,
   argv: string[],
   bytes: number,
   chunk: Buffer,
+  via: "unary" | "stream" = "unary",
 ) {
   const t0 = performance.now();
   const id = await client.start(task, argv, { stdout: "devnull", stderr: "pipe" });
-  for (let off = 0; off < bytes; off += chunk.length) {
-    const part = off + chunk.length <= bytes ? chunk : chunk.subarray(0, bytes - off);
-    await client.writeStdin(task, id, off, part, off + part.length >= bytes);
-  }
-  await expectZero(client, task, id, argv.join(" "));
-  return performance.now() - t0;
-}
-
-/** TaskExecStart → `bytes` of stdin through TaskExecStdinWriteStream (`chunk` repeated), EOF → exit 0; ms. */
-export async function oursStream(
-  client: RouterClient,
-  task: string,
-  argv: string[],
-  bytes: number,
-  chunk: Buffer,
-) {
-  const t0 = performance.now();
-  const id = await client.start(task, argv, { stdout: "devnull", stderr: "pipe" });
-  async function* source() {
+  const parts = function* () {
     for (let off = 0; off < bytes; off += chunk.length) {
       yield off + chunk.length <= bytes ? chunk : chunk.subarray(0, bytes - off);
     }
+  };
+  if (via === "stream") {
+    const sent = await writeStdinStream(
+      client,
+      task,
+      id,
+      (async function* () {
+        yield* parts();
+      })(),
+    );
+    if (sent !== bytes) throw new Error(`${argv.join(" ")}: sent ${sent} bytes, expected ${bytes}`);
+  } else {
+    let off = 0;
+    for (const part of parts()) {
+      await client.writeStdin(task, id, off, part, off + part.length >= bytes);
+      off += part.length;
+    }
   }
-  const sent = await writeStdinStream(client, task, id, source());
-  if (sent !== bytes) throw new Error(`${argv.join(" ")}: sent ${sent} bytes, expected ${bytes}`);
   await expectZero(client, task, id, argv.join(" "));
   return performance.now() - t0;
 }
