@@ -6,12 +6,14 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { RouterClient } from "../src/client/client.ts";
 import { FsError, TaskFilesystem } from "../src/client/fs.ts";
 import { reader } from "../src/client/stdin-source.ts";
-import { stdinStatus, writeStdinStream } from "../src/client/stdin-stream.ts";
+import { fileSource, stdinStatus, writeStdinStream } from "../src/client/stdin-stream.ts";
 import { ROOT } from "./helpers/cli-run.ts";
 import { startProxy, type TcpProxy } from "./helpers/proxy.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
@@ -125,11 +127,17 @@ describe("client: TaskExecStdinWriteStream", () => {
     assert.equal(await h.digest(), sha(new Uint8Array()));
   });
 
-  for (const kind of ["seekable", "one-shot"] as const) {
-    it(`resumes a ${kind} source across cut connections: every byte exactly once`, async () => {
+  for (const kind of ["seekable", "one-shot", "file (pooled chunks)"] as const) {
+    it(`resumes a ${kind} source across cut connections: every byte exactly once`, async (t) => {
       const data = randomBytes(40 * MiB);
       const h = await hasher();
       const resumes: number[] = [];
+      const file = async () => {
+        const dir = await mkdtemp(join(tmpdir(), "taskrouter-client-fs-"));
+        t.after(() => rm(dir, { recursive: true, force: true }));
+        await writeFile(join(dir, "src.bin"), data);
+        return fileSource(join(dir, "src.bin"));
+      };
       const source =
         kind === "seekable"
           ? {
@@ -137,9 +145,11 @@ describe("client: TaskExecStdinWriteStream", () => {
                 yield data.subarray(o);
               },
             }
-          : (async function* () {
-              for (let i = 0; i < data.length; i += MiB) yield data.subarray(i, i + MiB);
-            })();
+          : kind === "file (pooled chunks)"
+            ? await file()
+            : (async function* () {
+                for (let i = 0; i < data.length; i += MiB) yield data.subarray(i, i + MiB);
+              })();
       const stop = proxy.cutEveryUp(12 * MiB);
       try {
         // The proxy cuts by bytes, also during a resume's own calls: allow more than the SDK's 9.
