@@ -90,7 +90,9 @@ describe("PooledDecoder cuts messages as grpc-js's StreamDecoder does", () => {
     const msg = randomBytes(600 * 1024); // beyond the budget: collected, joined at the end
     assert.ok((decodeAll(b, framed(msg), [4096])[0] as Buffer).equals(framed(msg)));
     a.abandon(); // its call ended mid-message
-    assert.equal(budget.take(MiB), true);
+    const c = new PooledDecoder(-1, new MessagePool(), budget);
+    assert.ok((decodeAll(c, framed(msg), [4096])[0] as Buffer).equals(framed(msg))); // reserved, filled
+    assert.equal(budget.take(MiB), true, "a finished message gave its reservation back");
   });
 
   it("refuses a message past the limit with grpc-js's error", () => {

@@ -9,6 +9,7 @@ import {
   type TaskExecStdinStatusResponse,
   TaskExecStdinWriteStreamRequestSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
+import { bytesField } from "../rpc/service-def.ts";
 import { recycle } from "../util/chunk-pool.ts";
 import { headroomOf } from "../util/headroom.ts";
 import { type RouterClient, STAGE_FROM } from "./client.ts";
@@ -208,19 +209,8 @@ async function attemptStream(
 function streamMethod(taskId: string, execId: string): MethodDefinition<Msg, unknown> {
   const base = def("taskExecStdinWriteStream");
   const serialize = (m: Msg): Buffer => {
-    if ("data" in m) {
-      const n = m.data.length;
-      const head = varint([0x12], n);
-      if (headroomOf(m.data) >= head.length) {
-        const out = Buffer.from(m.data.buffer, m.data.byteOffset - head.length, head.length + n);
-        out.set(head, 0);
-        return out;
-      }
-      const out = Buffer.allocUnsafe(head.length + n);
-      out.set(head, 0);
-      out.set(m.data, head.length);
-      return out;
-    }
+    // `data` is field 2 of the request (in its oneof `payload`).
+    if ("data" in m) return bytesField(2, m.data);
     const msg = create(TaskExecStdinWriteStreamRequestSchema, {
       payload:
         "start" in m
@@ -230,17 +220,6 @@ function streamMethod(taskId: string, execId: string): MethodDefinition<Msg, unk
     return Buffer.from(toBinary(TaskExecStdinWriteStreamRequestSchema, msg));
   };
   return { ...base, requestSerialize: serialize } as MethodDefinition<Msg, unknown>;
-}
-
-function varint(prefix: number[], n: number): Uint8Array {
-  const out = [...prefix];
-  let v = n;
-  while (v >= 0x80) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Uint8Array.from(out);
 }
 
 function abortReason(signal: AbortSignal): Error {

@@ -88,6 +88,20 @@ export function serializer<D extends DescMessage>(desc: D) {
 }
 
 /**
+ * A message whose only field is bytes field `number` = `data`: written into
+ * `data`'s headroom when it has room (no copy, see `inFront`), else the
+ * data copied once behind its tag and length.
+ */
+export function bytesField(number: number, data: Uint8Array): Buffer {
+  const inPlace = inFront(new Uint8Array(0), number, data);
+  if (inPlace) return inPlace;
+  const tag = (number << 3) | 2;
+  const out = Buffer.allocUnsafe(varintSize(tag) + varintSize(data.length) + data.length);
+  out.set(data, writeVarint(out, writeVarint(out, 0, tag), data.length));
+  return out;
+}
+
+/**
  * The message `head` + field `number` = `data`, written into the headroom in
  * front of `data` (src/util/headroom.ts): no copy of the bytes. Undefined
  * when `data` has too little headroom.

@@ -16,8 +16,8 @@ import { MessagePool } from "../../util/message-pool.ts";
  * 16 MiB stdin write that is 16 MiB of fresh memory per call, and the
  * churn kept V8's full collections busy (BENCHMARKS.md, "Receiving without
  * fresh buffers"). For the methods below, the call's decoder is replaced by
- * a PooledDecoder, which joins the pieces into a buffer from a MessagePool
- * shared by the server; the request's `data` then views that buffer, and
+ * a PooledDecoder, which joins the pieces into a buffer from the process's
+ * MessagePool; the request's `data` then views that buffer, and
  * whoever wrote the bytes on gives it back with `recycle(data)`
  * (src/util/chunk-pool.ts; src/exec/stdin.ts does, once the pipe took
  * them). A request that is not recycled leaves its buffer to the GC.
@@ -49,16 +49,16 @@ const POOL_FROM = 64 * 1024;
 /**
  * Messages up to this size get their buffer when their header came and are
  * filled as their bytes come (the HTTP/2 pieces are then garbage at once,
- * while still young), as long as the server's FillBudget allows; larger
+ * while still young), as long as the process's FillBudget allows; larger
  * ones (up to the receive limit), and any beyond the budget, are joined
  * once all of them came, as grpc-js does. Announced sizes alone thus hold
  * at most the budget, across all calls.
  */
 const FILL_FROM_MAX = 32 * 1024 * 1024;
-/** Bytes all calls of a server may hold for messages announced but not yet complete. */
+/** Bytes all calls in this process may hold for messages announced but not yet complete. */
 const FILL_BUDGET = 128 * 1024 * 1024;
 
-/** What messages announced but not yet complete may hold, across a server's calls. */
+/** What messages announced but not yet complete may hold, across calls. */
 export class FillBudget {
   constructor(private left = FILL_BUDGET) {}
 
@@ -103,9 +103,6 @@ export class PooledDecoder implements Decoder {
   /** The pieces of a message joined only once all of it came. */
   private parts: Buffer[] = [];
 
-  /** Bytes of `budget` reserved for `target`. */
-  private reserved = 0;
-
   constructor(
     private readonly maxBytes: number,
     private readonly pool: MessagePool,
@@ -114,8 +111,7 @@ export class PooledDecoder implements Decoder {
 
   /** The call ended: gives back what a message still in progress reserved. */
   abandon(): void {
-    this.budget.give(this.reserved);
-    this.reserved = 0;
+    this.budget.give(this.target?.length ?? 0);
     this.target = undefined;
     this.parts = [];
   }
@@ -136,8 +132,8 @@ export class PooledDecoder implements Decoder {
         }
         this.missing = this.size;
         const fill = this.size >= POOL_FROM && this.size <= FILL_FROM_MAX;
+        // `target` holds exactly what it reserved (5 + size bytes) until given back.
         if (fill && this.budget.take(5 + this.size)) {
-          this.reserved = 5 + this.size;
           this.target = this.pooled(5 + this.size);
           this.filled = this.head.copy(this.target, 0);
         }
@@ -158,8 +154,7 @@ export class PooledDecoder implements Decoder {
   private finish(): Buffer {
     let msg = this.target;
     this.target = undefined;
-    this.budget.give(this.reserved);
-    this.reserved = 0;
+    this.budget.give(msg?.length ?? 0);
     if (!msg) {
       const total = 5 + this.size;
       msg = this.size >= POOL_FROM ? this.pooled(total) : Buffer.allocUnsafe(total);
@@ -198,7 +193,8 @@ export function pooledDecoding(log: Logger): ServerInterceptor {
       warned = true;
       return call as ServerInterceptingCall;
     }
-    // However the call ends, what its unfinished message reserved goes back to the budget.
+    // However the call ends, what its unfinished message reserved goes back to the budget
+    // (grpc-js calls onCancel also after a status; the status hook covers an early answer).
     return new ServerInterceptingCall(call, {
       start: (next) => next({ onCancel: () => decoder.abandon() }),
       sendStatus: (status, next) => {
