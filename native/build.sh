@@ -9,6 +9,7 @@
 #   taskrouter-agent  the per-task exec agent: starts, feeds, logs and reaps a task's execs (static)
 #   taskrouter-opentree  starts a runc task's agent with fd 3 a detached mount of its exec directory
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
+#   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -27,3 +28,14 @@ for n in exec pty mount console spawner agent opentree; do
   mv "build/native/taskrouter-$n.tmp" "build/native/taskrouter-$n"
 done
 mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools
+
+# The addon needs node_api.h: beside the running node (official builds, nvm) or /usr/include/node (Debian).
+NODE_INCLUDE="${NODE_INCLUDE:-$(node -p 'require("path").resolve(process.execPath, "../../include/node")' 2>/dev/null || true)}"
+for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
+  if [ -n "$dir" ] && [ -f "$dir/node_api.h" ]; then
+    "$CC" -O2 -Wall -Wextra -Werror -shared -fPIC -I"$dir" -o build/native/taskrouter-malloc.tmp native/malloc-tune.c
+    mv build/native/taskrouter-malloc.tmp build/native/taskrouter-malloc.node
+    exit 0
+  fi
+done
+echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): taskrouter-malloc.node not built; the router keeps glibc's malloc thresholds" >&2

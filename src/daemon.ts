@@ -19,6 +19,7 @@ import { SecretStore } from "./secrets/secret-store.ts";
 import { type RouterServer, startServer } from "./server/transport/server.ts";
 import { DEFAULT_MEMORY_SNAPSHOT_TTL_MS, MemorySnapshots } from "./snapshots/memory-snapshots.ts";
 import { TaskManager } from "./tasks/task-manager.ts";
+import { tuneMalloc } from "./util/malloc-thresholds.ts";
 import { snapshotProgress } from "./util/progress.ts";
 import { LocalVolumeBackend } from "./volumes/backend.ts";
 import { StoreTaskVolumes } from "./volumes/task-volumes.ts";
@@ -144,6 +145,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   // A bad profile file stops the start, whichever runtime ends up the default.
   loadSeccomp(config.seccomp, TASK_SECCOMP_CAPS);
   taskSubnet(config.taskSubnet); // so is a bad --task-subnet
+  const untuned = tuneMalloc();
+  if (untuned) {
+    log[untuned.expected ? "info" : "warn"](
+      { reason: untuned.reason },
+      "malloc thresholds left at glibc's defaults",
+    );
+  }
 
   // A bad --registry (form, auth file) stops the start; the registry itself may be down.
   const remote = config.registry

@@ -24,6 +24,7 @@ import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { ExitStatus } from "../runtime/runtime.ts";
 import { MessagePool } from "../util/message-pool.ts";
 import { fromServiceError, isServiceError } from "./errors.ts";
+import { frameInPlace, installInPlaceFraming } from "./in-place-frames.ts";
 import type { ClientOptions, StartOptions } from "./options.ts";
 import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
 
@@ -64,6 +65,7 @@ export class RouterClient {
     });
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.token = opts.token;
+    installInPlaceFraming();
   }
 
   close(): void {
@@ -254,6 +256,8 @@ export class RouterClient {
   ): Promise<void> {
     const staged =
       data.length >= STAGE_FROM ? this.stage(data, stdinHeadroom(taskId, execId)) : undefined;
+    // The staged copy is this call's alone until it settled: grpc-js may frame it in place.
+    const endLease = staged ? frameInPlace(staged.view) : undefined;
     try {
       await this.unary(
         "taskExecStdinWrite",
@@ -266,7 +270,8 @@ export class RouterClient {
         }),
       );
     } finally {
-      // The call is over: grpc-js copied the message into its frames long before.
+      // The call is over: grpc-js is done with the message (framed in place or copied).
+      endLease?.();
       staged?.release();
     }
   }

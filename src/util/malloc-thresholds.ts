@@ -1,0 +1,48 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const MiB = 1024 * 1024;
+
+/**
+ * glibc malloc thresholds for the router process (docs/DECISIONS.md,
+ * "Malloc thresholds of the router"): freed memory up to `trim` bytes at the
+ * top of the heap stays with the process, the heap grows `topPad` bytes
+ * beyond each need, and allocations below `mmap` bytes come from the heap.
+ */
+export const MALLOC_THRESHOLDS = { trim: 128 * MiB, topPad: 32 * MiB, mmap: 32 * MiB } as const;
+
+/** The environment variables by which an operator sets glibc's thresholds at start. */
+const OPERATOR_VARS = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"];
+
+const ADDON = fileURLToPath(new URL("../../build/native/taskrouter-malloc.node", import.meta.url));
+
+interface Addon {
+  tune(trim: number, topPad: number, mmap: number): boolean;
+}
+
+/** Why MALLOC_THRESHOLDS were not applied; `expected`: by the operator's choice (not a fault). */
+export interface NotTuned {
+  reason: string;
+  expected: boolean;
+}
+
+/**
+ * Applies MALLOC_THRESHOLDS to this process through native/malloc-tune.c.
+ * Returns undefined once applied, else why they were not (the caller logs
+ * it; the process then runs on glibc's defaults): the operator set any of
+ * glibc's MALLOC_*_ variables (theirs are kept), the addon was not built
+ * (no Node headers at install), or the C library refused them.
+ */
+export function tuneMalloc(env: NodeJS.ProcessEnv = process.env): NotTuned | undefined {
+  const set = OPERATOR_VARS.filter((v) => env[v] !== undefined);
+  if (set.length > 0) return { reason: `the operator's ${set.join(", ")} kept`, expected: true };
+  if (!existsSync(ADDON)) {
+    const reason = `${ADDON} is missing (native/build.sh builds it when Node's headers are found)`;
+    return { reason, expected: false };
+  }
+  const addon = createRequire(import.meta.url)(ADDON) as Addon;
+  const { trim, topPad, mmap } = MALLOC_THRESHOLDS;
+  if (addon.tune(trim, topPad, mmap)) return undefined;
+  return { reason: "the C library refused them", expected: false };
+}

@@ -1,0 +1,121 @@
+/**
+ * The client's in-place framing (src/client/in-place-frames.ts): a staged
+ * unary stdin write is framed in its own headroom instead of behind
+ * grpc-js's copy. End to end (a router in this process, `sha256sum` in a host
+ * task: the bytes that arrive are checked, and the count proves the fast path
+ * ran), and against grpc-js's CompressionFilter itself for the cases that
+ * must fall back to its own framing (compression, the send limit, memory
+ * that is not lent or no longer lent). Fails when a grpc-js upgrade loses
+ * the fast path.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { CompressionFilter } from "@grpc/grpc-js/build/src/compression-filter.js";
+import { STAGE_FROM } from "../src/client/client.ts";
+import {
+  framedInPlace,
+  frameInPlace,
+  installInPlaceFraming,
+} from "../src/client/in-place-frames.ts";
+import { withHeadroom } from "../src/util/headroom.ts";
+import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
+import { closeChecked, MiB } from "./helpers/wire-common.ts";
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** A message of `n` random bytes with 16 spare bytes in front (as a staged write has). */
+function withRoom(n: number): Buffer {
+  const whole = Buffer.alloc(16 + n);
+  randomBytes(n).copy(whole, 16);
+  return withHeadroom(whole.subarray(16), 16);
+}
+
+/** grpc-js's framing step for one message, through a filter built with `options`. */
+async function send(options: Record<string, unknown>, message: Buffer) {
+  const filter = new CompressionFilter(options, {});
+  return (await filter.sendMessage(Promise.resolve({ message }))).message;
+}
+
+describe("in-place framing of client requests", () => {
+  it("finds grpc-js's CompressionFilter (the fast path is on)", () => {
+    assert.equal(installInPlaceFraming(), true);
+  });
+
+  it("frames lent memory in its headroom, and copies once the lease ended", async () => {
+    installInPlaceFraming();
+    const msg = withRoom(1000);
+    const endLease = frameInPlace(msg);
+    const n = framedInPlace();
+    const out = await send({}, msg);
+    assert.equal(out.buffer, msg.buffer, "copied although lent");
+    assert.equal(out.byteOffset, msg.byteOffset - 5);
+    assert.deepEqual([...out.subarray(0, 5)], [0, 0, 0, 0x03, 0xe8]);
+    assert.equal(framedInPlace(), n + 1);
+    endLease();
+    const copied = await send({}, msg);
+    assert.notEqual(copied.buffer, msg.buffer);
+    assert.deepEqual(copied, out, "grpc-js's own frame differs");
+    assert.equal(framedInPlace(), n + 1);
+  });
+
+  it("leaves memory that was never lent, compression and the send limit to grpc-js", async () => {
+    installInPlaceFraming();
+    const n = framedInPlace();
+    const plain = withRoom(64);
+    assert.notEqual((await send({}, plain)).buffer, plain.buffer);
+
+    const msg = withRoom(4096);
+    const endLease = frameInPlace(msg);
+    try {
+      // gzip (algorithm 2): grpc-js compresses, and marks the frame so.
+      const gz = await send({ "grpc.default_compression_algorithm": 2 }, msg);
+      assert.equal(gz[0], 1);
+      assert.notEqual(gz.buffer, msg.buffer);
+      await assert.rejects(send({ "grpc.max_send_message_length": 100 }, msg), (err: unknown) => {
+        assert.equal((err as { code?: number }).code, 8); // RESOURCE_EXHAUSTED
+        return true;
+      });
+    } finally {
+      endLease();
+    }
+    assert.equal(framedInPlace(), n);
+  });
+});
+
+describe("in-place framing, end to end", () => {
+  let r: TestRouter;
+  let task: string;
+  before(async () => {
+    r = await startRouter();
+    task = await r.newTask();
+  });
+  after(() => closeChecked(r, []));
+
+  /** `sha256sum` fed by writeStdin in `part`-sized writes; resolves to its digest. */
+  const digest = async (data: Buffer, part: number) => {
+    const id = await r.client.start(task, ["sha256sum"], { stdout: "pipe", stderr: "pipe" });
+    for (let off = 0; off < data.length; off += part) {
+      const piece = data.subarray(off, off + part);
+      await r.client.writeStdin(task, id, off, piece, off + piece.length >= data.length);
+    }
+    assert.deepEqual(await r.client.wait(task, id), { code: 0 });
+    return (await collect(r.client.read(task, id, "stdout"))).toString().split(" ")[0];
+  };
+
+  it("delivers concurrent staged writes intact, each framed in place", async () => {
+    const a = randomBytes(12 * MiB + STAGE_FROM + 5); // every piece staged
+    const b = randomBytes(9 * MiB + 77);
+    const n = framedInPlace();
+    const got = await Promise.all([digest(a, 4 * MiB), digest(b, 2 * MiB)]);
+    assert.deepEqual(got, [sha(a), sha(b)]);
+    assert.equal(framedInPlace(), n + 4 + 5, "some staged writes were copied by grpc-js");
+  });
+
+  it("frames writes below STAGE_FROM through grpc-js (not lent)", async () => {
+    const data = randomBytes(3 * STAGE_FROM);
+    const n = framedInPlace();
+    assert.equal(await digest(data, STAGE_FROM - 1), sha(data));
+    assert.equal(framedInPlace(), n);
+  });
+});
