@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { TaskCommandRouter } from "../../gen/modal_proto/task_command_router_pb.ts";
 import { lendView } from "../../util/chunk-pool.ts";
 import { MessagePool } from "../../util/message-pool.ts";
+import { YoungCollector } from "../../util/young-gc.ts";
 
 /**
  * Stdin requests assembled into reused buffers. grpc-js joins every request
@@ -57,6 +58,12 @@ const POOL_FROM = 64 * 1024;
 const FILL_FROM_MAX = 32 * 1024 * 1024;
 /** Bytes all calls in this process may hold for messages announced but not yet complete. */
 const FILL_BUDGET = 128 * 1024 * 1024;
+/**
+ * The HTTP/2 read buffers the pieces came in are garbage once copied: a
+ * young collection per this many bytes received frees them (src/util/young-gc.ts).
+ */
+const COLLECT_EVERY = 8 * 1024 * 1024;
+const received = new YoungCollector(COLLECT_EVERY);
 
 /** What messages announced but not yet complete may hold, across calls. */
 export class FillBudget {
@@ -117,6 +124,7 @@ export class PooledDecoder implements Decoder {
   }
 
   write(data: Buffer): Buffer[] {
+    received.add(data.length);
     const out: Buffer[] = [];
     let pos = 0;
     while (pos < data.length) {
