@@ -44,6 +44,8 @@ export function youngCollection(): (() => void) | undefined {
  */
 export class YoungCollector {
   private since = 0;
+  /** Collections run so far. */
+  collections = 0;
 
   constructor(
     private readonly every: number,
@@ -55,6 +57,7 @@ export class YoungCollector {
     this.since += n;
     if (this.since < this.every || !this.collect) return;
     this.since = 0;
+    this.collections++;
     this.collect();
   }
 }

@@ -63,7 +63,8 @@ const FILL_BUDGET = 128 * 1024 * 1024;
  * young collection per this many bytes received frees them (src/util/young-gc.ts).
  */
 const COLLECT_EVERY = 8 * 1024 * 1024;
-const received = new YoungCollector(COLLECT_EVERY);
+/** The process's collector for the bytes pooled methods received (exported for tests). */
+export const received = new YoungCollector(COLLECT_EVERY);
 
 /** What messages announced but not yet complete may hold, across calls. */
 export class FillBudget {

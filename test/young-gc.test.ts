@@ -1,0 +1,80 @@
+/**
+ * Young collections on demand (src/util/young-gc.ts): V8's `gc` is reached
+ * without a global in this context, a call runs a real scavenge (seen by a
+ * PerformanceObserver of GC entries), YoungCollector collects once per
+ * `every` bytes, and the router's pooled decoder runs them while a large
+ * stdin write arrives (a router in this process: its collections are ours to
+ * observe). Fails when a Node upgrade takes `gc` out of reach.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { constants, PerformanceObserver } from "node:perf_hooks";
+import { after, before, describe, it } from "node:test";
+import { received } from "../src/server/transport/pooled-decoder.ts";
+import { YoungCollector, youngCollection } from "../src/util/young-gc.ts";
+import { startRouter, type TestRouter } from "./helpers/router.ts";
+import { closeChecked, MiB } from "./helpers/wire-common.ts";
+
+/** Runs `fn` and counts the minor collections V8 reported meanwhile. */
+async function minorCollections(fn: () => Promise<void> | void): Promise<number> {
+  let n = 0;
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) n++;
+    }
+  });
+  obs.observe({ entryTypes: ["gc"] });
+  try {
+    await fn();
+    // GC entries are delivered asynchronously.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return n;
+  } finally {
+    obs.disconnect();
+  }
+}
+
+describe("young collections on demand", () => {
+  it("reach V8's gc without a global, and run a scavenge", async () => {
+    const collect = youngCollection();
+    assert.ok(collect, "V8's gc is out of reach");
+    assert.equal(typeof (globalThis as { gc?: unknown }).gc, "undefined");
+    assert.ok((await minorCollections(() => collect())) >= 1);
+  });
+
+  it("YoungCollector collects once per `every` bytes", () => {
+    let runs = 0;
+    const c = new YoungCollector(10, () => runs++);
+    for (const n of [3, 3, 3]) c.add(n);
+    assert.equal(runs, 0);
+    c.add(1);
+    assert.equal(runs, 1);
+    c.add(25);
+    assert.equal(runs, 2, "a large add collects once");
+    assert.equal(c.collections, 2);
+    new YoungCollector(1, undefined).add(5); // without gc: nothing to run, no error
+  });
+});
+
+describe("young collections while stdin arrives", () => {
+  let r: TestRouter;
+  let task: string;
+  before(async () => {
+    r = await startRouter();
+    task = await r.newTask();
+  });
+  after(() => closeChecked(r, []));
+
+  it("the pooled decoder collects per 8 MiB received", async () => {
+    const data = randomBytes(20 * MiB);
+    const id = await r.client.start(task, ["cat"], { stdout: "devnull", stderr: "pipe" });
+    // Calls below the decoder's threshold do not collect; 20 MiB crosses it at least twice.
+    const before = received.collections;
+    const n = await minorCollections(() => r.client.writeStdin(task, id, 0, data, true));
+    assert.deepEqual(await r.client.wait(task, id), { code: 0 });
+    assert.ok(received.collections - before >= 2, "the decoder did not collect");
+    assert.ok(n >= received.collections - before, `${n} minor collections seen`);
+  });
+});
