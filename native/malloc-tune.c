@@ -11,7 +11,7 @@
  *     accepted all three. Setting any of them turns off glibc's dynamic
  *     thresholds.
  *
- * Why (docs/DECISIONS.md, "Malloc thresholds of the router"): Node's HTTP/2
+ * Why (docs/DECISIONS.md, "Stdin without copies on either side"): Node's HTTP/2
  * reads every socket chunk into a fresh 64 KiB buffer, and V8 frees those
  * buffers in batches at each collection. With glibc's defaults the freed top
  * of the heap goes back to the kernel every time, so the next reads fault

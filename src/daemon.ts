@@ -149,7 +149,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   if (untuned) {
     log[untuned.expected ? "info" : "warn"](
       { reason: untuned.reason },
-      "malloc thresholds left at glibc's defaults",
+      "malloc thresholds not applied",
     );
   }
 

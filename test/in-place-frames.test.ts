@@ -12,7 +12,8 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { CompressionFilter } from "@grpc/grpc-js/build/src/compression-filter.js";
-import { STAGE_FROM } from "../src/client/client.ts";
+import { RouterClient, STAGE_FROM } from "../src/client/client.ts";
+import { RpcError } from "../src/client/errors.ts";
 import {
   framedInPlace,
   frameInPlace,
@@ -59,11 +60,17 @@ describe("in-place framing of client requests", () => {
     assert.equal(framedInPlace(), n + 1);
   });
 
-  it("leaves memory that was never lent, compression and the send limit to grpc-js", async () => {
+  it("leaves memory not lent (or without room for the prefix), compression and the send limit to grpc-js", async () => {
     installInPlaceFraming();
     const n = framedInPlace();
     const plain = withRoom(64);
     assert.notEqual((await send({}, plain)).buffer, plain.buffer);
+    // Lent, but with 4 spare bytes: no room for the prefix.
+    const whole = Buffer.alloc(4 + 64);
+    const tight = withHeadroom(whole.subarray(4), 4);
+    const endTight = frameInPlace(tight);
+    assert.notEqual((await send({}, tight)).buffer, tight.buffer);
+    endTight();
 
     const msg = withRoom(4096);
     const endLease = frameInPlace(msg);
@@ -110,6 +117,29 @@ describe("in-place framing, end to end", () => {
     const got = await Promise.all([digest(a, 4 * MiB), digest(b, 2 * MiB)]);
     assert.deepEqual(got, [sha(a), sha(b)]);
     assert.equal(framedInPlace(), n + 4 + 5, "some staged writes were copied by grpc-js");
+  });
+
+  it("drops a staged buffer after a failed attempt, reuses it after a success", async () => {
+    // A router that refuses the token answers before it reads the body: grpc-js may go on
+    // sending the lent buffer, which must then never serve another write.
+    const strict = await startRouter({ auth: { mode: "jwt" } });
+    const c = new RouterClient(strict.address, {
+      token: "not-a-token",
+      retry: { tries: 1, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    try {
+      const before = c.stagingCounts;
+      await assert.rejects(c.writeStdin("t", "e", 0, randomBytes(4 * MiB)), RpcError);
+      assert.equal(c.stagingCounts.taken, before.taken + 1);
+      assert.equal(c.stagingCounts.given, before.given, "a failed call's buffer went back");
+    } finally {
+      c.close();
+      await strict.close();
+    }
+    const data = randomBytes(2 * MiB);
+    const given = r.client.stagingCounts.given;
+    assert.equal(await digest(data, 2 * MiB), sha(data));
+    assert.equal(r.client.stagingCounts.given, given + 1);
   });
 
   it("frames writes below STAGE_FROM through grpc-js (not lent)", async () => {

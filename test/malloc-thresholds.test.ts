@@ -8,7 +8,10 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -56,6 +59,14 @@ describe("malloc thresholds", () => {
       reason: "the operator's MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_ kept",
       expected: true,
     });
+    assert.deepEqual(tuneMalloc({ GLIBC_TUNABLES: "glibc.malloc.top_pad=0:glibc.rtld.x=1" }), {
+      reason: "the operator's GLIBC_TUNABLES kept",
+      expected: true,
+    });
+    assert.equal(
+      tuneMalloc({ GLIBC_TUNABLES: "glibc.malloc.arena_max=2" }, "/nonexistent")?.expected,
+      false,
+    );
   });
 
   it("are accepted by the addon, which refuses anything but byte counts", { skip }, () => {
@@ -74,6 +85,22 @@ describe("malloc thresholds", () => {
     }
   });
 
+  it("report an addon that is missing or cannot be loaded, and change nothing", async () => {
+    const missing = tuneMalloc({}, "/nonexistent/taskrouter-malloc.node");
+    assert.equal(missing?.expected, false);
+    assert.match(missing?.reason ?? "", /is missing/);
+    const dir = await mkdtemp(join(tmpdir(), "taskrouter-malloc-"));
+    try {
+      const fake = join(dir, "taskrouter-malloc.node");
+      await writeFile(fake, "not an ELF file");
+      const broken = tuneMalloc({}, fake);
+      assert.equal(broken?.expected, false);
+      assert.match(broken?.reason ?? "", /could not be used/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("kept at the operator's values are reported in the router's log (info)", async () => {
     const saved = process.env.MALLOC_TOP_PAD_;
     process.env.MALLOC_TOP_PAD_ = "1048576";
@@ -82,7 +109,7 @@ describe("malloc thresholds", () => {
       const log = pino({ level: "info" }, { write: (l: string) => void logs.push(JSON.parse(l)) });
       const r = await startRouter({}, log);
       try {
-        const line = logs.find((l) => l.msg === "malloc thresholds left at glibc's defaults");
+        const line = logs.find((l) => l.msg === "malloc thresholds not applied");
         assert.ok(line, "no log line");
         assert.equal(line.reason, "the operator's MALLOC_TOP_PAD_ kept");
       } finally {

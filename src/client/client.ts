@@ -258,21 +258,32 @@ export class RouterClient {
       data.length >= STAGE_FROM ? this.stage(data, stdinHeadroom(taskId, execId)) : undefined;
     // The staged copy is this call's alone until it settled: grpc-js may frame it in place.
     const endLease = staged ? frameInPlace(staged.view) : undefined;
+    const req = create(TaskExecStdinWriteRequestSchema, {
+      taskId,
+      execId,
+      offset: BigInt(offset),
+      data: staged?.view ?? data,
+      eof,
+    });
+    const def = ROUTER.taskExecStdinWrite as MethodDefinition<unknown, unknown>;
+    let clean = true;
     try {
-      await this.unary(
-        "taskExecStdinWrite",
-        create(TaskExecStdinWriteRequestSchema, {
-          taskId,
-          execId,
-          offset: BigInt(offset),
-          data: staged?.view ?? data,
-          eof,
-        }),
+      await withRetry(
+        () =>
+          this.call(def, req).catch((err: unknown) => {
+            clean = false;
+            throw err;
+          }),
+        this.retry,
       );
+    } catch (err) {
+      throw fromServiceError(err);
     } finally {
-      // The call is over: grpc-js is done with the message (framed in place or copied).
       endLease?.();
-      staged?.release();
+      // A success means the router read the whole message: grpc-js is done with it. An attempt
+      // that failed may still be sending it (grpc-js ends a stream answered early without
+      // resetting it): its buffer is left to the GC, never reused under it.
+      if (clean) staged?.release();
     }
   }
 
@@ -283,6 +294,11 @@ export class RouterClient {
    */
   stage(data: Uint8Array, headroom?: number): { view: Buffer; release: () => void } {
     return this.staging.stage(data, headroom);
+  }
+
+  /** The staging pool's counts (MessagePool.counts): buffers taken, new, given back. */
+  get stagingCounts(): { taken: number; fresh: number; given: number } {
+    return this.staging.counts;
   }
 
   /** Builds a request message of any schema (for callers of `unary`). */

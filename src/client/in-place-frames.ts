@@ -6,24 +6,28 @@ import { headroomOf } from "../util/headroom.ts";
  * copy. grpc-js frames every request message by copying it into a fresh
  * buffer behind the 5-byte gRPC prefix: for a 16 MiB stdin write that is a
  * 16 MiB allocation and copy per call, and the churn of those buffers kept
- * the client in full collections (BENCHMARKS.md, "Stdin without copies on
- * either side"). A message serialized into a buffer lent with `frameInPlace`
+ * the client in full collections (BENCHMARKS.md and docs/DECISIONS.md,
+ * "Stdin without copies on either side"). A message serialized into a buffer lent with `frameInPlace`
  * (a staged stdin write: src/util/headroom.ts gives the spare bytes in front)
  * gets its prefix written into those spare bytes instead.
  *
  * grpc-js has no API for it: the step is its CompressionFilter's
  * `sendMessage`, reached through its build path and wrapped once; a filter
- * that is not the identity (compressing), a message over the send limit or
- * any message not lent goes through grpc-js's own code unchanged. When the
- * class is not found (a grpc-js upgrade moved it) `installInPlaceFraming`
- * returns false and every message is copied as before; a test
- * (test/in-place-frames.test.ts) fails when the fast path is lost.
+ * that is not the identity (compressing), a message over the send limit,
+ * any message not lent and any call of another shape go through grpc-js's
+ * own code unchanged. When the class or its fields are not found (a grpc-js
+ * upgrade moved them) `installInPlaceFraming` returns false and every
+ * message is copied as before; a test (test/in-place-frames.test.ts) fails
+ * when the fast path is lost.
  *
  * Ownership: grpc-js keeps the framed message (then: the lent memory) until
- * the call ended, for a transparent retry. So only memory that stays
- * untouched until the call's end may be lent: a unary call's request, its
- * lease ended after the call settled. Stream messages are never lent (grpc-js
- * acknowledges their writes before it sent them).
+ * the call ended, for a transparent retry, and a call answered early (an
+ * error status before the whole request went out) may go on sending it
+ * after its callback ran. So only memory that stays untouched until the
+ * call's end may be lent, and reused only after a success: a unary call's
+ * request (RouterClient.writeStdin drops its buffer after a failed attempt).
+ * Stream messages are never lent (grpc-js acknowledges their writes before
+ * it sent them).
  */
 
 const lent = new WeakSet<ArrayBufferLike>();
@@ -51,9 +55,11 @@ interface WriteObject {
 }
 
 interface FilterShape {
-  sendCompression?: { constructor?: { name?: string } };
-  maxSendMessageLength?: number;
+  sendCompression?: unknown;
+  maxSendMessageLength?: unknown;
 }
+
+type Send = (this: FilterShape, m: unknown, ...rest: unknown[]) => Promise<unknown>;
 
 /**
  * Wraps grpc-js's CompressionFilter once per process. Returns whether
@@ -65,33 +71,47 @@ export function installInPlaceFraming(): boolean {
 }
 
 function install(): boolean {
-  let proto: { sendMessage?: unknown } | undefined;
+  let Filter: (new (options: object, shared: object) => FilterShape) | undefined;
   try {
     const require = createRequire(import.meta.url);
-    const mod = require("@grpc/grpc-js/build/src/compression-filter.js") as {
-      CompressionFilter?: { prototype?: { sendMessage?: unknown } };
-    };
-    proto = mod.CompressionFilter?.prototype;
+    Filter = require("@grpc/grpc-js/build/src/compression-filter.js").CompressionFilter;
   } catch {
     return false;
   }
+  const proto = Filter?.prototype as { sendMessage?: unknown } | undefined;
   const original = proto?.sendMessage;
-  if (!proto || typeof original !== "function") return false;
-  const send = original as (this: FilterShape, m: Promise<WriteObject>) => Promise<WriteObject>;
-  proto.sendMessage = async function (this: FilterShape, pending: Promise<WriteObject>) {
-    const m = await pending;
-    const out = inPlace(this, m.message);
-    if (!out) return send.call(this, Promise.resolve(m));
-    framed++;
-    return m.flags === undefined ? { message: out } : { message: out, flags: m.flags };
+  if (!Filter || !proto || typeof original !== "function") return false;
+  // A filter of a channel without options: its handler's class is grpc-js's identity.
+  let identity: unknown;
+  try {
+    const probe = new Filter({}, {});
+    if (typeof probe.maxSendMessageLength !== "number") return false;
+    identity = (probe.sendCompression as { constructor?: unknown } | undefined)?.constructor;
+  } catch {
+    return false;
+  }
+  if (typeof identity !== "function") return false;
+  const send = original as Send;
+  const isIdentity = (h: unknown) => h instanceof (identity as new () => unknown);
+  proto.sendMessage = function (this: FilterShape, pending: unknown, ...rest: unknown[]) {
+    // Any other shape of call than grpc-js 1.x's goes to grpc-js untouched.
+    if (rest.length > 0 || !(pending instanceof Promise)) return send.call(this, pending, ...rest);
+    return pending.then((m: WriteObject) => {
+      const out = isIdentity(this.sendCompression) ? inPlace(this, m) : undefined;
+      if (!out) return send.call(this, Promise.resolve(m));
+      framed++;
+      return m.flags === undefined ? { message: out } : { message: out, flags: m.flags };
+    });
   };
   return true;
 }
 
-/** `message` behind its gRPC prefix, written in its headroom; undefined: grpc-js frames it. */
-function inPlace(filter: FilterShape, message: Buffer): Buffer | undefined {
-  if (!lent.has(message.buffer) || headroomOf(message) < 5) return undefined;
-  if (filter.sendCompression?.constructor?.name !== "IdentityHandler") return undefined;
+/** The message of `m` behind its gRPC prefix, written in its headroom; undefined: grpc-js frames it. */
+function inPlace(filter: FilterShape, m: WriteObject): Buffer | undefined {
+  const message = m?.message;
+  if (!Buffer.isBuffer(message) || !lent.has(message.buffer) || headroomOf(message) < 5) {
+    return undefined;
+  }
   const limit = filter.maxSendMessageLength;
   if (typeof limit !== "number" || (limit !== -1 && message.length > limit)) return undefined;
   const out = Buffer.from(message.buffer, message.byteOffset - 5, message.length + 5);
