@@ -27,19 +27,14 @@ import { fromServiceError, isServiceError } from "./errors.ts";
 import { frameInPlace, installInPlaceFraming } from "./in-place-frames.ts";
 import type { ClientOptions, StartOptions } from "./options.ts";
 import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
+import { STAGE_FROM, stdinHeadroom } from "./staging.ts";
 
 export type { ClientOptions, PtyStartOptions, StartOptions } from "./options.ts";
+export { STAGE_FROM, stdinHeadroom } from "./staging.ts";
 
 export type StreamName = "stdout" | "stderr";
 
 const ROUTER = grpcServiceDef(TaskCommandRouter);
-/** Stdin data at least this large is staged in a reused buffer (see `stage`). */
-export const STAGE_FROM = 64 * 1024;
-
-/** Room for a TaskExecStdinWriteRequest's head in front of its data: ids, offset, eof, tags. */
-export function stdinHeadroom(taskId: string, execId: string): number {
-  return 64 + Buffer.byteLength(taskId) + Buffer.byteLength(execId);
-}
 /** Clients cancel Wait after this long and call again (SPEC). */
 const WAIT_SLICE_MS = 60_000;
 
@@ -266,15 +261,13 @@ export class RouterClient {
       eof,
     });
     const def = ROUTER.taskExecStdinWrite as MethodDefinition<unknown, unknown>;
-    let clean = true;
+    let failures = 0;
     try {
       await withRetry(
-        () =>
-          this.call(def, req).catch((err: unknown) => {
-            clean = false;
-            throw err;
-          }),
+        () => this.call(def, req),
         this.retry,
+        undefined,
+        () => failures++,
       );
     } catch (err) {
       throw fromServiceError(err);
@@ -283,7 +276,7 @@ export class RouterClient {
       // A success means the router read the whole message: grpc-js is done with it. An attempt
       // that failed may still be sending it (grpc-js ends a stream answered early without
       // resetting it): its buffer is left to the GC, never reused under it.
-      if (clean) staged?.release();
+      if (failures === 0) staged?.release();
     }
   }
 

@@ -19,17 +19,19 @@ export function isRetryable(err: unknown, signal?: AbortSignal): err is ServiceE
   return isServiceError(err) && RETRYABLE.has(err.code);
 }
 
-/** Runs `fn` until it succeeds, fails for good, or the policy's tries are spent. */
+/** Runs `fn` until it succeeds, fails for good, or the policy's tries are spent; `onFailedAttempt` sees each failure. */
 export async function withRetry<T>(
   fn: () => Promise<T>,
   policy: RetryPolicy = DEFAULT_RETRY,
   signal?: AbortSignal,
+  onFailedAttempt?: (err: unknown) => void,
 ): Promise<T> {
   let delay = policy.baseDelayMs;
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (err) {
+      onFailedAttempt?.(err);
       if (attempt >= policy.tries || !isRetryable(err, signal)) throw err;
       await sleep(delay, undefined, signal ? { signal } : {});
       delay = Math.min(delay * 2, policy.maxDelayMs);

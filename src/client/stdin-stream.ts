@@ -12,9 +12,10 @@ import {
 import { bytesField } from "../rpc/service-def.ts";
 import { recycle } from "../util/chunk-pool.ts";
 import { headroomOf } from "../util/headroom.ts";
-import { type RouterClient, STAGE_FROM } from "./client.ts";
+import type { RouterClient } from "./client.ts";
 import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
 import { methodsOf } from "./methods.ts";
+import { STAGE_FROM } from "./staging.ts";
 import { DEFAULT_REPLAY, reader, type StdinInput } from "./stdin-source.ts";
 
 export {
