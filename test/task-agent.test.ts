@@ -52,6 +52,16 @@ function statOf(pid: number): string[] | null {
 }
 
 /** Live (a zombie is gone: pid 1 here may not reap orphans). */
+/** Waits (≤ WAIT_MS) until `pid` blocks in nanosleep/clock_nanosleep (x86-64 35/230, arm64 101/115). */
+async function inSleep(pid: number): Promise<void> {
+  const calls = process.arch === "arm64" ? ["101", "115"] : ["35", "230"];
+  for (const until = Date.now() + WAIT_MS; Date.now() < until; await sleep(5)) {
+    const nr = readFileSync(`/proc/${pid}/syscall`, "utf8").split(" ")[0] ?? "";
+    if (calls.includes(nr)) return;
+  }
+  throw new Error(`${pid} never reached its sleep`);
+}
+
 function alive(pid: number): boolean {
   const f = statOf(pid);
   return f !== null && f[0] !== "Z";
@@ -727,6 +737,9 @@ int main(void) {
     const key = a.key();
     const pid = await a.start(c, key, ["sleep", "1000"], { flags: "oe" });
     try {
+      // The exec is done when `started` comes, but the new program's loader still opens its
+      // libraries (fd 3, briefly): look once `sleep` waits in its sleep call.
+      await inSleep(pid);
       assert.deepEqual(readdirSync(`/proc/${pid}/fd`).sort(), ["0", "1", "2"]);
       const status = readFileSync(`/proc/${pid}/status`, "utf8");
       assert.match(status, /^SigIgn:\s+0+$/m);
