@@ -100,16 +100,18 @@ export class RouterClient {
     });
   }
 
-  /** A unary call with the retry policy; errors become RpcError. */
+  /** A unary call with the retry policy (`onFailedAttempt` sees each failure); errors become RpcError. */
   async unary<O>(
     method: string | MethodDefinition<unknown, unknown>,
     req: unknown,
     signal?: AbortSignal,
+    onFailedAttempt?: (err: unknown) => void,
   ): Promise<O> {
     const def =
       typeof method === "string" ? (ROUTER[method] as MethodDefinition<unknown, unknown>) : method;
     try {
-      return await withRetry(() => this.call<O>(def, req, { signal }), this.retry, signal);
+      const attempt = () => this.call<O>(def, req, { signal });
+      return await withRetry(attempt, this.retry, signal, onFailedAttempt);
     } catch (err) {
       throw fromServiceError(err);
     }
@@ -260,17 +262,9 @@ export class RouterClient {
       data: staged?.view ?? data,
       eof,
     });
-    const def = ROUTER.taskExecStdinWrite as MethodDefinition<unknown, unknown>;
     let failures = 0;
     try {
-      await withRetry(
-        () => this.call(def, req),
-        this.retry,
-        undefined,
-        () => failures++,
-      );
-    } catch (err) {
-      throw fromServiceError(err);
+      await this.unary("taskExecStdinWrite", req, undefined, () => failures++);
     } finally {
       endLease?.();
       // A success means the router read the whole message: grpc-js is done with it. An attempt

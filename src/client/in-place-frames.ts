@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { headroomOf } from "../util/headroom.ts";
+import { frameInHeadroom } from "../rpc/frame.ts";
 
 /**
  * Request messages framed in their own headroom instead of behind grpc-js's
@@ -109,13 +109,9 @@ function install(): boolean {
 /** The message of `m` behind its gRPC prefix, written in its headroom; undefined: grpc-js frames it. */
 function inPlace(filter: FilterShape, m: WriteObject): Buffer | undefined {
   const message = m?.message;
-  if (!Buffer.isBuffer(message) || !lent.has(message.buffer) || headroomOf(message) < 5) {
-    return undefined;
-  }
+  if (!Buffer.isBuffer(message) || !lent.has(message.buffer)) return undefined;
   const limit = filter.maxSendMessageLength;
   if (typeof limit !== "number" || (limit !== -1 && message.length > limit)) return undefined;
-  const out = Buffer.from(message.buffer, message.byteOffset - 5, message.length + 5);
-  out[0] = 0; // not compressed
-  out.writeUInt32BE(message.length, 1);
-  return out;
+  const out = frameInHeadroom(message);
+  return out && Buffer.from(out.buffer, out.byteOffset, out.byteLength);
 }

@@ -1,6 +1,6 @@
 import type { ServerHttp2Stream } from "node:http2";
+import { grpcFrame } from "../../rpc/frame.ts";
 import { recycle } from "../../util/chunk-pool.ts";
-import { headroomOf } from "../../util/headroom.ts";
 
 /**
  * Server-stream responses written to the call's HTTP/2 stream as complete
@@ -61,23 +61,4 @@ export function streamOf(call: unknown): ServerHttp2Stream | undefined {
 function isHttp2Stream(s: unknown): s is ServerHttp2Stream {
   const x = s as Partial<ServerHttp2Stream>;
   return typeof x.write === "function" && typeof x.respond === "function" && "headersSent" in x;
-}
-
-/** `message` behind a gRPC frame prefix: in its own headroom when there is room, else copied. */
-export function grpcFrame(message: Uint8Array): Uint8Array {
-  const n = message.byteLength;
-  if (headroomOf(message) >= 5) {
-    const out = new Uint8Array(message.buffer, message.byteOffset - 5, n + 5);
-    writePrefix(out, n);
-    return out;
-  }
-  const out = new Uint8Array(n + 5);
-  writePrefix(out, n);
-  out.set(message, 5);
-  return out;
-}
-
-function writePrefix(out: Uint8Array, n: number): void {
-  out[0] = 0; // not compressed (grpc-js never compresses responses either)
-  new DataView(out.buffer, out.byteOffset, 5).setUint32(1, n);
 }
