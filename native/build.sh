@@ -10,6 +10,7 @@
 #   taskrouter-opentree  starts a runc task's agent with fd 3 a detached mount of its exec directory
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
 #   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
+#   taskrouter-exchange.node  renameat2's RENAME_EXCHANGE for the CLI (a Node-API addon, likewise)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -29,17 +30,22 @@ for n in exec pty mount console spawner agent opentree; do
 done
 mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools
 
-# The addon needs node_api.h: beside the running node (official builds, nvm) or /usr/include/node (Debian).
+# The addons need node_api.h: beside the running node (official builds, nvm) or /usr/include/node (Debian).
+# Optional: a failure (another libc, new warnings in the headers) leaves the code that uses them on
+# its fallback (glibc's malloc thresholds; rename(2) for `taskrouter cp`).
+addon() { # NAME SOURCE WITHOUT
+  if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o "build/native/taskrouter-$1.tmp" "native/$2"; then
+    mv "build/native/taskrouter-$1.tmp" "build/native/taskrouter-$1.node"
+  else
+    echo "native/build.sh: taskrouter-$1.node failed to build; $3" >&2
+  fi
+}
 NODE_INCLUDE="${NODE_INCLUDE:-$(node -p 'require("path").resolve(process.execPath, "../../include/node")' 2>/dev/null || true)}"
 for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
   if [ -n "$dir" ] && [ -f "$dir/node_api.h" ]; then
-    # Optional: a failure here (another libc, new warnings in the headers) leaves glibc's defaults.
-    if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o build/native/taskrouter-malloc.tmp native/malloc-tune.c; then
-      mv build/native/taskrouter-malloc.tmp build/native/taskrouter-malloc.node
-    else
-      echo "native/build.sh: taskrouter-malloc.node failed to build; the router keeps glibc's malloc thresholds" >&2
-    fi
+    addon malloc malloc-tune.c "the router keeps glibc's malloc thresholds"
+    addon exchange rename-exchange.c "taskrouter cp replaces local files by rename(2)"
     exit 0
   fi
 done
-echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): taskrouter-malloc.node not built; the router keeps glibc's malloc thresholds" >&2
+echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): the Node-API addons are not built; the router keeps glibc's malloc thresholds and taskrouter cp replaces local files by rename(2)" >&2

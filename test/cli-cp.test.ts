@@ -9,7 +9,7 @@ import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -104,6 +104,10 @@ describe("cp (host tasks)", { skip: helperSkip }, () => {
     await ok(cp(r.address, [`${task}:${remote}/f.sh`, join(local, "back/h.sh")]));
     assert.equal(await readFile(join(local, "back/g.sh"), "utf8"), "changed");
     assert.equal((await stat(join(local, "back/h.sh"))).mode & 0o777, 0o755);
+    // Out onto an existing local file: replaced, nothing else left in the directory.
+    await ok(cp(r.address, [`${task}:${remote}/g.sh`, join(local, "back/h.sh")]));
+    assert.equal(await readFile(join(local, "back/h.sh"), "utf8"), "changed");
+    assert.deepEqual((await readdir(join(local, "back"))).sort(), ["g.sh", "h.sh"]);
   });
 
   it("a directory tree both ways: created, put inside an existing one, DIR/. merges contents", async () => {

@@ -4,8 +4,10 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   chmod,
   chown,
+  link,
   lstat,
   mkdir,
+  open,
   readdir,
   readFile,
   readlink,
@@ -17,6 +19,7 @@ import {
 import { join } from "node:path";
 import { afterEach, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { assertAtomicReplacements, contentOf } from "./helpers/atomic-reader.ts";
 import {
   type Entry,
   FS_TOOLS,
@@ -434,6 +437,35 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.equal(await readlink(p("link")), "old");
     assert.equal(await readFile(p("old"), "utf8"), "via link");
     assert.equal(await readFile(p("made/by/write"), "utf8"), "created");
+  });
+
+  it("WriteFile over an existing file: replaced whole and atomically; the old content goes with its last name, no file left behind", async () => {
+    const dir = await tempDir();
+    const p = (n: string) => join(dir, n);
+    const old = randomBytes(8 << 20);
+    await writeFile(p("t"), old);
+    await writeFile(p("kept"), "another file");
+    // Open and hard-linked, the old file keeps its bytes: it is replaced, not rewritten.
+    const held = await open(p("t"), "r");
+    try {
+      const next = randomBytes(3 << 20);
+      ok(await run({ WriteFile: { path: p("t") } }, { stdin: next }));
+      assert.equal(sha(await readFile(p("t"))), sha(next));
+      assert.equal(sha(await held.readFile()), sha(old));
+      assert.deepEqual((await readdir(dir)).sort(), ["kept", "t"]);
+      await link(p("t"), p("hard"));
+      ok(await run({ WriteFile: { path: p("t") } }, { stdin: "third" }));
+      assert.equal(await readFile(p("t"), "utf8"), "third");
+      assert.equal(sha(await readFile(p("hard"))), sha(next));
+      assert.deepEqual((await readdir(dir)).sort(), ["hard", "kept", "t"]);
+    } finally {
+      await held.close();
+    }
+    // A reader opening the path throughout sees one content or the other, whole, never no file.
+    await assertAtomicReplacements(p("swap"), 40, async (i) => {
+      ok(await run({ WriteFile: { path: p("swap") } }, { stdin: contentOf(i) }));
+    });
+    assert.deepEqual((await readdir(dir)).sort(), ["hard", "kept", "swap", "t"]);
   });
 
   it("WriteFile: IsDirectory, NotDirectory, PermissionDenied without reading stdin", async () => {

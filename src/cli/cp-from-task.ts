@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { createWriteStream } from "node:fs";
-import { chmod, lstat, mkdir, rename, rm, stat, symlink, unlink, utimes } from "node:fs/promises";
+import { chmod, lstat, mkdir, rm, stat, symlink, unlink, utimes } from "node:fs/promises";
 import { dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { pack } from "tar-stream";
 import { type FileInfo, FsError } from "../client/fs.ts";
+import { replaceFile } from "../util/replace-file.ts";
 import type { Kind } from "./cp-paths.ts";
 import { counted, eachLimit, resolveTarget, sourceSpec, under } from "./cp-paths.ts";
 import { entryOf, isRegularOrLinkOrDir, remoteTree } from "./cp-remote.ts";
@@ -102,7 +103,7 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
         );
         await chmod(tmp, e.perm);
         await utimes(tmp, e.mtime, e.mtime);
-        await rename(tmp, path);
+        await replaceFile(tmp, path);
       } catch (err) {
         await rm(tmp, { force: true });
         throw err;
