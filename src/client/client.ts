@@ -3,7 +3,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallOptions,
-  Client,
+  type ChannelCredentials,
+  type Client,
   credentials as grpcCredentials,
   Metadata,
   type MethodDefinition,
@@ -23,6 +24,7 @@ import {
 import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { ExitStatus } from "../runtime/runtime.ts";
 import { MessagePool } from "../util/message-pool.ts";
+import { callChannel, uploadChannel } from "./channels.ts";
 import { fromServiceError, isServiceError } from "./errors.ts";
 import { frameInPlace, installInPlaceFraming } from "./in-place-frames.ts";
 import type { ClientOptions, StartOptions } from "./options.ts";
@@ -49,22 +51,30 @@ export class RouterClient {
   private readonly retry: RetryPolicy;
   private readonly token: string | undefined;
   private readonly staging = new MessagePool();
+  private readonly credentials: ChannelCredentials;
 
-  constructor(address: string, opts: ClientOptions = {}) {
-    this.grpc = new Client(address, opts.credentials ?? grpcCredentials.createInsecure(), {
-      "grpc.max_receive_message_length": 128 * 1024 * 1024,
-      "grpc.max_send_message_length": 128 * 1024 * 1024,
-      "grpc.keepalive_time_ms": 30_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      "grpc-node.flow_control_window": 64 * 1024 * 1024,
-    });
+  private uploadsChannel: Client | undefined;
+
+  constructor(
+    private readonly address: string,
+    opts: ClientOptions = {},
+  ) {
+    this.credentials = opts.credentials ?? grpcCredentials.createInsecure();
+    this.grpc = callChannel(address, this.credentials);
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.token = opts.token;
     installInPlaceFraming();
   }
 
+  /** The channel of stdin streams, opened at the first (./channels.ts, `uploadChannel`). */
+  get uploads(): Client {
+    this.uploadsChannel ??= uploadChannel(this.address, this.credentials);
+    return this.uploadsChannel;
+  }
+
   close(): void {
     this.grpc.close();
+    this.uploadsChannel?.close();
   }
 
   metadata(): Metadata {

@@ -26,8 +26,11 @@ import { frameInHeadroom } from "../rpc/frame.ts";
  * after its callback ran. So only memory that stays untouched until the
  * call's end may be lent, and reused only after a success: a unary call's
  * request (RouterClient.writeStdin drops its buffer after a failed attempt).
- * Stream messages are never lent (grpc-js acknowledges their writes before
- * it sent them).
+ * Stream messages are lent only on the upload channel (./channels.ts,
+ * `uploadChannel`): elsewhere grpc-js may acknowledge a stream write before
+ * it sent it (the message fits its retry buffer); there it keeps no retry
+ * buffer and acknowledges a write once its bytes went to the socket, and a
+ * stdin stream reuses its memory only then, after a success.
  */
 
 const lent = new WeakSet<ArrayBufferLike>();

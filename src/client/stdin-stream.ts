@@ -14,6 +14,7 @@ import { recycle } from "../util/chunk-pool.ts";
 import { headroomOf } from "../util/headroom.ts";
 import type { RouterClient } from "./client.ts";
 import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
+import { frameInPlace } from "./in-place-frames.ts";
 import { methodsOf } from "./methods.ts";
 import { STAGE_FROM } from "./staging.ts";
 import { DEFAULT_REPLAY, reader, type StdinInput } from "./stdin-source.ts";
@@ -125,7 +126,7 @@ async function attemptStream(
   const done = new Promise<ServiceError | null>((resolve) => {
     settle = resolve;
   });
-  const call: ClientWritableStream<Msg> = client.grpc.makeClientStreamRequest(
+  const call: ClientWritableStream<Msg> = client.uploads.makeClientStreamRequest(
     method.path,
     method.requestSerialize,
     method.responseDeserialize,
@@ -179,10 +180,14 @@ async function attemptStream(
         const staged =
           headroomOf(piece) > 0 || piece.length < STAGE_FROM ? undefined : client.stage(piece);
         state.sent += piece.length;
-        // grpc-js has copied the message into its frame once the write completed.
+        // Memory of ours (pooled, staged) is framed in place; the upload channel acknowledges a
+        // write once its bytes went to the socket (./channels.ts): the memory serves again then.
+        const own = staged?.view ?? (headroomOf(piece) > 0 ? piece : undefined);
+        const endLease = own ? frameInPlace(own) : undefined;
         const last = i + STDIN_CHUNK >= chunk.length;
         await send({ data: staged?.view ?? piece }, (err) => {
-          if (err) return;
+          endLease?.();
+          if (err) return; // the socket may still hold it: left to the GC
           staged?.release();
           if (last) recycle(chunk);
         });
