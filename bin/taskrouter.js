@@ -3,11 +3,16 @@
 // the bundle (dist/bundle/, scripts/bundle-cli.js: faster to load), else tsc's output
 // (dist/cli/). A checkout without dist/, or TASKROUTER_FROM_SOURCE=1 (the tests set it, so they
 // run the source as it is now), runs the TypeScript source through tsx's loader instead.
-import { existsSync } from "node:fs";
+import { statSync } from "node:fs";
 
-const built = ["../dist/bundle/main.js", "../dist/cli/main.js"]
-  .map((p) => new URL(p, import.meta.url))
-  .find((u) => existsSync(u));
+/** Modification time of a file, or -1 when it is missing. */
+const mtime = (u) => statSync(u, { throwIfNoEntry: false })?.mtimeMs ?? -1;
+const bundle = new URL("../dist/bundle/main.js", import.meta.url);
+const compiled = new URL("../dist/cli/main.js", import.meta.url);
+// The bundle unless `tsc` alone rebuilt dist/cli/ after it (an editor's or `tsc --watch` build).
+const built = [bundle, compiled].find(
+  (u, i) => mtime(u) >= 0 && (i > 0 || mtime(u) >= mtime(compiled)),
+);
 if (process.env.TASKROUTER_FROM_SOURCE !== "1" && built) {
   await import(built.href);
 } else {

@@ -10,7 +10,7 @@
 #   taskrouter-opentree  starts a runc task's agent with fd 3 a detached mount of its exec directory
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
 #   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
-#   taskrouter-exchange.node  renameat2's RENAME_EXCHANGE for the CLI (a Node-API addon, likewise)
+#   taskrouter-preallocate.node  fallocate(2) for the CLI's downloads (a Node-API addon, likewise)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools
 
 # The addons need node_api.h: beside the running node (official builds, nvm) or /usr/include/node (Debian).
 # Optional: a failure (another libc, new warnings in the headers) leaves the code that uses them on
-# its fallback (glibc's malloc thresholds; rename(2) for `taskrouter cp`).
+# its fallback (glibc's malloc thresholds; `taskrouter cp` writes without preallocating).
 addon() { # NAME SOURCE WITHOUT
   if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o "build/native/taskrouter-$1.tmp" "native/$2"; then
     mv "build/native/taskrouter-$1.tmp" "build/native/taskrouter-$1.node"
@@ -44,8 +44,8 @@ NODE_INCLUDE="${NODE_INCLUDE:-$(node -p 'require("path").resolve(process.execPat
 for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
   if [ -n "$dir" ] && [ -f "$dir/node_api.h" ]; then
     addon malloc malloc-tune.c "the router keeps glibc's malloc thresholds"
-    addon exchange rename-exchange.c "taskrouter cp replaces local files by rename(2)"
+    addon preallocate preallocate.c "taskrouter cp writes files without allocating their blocks first"
     exit 0
   fi
 done
-echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): the Node-API addons are not built; the router keeps glibc's malloc thresholds and taskrouter cp replaces local files by rename(2)" >&2
+echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): the Node-API addons are not built; the router keeps glibc's malloc thresholds and taskrouter cp writes files without preallocating" >&2

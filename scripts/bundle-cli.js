@@ -13,6 +13,7 @@
 // workers by path or is native (pino's transports, reflection and health's .proto files,
 // prom-client, node-pty, tsx).
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const BUNDLED = new Set(["@bufbuild/protobuf", "commander", "jose", "tar-stream"]);
@@ -20,8 +21,8 @@ const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url),
 const external = Object.keys(pkg.dependencies).filter((name) => !BUNDLED.has(name));
 
 await build({
-  entryPoints: [new URL("../src/cli/main.ts", import.meta.url).pathname],
-  outdir: process.argv[2] ?? new URL("../dist/bundle", import.meta.url).pathname,
+  entryPoints: [fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))],
+  outdir: process.argv[2] ?? fileURLToPath(new URL("../dist/bundle", import.meta.url)),
   bundle: true,
   splitting: true,
   format: "esm",

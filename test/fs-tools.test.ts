@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { afterEach, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { assertAtomicReplacements, contentOf } from "./helpers/atomic-reader.ts";
+import { delallocUnobservable, delayedAllocation } from "./helpers/extents.ts";
 import {
   type Entry,
   FS_TOOLS,
@@ -466,6 +467,32 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
       ok(await run({ WriteFile: { path: p("swap") } }, { stdin: contentOf(i) }));
     });
     assert.deepEqual((await readdir(dir)).sort(), ["hard", "kept", "swap", "t"]);
+  });
+
+  it("WriteFile allocates the file's blocks ahead of its bytes: exact sizes around its 8 MiB steps, no delayed allocation left", async (t) => {
+    const dir = await tempDir();
+    const MiB8 = 8 << 20;
+    for (const size of [0, 1, MiB8 - 1, MiB8, MiB8 + 1, 2 * MiB8 + 5]) {
+      const data = randomBytes(size);
+      ok(await run({ WriteFile: { path: join(dir, `f${size}`) } }, { stdin: data }));
+      assert.equal(sha(await readFile(join(dir, `f${size}`))), sha(data), `${size} bytes`);
+      ok(
+        await run(
+          { WriteFile: { path: join(dir, `f${size}`) } },
+          { stdin: data.subarray(0, size >> 1) },
+        ),
+      );
+      assert.equal(sha(await readFile(join(dir, `f${size}`))), sha(data.subarray(0, size >> 1)));
+    }
+    const why = await delallocUnobservable(dir);
+    if (why) return t.skip(why);
+    // To a new name (a rename over a file would have made ext4 allocate them anyway).
+    ok(await run({ WriteFile: { path: join(dir, "big") } }, { stdin: randomBytes(MiB8 + 1) }));
+    assert.equal(
+      await delayedAllocation(join(dir, "big")),
+      false,
+      "blocks left to delayed allocation",
+    );
   });
 
   it("WriteFile: IsDirectory, NotDirectory, PermissionDenied without reading stdin", async () => {

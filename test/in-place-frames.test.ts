@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type ServerHttp2Stream } from "node:http2";
+import { createServer, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -166,9 +166,13 @@ describe("in-place framing, end to end", () => {
 });
 
 describe("the upload channel", () => {
-  it("acknowledges a write only once its bytes went to the socket (grpc-js keeps no retry buffer)", async () => {
-    // A server that takes the stream but never reads: only its 64 KiB window gets through.
+  it("acknowledges a write only once its bytes went to the socket (grpc-js keeps no retry buffer)", {
+    timeout: 30_000,
+  }, async () => {
+    // A server that takes the stream but does not read: only its 64 KiB window gets through.
     const server = createServer({ settings: { initialWindowSize: 65_535 } });
+    const sessions = new Set<ServerHttp2Session>();
+    server.on("session", (s) => sessions.add(s));
     const opened = new Promise<ServerHttp2Stream>((resolve) => server.once("stream", resolve));
     server.listen(0, "127.0.0.1");
     await once(server, "listening");
@@ -179,15 +183,32 @@ describe("the upload channel", () => {
       const call = c.uploads.makeClientStreamRequest("/s/m", id, id, new Metadata(), {}, () => {});
       call.on("error", () => {});
       let acked = 0;
-      for (let i = 0; i < 3; i++) call.write(Buffer.alloc(STDIN_CHUNK, i), () => acked++);
-      (await opened).pause();
+      let allAcked: () => void = () => {};
+      const all = new Promise<void>((resolve) => {
+        allAcked = resolve;
+      });
+      const ack = () => {
+        if (++acked === 3) allAcked();
+      };
+      for (let i = 0; i < 3; i++) call.write(Buffer.alloc(STDIN_CHUNK, i), ack);
+      const stream = await opened;
+      stream.pause();
       // grpc-js's retry buffer would have acknowledged all three on the next tick.
       for (let i = 0; i < 50; i++) await new Promise(setImmediate);
       assert.equal(acked, 0, "a write was acknowledged before it was sent");
+      // Once the server reads, the bytes go out and every write is acknowledged.
+      let got = 0;
+      stream.on("data", (d: Buffer) => {
+        got += d.length;
+      });
+      stream.resume();
+      await all;
+      assert.ok(got > 2 * STDIN_CHUNK, `${got} bytes read`);
       call.cancel();
     } finally {
       c.close();
-      server.close();
+      for (const s of sessions) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 });
@@ -222,11 +243,15 @@ describe("uploads (stdin streams) framed in place", () => {
     await Promise.all(files.map((f, i) => writeFile(paths[i] as string, f)));
     const buffer = randomBytes(4 * MiB + 9);
     const n = framedInPlace();
+    const staging = r.client.stagingCounts;
     const got = await Promise.all([...paths.map((p) => digest(fileSource(p))), digest(buffer)]);
     assert.deepEqual(got, [...files, buffer].map(sha));
     // Every message of a file; the buffer's pieces but its 9-byte tail (below STAGE_FROM: copied).
     const messages = sizes.reduce((m, b) => m + Math.ceil(b / STDIN_CHUNK), 0) + 16;
     assert.equal(framedInPlace(), n + messages, "some data messages were copied by grpc-js");
+    // The buffer's 16 staged pieces all went back to the pool once written.
+    const { taken, given } = r.client.stagingCounts;
+    assert.deepEqual([taken - staging.taken, given - staging.given], [16, 16]);
     // They went over the upload channel (opened, so connected, by them).
     assert.equal(
       r.client.uploads.getChannel().getConnectivityState(false),

@@ -1,12 +1,23 @@
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { createWriteStream } from "node:fs";
-import { chmod, lstat, mkdir, rm, stat, symlink, unlink, utimes } from "node:fs/promises";
+import {
+  chmod,
+  lstat,
+  mkdir,
+  open,
+  rename,
+  rm,
+  stat,
+  symlink,
+  truncate,
+  unlink,
+  utimes,
+} from "node:fs/promises";
 import { dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { pack } from "tar-stream";
 import { type FileInfo, FsError } from "../client/fs.ts";
-import { replaceFile } from "../util/replace-file.ts";
+import { preallocate } from "../util/preallocate.ts";
 import type { Kind } from "./cp-paths.ts";
 import { counted, eachLimit, resolveTarget, sourceSpec, under } from "./cp-paths.ts";
 import { entryOf, isRegularOrLinkOrDir, remoteTree } from "./cp-remote.ts";
@@ -97,13 +108,22 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
       }
       const tmp = `${dirname(path)}/.taskrouter-cp-${randomBytes(6).toString("hex")}`;
       try {
+        // Its blocks allocated before its bytes come: see src/util/preallocate.ts.
+        const file = await open(tmp, "wx", 0o600);
+        const allocated = preallocate(file.fd, e.size);
+        let written = 0;
+        const count = (n: number) => {
+          written += n;
+          ctx.moved(n);
+        };
         await pipeline(
-          counted(ctx.fs.readFile(under(src.path, e.rel)), ctx.moved),
-          createWriteStream(tmp, { mode: 0o600 }),
+          counted(ctx.fs.readFile(under(src.path, e.rel)), count),
+          file.createWriteStream(),
         );
+        if (allocated && written < e.size) await truncate(tmp, written); // it shrank meanwhile
         await chmod(tmp, e.perm);
         await utimes(tmp, e.mtime, e.mtime);
-        await replaceFile(tmp, path);
+        await rename(tmp, path);
       } catch (err) {
         await rm(tmp, { force: true });
         throw err;

@@ -19,12 +19,15 @@ export function callChannel(address: string, credentials: ChannelCredentials): C
  * HTTP/2 connection. grpc-js keeps no retry buffer on it
  * (`grpc.per_rpc_retry_buffer_size` 0): a message that fits grpc-js's retry
  * buffer has its write acknowledged at once and is sent later, so its memory
- * could not be reused on that acknowledgement; here every write is
- * acknowledged once its bytes went to the socket, and a stream lends its
- * chunks (framed in place, src/client/in-place-frames.ts) and reuses them then
- * (docs/DECISIONS.md, "Uploads framed in place"). What the buffer would have
- * given, a transparent retry of a stream the server refused, the stream's own
- * resume does (TaskExecStdinStatus, then a new stream from the offset).
+ * could not be reused on that acknowledgement; here a write of a call that
+ * has not failed is acknowledged once its bytes went to the socket, and a
+ * stream lends its chunks (framed in place, src/client/in-place-frames.ts)
+ * and reuses them then; after a failure it reuses none (docs/DECISIONS.md,
+ * "Uploads framed in place"). What the buffer would have given, a transparent
+ * retry of a stream the server refused, the stream's own resume does
+ * (TaskExecStdinStatus, then a new stream from the offset). Both channels
+ * must reach the same router (one address: a router per node, not a pool
+ * behind a balancer).
  */
 export function uploadChannel(address: string, credentials: ChannelCredentials): Client {
   return new Client(address, credentials, { ...OPTIONS, "grpc.per_rpc_retry_buffer_size": 0 });

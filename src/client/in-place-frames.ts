@@ -29,8 +29,9 @@ import { frameInHeadroom } from "../rpc/frame.ts";
  * Stream messages are lent only on the upload channel (./channels.ts,
  * `uploadChannel`): elsewhere grpc-js may acknowledge a stream write before
  * it sent it (the message fits its retry buffer); there it keeps no retry
- * buffer and acknowledges a write once its bytes went to the socket, and a
- * stdin stream reuses its memory only then, after a success.
+ * buffer and acknowledges a write of a call that has not failed once its
+ * bytes went to the socket; a stdin stream reuses its memory only then, and
+ * none after a failure (grpc-js reports no write errors to the callback).
  */
 
 const lent = new WeakSet<ArrayBufferLike>();

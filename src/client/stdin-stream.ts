@@ -187,7 +187,9 @@ async function attemptStream(
         const last = i + STDIN_CHUNK >= chunk.length;
         await send({ data: staged?.view ?? piece }, (err) => {
           endLease?.();
-          if (err) return; // the socket may still hold it: left to the GC
+          // grpc-js reports no write errors here, and a reset stream completes its queued writes
+          // before their bytes all went out: after any failure the memory is left to the GC.
+          if (err || failed) return;
           staged?.release();
           if (last) recycle(chunk);
         });

@@ -37,14 +37,17 @@ export async function assertAtomicReplacements(
   const out: Buffer[] = [];
   reader.stdout.on("data", (c: Buffer) => out.push(c));
   const exited = new Promise<number | null>((resolve) => reader.once("exit", resolve));
+  let code: number | null;
   try {
-    await once(reader.stdout, "data"); // "ready": reading from now on
+    // "ready": reading from now on (or the reader died first: its output says why).
+    await Promise.race([once(reader.stdout, "data"), exited]);
+    assert.equal(reader.exitCode, null, Buffer.concat(out).toString());
     for (let i = 0; i < times; i++) await replace(i);
   } finally {
     await writeFile(stop, "");
+    code = await exited;
+    await rm(stop, { force: true });
   }
-  const code = await exited;
-  await rm(stop);
   assert.equal(code, 0, Buffer.concat(out).toString());
   assert.match(Buffer.concat(out).toString(), /^ready\nreads [1-9]\d*\n$/);
   assert.ok((await readFile(path)).equals(contentOf(times - 1)), "the last content");
