@@ -761,7 +761,7 @@ static void set_blocking(int fd) {
  * rename(2) (auto_da_alloc): 160-220 ms for 256 MiB here. Blocks allocated
  * beforehand leave nothing to flush: the same rename takes 55-75 ms (freeing
  * the old file), and the writes themselves get faster (docs/DECISIONS.md,
- * "Blocks allocated ahead of an upload").
+ * "Blocks allocated ahead of a file's bytes").
  */
 #define GROW_STEP (8LL << 20)
 static long long pump(int in, int out, long long max, int grow) {

@@ -2,10 +2,11 @@
 // Bundles the CLI (src/cli/main.ts and all it loads; esbuild strips the types, `tsc` checks
 // them) into dist/bundle/, or the directory given as the argument (tests), which
 // bin/taskrouter.js runs when it is there. The output directory must sit two levels below the
-// project root, as src/*/ files do: modules find build/native/ relative to themselves. Node 20 loads each ES module file on its own
-// (resolve, read, compile): @bufbuild/protobuf alone is dozens of files, and a
-// `taskrouter cp` of a small file spent ~75 ms of its ~245 ms loading modules
-// (docs/DECISIONS.md, "A bundled CLI"). Verbs stay lazy: each is a chunk of its own.
+// project root, as src/*/ files do: modules find build/native/ relative to themselves.
+// Why: Node 20 loads each ES module file on its own (resolve, read, compile); @bufbuild/protobuf
+// alone is dozens of files, and a `taskrouter cp` of a small file spent ~75 ms of its ~245 ms
+// more than now loading modules (docs/DECISIONS.md, "A bundled CLI"). Verbs stay lazy: each is
+// a chunk of its own.
 //
 // Bundled: our code and the pure-JS libraries the client verbs load. Left to node_modules
 // (imported at run time as before): grpc-js, whose CompressionFilter src/client/in-place-frames.ts
