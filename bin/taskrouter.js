@@ -10,9 +10,9 @@ const mtime = (u) => statSync(u, { throwIfNoEntry: false })?.mtimeMs ?? -1;
 const bundle = new URL("../dist/bundle/main.js", import.meta.url);
 const compiled = new URL("../dist/cli/main.js", import.meta.url);
 // The bundle unless `tsc` alone rebuilt dist/cli/ after it (an editor's or `tsc --watch` build).
-const built = [bundle, compiled].find(
-  (u, i) => mtime(u) >= 0 && (i > 0 || mtime(u) >= mtime(compiled)),
-);
+let built;
+if (mtime(bundle) >= Math.max(0, mtime(compiled))) built = bundle;
+else if (mtime(compiled) >= 0) built = compiled;
 if (process.env.TASKROUTER_FROM_SOURCE !== "1" && built) {
   await import(built.href);
 } else {

@@ -126,8 +126,6 @@ export class TaskFilesystem {
    */
   async writeFile(path: string, source: StdinInput, opts: WriteStdinOptions = {}): Promise<number> {
     check(path);
-    // The upload channel connects (at its first use) while the helper starts.
-    this.client.uploads.getChannel().getConnectivityState(true);
     const id = await this.start({ WriteFile: { path } });
     let sent = 0;
     try {

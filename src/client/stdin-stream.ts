@@ -177,15 +177,15 @@ async function attemptStream(
         // A chunk that fits is sent as is: a pooled one has headroom for the header (see
         // `streamMethod`); other data is staged in a reused buffer that has.
         const piece = chunk.length <= STDIN_CHUNK ? chunk : chunk.subarray(i, i + STDIN_CHUNK);
-        const staged =
-          headroomOf(piece) > 0 || piece.length < STAGE_FROM ? undefined : client.stage(piece);
+        const pooled = headroomOf(piece) > 0;
+        const staged = pooled || piece.length < STAGE_FROM ? undefined : client.stage(piece);
+        const data = staged?.view ?? piece;
         state.sent += piece.length;
         // Memory of ours (pooled, staged) is framed in place; the upload channel acknowledges a
         // write once its bytes went to the socket (./channels.ts): the memory serves again then.
-        const own = staged?.view ?? (headroomOf(piece) > 0 ? piece : undefined);
-        const endLease = own ? frameInPlace(own) : undefined;
+        const endLease = pooled || staged ? frameInPlace(data) : undefined;
         const last = i + STDIN_CHUNK >= chunk.length;
-        await send({ data: staged?.view ?? piece }, (err) => {
+        await send({ data }, (err) => {
           endLease?.();
           // grpc-js reports no write errors here, and a reset stream completes its queued writes
           // before their bytes all went out: after any failure the memory is left to the GC.

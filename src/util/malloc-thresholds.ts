@@ -1,6 +1,4 @@
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+import { addonPath, loadAddon } from "./addon.ts";
 
 const MiB = 1024 * 1024;
 
@@ -17,7 +15,7 @@ const OPERATOR_VARS = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP
 /** GLIBC_TUNABLES naming any of these is the operator's choice too. */
 const OPERATOR_TUNABLES = /glibc\.malloc\.(trim_threshold|top_pad|mmap_threshold)\b/;
 
-const ADDON = fileURLToPath(new URL("../../build/native/taskrouter-malloc.node", import.meta.url));
+const ADDON = addonPath("malloc");
 
 interface Addon {
   tune(trim: number, topPad: number, mmap: number): boolean;
@@ -45,14 +43,11 @@ export function tuneMalloc(
   const set = OPERATOR_VARS.filter((v) => env[v] !== undefined);
   if (OPERATOR_TUNABLES.test(env.GLIBC_TUNABLES ?? "")) set.push("GLIBC_TUNABLES");
   if (set.length > 0) return { reason: `the operator's ${set.join(", ")} kept`, expected: true };
-  if (!existsSync(addon)) {
-    const reason = `${addon} is missing (native/build.sh builds it when Node's headers are found)`;
-    return { reason, expected: false };
-  }
+  const loaded = loadAddon<Addon>(addon);
+  if ("why" in loaded) return { reason: loaded.why, expected: false };
   const { trim, topPad, mmap } = MALLOC_THRESHOLDS;
   try {
-    const tune = (createRequire(import.meta.url)(addon) as Addon).tune;
-    if (tune(trim, topPad, mmap)) return undefined;
+    if (loaded.exports.tune(trim, topPad, mmap)) return undefined;
   } catch (err) {
     return { reason: `${addon} could not be used: ${(err as Error).message}`, expected: false };
   }

@@ -1,10 +1,6 @@
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+import { addonPath, loadAddon } from "./addon.ts";
 
-const ADDON = fileURLToPath(
-  new URL("../../build/native/taskrouter-preallocate.node", import.meta.url),
-);
+const ADDON = addonPath("preallocate");
 
 type Allocate = (fd: number, length: number) => number;
 
@@ -13,14 +9,9 @@ const loaded = new Map<string, Allocate | undefined>();
 /** native/preallocate.c's `allocate`, or undefined when the addon is missing or unusable. */
 function allocator(addon: string): Allocate | undefined {
   if (!loaded.has(addon)) {
-    let fn: Allocate | undefined;
-    try {
-      if (existsSync(addon))
-        fn = (createRequire(import.meta.url)(addon) as { allocate: Allocate }).allocate;
-    } catch {
-      fn = undefined; // written without preallocation: correct, only slower on ext4
-    }
-    loaded.set(addon, fn);
+    const a = loadAddon<{ allocate: Allocate }>(addon);
+    // Without it a file is written as before: correct, only slower on ext4.
+    loaded.set(addon, "why" in a ? undefined : a.exports.allocate);
   }
   return loaded.get(addon);
 }
