@@ -38,7 +38,7 @@
  *       t a new pty of ROWS x COLS (master output -> KEY.out with o, else
  *       discarded; stdin -> master; e/m ignored), d keep CAP_SYS_PTRACE
  *       (refused without -d: `error KEY no-debug`), r retention: CAP is not a
- *       cap but RETAIN, see below. CAP bytes kept over both
+ *       cap but RETAIN, see below, i KEY.in is a ring (see "Stdin ring"). CAP bytes kept over both
  *       files (0 none; at the cap the output is no longer read).
  *       With r (a task's entrypoint: a long-running process that must never
  *       block on its output) nothing is capped: each stream keeps (at least)
@@ -75,7 +75,7 @@
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
  *   list             a `state` line per exec, then `listed`.
  *   forget KEY       drops an exec that was reaped and whose streams ended, and
- *                    removes its files KEY.in, KEY.out, KEY.err, KEY.kept.
+ *                    removes its files KEY.in, KEY.inlen, KEY.out, KEY.err, KEY.kept.
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
  *   seen KEY STREAM OFF   drop KEY.STREAM below OFF from the page cache
@@ -85,7 +85,7 @@
  * Events (lines): started KEY PID | error KEY TEXT | out KEY LEN |
  *   err KEY LEN | outend KEY LEN | errend KEY LEN | inpos KEY N |
  *   inend KEY N | exit KEY code N | exit KEY signal N |
- *   state KEY PID RUN OUTLEN OUTEND ERRLEN ERREND INPOS INEND | listed |
+ *   state KEY PID RUN OUTLEN OUTEND ERRLEN ERREND INPOS INEND RING | listed |
  *   pong N. `out`/`err`/`inpos` are coalesced; the last length comes before
  *   its `outend`/`errend`; a stream not requested ends (LEN 0) at the exit;
  *   `inend` also comes as soon as no process holds the stdin pipe's read end.
@@ -93,6 +93,15 @@
  *   `KEY code N MS\n` / `KEY signal N MS\n` (MS: CLOCK_REALTIME ms; a torn
  *   last line is to be ignored). Once lines of forgotten execs are over 3/4
  *   of at least 1024, it is rewritten (exits.new renamed over it).
+ *
+ * Stdin ring (flag i): KEY.in is a ring of 64 MiB: stdin byte L is at
+ * L mod 64 MiB. The router never writes over bytes the command has not taken
+ * (its `inpos`) and keeps the count of bytes written in KEY.inlen (the agent
+ * never reads it; `forget` removes it with the other files). Nothing of a ring
+ * is punched: its pages stay in the page cache and are reused (the router
+ * hands a ring the command no longer reads to the task's next exec). RING in
+ * `state` is 1 for such an exec. (An older agent answers flag i with
+ * bad-request.)
  *
  * Memory: files hold every byte; the page cache need not. `seen KEY STREAM
  * OFF` (STREAM `out` or `err`: a reader of the router delivered every byte
@@ -151,6 +160,7 @@
 #define MAX_REARMS 10
 #define SHED_STEP ((uint64_t)16 << 20) /* see "Memory" above */
 #define SHED_BACK ((uint64_t)64 << 20)
+#define RING_SIZE ((uint64_t)64 << 20) /* see "Stdin ring" */
 #define HASH_SIZE 4096
 #define KEPT_ALIGN ((uint64_t)4096)
 #define KEPT_LINE 42
@@ -181,6 +191,7 @@ struct exec {
   int in_fd, in_file, in_ended, in_eof;
   uint64_t in_pos, in_want;
   uint64_t in_freed; /* KEY.in below this was punched (see "Memory") */
+  int in_ring;       /* KEY.in is a ring (flag i, see "Stdin ring") */
   int dl_fd, grace_fd, rearms;
   int64_t exited_at; /* CLOCK_REALTIME ms of the reap (the `exits` line) */
   unsigned dirty;
@@ -512,9 +523,14 @@ static void pump(struct exec *e, int i) {
 static void feed(struct exec *e) {
   uint64_t moved = 0;
   while (e->in_fd >= 0 && e->in_pos < e->in_want && moved < TURN_BYTES) {
-    uint64_t left = e->in_want - e->in_pos;
+    uint64_t left = e->in_want - e->in_pos, at = e->in_pos;
+    if (e->in_ring) {
+      at = e->in_pos % RING_SIZE;
+      uint64_t to_end = RING_SIZE - at;
+      if (left > to_end) left = to_end;
+    }
     size_t want = (size_t)(left < sizeof iobuf ? left : sizeof iobuf);
-    ssize_t r = pread(e->in_file, iobuf, want, (off_t)e->in_pos);
+    ssize_t r = pread(e->in_file, iobuf, want, (off_t)at);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       e->in_want = e->in_pos; /* KEY.in is shorter than said: wait for the next `in` */
@@ -533,7 +549,7 @@ static void feed(struct exec *e) {
   }
   if (moved) mark(e, D_INPOS);
   /* KEY.in the command has taken is never read again: free it (see "Memory"). */
-  if (e->in_file >= 0 && e->in_pos - e->in_freed >= SHED_STEP) {
+  if (e->in_file >= 0 && !e->in_ring && e->in_pos - e->in_freed >= SHED_STEP) {
     uint64_t to = e->in_pos & ~(KEPT_ALIGN - 1);
     fallocate(e->in_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->in_freed,
               (off_t)(to - e->in_freed));
@@ -937,7 +953,7 @@ static void do_exec(char **f, size_t n) {
       cwd[0] != '/' || nenv > n - 11 || !*flags) {
     return reply_error(key, "bad-request");
   }
-  int fo = 0, fe = 0, fm = 0, ft = 0, fd = 0, fr = 0;
+  int fo = 0, fe = 0, fm = 0, ft = 0, fd = 0, fr = 0, fi = 0;
   if (strcmp(flags, "-") != 0) {
     for (const char *c = flags; *c; c++) {
       switch (*c) {
@@ -947,6 +963,7 @@ static void do_exec(char **f, size_t n) {
         case 't': ft = 1; break;
         case 'd': fd = 1; break;
         case 'r': fr = 1; break;
+        case 'i': fi = 1; break;
         default: return reply_error(key, "bad-request");
       }
     }
@@ -959,6 +976,7 @@ static void do_exec(char **f, size_t n) {
 
   struct exec *e = new_exec(key);
   e->pty = ft;
+  e->in_ring = fi;
   e->cap = fr ? 0 : cap;
   e->retain = fr ? cap : 0;
   e->grace = grace;
@@ -1140,9 +1158,9 @@ static void handle_fields(char **f, size_t n) {
     for (struct exec *e = first; e; e = e->next) {
       char run[32] = "run";
       if (e->reaped) snprintf(run, sizeof run, "%s:%d", e->signaled ? "signal" : "code", e->status);
-      put("state %s %d %s %llu %d %llu %d %llu %d\n", e->key, (int)e->pid, run,
+      put("state %s %d %s %llu %d %llu %d %llu %d %d\n", e->key, (int)e->pid, run,
           (unsigned long long)e->s[0].len, e->s[0].ended, (unsigned long long)e->s[1].len,
-          e->s[1].ended, (unsigned long long)e->in_pos, e->in_ended);
+          e->s[1].ended, (unsigned long long)e->in_pos, e->in_ended, e->in_ring);
     }
     return put("listed\n");
   }
@@ -1158,7 +1176,7 @@ static void handle_fields(char **f, size_t n) {
     if (e->next) e->next->prev = e->prev;
     else last_exec = e->prev;
     e->next = e->prev = NULL; /* stays in the table: a KEY is used once */
-    static const char *const files[] = {"in", "out", "err", "kept"};
+    static const char *const files[] = {"in", "inlen", "out", "err", "kept"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
       char name[MAX_KEY + 16];
       snprintf(name, sizeof name, "%s.%s", e->key, files[i]);

@@ -16,6 +16,7 @@ import {
   symlinkSync,
   unlinkSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
@@ -477,6 +478,35 @@ describe("the task agent (native/task-agent.c)", () => {
     assert.equal(r.out.toString().split(" ")[0], sha256(data), "the command got every byte");
   });
 
+  it("flag i: KEY.in is a 64 MiB ring (byte L at L mod 64 MiB), never punched; RING in `state`", async () => {
+    const RING = 64 << 20;
+    const key = a.key();
+    const first = randomBytes(RING);
+    const next = randomBytes(3 << 20);
+    await a.start(c, key, ["sha256sum"], { flags: "oi" });
+    writeFileSync(a.path(key, "in"), first);
+    c.send("in", key, String(RING));
+    // The wrap: the next bytes go over slots the command has taken (its `inpos`).
+    for (let pos = 0; pos < next.length; ) pos = Number((await c.event("inpos", key))[0]);
+    const fd = openSync(a.path(key, "in"), "r+");
+    writeSync(fd, next, 0, next.length, 0);
+    closeSync(fd);
+    c.send("eof", key, String(RING + next.length));
+    assert.deepEqual(await c.event("inend", key), [String(RING + next.length)]);
+    const st = statSync(a.path(key, "in"));
+    assert.equal(st.size, RING, "a ring never grows past its size");
+    assert.ok(st.blocks * 512 >= RING, "nothing of a ring is punched");
+    const states = await c.list();
+    assert.equal(states.get(key)?.[8], "1", "RING is 1 for a ring exec");
+    const r = await a.finish(c, key);
+    assert.equal(r.out.toString().split(" ")[0], sha256(Buffer.concat([first, next])));
+    // `forget` removes the ring's count file (the router's) with the other files.
+    writeFileSync(a.path(key, "inlen"), Buffer.alloc(8));
+    c.send("forget", key);
+    await c.ping("ring");
+    assert.ok(!existsSync(a.path(key, "inlen")) && !existsSync(a.path(key, "in")));
+  });
+
   it("frees KEY.in safely while the command splices its stdin onward (bytes held downstream)", async () => {
     // A command that moves its stdin on with splice(2) into a 1 MiB pipe that a slow reader
     // drains: whatever pages it got from its stdin stay referenced downstream.
@@ -871,8 +901,13 @@ describe("the task agent's connections and lifetime", () => {
     c.sock.destroy();
     c = await a.connect();
     const states = await c.list();
-    assert.deepEqual(states.get(run), [String(runPid), "run", "0", "0", "0", "0", "0", "0"]);
-    assert.deepEqual(states.get(ended), [String(endedPid), "code:4", "2", "1", "3", "1", "0", "1"]);
+    // The last field, RING, is 0: neither was started with flag `i`.
+    const runState = [String(runPid), "run", "0", "0", "0", "0", "0", "0", "0"];
+    assert.deepEqual(states.get(run), runState);
+    assert.deepEqual(states.get(ended), [
+      String(endedPid),
+      ...["code:4", "2", "1", "3", "1", "0", "1", "0"],
+    ]);
     c.send("kill", run, "9");
     assert.deepEqual(await c.event("exit", run), ["signal", "9"]);
     const after = await c.list();

@@ -26,6 +26,8 @@ export interface AgentExecState {
   errEnded: boolean;
   inPos: number;
   inEnded: boolean;
+  /** KEY.in is a ring (flag `i`; an older agent has no such field: false). */
+  inRing: boolean;
 }
 
 /** The socket file the agent binds in its exec directory. */
@@ -204,6 +206,7 @@ export class AgentConn {
         errEnded: w[6] === "1",
         inPos: n(7),
         inEnded: w[8] === "1",
+        inRing: w[9] === "1",
       });
       return;
     }

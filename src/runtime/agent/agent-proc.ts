@@ -15,6 +15,8 @@ export interface AgentProcDeps {
   send: (fields: string[]) => void;
   /** Where stdin stands (zero for a new exec). */
   stdin: StdinState;
+  /** KEY.in is a ring (the exec was started with flag `i`, see AgentStdin). */
+  ring: boolean;
   /** OOM kills counted in the task's cgroup so far (undefined: unknown). */
   oomKills?: (() => number | undefined) | undefined;
   /** Frees the exec's files and the agent's state of it (Proc.release). */
@@ -56,7 +58,14 @@ export class AgentProc implements Proc {
       stdout: new FileOutput(file("out"), file("kept"), 0, seen("out")),
       stderr: new FileOutput(file("err"), file("kept"), 1, seen("err")),
     };
-    this.stdin = new AgentStdin(file("in"), deps.send, deps.key, deps.stdin, deps.stdinEof);
+    this.stdin = new AgentStdin(
+      file("in"),
+      deps.send,
+      deps.key,
+      deps.stdin,
+      deps.stdinEof,
+      deps.ring,
+    );
     this.stdin.on("error", () => {});
     this.oomBefore = deps.oomKills?.();
     this.exited = new Promise((resolve) => {
@@ -95,7 +104,7 @@ export class AgentProc implements Proc {
         break;
       case "inend":
         this.stdin.progress(n);
-        this.stdin.markGone();
+        this.stdin.inEnded();
         break;
       case "exit": {
         const v = Number(e.args[1] ?? 0);

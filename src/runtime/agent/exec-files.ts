@@ -6,7 +6,7 @@ import type { ExitStatus, SpawnSpec } from "../runtime.ts";
 const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
 
 /** The fields of the agent's `exec` request for `spec` (native/task-agent.c, "Requests"). */
-export function execFields(key: string, spec: SpawnSpec, debug: boolean): string[] {
+export function execFields(key: string, spec: SpawnSpec, debug: boolean, ring: boolean): string[] {
   const pty = spec.pty;
   const flags =
     (spec.stdout === "pipe" ? "o" : "") +
@@ -14,7 +14,8 @@ export function execFields(key: string, spec: SpawnSpec, debug: boolean): string
     (spec.stderr === "stdout" && !pty ? "m" : "") +
     (pty ? "t" : "") +
     (spec.runtimeDebug && debug ? "d" : "") +
-    (spec.retain ? "r" : "");
+    (spec.retain ? "r" : "") +
+    (ring ? "i" : "");
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
   return [
     "exec",

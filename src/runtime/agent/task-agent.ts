@@ -8,6 +8,7 @@ import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
 import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
+import { stdinWritten } from "./stdin-ring.ts";
 
 /** The first half of every exec KEY this router makes (see `start`). */
 const KEY_PREFIX = randomBytes(8).toString("hex");
@@ -40,6 +41,8 @@ export class TaskAgent {
   /** Execs the agent holds (it removes their files on `forget`). */
   private readonly agentKeys = new Set<string>();
   private starts = 0;
+  /** False once this agent refused flag `i` (one older than the stdin ring): KEY.in is linear then. */
+  private rings = true;
   /** The exec records (SpawnSpec.persist), loaded by `adopt` or the first spawn. */
   private readonly journal: ExecJournal;
   private journalLoaded = false;
@@ -121,10 +124,15 @@ export class TaskAgent {
     if (!state.running) p.exit(state.exit ?? exits.get(p.key)?.status ?? { signal: 9 });
   }
 
-  private newProc(key: string, stdin: { written: number; closed: boolean }): AgentProc {
+  private newProc(
+    key: string,
+    stdin: { written: number; closed: boolean },
+    ring: boolean,
+  ): AgentProc {
     const p = new AgentProc({
       key,
       dir: this.dir,
+      ring,
       send: (fields) => this.link.current?.send(fields),
       stdin,
       oomKills: this.opts.oomKills,
@@ -161,24 +169,32 @@ export class TaskAgent {
     const key = `${KEY_PREFIX}${(++keySeq).toString(16).padStart(16, "0")}`;
     this.loadJournal();
     if (spec.persist) this.journal.add(key, spec.persist.record);
-    const fields = execFields(key, spec, this.opts.debug);
-    const p = this.newProc(key, { written: 0, closed: false });
-    const started = new Promise<void>((resolve, reject) => {
-      conn.on(key, (e) => {
-        if (e.kind === "started") {
-          p.pid = Number(e.args[0]);
-          this.agentKeys.add(key);
-          conn.on(key, (ev) => p.onEvent(ev));
-          resolve();
-        } else if (e.kind === "error") {
-          reject(refusal(e.args[0] ?? ""));
-        }
+    const ring = this.rings;
+    const p = this.newProc(key, { written: 0, closed: false }, ring);
+    const started = (withRing: boolean) =>
+      new Promise<void>((resolve, reject) => {
+        conn.on(key, (e) => {
+          if (e.kind === "started") {
+            p.pid = Number(e.args[0]);
+            this.agentKeys.add(key);
+            conn.on(key, (ev) => p.onEvent(ev));
+            resolve();
+          } else if (e.kind === "error") {
+            reject(refusal(e.args[0] ?? ""));
+          }
+        });
+        void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
+        conn.send(execFields(key, spec, this.opts.debug, withRing));
       });
-      void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
-    });
     try {
-      conn.send(fields);
-      await started;
+      await started(ring).catch(async (err: unknown) => {
+        // An agent older than the stdin ring refuses flag `i` (no state kept): once more without,
+        // and no rings for this agent if that is what it refused.
+        if (!ring || !(err instanceof Error) || !/bad-request/.test(err.message)) throw err;
+        p.stdin.linear();
+        await started(false);
+        this.rings = false;
+      });
       return p;
     } catch (err) {
       await this.drop(key, false);
@@ -204,7 +220,7 @@ export class TaskAgent {
       return;
     }
     await Promise.all(
-      ["in", "out", "err", "exit", "kept"].map((s) =>
+      ["in", "inlen", "out", "err", "exit", "kept"].map((s) =>
         rm(join(this.dir, `${key}.${s}`), { force: true }),
       ),
     );
@@ -248,8 +264,9 @@ export class TaskAgent {
         await this.drop(key, false); // never reached the agent: a retry starts it afresh
         continue;
       }
-      const stdin = { written: sizeOf(file("in")), closed: entry.stdinClosed };
-      const p = this.newProc(key, stdin);
+      // The agent says whether KEY.in is a ring (an older one never has rings).
+      const stdin = { written: stdinWritten(file("in"), state?.inRing), closed: entry.stdinClosed };
+      const p = this.newProc(key, stdin, state?.inRing === true);
       this.apply(p, state, exits);
       adopted.push({
         record: entry.record,
