@@ -37,9 +37,10 @@
  *       /dev/null otherwise), m stderr into the stdout pipe (wins over e),
  *       t a new pty of ROWS x COLS (master output -> KEY.out with o, else
  *       discarded; stdin -> master; e/m ignored), d keep CAP_SYS_PTRACE
- *       (refused without -d: `error KEY no-debug`), r retention: CAP is not a
- *       cap but RETAIN, see below, i KEY.in is a ring (see "Stdin ring"). CAP bytes kept over both
- *       files (0 none; at the cap the output is no longer read).
+ *       (refused without -d: `error KEY no-debug`), i KEY.in is a ring (see
+ *       "Stdin ring"), r retention: CAP is not a cap but RETAIN, see below.
+ *       CAP bytes kept over both files (0 none; at the cap the output is no
+ *       longer read).
  *       With r (a task's entrypoint: a long-running process that must never
  *       block on its output) nothing is capped: each stream keeps (at least)
  *       its newest RETAIN bytes (RETAIN >= 1) and the agent frees the older
@@ -69,7 +70,9 @@
  *       the stream ends and `inend KEY 0`. Otherwise `error KEY TEXT` and no
  *       state is kept: TEXT is bad-request, exists, no-debug, pipe ERRNO, pty ERRNO, timer ERRNO, spawn ERRNO, caps ERRNO
  *       (KEY `-` and TEXT bad-key for a KEY that is not one).
- *   in KEY LEN       KEY.in is LEN bytes: copy [position, LEN) to stdin.
+ *   in KEY LEN       LEN stdin bytes were written into KEY.in (a ring: byte L
+ *                    at L mod 64 MiB, and LEN is taken only up to position +
+ *                    64 MiB): copy [position, LEN) to stdin.
  *   eof KEY LEN      stdin ends at LEN (pipe closed; a pty is left open).
  *   kill KEY SIG     kill(-PID, SIG), SIG 0..64; ignored once reaped.
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
@@ -111,10 +114,11 @@
  * are dropped at a later one). It starts their writeback and drops them once
  * clean, so a stream read as it is written keeps recycling the same memory;
  * a later reader of those bytes reads them from disk. Stateless: no answer,
- * an absent file is ignored. KEY.in bytes the command has taken are never
- * read again: each time the position crosses a 16 MiB step, KEY.in below it
- * is freed with fallocate(PUNCH_HOLE) (4 KiB-aligned; its size stays: the
- * router counts the bytes written by it), so stdin is never written back.
+ * an absent file is ignored. Bytes of a linear KEY.in (no flag i) the command
+ * has taken are never read again: each time the position crosses a 16 MiB
+ * step, KEY.in below it is freed with fallocate(PUNCH_HOLE) (4 KiB-aligned;
+ * its size stays: the router counts the bytes written by it), so its stdin is
+ * never written back. A ring is never punched (see "Stdin ring").
  * Growing the page cache by every byte moved cost this machine's VMs ~3 s
  * of CPU per GiB once it reached memory not touched before
  * (docs/DECISIONS.md, "Page cache of the agent's files"). Stdin is
@@ -160,7 +164,7 @@
 #define MAX_REARMS 10
 #define SHED_STEP ((uint64_t)16 << 20) /* see "Memory" above */
 #define SHED_BACK ((uint64_t)64 << 20)
-#define RING_SIZE ((uint64_t)64 << 20) /* see "Stdin ring" */
+#define RING_SIZE ((uint64_t)64 << 20) /* see "Stdin ring"; src/runtime/agent/stdin-ring.ts has it too */
 #define HASH_SIZE 4096
 #define KEPT_ALIGN ((uint64_t)4096)
 #define KEPT_LINE 42
@@ -516,7 +520,7 @@ static void pump(struct exec *e, int i) {
   }
 }
 
-/* Copies KEY.in [in_pos, in_want) into stdin (at most TURN_BYTES). By copy, never by
+/* Copies stdin bytes [in_pos, in_want) of KEY.in (at L mod RING_SIZE for a ring) into stdin (at most TURN_BYTES). By copy, never by
    splice: spliced bytes would be the page cache's own pages, held by the pipe and by
    wherever the command splices them on (a pipe, a socket), and freeing KEY.in (below)
    zeroes its part of a large folio in place. Copied, they are the pipe's own. */
@@ -1134,6 +1138,9 @@ static void handle_fields(char **f, size_t n) {
       e->in_file = open_key(e->key, "in", O_RDWR, 0);
       if (e->in_file < 0 && errno != ENOENT) e->in_file = open_key(e->key, "in", O_RDONLY, 0);
     }
+    /* A ring holds 64 MiB past the position: more was never written by a router that knows
+       rings (one that does not would count the ring's size: nothing past it is fed). */
+    if (e->in_ring && a > e->in_pos + RING_SIZE) return;
     if (a > e->in_want) e->in_want = a;
     if (verb[0] == 'e') e->in_eof = 1;
     feed(e);

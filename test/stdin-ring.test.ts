@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import {
+  closeSync,
   existsSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   rmSync,
   statSync,
+  truncateSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,8 +24,10 @@ import {
   countBytes,
   countPath,
   RING_SIZE,
+  runs,
   SPARE_NAME,
   stdinWritten,
+  writeRing,
 } from "../src/runtime/agent/stdin-ring.ts";
 import { KillableRouter } from "./helpers/killable-router.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
@@ -66,6 +72,21 @@ describe("stdin ring", () => {
   it("one write larger than the ring goes in as the command takes it", async () => {
     const big = randomBytes(RING_SIZE + 32 * MiB + 123);
     assert.equal(await digestOf([big]), sha(big));
+  });
+
+  it("unaligned writes cross the ring's end mid-write and arrive exact", async () => {
+    const writes = Array.from({ length: 8 }, () => randomBytes(10 * MiB + 7));
+    assert.equal(await digestOf(writes), sha(Buffer.concat(writes)));
+  });
+
+  it("a write larger than the ring waits for a slow reader instead of overwriting it", async () => {
+    const big = randomBytes(RING_SIZE + 5 * MiB + 3);
+    const argv = ["sh", "-c", "sleep 1; exec sha256sum"];
+    const id = await r.client.start(task, argv, { stdout: "pipe", stderr: "pipe" });
+    await r.client.writeStdin(task, id, 0, big, true);
+    assert.deepEqual(await r.client.wait(task, id), { code: 0 });
+    const out = (await collect(r.client.read(task, id, "stdout"))).toString();
+    assert.equal(out.split(" ")[0], sha(big));
   });
 
   it("the task's next exec takes over the spare ring and reads only its own bytes", async () => {
@@ -113,13 +134,13 @@ describe("stdin ring across a router SIGKILL", () => {
     await router.stop();
   });
 
-  it("the bytes written before the kill are counted from the ring's header", {
+  it("the bytes written before the kill are counted from KEY.inlen", {
     timeout: 120_000,
   }, async () => {
     let c = await serve();
     const task = (await new TasksClient(c).create("t")).taskId;
     const input = randomBytes(RING_SIZE + 40 * MiB);
-    const cut = RING_SIZE + 16 * MiB; // past the ring's end: the header, not the size, says it
+    const cut = RING_SIZE + 16 * MiB; // past the ring's end: KEY.inlen, not the size, says it
     await c.start(task, ["sha256sum"], { stdout: "pipe", stderr: "pipe", execId: "in" });
     for (let off = 0; off < cut; off += 16 * MiB) {
       await c.writeStdin(task, "in", off, input.subarray(off, off + 16 * MiB));
@@ -132,6 +153,37 @@ describe("stdin ring across a router SIGKILL", () => {
     assert.deepEqual(await c.wait(task, "in"), { code: 0 });
     const out = (await collect(c.read(task, "in", "stdout"))).toString();
     assert.equal(out.split(" ")[0], sha(input));
+  });
+});
+
+describe("ring writes", () => {
+  const dir = mkdtempSync(join(tmpdir(), "taskrouter-ring-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("runs() cuts chunks into views of at most the given size, in order", () => {
+    const chunks = [Buffer.from("abcde"), Buffer.from("fg"), Buffer.from("hijklmn")];
+    const got = [...runs(chunks, 4)].map((r) => r.map((b) => Buffer.from(b).toString()));
+    assert.deepEqual(got, [["abcd"], ["e", "fg", "h"], ["ijkl"], ["mn"]]);
+  });
+
+  it("writeRing puts bytes that cross the ring's end at its end and its start", async () => {
+    const path = join(dir, "ring.in");
+    writeFileSync(path, "");
+    truncateSync(path, RING_SIZE);
+    const fd = openSync(path, "r+");
+    try {
+      const at = 5 * RING_SIZE - 3; // a fifth lap, 3 bytes before the end
+      await writeRing(fd, [Buffer.from("ABCDE"), Buffer.from("FG")], at);
+      const tail = Buffer.alloc(3);
+      readSync(fd, tail, 0, 3, RING_SIZE - 3);
+      const head = Buffer.alloc(5);
+      readSync(fd, head, 0, 5, 0);
+      assert.equal(tail.toString(), "ABC");
+      assert.equal(head.toString(), "DEFG\0");
+      assert.equal(statSync(path).size, RING_SIZE, "nothing past the ring");
+    } finally {
+      closeSync(fd);
+    }
   });
 });
 

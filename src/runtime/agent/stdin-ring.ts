@@ -1,12 +1,13 @@
 import {
+  close,
   closeSync,
   constants,
+  ftruncate,
   link,
   open,
   openSync,
   readSync,
   rename,
-  truncate,
   unlink,
   write,
   writev,
@@ -28,7 +29,11 @@ import { sizeOf } from "./exec-files.ts";
  * and are reused, and a ring whose command stopped reading becomes the
  * task's spare (SPARE_NAME), which the task's next exec takes over.
  */
-export const RING_SIZE = 64 * 1024 * 1024;
+export const RING_SIZE = 64 * 1024 * 1024; // native/task-agent.c's RING_SIZE: keep them equal
+/** A spare no exec took over for this long is removed (its disk and pages freed). */
+const SPARE_IDLE_MS = 5 * 60 * 1000;
+/** The removal timer of each exec directory's spare. */
+const spareTimers = new Map<string, NodeJS.Timeout>();
 /** The task's spare ring in the exec directory (no KEY.SUFFIX name can be this). */
 export const SPARE_NAME = "stdin-spare";
 
@@ -85,13 +90,19 @@ export async function openRing(
   );
   if (fresh === undefined) {
     const count = await openFile(countPath(inPath), constants.O_RDWR);
-    return { ring: await openFile(inPath, flags), count };
+    try {
+      return { ring: await openFile(inPath, flags), count };
+    } catch (err) {
+      closeSync(count);
+      throw err;
+    }
   }
   try {
     await pwriteAll(fresh, countBytes(written), 0);
-    await new Promise<void>((resolve) =>
-      rename(join(dirname(inPath), SPARE_NAME), inPath, () => resolve()),
-    );
+    const dir = dirname(inPath);
+    clearTimeout(spareTimers.get(dir));
+    spareTimers.delete(dir);
+    await new Promise<void>((resolve) => rename(join(dir, SPARE_NAME), inPath, () => resolve()));
     return { ring: await openFile(inPath, flags), count: fresh };
   } catch (err) {
     closeSync(fresh);
@@ -107,11 +118,29 @@ export async function openRing(
  * count file stays: it still says what was written.
  */
 export function spareRing(inPath: string): Promise<void> {
-  const spare = join(dirname(inPath), SPARE_NAME);
-  return new Promise((resolve) =>
-    link(inPath, spare, (err) =>
-      err ? truncate(inPath, 0, () => resolve()) : unlink(inPath, () => resolve()),
-    ),
+  const dir = dirname(inPath);
+  const spare = join(dir, SPARE_NAME);
+  return new Promise<void>((resolve) =>
+    link(inPath, spare, (err) => {
+      if (err) return empty(inPath).then(resolve);
+      unlink(inPath, () => resolve());
+      // Removed when no exec takes it over for a while (rearmed by each new spare).
+      clearTimeout(spareTimers.get(dir));
+      const timer = setTimeout(() => {
+        spareTimers.delete(dir);
+        unlink(spare, () => {});
+      }, SPARE_IDLE_MS);
+      timer.unref();
+      spareTimers.set(dir, timer);
+    }),
+  );
+}
+
+/** Truncates `path` to 0 bytes (never through a symlink); errors ignored. */
+function empty(path: string): Promise<void> {
+  return openFile(path, constants.O_WRONLY).then(
+    (fd) => new Promise<void>((resolve) => ftruncate(fd, 0, () => close(fd, () => resolve()))),
+    () => {},
   );
 }
 

@@ -120,7 +120,7 @@ export class TaskAgent {
     if (state.outEnded) p.output.stdout.end(state.outLen);
     if (state.errEnded) p.output.stderr.end(state.errLen);
     p.stdin.progress(state.inPos);
-    if (state.inEnded) p.stdin.markGone();
+    if (state.inEnded) p.stdin.inEnded();
     if (!state.running) p.exit(state.exit ?? exits.get(p.key)?.status ?? { signal: 9 });
   }
 
