@@ -1,5 +1,4 @@
-import { constants as fsc } from "node:fs";
-import { open } from "node:fs/promises";
+import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile, OutputReader } from "../runtime.ts";
 
@@ -57,18 +56,14 @@ export class FileOutput implements OutputFile {
 
   /**
    * The oldest byte kept (KEY.kept; 0 while absent). The agent rewrites the
-   * line in place, so a read could see a torn line: read until two agree.
+   * line in place, so a read could see a torn line: read until two reads in
+   * a row agree. The two reads are back to back on one descriptor (a few
+   * microseconds: the agent rewrites the line every few tens while a stream
+   * runs fast, and reads through the thread pool, ~0.1-0.5 ms each under
+   * load, never agreed then: INTERNAL instead of UNAVAILABLE, seen in CI).
    */
   async keptFrom(): Promise<number> {
-    let prev: string | undefined;
-    for (let i = 0; i < 100; i++) {
-      const text = await readSmall(this.keptPath);
-      if (text === "") return 0; // none yet: nothing was freed
-      const m = /^(\d{20}) (\d{20})\n$/.exec(text);
-      if (m && text === prev) return Number(m[this.index + 1]);
-      prev = text;
-    }
-    throw new Error(`unreadable retention state in ${this.keptPath}`);
+    return keptField(this.keptPath, this.index);
   }
 
   reader(offset: number): OutputReader {
@@ -115,15 +110,32 @@ export class FileOutput implements OutputFile {
  * symlink, never blocking on a FIFO (a runtime_debug exec can change its own
  * task's exec files).
  */
-async function readSmall(path: string): Promise<string> {
-  const f = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch(() => undefined);
-  if (!f) return "";
+/**
+ * Field `index` of a KEY.kept line (0 when the file is absent or not a file):
+ * read until two back-to-back reads agree (opened without following links or
+ * blocking on a FIFO). Throws when they never did.
+ */
+export function keptField(path: string, index: 0 | 1): number {
+  let fd: number;
   try {
-    if (!(await f.stat()).isFile()) return "";
-    const buf = Buffer.alloc(64);
-    const { bytesRead } = await f.read(buf, 0, 64, 0);
-    return buf.toString("latin1", 0, bytesRead);
-  } finally {
-    await f.close();
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch {
+    return 0;
   }
+  try {
+    if (!fstatSync(fd).isFile()) return 0;
+    const buf = Buffer.alloc(64);
+    const read = () => buf.toString("latin1", 0, readSync(fd, buf, 0, 64, 0));
+    let prev = read();
+    for (let i = 0; i < 1000; i++) {
+      if (prev === "") return 0; // none yet: nothing was freed
+      const text = read();
+      const m = /^(\d{20}) (\d{20})\n$/.exec(text);
+      if (m && text === prev) return Number(m[index + 1]);
+      prev = text;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  throw new Error(`unreadable retention state in ${path}`);
 }
