@@ -1,10 +1,10 @@
-import { close, constants, open, write, writev } from "node:fs";
+import { close, constants, open } from "node:fs";
 import { Writable } from "node:stream";
 import type { StdinState } from "../runtime.ts";
 import {
   countBytes,
   openRing,
-  pwriteAll,
+  pwritevAll,
   RING_SIZE,
   runs,
   spareRing,
@@ -150,24 +150,7 @@ export class AgentStdin extends Writable {
     const fd = await this.file();
     let total = 0;
     for (const c of chunks) total += c.length;
-    // One writev; what a short write left goes out piece by piece.
-    let done = await new Promise<number>((resolve, reject) =>
-      writev(fd, chunks, this.len, (err, n) => (err ? reject(err) : resolve(n))),
-    );
-    for (let skip = 0, i = 0; done < total && i < chunks.length; i++) {
-      const c = chunks[i] as Buffer;
-      const from = Math.max(0, done - skip);
-      skip += c.length;
-      for (let at = from; at < c.length; ) {
-        const n = await new Promise<number>((resolve, reject) =>
-          write(fd, c, at, c.length - at, this.len + done, (err, w) =>
-            err ? reject(err) : resolve(w),
-          ),
-        );
-        at += n;
-        done += n;
-      }
-    }
+    await pwritevAll(fd, chunks, this.len);
     this.len += total;
   }
 
@@ -187,7 +170,7 @@ export class AgentStdin extends Writable {
       if (this.gone || this.destroyed) return;
       await writeRing(ring, run, this.len);
       this.len += size;
-      await pwriteAll(count, countBytes(this.len), 0);
+      await pwritevAll(count, [countBytes(this.len)], 0);
       this.send(["in", this.key, String(this.len)]);
     }
   }

@@ -9,7 +9,6 @@ import {
   readSync,
   rename,
   unlink,
-  write,
   writev,
 } from "node:fs";
 import { dirname, join } from "node:path";
@@ -98,7 +97,7 @@ export async function openRing(
     }
   }
   try {
-    await pwriteAll(fresh, countBytes(written), 0);
+    await pwritevAll(fresh, [countBytes(written)], 0);
     const dir = dirname(inPath);
     clearTimeout(spareTimers.get(dir));
     spareTimers.delete(dir);
@@ -192,8 +191,8 @@ function splitAt(bufs: Uint8Array[], n: number): [Uint8Array[], Uint8Array[]] {
   return [before, after];
 }
 
-/** pwritev of all of `bufs` at `pos` (a short write continues where it stopped). */
-async function pwritevAll(fd: number, bufs: Uint8Array[], pos: number): Promise<void> {
+/** pwritev of all of `bufs` at `pos` (one call; a short write continues where it stopped). */
+export async function pwritevAll(fd: number, bufs: Uint8Array[], pos: number): Promise<void> {
   let total = 0;
   for (const b of bufs) total += b.length;
   if (total === 0) return;
@@ -202,19 +201,6 @@ async function pwritevAll(fd: number, bufs: Uint8Array[], pos: number): Promise<
   );
   if (done === 0) throw new Error("KEY.in took no bytes");
   if (done < total) await pwritevAll(fd, splitAt(bufs, done)[1], pos + done);
-}
-
-/** pwrite of all of `data` at `pos`. */
-export async function pwriteAll(fd: number, data: Uint8Array, pos: number): Promise<void> {
-  for (let done = 0; done < data.length; ) {
-    const n = await new Promise<number>((resolve, reject) =>
-      write(fd, data, done, data.length - done, pos + done, (err, w) =>
-        err ? reject(err) : resolve(w),
-      ),
-    );
-    if (n === 0) throw new Error("KEY.in took no bytes");
-    done += n;
-  }
 }
 
 function openFile(path: string, flags: number): Promise<number> {
