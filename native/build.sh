@@ -11,6 +11,7 @@
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
 #   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
 #   taskrouter-preallocate.node  fallocate(2) for the CLI's downloads (a Node-API addon, likewise)
+#   taskrouter-aligned.node  page-aligned buffers for the CLI's O_DIRECT downloads (a Node-API addon, likewise)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -45,7 +46,8 @@ for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
   if [ -n "$dir" ] && [ -f "$dir/node_api.h" ]; then
     addon malloc malloc-tune.c "the router keeps glibc's malloc thresholds"
     addon preallocate preallocate.c "taskrouter cp writes files without allocating their blocks first"
+    addon aligned aligned-buffer.c "taskrouter cp writes downloads through the page cache"
     exit 0
   fi
 done
-echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): the Node-API addons are not built; the router keeps glibc's malloc thresholds and taskrouter cp writes files without preallocating" >&2
+echo "native/build.sh: node_api.h not found (set NODE_INCLUDE): the Node-API addons are not built; the router keeps glibc's malloc thresholds and taskrouter cp writes files without preallocating, through the page cache" >&2

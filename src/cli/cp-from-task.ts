@@ -17,11 +17,15 @@ import { dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { pack } from "tar-stream";
 import { type FileInfo, FsError } from "../client/fs.ts";
+import { DirectFileWriter } from "../util/direct-file.ts";
 import { preallocate } from "../util/preallocate.ts";
 import type { Kind } from "./cp-paths.ts";
 import { counted, eachLimit, resolveTarget, sourceSpec, under } from "./cp-paths.ts";
 import { entryOf, isRegularOrLinkOrDir, remoteTree } from "./cp-remote.ts";
 import type { CopyContext } from "./cp-to-task.ts";
+
+/** Files at least this large are written around the page cache (src/util/direct-file.ts). */
+const DIRECT_FROM = 8 * 1024 * 1024;
 
 /**
  * The task's SRC (a followed symlink is a file or directory), its spec, and
@@ -116,10 +120,20 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
           written += n;
           ctx.moved(n);
         };
-        await pipeline(
-          counted(ctx.fs.readFile(under(src.path, e.rel)), count),
-          file.createWriteStream(),
-        );
+        const content = counted(ctx.fs.readFile(under(src.path, e.rel)), count);
+        // Large files around the page cache: see src/util/direct-file.ts.
+        const direct = e.size >= DIRECT_FROM ? await DirectFileWriter.open(file) : undefined;
+        if (direct) {
+          try {
+            for await (const c of content) await direct.write(c);
+            await direct.end();
+          } catch (err) {
+            await direct.abort();
+            throw err;
+          } finally {
+            await file.close();
+          }
+        } else await pipeline(content, file.createWriteStream());
         if (allocated && written < e.size) await truncate(tmp, written); // it shrank meanwhile
         await chmod(tmp, e.perm);
         await utimes(tmp, e.mtime, e.mtime);
