@@ -3,9 +3,9 @@ import { OutOfRangeError } from "../errors.ts";
 import { ChunkPool } from "../util/chunk-pool.ts";
 
 /** Bytes read per chunk from a file source (one `data` message each). */
-const FILE_CHUNK = 256 * 1024;
-/** Idle read buffers a file source keeps: grpc-js queues 16 messages, more are in flight. */
-const FILE_BUFFERS = 32;
+const FILE_CHUNK = 1024 * 1024;
+/** Idle read buffers a file source keeps (16 MiB): grpc-js queues 16 messages. */
+const FILE_BUFFERS = 16;
 /** What a one-shot source keeps for replay after a cut (see `StdinInput`). */
 export const DEFAULT_REPLAY = 64 * 1024 * 1024;
 

@@ -26,8 +26,13 @@ export {
   type StdinInput,
 } from "./stdin-source.ts";
 
-/** Bytes per `data` message, as the JS SDK sends (STREAMING_STDIN_CHUNK_SIZE). */
-export const STDIN_CHUNK = 256 * 1024;
+/**
+ * Bytes per `data` message at most. The JS SDK sends 256 KiB
+ * (STREAMING_STDIN_CHUNK_SIZE); 1 MiB halves no guarantee and cut a 256 MiB
+ * `taskrouter cp` upload by ~60 ms (a fresh process pays per message:
+ * docs/DECISIONS.md, "Downloads written around the page cache").
+ */
+export const STDIN_CHUNK = 1024 * 1024;
 /** Resumes after the first attempt, as the JS SDK allows. */
 export const MAX_RESUMES = 9;
 
@@ -69,7 +74,7 @@ type Msg = { start: number } | { data: Uint8Array } | { end: true };
 
 /**
  * Streams `source` into the exec's stdin (TaskExecStdinWriteStream: start,
- * data chunks of at most 256 KiB, end) with backpressure, and closes stdin at
+ * data chunks of at most STDIN_CHUNK, end) with backpressure, and closes stdin at
  * the end. Resumes as the JS SDK does (PROTOCOL-LATER §5.4): after a failure
  * with a transient code or UNAUTHENTICATED it asks TaskExecStdinStatus; stdin
  * closed with everything sent and counted is success, closed otherwise is the
