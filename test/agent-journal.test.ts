@@ -2,12 +2,16 @@ import assert from "node:assert/strict";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { ExecJournal, JOURNAL } from "../src/runtime/agent/journal.ts";
 
 /** The exec records of a task agent's directory (src/runtime/agent/journal.ts), on a real file. */
 describe("the exec journal", () => {
-  const dir = mkdtempSync(join(tmpdir(), "journal-"));
+  // Made when the suite runs (not when a --test-name-pattern run only loads it).
+  let dir = "";
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "journal-"));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
   const k = (n: number) => n.toString(16).padStart(32, "0");
 

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { keptField } from "../src/runtime/agent/file-output.ts";
 
@@ -26,7 +26,11 @@ for (let n = 1; ; n++) {
 }`;
 
 describe("keptField", () => {
-  const dir = mkdtempSync(join(tmpdir(), "taskrouter-kept-"));
+  // Made when the suite runs (not when a --test-name-pattern run only loads it).
+  let dir = "";
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "taskrouter-kept-"));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads each field, and 0 without a file or for what is not a file", () => {

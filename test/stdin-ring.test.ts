@@ -157,7 +157,11 @@ describe("stdin ring across a router SIGKILL", () => {
 });
 
 describe("ring writes", () => {
-  const dir = mkdtempSync(join(tmpdir(), "taskrouter-ring-"));
+  // Made when the suite runs (not when a --test-name-pattern run only loads it).
+  let dir = "";
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "taskrouter-ring-"));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it("runs() cuts chunks into views of at most the given size, in order", () => {
@@ -188,7 +192,11 @@ describe("ring writes", () => {
 });
 
 describe("stdinWritten", () => {
-  const dir = mkdtempSync(join(tmpdir(), "taskrouter-ring-"));
+  // Made when the suite runs (not when a --test-name-pattern run only loads it).
+  let dir = "";
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "taskrouter-ring-"));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads a ring's count file, a linear file's size, and 0 for what is absent", () => {
