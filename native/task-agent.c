@@ -104,7 +104,8 @@
  * is punched: its pages stay in the page cache and are reused (the router
  * hands a ring the command no longer reads to the task's next exec). RING in
  * `state` is 1 for such an exec. (An older agent answers flag i with
- * bad-request.)
+ * bad-request; built with -DTASKROUTER_AGENT_WITHOUT_RING, this one does too:
+ * test/agent-fallback.test.ts checks the router's linear fallback with it.)
  *
  * Memory: files hold every byte; the page cache need not. `seen KEY STREAM
  * OFF` (STREAM `out` or `err`: a reader of the router delivered every byte
@@ -967,7 +968,9 @@ static void do_exec(char **f, size_t n) {
         case 't': ft = 1; break;
         case 'd': fd = 1; break;
         case 'r': fr = 1; break;
+#ifndef TASKROUTER_AGENT_WITHOUT_RING /* built so by test/agent-fallback.test.ts only */
         case 'i': fi = 1; break;
+#endif
         default: return reply_error(key, "bad-request");
       }
     }
