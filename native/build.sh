@@ -33,7 +33,8 @@ mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools
 
 # The addons need node_api.h: beside the running node (official builds, nvm) or /usr/include/node (Debian).
 # Optional: a failure (another libc, new warnings in the headers) leaves the code that uses them on
-# its fallback (glibc's malloc thresholds; `taskrouter cp` writes without preallocating).
+# its fallback (glibc's malloc thresholds; `taskrouter cp` writes without preallocating, and
+# through the page cache).
 addon() { # NAME SOURCE WITHOUT
   if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o "build/native/taskrouter-$1.tmp" "native/$2"; then
     mv "build/native/taskrouter-$1.tmp" "build/native/taskrouter-$1.node"

@@ -9,7 +9,15 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, constants as fsc, openSync, readdirSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  constants as fsc,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  statSync,
+} from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -52,7 +60,7 @@ describe("a task agent older than the stdin ring", { skip }, () => {
     agentBin = join(tmp, "old-agent");
     execFileSync("cc", ["-O2", "-DTASKROUTER_AGENT_WITHOUT_RING", "-o", agentBin, SOURCE]);
     dir = join(tmp, "agent");
-    execFileSync("mkdir", ["-p", dir]);
+    mkdirSync(dir);
     agent = new TaskAgent(
       dir,
       async (d) => {
@@ -70,8 +78,11 @@ describe("a task agent older than the stdin ring", { skip }, () => {
     );
   });
   after(async () => {
-    await agent?.quit(); // ends the agent and its execs (SIGKILL)
-    if (tmp) await rm(tmp, { recursive: true, force: true });
+    try {
+      await agent?.quit(); // ends the agent and its execs (SIGKILL)
+    } finally {
+      if (tmp) await rm(tmp, { recursive: true, force: true });
+    }
   });
 
   const run = async (data: Buffer, piece: number) => {
@@ -103,12 +114,15 @@ describe("a task agent older than the stdin ring", { skip }, () => {
     const inPath = join(dir, ins[0] as string);
     assert.equal(statSync(inPath).size, data.length, "linear: as long as what was written");
     assert.equal(existsSync(`${inPath}len`), false, "no ring count file");
+    assert.equal(agent?.stdinRings, false, "rings stay off for this agent");
   });
 
   it("goes on with linear files for the next exec of that agent", { timeout: 60_000 }, async () => {
     const data = randomBytes(3 * MiB);
     const { digest } = await run(data, 64 * 1024);
     assert.equal(digest, sha(data));
+    // The start did not offer the ring again (an agent that refused it once is older).
+    assert.equal(agent?.stdinRings, false);
     assert.equal(
       readdirSync(dir).filter((n) => n.endsWith(".inlen")).length,
       0,

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import {
   chmod,
+  type FileHandle,
   lstat,
   mkdir,
   open,
@@ -87,6 +88,33 @@ async function localKind(p: string): Promise<Kind> {
   }
 }
 
+/**
+ * Writes `content` into `file` (new, nothing written yet) and closes it. A
+ * file of DIRECT_FROM bytes or more goes around the page cache where it can
+ * (src/util/direct-file.ts); the rest through a write stream, as before.
+ */
+async function writeNew(
+  file: FileHandle,
+  size: number,
+  content: AsyncIterable<Uint8Array>,
+): Promise<void> {
+  const direct = size >= DIRECT_FROM ? await DirectFileWriter.open(file) : undefined;
+  if (!direct) return pipeline(content, file.createWriteStream()); // the stream closes the file
+  let failed = false;
+  try {
+    for await (const c of content) await direct.write(c);
+    await direct.end();
+  } catch (err) {
+    failed = true;
+    await direct.abort().catch(() => {});
+    throw err;
+  } finally {
+    await file.close().catch((err: unknown) => {
+      if (!failed) throw err; // else the first error is the one to report
+    });
+  }
+}
+
 /** `cp TASK:SRC LOCAL`: a file, symlink or directory tree, by docker cp's rules. */
 export async function copyFromTask(ctx: CopyContext, remote: string, local: string): Promise<void> {
   const { src, root, plan: list } = await remoteSource(ctx, remote);
@@ -120,20 +148,7 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
           written += n;
           ctx.moved(n);
         };
-        const content = counted(ctx.fs.readFile(under(src.path, e.rel)), count);
-        // Large files around the page cache: see src/util/direct-file.ts.
-        const direct = e.size >= DIRECT_FROM ? await DirectFileWriter.open(file) : undefined;
-        if (direct) {
-          try {
-            for await (const c of content) await direct.write(c);
-            await direct.end();
-          } catch (err) {
-            await direct.abort();
-            throw err;
-          } finally {
-            await file.close();
-          }
-        } else await pipeline(content, file.createWriteStream());
+        await writeNew(file, e.size, counted(ctx.fs.readFile(under(src.path, e.rel)), count));
         if (allocated && written < e.size) await truncate(tmp, written); // it shrank meanwhile
         await chmod(tmp, e.perm);
         await utimes(tmp, e.mtime, e.mtime);

@@ -2,8 +2,16 @@ import { open } from "node:fs/promises";
 import { OutOfRangeError } from "../errors.ts";
 import { ChunkPool } from "../util/chunk-pool.ts";
 
-/** Bytes read per chunk from a file source (one `data` message each). */
-const FILE_CHUNK = 1024 * 1024;
+/**
+ * Bytes per stdin stream `data` message at most. The JS SDK sends 256 KiB
+ * (STREAMING_STDIN_CHUNK_SIZE); any size keeps every guarantee, and 1 MiB cut
+ * a 256 MiB `taskrouter cp` upload by ~60 ms (a fresh process runs the
+ * per-message code cold: docs/DECISIONS.md, "Downloads written around the
+ * page cache", its last bullets).
+ */
+export const STDIN_CHUNK = 1024 * 1024;
+/** Bytes read per chunk from a file source: one `data` message each (no more than STDIN_CHUNK, or it is cut and copied). */
+const FILE_CHUNK = STDIN_CHUNK;
 /** Idle read buffers a file source keeps (16 MiB): grpc-js queues 16 messages. */
 const FILE_BUFFERS = 16;
 /** What a one-shot source keeps for replay after a cut (see `StdinInput`). */

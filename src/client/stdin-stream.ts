@@ -17,22 +17,16 @@ import { fromServiceError, isServiceError, RETRYABLE } from "./errors.ts";
 import { frameInPlace } from "./in-place-frames.ts";
 import { methodsOf } from "./methods.ts";
 import { STAGE_FROM } from "./staging.ts";
-import { DEFAULT_REPLAY, reader, type StdinInput } from "./stdin-source.ts";
+import { DEFAULT_REPLAY, reader, STDIN_CHUNK, type StdinInput } from "./stdin-source.ts";
 
 export {
   DEFAULT_REPLAY,
   fileSource,
+  STDIN_CHUNK,
   type SeekableSource,
   type StdinInput,
 } from "./stdin-source.ts";
 
-/**
- * Bytes per `data` message at most. The JS SDK sends 256 KiB
- * (STREAMING_STDIN_CHUNK_SIZE); 1 MiB halves no guarantee and cut a 256 MiB
- * `taskrouter cp` upload by ~60 ms (a fresh process pays per message:
- * docs/DECISIONS.md, "Downloads written around the page cache").
- */
-export const STDIN_CHUNK = 1024 * 1024;
 /** Resumes after the first attempt, as the JS SDK allows. */
 export const MAX_RESUMES = 9;
 

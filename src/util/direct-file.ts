@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { type FileHandle, open, statfs } from "node:fs/promises";
 import { addonPath, loadAddon } from "./addon.ts";
 
 /** O_DIRECT's alignment of memory, offsets and lengths (the largest logical block size in use). */
@@ -7,23 +7,42 @@ const ALIGN = 4096;
 /** Bytes per direct write; each writer holds two such buffers. */
 export const DIRECT_STEP = 4 * 1024 * 1024;
 
+/**
+ * Filesystems written around the page cache (statfs f_type): local ones where a direct write
+ * is a DMA from our buffer. Not tmpfs (its pages are the file), nor network or FUSE
+ * filesystems (a direct write may be a synchronous round trip each).
+ */
+const LOCAL_DISK = new Set([0xef53 /* ext2/3/4 */, 0x58465342 /* xfs */, 0x9123683e /* btrfs */]);
+
+/** Errors by which a filesystem refuses a direct write: the rest goes through the page cache. */
+const REFUSED = new Set(["EINVAL", "EOPNOTSUPP", "ENOTSUP"]);
+
 const ADDON = addonPath("aligned");
 
-type Aligned = (length: number) => ArrayBuffer;
-const loaded = new Map<string, Aligned | undefined>();
+/** `length` bytes of memory starting on an ALIGN boundary. */
+export type AlignedAllocator = (length: number) => Uint8Array;
+
+const loaded = new Map<string, AlignedAllocator | undefined>();
 
 /** native/aligned-buffer.c's `aligned`, or undefined when the addon is missing or unusable. */
-function alignedAllocator(addon: string): Aligned | undefined {
+function alignedAllocator(addon: string): AlignedAllocator | undefined {
   if (!loaded.has(addon)) {
-    const a = loadAddon<{ aligned: Aligned }>(addon);
-    loaded.set(addon, "why" in a ? undefined : a.exports.aligned);
+    const a = loadAddon<{ aligned: (length: number) => ArrayBuffer }>(addon);
+    loaded.set(addon, "why" in a ? undefined : (n) => new Uint8Array(a.exports.aligned(n)));
   }
   return loaded.get(addon);
 }
 
-/** Idle aligned buffers, kept for the next writer: memory already touched is cheap to use again. */
-const idle: Buffer[] = [];
+/** Idle buffers of the addon's, kept for the next writer: memory already touched is cheap to use again. */
+const idle: Uint8Array[] = [];
 const IDLE_MAX = 4;
+
+export interface DirectFileOptions {
+  /** The addon's path (tests). */
+  addon?: string;
+  /** Where the buffers come from instead of the addon (tests); they are not pooled. */
+  allocate?: AlignedAllocator;
+}
 
 /**
  * Writes a new file from its first byte on around the page cache: bytes are
@@ -34,17 +53,20 @@ const IDLE_MAX = 4;
  * from memory the host took back and cost 0.6-0.75 s per 256 MiB to fill,
  * O_DIRECT 0.17-0.2 s (docs/DECISIONS.md, "Downloads written around the page
  * cache"). The file's bytes are the same either way; only what the page cache
- * holds afterwards differs. A filesystem that refuses a direct write (EINVAL)
- * gets that buffer and everything after it through the buffered descriptor.
+ * holds afterwards differs. When the filesystem refuses a direct write
+ * (EINVAL, EOPNOTSUPP), that buffer and every later one go through the
+ * buffered descriptor (the other buffer's write, already under way, may still
+ * go direct).
  *
  * Contract: `write` calls are sequential (each awaited) and their bytes land
  * at consecutive offsets from 0; `end` writes the rest and resolves to the
- * count; after either fails, `abort` releases the buffers and the second
- * descriptor (the caller removes the file). The caller's descriptor stays
- * the caller's to close.
+ * count. Either may reject with the error of any earlier write. After `end`
+ * or `abort` the writer is done: another `write` or `end` throws. After a
+ * failure, `abort` waits for the writes under way and releases the buffers
+ * and the second descriptor (the caller removes the file). The caller's
+ * descriptor stays the caller's to close.
  */
 export class DirectFileWriter {
-  private readonly bufs: [Buffer, Buffer];
   private readonly writing: [Promise<void> | undefined, Promise<void> | undefined] = [
     undefined,
     undefined,
@@ -53,44 +75,55 @@ export class DirectFileWriter {
   private fill = 0;
   /** Offset of the current buffer's first byte in the file. */
   private at = 0;
-  private direct: boolean;
+  private direct = true;
   private closed = false;
 
   private constructor(
     private readonly file: FileHandle,
     private readonly directFile: FileHandle,
-    bufs: [Buffer, Buffer],
-  ) {
-    this.bufs = bufs;
-    this.direct = true;
+    private readonly bufs: [Uint8Array, Uint8Array],
+    private readonly pooled: boolean,
+  ) {}
+
+  /**
+   * A writer for the file open (for writing) at `file`, new and with nothing
+   * written yet (its blocks may be allocated), or undefined when direct writes
+   * are out of reach or not worth it here: the addon is not built, /proc is
+   * not mounted, the file is not on a local disk filesystem (ext2/3/4, xfs,
+   * btrfs), or the filesystem refuses O_DIRECT.
+   */
+  static async open(
+    file: FileHandle,
+    opts: DirectFileOptions = {},
+  ): Promise<DirectFileWriter | undefined> {
+    const allocate = opts.allocate ?? alignedAllocator(opts.addon ?? ADDON);
+    if (!allocate) return undefined;
+    const proc = `/proc/self/fd/${file.fd}`;
+    let directFile: FileHandle;
+    try {
+      if (!LOCAL_DISK.has((await statfs(proc)).type)) return undefined;
+      directFile = await open(proc, constants.O_WRONLY | constants.O_DIRECT);
+    } catch {
+      return undefined;
+    }
+    const pooled = opts.allocate === undefined;
+    const taken: Uint8Array[] = [];
+    try {
+      for (let i = 0; i < 2; i++) taken.push((pooled && idle.pop()) || allocate(DIRECT_STEP));
+      return new DirectFileWriter(file, directFile, taken as [Uint8Array, Uint8Array], pooled);
+    } catch {
+      if (pooled) idle.push(...taken.slice(0, IDLE_MAX - idle.length));
+      await directFile.close().catch(() => {});
+      return undefined;
+    }
   }
 
   /**
-   * A writer for the new, empty file open (for writing) at `file`, or
-   * undefined when direct writes are out of reach here: the addon is not
-   * built, /proc is not mounted, or the filesystem refuses O_DIRECT.
-   * `addon`: the addon's path (tests).
+   * Copies `chunk` in; resolves once its bytes are in a buffer (when that
+   * filled one, after the other buffer's earlier write completed).
    */
-  static async open(file: FileHandle, addon = ADDON): Promise<DirectFileWriter | undefined> {
-    const aligned = alignedAllocator(addon);
-    if (!aligned) return undefined;
-    let directFile: FileHandle;
-    try {
-      directFile = await open(`/proc/self/fd/${file.fd}`, constants.O_WRONLY | constants.O_DIRECT);
-    } catch {
-      return undefined;
-    }
-    try {
-      const take = () => idle.pop() ?? Buffer.from(aligned(DIRECT_STEP));
-      return new DirectFileWriter(file, directFile, [take(), take()]);
-    } catch {
-      await directFile.close();
-      return undefined;
-    }
-  }
-
-  /** Copies `chunk` in; resolves once its bytes are in a buffer (a full buffer's write started). */
   async write(chunk: Uint8Array): Promise<void> {
+    this.check();
     let off = 0;
     while (off < chunk.length) {
       const buf = this.bufs[this.cur];
@@ -106,13 +139,14 @@ export class DirectFileWriter {
         this.at += DIRECT_STEP;
         this.fill = 0;
         this.cur = i === 0 ? 1 : 0;
-        await this.writing[this.cur]; // the other buffer's bytes are on their way before it refills
+        await this.writing[this.cur]; // the other buffer's bytes are out before it refills
       }
     }
   }
 
   /** Writes what remains and releases the buffers; resolves to the bytes written in all. */
   async end(): Promise<number> {
+    this.check();
     await Promise.all(this.writing);
     const buf = this.bufs[this.cur];
     const whole = this.fill - (this.fill % ALIGN);
@@ -130,15 +164,20 @@ export class DirectFileWriter {
     await this.release();
   }
 
+  private check(): void {
+    // Its buffers may belong to another writer by now.
+    if (this.closed) throw new Error("DirectFileWriter used after end() or abort()");
+  }
+
   /** `len` bytes of `buf` at `pos`: direct while the filesystem takes it, else buffered. */
-  private async put(buf: Buffer, len: number, pos: number): Promise<void> {
+  private async put(buf: Uint8Array, len: number, pos: number): Promise<void> {
     if (this.direct) {
       try {
         await writeAll(this.directFile, buf.subarray(0, len), pos);
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EINVAL") throw err;
-        this.direct = false; // refused here: this buffer and the rest through the page cache
+        if (!REFUSED.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+        this.direct = false; // refused here: this buffer (again, whole) and the rest buffered
       }
     }
     await writeAll(this.file, buf.subarray(0, len), pos);
@@ -147,15 +186,17 @@ export class DirectFileWriter {
   private async release(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const b of this.bufs) if (idle.length < IDLE_MAX) idle.push(b);
+    if (this.pooled) for (const b of this.bufs) if (idle.length < IDLE_MAX) idle.push(b);
     await this.directFile.close();
   }
 }
 
+/** All of `data` at `pos` of `file`, in as many writes as it takes; a write of 0 bytes is an error. */
 async function writeAll(file: FileHandle, data: Uint8Array, pos: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await file.write(data, done, data.length - done, pos + done);
+    if (bytesWritten === 0) throw Object.assign(new Error("write wrote nothing"), { code: "EIO" });
     done += bytesWritten;
   }
 }

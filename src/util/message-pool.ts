@@ -18,7 +18,7 @@ const GRAIN = 4096;
  * - `give(buf)` takes back a buffer from `take` that nobody uses any more.
  *   A taken buffer that is never given back is simply garbage.
  * - Idle buffers are bounded (`maxIdle` buffers, `maxIdleBytes` in all:
- *   a stream's window of 256 KiB chunks, or a few 16 MiB writes) and
+ *   a stream's window of 1 MiB chunks, or a few 16 MiB writes) and
  *   dropped after `idleMs` to `2 × idleMs` without a `take` or `give`.
  */
 export class MessagePool implements BufferHome {

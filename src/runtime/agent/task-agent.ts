@@ -70,6 +70,11 @@ export class TaskAgent {
     });
   }
 
+  /** Whether this agent's execs get stdin rings: false once it refused flag `i` (an older agent). */
+  get stdinRings(): boolean {
+    return this.rings;
+  }
+
   /** The journal's live entries (read once: before the first append). */
   private loadJournal() {
     if (this.journalLoaded) return new Map();
