@@ -22,8 +22,8 @@ import { DEFAULT_REPLAY, reader, STDIN_CHUNK, type StdinInput } from "./stdin-so
 export {
   DEFAULT_REPLAY,
   fileSource,
-  STDIN_CHUNK,
   type SeekableSource,
+  STDIN_CHUNK,
   type StdinInput,
 } from "./stdin-source.ts";
 
