@@ -23,15 +23,18 @@ function statOf(pid: number): string[] {
 }
 
 describe("host runtime: pipe execs through the spawner", () => {
-  const dir = mkdtempSync(join(tmpdir(), "host-spawn-"));
-  const rt = new HostRuntime(dir, { agent: false });
+  // Made when the suite runs (not when a --test-name-pattern run only loads it).
+  let dir = "";
+  let rt: HostRuntime;
   let env: TaskEnv;
   before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "host-spawn-"));
+    rt = new HostRuntime(dir, { agent: false });
     env = await rt.prepareTask("t");
   });
   after(() => {
-    rt.close();
-    rmSync(dir, { recursive: true, force: true });
+    rt?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const start = (argv: string[], opts: Partial<SpawnSpec> = {}) =>
