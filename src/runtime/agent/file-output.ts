@@ -106,14 +106,10 @@ export class FileOutput implements OutputFile {
 }
 
 /**
- * The first 64 bytes of regular file `path` ("" when absent): never through a
- * symlink, never blocking on a FIFO (a runtime_debug exec can change its own
- * task's exec files).
- */
-/**
  * Field `index` of a KEY.kept line (0 when the file is absent or not a file):
- * read until two back-to-back reads agree (opened without following links or
- * blocking on a FIFO). Throws when they never did.
+ * read until two back-to-back reads agree. Opened never through a symlink and
+ * never blocking on a FIFO (a runtime_debug exec can change its own task's
+ * exec files). Throws when the reads never agreed.
  */
 export function keptField(path: string, index: 0 | 1): number {
   let fd: number;
