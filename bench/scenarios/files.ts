@@ -1,5 +1,5 @@
-import { createWriteStream } from "node:fs";
-import { mkdir, stat } from "node:fs/promises";
+import { constants, createWriteStream } from "node:fs";
+import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
@@ -25,6 +25,7 @@ const BIN = resolve(import.meta.dirname, "../../bin/taskrouter.js");
 const MiB = 2 ** 20;
 const SCP_IN = "scp (upload)";
 const SCP_OUT = "scp (download)";
+const SCP_NEW = "scp (download, new file)";
 
 async function timed(fn: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
@@ -115,6 +116,9 @@ export async function files(ctx: BenchContext): Promise<Section> {
       },
     );
     const dst = join(dir, `back-${t.label}.bin`);
+    // scp's way of writing its target: over the previous copy in place, then cut to size
+    // (scp.c sink: open O_WRONLY|O_CREAT, write, ftruncate).
+    const again = join(dir, `back-${t.label}-in-place.bin`);
     down.push(
       {
         name: `taskrouter cp (${t.label})`,
@@ -125,14 +129,29 @@ export async function files(ctx: BenchContext): Promise<Section> {
           }),
       },
       {
+        // The bench's own sink writes as scp does (`again`): both sides do the same local work.
         name: `fs.readFile (${t.label})`,
+        run: () =>
+          timed(async () => {
+            const file = await open(again, constants.O_WRONLY | constants.O_CREAT, 0o644);
+            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), file.createWriteStream());
+            await truncate(again, bytes);
+            await expectSize(again, bytes);
+          }),
+      },
+    );
+    if (onHost) {
+      // The sink of the runs before 2026-12-07 (a new write stream, which truncates the file
+      // cp also writes): shown for comparison, not a target.
+      down.push({
+        name: `fs.readFile, truncating (${t.label})`,
         run: () =>
           timed(async () => {
             await pipeline(t.fs.readFile(`${t.remote}/out.bin`), createWriteStream(dst));
             await expectSize(dst, bytes);
           }),
-      },
-    );
+      });
+    }
   }
   if (!runcTask.ok) {
     for (const v of [up, down]) {
@@ -156,25 +175,43 @@ export async function files(ctx: BenchContext): Promise<Section> {
           await expectSize(scpIn, bytes);
         }),
     });
-    down.push({
-      name: SCP_OUT,
-      run: () =>
-        timed(async () => {
-          await scp(`${host}:${src}`, scpOut);
-          await expectSize(scpOut, bytes);
-        }),
-    });
+    const scpNew = join(dir, "scp-new.bin");
+    down.push(
+      {
+        name: SCP_OUT,
+        run: () =>
+          timed(async () => {
+            await scp(`${host}:${src}`, scpOut);
+            await expectSize(scpOut, bytes);
+          }),
+      },
+      {
+        // Into a file that is not there (removed after each round, untimed), as cp's target is new.
+        name: SCP_NEW,
+        run: async () => {
+          const ms = await timed(async () => {
+            await scp(`${host}:${src}`, scpNew);
+            await expectSize(scpNew, bytes);
+          });
+          await rm(scpNew);
+          return ms;
+        },
+      },
+    );
   } else {
     up.push({ name: SCP_IN, unavailable: ssh.reason });
-    down.push({ name: SCP_OUT, unavailable: ssh.reason });
+    down.push(
+      { name: SCP_OUT, unavailable: ssh.reason },
+      { name: SCP_NEW, unavailable: ssh.reason },
+    );
   }
   const startup: number[] = [];
   for (let i = 0; i < 3; i++)
     startup.push(await timed(() => run([process.execPath, BIN, "--help"]).then(() => {})));
   const resUp = await alternate(up, { rounds, warmup, label: "files upload" });
   const resDown = await alternate(down, { rounds, warmup, label: "files download" });
-  const table = (direction: string, res: typeof resUp, base: string): Table => {
-    const t = throughputTable(res, bytes, [base]);
+  const table = (direction: string, res: typeof resUp, bases: string[]): Table => {
+    const t = throughputTable(res, bytes, bases);
     return { header: ["direction", ...t.header], rows: t.rows.map((r) => [direction, ...r]) };
   };
   const goal = (name: string, res: typeof resUp, base: string): Target => {
@@ -187,8 +224,8 @@ export async function files(ctx: BenchContext): Promise<Section> {
   };
   return {
     title: TITLE,
-    method: `${fmtBytes(bytes)} of random bytes into a task (upload) and out of it (download): \`taskrouter cp\` as a CLI process (its start-up included), the SDK-style TaskFilesystem in the bench's process, and \`scp\` over the bench sshd's multiplexed connection; each run checks the copy's size. ${warmup} warm-up + ${rounds} rounds, alternating. Speed ratios are scp's time over ours.`,
-    tables: [table("upload", resUp, SCP_IN), table("download", resDown, SCP_OUT)],
+    method: `${fmtBytes(bytes)} of random bytes into a task (upload) and out of it (download): \`taskrouter cp\` as a CLI process (its start-up included), the SDK-style TaskFilesystem in the bench's process (fs.readFile's bytes written as scp writes its target: over the previous copy in place, then cut to size), and \`scp\` over the bench sshd's multiplexed connection (downloads also into a new file each round, for comparison: \`taskrouter cp\` always writes a new file and renames it over the target); each run checks the copy's size. ${warmup} warm-up + ${rounds} rounds, alternating. Speed ratios are scp's time over ours.`,
+    tables: [table("upload", resUp, [SCP_IN]), table("download", resDown, [SCP_OUT, SCP_NEW])],
     targets: [
       goal("taskrouter cp (host)", resUp, SCP_IN),
       goal("taskrouter cp (host)", resDown, SCP_OUT),
