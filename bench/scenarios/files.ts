@@ -115,6 +115,8 @@ export async function files(ctx: BenchContext): Promise<Section> {
           }),
       },
     );
+    // Every variant writes a target of its own, so what one costs does not depend on which
+    // variant wrote the file before it (the rounds run in a shuffled order).
     const dst = join(dir, `back-${t.label}.bin`);
     // scp's way of writing its target: over the previous copy in place, then cut to size
     // (scp.c sink: open O_WRONLY|O_CREAT, write, ftruncate).
@@ -141,14 +143,15 @@ export async function files(ctx: BenchContext): Promise<Section> {
       },
     );
     if (onHost) {
-      // The sink of the runs before 2026-12-07 (a new write stream, which truncates the file
-      // cp also writes): shown for comparison, not a target.
+      // The sink of the runs before 2026-12-07 (a new write stream: it truncates its file), now
+      // into a file of its own: shown for comparison, not a target.
+      const truncated = join(dir, `back-${t.label}-truncated.bin`);
       down.push({
         name: `fs.readFile, truncating (${t.label})`,
         run: () =>
           timed(async () => {
-            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), createWriteStream(dst));
-            await expectSize(dst, bytes);
+            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), createWriteStream(truncated));
+            await expectSize(truncated, bytes);
           }),
       });
     }
