@@ -1,5 +1,5 @@
-import { constants, createWriteStream } from "node:fs";
-import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
@@ -115,12 +115,10 @@ export async function files(ctx: BenchContext): Promise<Section> {
           }),
       },
     );
-    // Every variant writes a target of its own, so what one costs does not depend on which
+    // Every variant writes a target of its own: what one costs must not depend on which
     // variant wrote the file before it (the rounds run in a shuffled order).
     const dst = join(dir, `back-${t.label}.bin`);
-    // scp's way of writing its target: over the previous copy in place, then cut to size
-    // (scp.c sink: open O_WRONLY|O_CREAT, write, ftruncate).
-    const again = join(dir, `back-${t.label}-in-place.bin`);
+    const fsDst = join(dir, `back-${t.label}-fs.bin`);
     down.push(
       {
         name: `taskrouter cp (${t.label})`,
@@ -131,30 +129,14 @@ export async function files(ctx: BenchContext): Promise<Section> {
           }),
       },
       {
-        // The bench's own sink writes as scp does (`again`): both sides do the same local work.
         name: `fs.readFile (${t.label})`,
         run: () =>
           timed(async () => {
-            const file = await open(again, constants.O_WRONLY | constants.O_CREAT, 0o644);
-            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), file.createWriteStream());
-            await truncate(again, bytes);
-            await expectSize(again, bytes);
+            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), createWriteStream(fsDst));
+            await expectSize(fsDst, bytes);
           }),
       },
     );
-    if (onHost) {
-      // The sink of the runs before 2026-12-07 (a new write stream: it truncates its file), now
-      // into a file of its own: shown for comparison, not a target.
-      const truncated = join(dir, `back-${t.label}-truncated.bin`);
-      down.push({
-        name: `fs.readFile, truncating (${t.label})`,
-        run: () =>
-          timed(async () => {
-            await pipeline(t.fs.readFile(`${t.remote}/out.bin`), createWriteStream(truncated));
-            await expectSize(truncated, bytes);
-          }),
-      });
-    }
   }
   if (!runcTask.ok) {
     for (const v of [up, down]) {
@@ -227,7 +209,7 @@ export async function files(ctx: BenchContext): Promise<Section> {
   };
   return {
     title: TITLE,
-    method: `${fmtBytes(bytes)} of random bytes into a task (upload) and out of it (download): \`taskrouter cp\` as a CLI process (its start-up included), the SDK-style TaskFilesystem in the bench's process (fs.readFile's bytes written as scp writes its target: over the previous copy in place, then cut to size), and \`scp\` over the bench sshd's multiplexed connection (downloads also into a new file each round, for comparison: \`taskrouter cp\` always writes a new file and renames it over the target); each run checks the copy's size. ${warmup} warm-up + ${rounds} rounds, alternating. Speed ratios are scp's time over ours.`,
+    method: `${fmtBytes(bytes)} of random bytes into a task (upload) and out of it (download): \`taskrouter cp\` as a CLI process (its start-up included), the SDK-style TaskFilesystem in the bench's process, and \`scp\` over the bench sshd's multiplexed connection (downloads also into a new file each round, for comparison: \`taskrouter cp\` always writes a new file and renames it over the target); each run checks the copy's size. ${warmup} warm-up + ${rounds} rounds, alternating. Speed ratios are scp's time over ours.`,
     tables: [table("upload", resUp, [SCP_IN]), table("download", resDown, [SCP_OUT, SCP_NEW])],
     targets: [
       goal("taskrouter cp (host)", resUp, SCP_IN),
