@@ -12,6 +12,7 @@
 #   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
 #   taskrouter-preallocate.node  fallocate(2) for the CLI's downloads (a Node-API addon, likewise)
 #   taskrouter-aligned.node  page-aligned buffers for the CLI's O_DIRECT downloads (a Node-API addon, likewise)
+#   taskrouter-h2read.node  bulk output reads received on a thread of their own (a Node-API addon on libnghttp2, likewise)
 # Needs a C compiler and libc's static archive (Debian: gcc + libc6-dev), as node-pty's build does.
 set -eu
 cd "$(dirname "$0")/.."
@@ -35,11 +36,13 @@ mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools
 # Optional: a failure (another libc, new warnings in the headers) leaves the code that uses them on
 # its fallback (glibc's malloc thresholds; `taskrouter cp` writes without preallocating, and
 # through the page cache).
-addon() { # NAME SOURCE WITHOUT
-  if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o "build/native/taskrouter-$1.tmp" "native/$2"; then
-    mv "build/native/taskrouter-$1.tmp" "build/native/taskrouter-$1.node"
+addon() { # NAME SOURCE WITHOUT [LIBS...]
+  name="$1" source="$2" without="$3"
+  shift 3
+  if "$CC" -O2 -Wall -Wextra -shared -fPIC -I"$dir" -o "build/native/taskrouter-$name.tmp" "native/$source" "$@"; then
+    mv "build/native/taskrouter-$name.tmp" "build/native/taskrouter-$name.node"
   else
-    echo "native/build.sh: taskrouter-$1.node failed to build; $3" >&2
+    echo "native/build.sh: taskrouter-$name.node failed to build; $without" >&2
   fi
 }
 NODE_INCLUDE="${NODE_INCLUDE:-$(node -p 'require("path").resolve(process.execPath, "../../include/node")' 2>/dev/null || true)}"
@@ -48,6 +51,7 @@ for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
     addon malloc malloc-tune.c "the router keeps glibc's malloc thresholds"
     addon preallocate preallocate.c "taskrouter cp writes files without allocating their blocks first"
     addon aligned aligned-buffer.c "taskrouter cp writes downloads through the page cache"
+    addon h2read h2-read-napi.c "bulk reads go through grpc-js (needs libnghttp2-dev)" native/h2-read.c -lnghttp2 -lpthread
     exit 0
   fi
 done

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallOptions,
   type ChannelCredentials,
@@ -18,12 +18,14 @@ import {
   TaskExecStdinWriteRequestSchema,
   TaskExecStdioFileDescriptor,
   TaskExecStdioReadRequestSchema,
+  TaskExecStdioReadResponseSchema,
   TaskExecStdoutConfig,
   TaskExecWaitRequestSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import { grpcServiceDef } from "../rpc/service-def.ts";
 import type { ExitStatus } from "../runtime/runtime.ts";
 import { MessagePool } from "../util/message-pool.ts";
+import { BulkReader } from "./bulk-read.ts";
 import { callChannel, uploadChannel } from "./channels.ts";
 import { fromServiceError, isServiceError } from "./errors.ts";
 import { frameInPlace, installInPlaceFraming } from "./in-place-frames.ts";
@@ -52,6 +54,8 @@ export class RouterClient {
   private readonly token: string | undefined;
   private readonly staging = new MessagePool();
   private readonly credentials: ChannelCredentials;
+  /** Bulk reads' native receiver (./bulk-read.ts); undefined: they go through grpc-js too. */
+  private readonly bulk: BulkReader | undefined;
 
   private uploadsChannel: Client | undefined;
 
@@ -63,6 +67,10 @@ export class RouterClient {
     this.grpc = callChannel(address, this.credentials);
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.token = opts.token;
+    this.bulk =
+      opts.credentials === undefined && opts.bulkReads !== false
+        ? BulkReader.forAddress(address)
+        : undefined;
     installInPlaceFraming();
   }
 
@@ -75,6 +83,7 @@ export class RouterClient {
   close(): void {
     this.grpc.close();
     this.uploadsChannel?.close();
+    this.bulk?.close();
   }
 
   metadata(): Metadata {
@@ -200,12 +209,15 @@ export class RouterClient {
   /**
    * Yields the bytes of one output stream from `offset` on, resuming from the
    * bytes received so far after a retryable failure (no gap, no repeat).
+   * `bulk`: a read expected to be large (a file, a download), received off
+   * the event loop where the native reader serves this client
+   * (./bulk-read.ts); the bytes, errors and resumes are the same.
    */
   async *read(
     taskId: string,
     execId: string,
     stream: StreamName,
-    opts: { offset?: number; signal?: AbortSignal } = {},
+    opts: { offset?: number; signal?: AbortSignal; bulk?: boolean } = {},
   ): AsyncGenerator<Buffer, void, undefined> {
     const def = ROUTER.taskExecStdioRead as MethodDefinition<unknown, unknown>;
     let pos = opts.offset ?? 0;
@@ -220,14 +232,19 @@ export class RouterClient {
         offset: BigInt(pos),
         fileDescriptor: fd,
       });
-      const call = this.grpc.makeServerStreamRequest(
-        def.path,
-        def.requestSerialize,
-        def.responseDeserialize,
-        req,
-        this.metadata(),
-        {},
-      );
+      const call =
+        opts.bulk && this.bulk
+          ? this.bulk.call(def.path, this.metadata(), def.requestSerialize(req), (b) =>
+              fromBinary(TaskExecStdioReadResponseSchema, b),
+            )
+          : this.grpc.makeServerStreamRequest(
+              def.path,
+              def.requestSerialize,
+              def.responseDeserialize,
+              req,
+              this.metadata(),
+              {},
+            );
       const cancel = () => call.cancel();
       opts.signal?.addEventListener("abort", cancel, { once: true });
       try {

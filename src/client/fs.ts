@@ -106,7 +106,12 @@ export class TaskFilesystem {
     status.catch(() => {});
     let done = false;
     try {
-      yield* this.client.read(this.taskId, id, "stdout", signal ? { signal } : {});
+      yield* this.client.read(
+        this.taskId,
+        id,
+        "stdout",
+        signal ? { signal, bulk: true } : { bulk: true },
+      );
       done = true;
     } finally {
       // Stopped early: end the helper rather than let it stream into the log.

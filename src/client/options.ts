@@ -7,6 +7,13 @@ export interface ClientOptions {
   token?: string;
   credentials?: ChannelCredentials;
   retry?: RetryPolicy;
+  /**
+   * Bulk reads (TaskFilesystem.readFile, `taskrouter cp` downloads) on the
+   * native receiver where it is built and the address is a plaintext
+   * `host:port` or `unix:/path` (default true; ./bulk-read.ts). false: every
+   * read goes through grpc-js.
+   */
+  bulkReads?: boolean;
 }
 
 export interface StartOptions {

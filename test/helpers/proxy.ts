@@ -16,6 +16,8 @@ export interface TcpProxy {
   cutEveryUp(n: number): () => void;
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Connections open now (client side not yet closed). */
+  readonly open: number;
   /** Times `cutAll` destroyed at least one live connection. */
   readonly cuts: number;
   /** Destroys every proxied socket, both sides. New connections are still accepted. */
@@ -39,6 +41,7 @@ export async function startProxy(target: string): Promise<TcpProxy> {
   let upBytes = 0;
   let upCut: { every: number; next: number } | undefined;
   let connections = 0;
+  let open = 0;
   let cuts = 0;
   let trigger: { at: number; fire: () => void } | undefined;
 
@@ -50,6 +53,8 @@ export async function startProxy(target: string): Promise<TcpProxy> {
 
   const server = createServer({ noDelay: true }, (client) => {
     connections++;
+    open++;
+    client.once("close", () => open--);
     const upstream = netConnect({ host, port, noDelay: true });
     live.add(client);
     live.add(upstream);
@@ -109,6 +114,9 @@ export async function startProxy(target: string): Promise<TcpProxy> {
     },
     get connections() {
       return connections;
+    },
+    get open() {
+      return open;
     },
     get cuts() {
       return cuts;
