@@ -51,7 +51,7 @@ for dir in "$NODE_INCLUDE" /usr/include/node /usr/local/include/node; do
     addon malloc malloc-tune.c "the router keeps glibc's malloc thresholds"
     addon preallocate preallocate.c "taskrouter cp writes files without allocating their blocks first"
     addon aligned aligned-buffer.c "taskrouter cp writes downloads through the page cache"
-    addon h2read h2-read-napi.c "bulk reads go through grpc-js (needs libnghttp2-dev)" native/h2-read.c -lnghttp2 -lpthread
+    addon h2read h2-read-napi.c "bulk reads go through grpc-js (needs libnghttp2-dev)" native/h2-read.c native/h2-conn.c -lnghttp2 -lpthread
     exit 0
   fi
 done

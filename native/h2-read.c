@@ -1,9 +1,10 @@
 /*
  * The receiver of taskrouter-h2read.node (the contract with its binding:
  * native/h2-read.h; the JS protocol: native/h2-read-napi.c). On its thread:
- * dial the target, speak HTTP/2 as a client (libnghttp2: framing, HPACK, flow
- * control; a 16 MiB stream and connection window), send the request with
- * END_STREAM, then read the socket in up to 1 MiB reads and cut the response
+ * take a connection to the target (a kept idle one or a new one:
+ * native/h2-conn.c), speak HTTP/2 as a client (libnghttp2: framing, HPACK,
+ * flow control), send the request with END_STREAM, then read the socket in
+ * up to 1 MiB reads and cut the response
  * DATA into gRPC messages, copied once into 4 MiB chunks (a message larger
  * than that into a chunk of its own), each message whole in one chunk. A
  * chunk goes to the binding when the next message does not fit, or when the
@@ -16,18 +17,19 @@
  * was asked for) ends the call, response header fields are capped at 64 KiB.
  * The call ends with r->error set (connect failure, connection lost, protocol
  * error, a limit, close()) or clean with the stream's close code in r->rst.
+ * Only a connection whose call ended clean (no error, no reset) is kept for
+ * the next call; one closed by close() never is. A kept connection that fails
+ * before any byte of the answer came (the server closed it meanwhile) is
+ * dropped and the call made again on a new one: nothing was received, so
+ * nothing is lost or repeated.
  */
 #define _GNU_SOURCE
 #include "h2-read.h"
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 Reader *h2r_new(void) {
@@ -79,6 +81,7 @@ static void deliver(Reader *r) {
   ev->len = r->out_len;
   r->out = NULL;
   r->out_len = r->out_cap = 0;
+  r->delivered++;
   pthread_mutex_lock(&r->mu);
   r->unacked++;
   pthread_mutex_unlock(&r->mu);
@@ -110,7 +113,8 @@ static int reserve(Reader *r, size_t need) {
 static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *p, size_t n,
                    void *u) {
   (void)s, (void)flags;
-  Reader *r = u;
+  Reader *r = ((Conn *)u)->user; /* NULL while the connection is idle */
+  if (!r) return 0;
   if (id != r->stream_id || r->error[0]) return 0;
   while (n > 0) {
     if (r->msg_left == 0) {
@@ -139,7 +143,8 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
                      const uint8_t *value, size_t vl, uint8_t flags, void *u) {
   (void)s, (void)flags;
-  Reader *r = u;
+  Reader *r = ((Conn *)u)->user; /* NULL while the connection is idle */
+  if (!r) return 0;
   if (f->hd.stream_id != r->stream_id) return 0;
   if (r->hdrs_len + nl + vl + 2 > MAX_HEADER_BYTES) {
     fail(r, "response headers over 64 KiB");
@@ -158,7 +163,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 
 static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *u) {
   (void)s;
-  Reader *r = u;
+  Reader *r = ((Conn *)u)->user; /* NULL while the connection is idle */
+  if (!r) return 0;
   if (id != r->stream_id) return 0;
   r->stream_closed = 1;
   r->rst = code;
@@ -167,16 +173,16 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *u) {
 
 static ssize_t send_cb(nghttp2_session *s, const uint8_t *p, size_t n, int flags, void *u) {
   (void)s, (void)flags;
-  Reader *r = u;
-  ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL);
+  Conn *c = u;
+  ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
   if (w < 0) return errno == EINTR ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
   return w;
 }
 
 static ssize_t body_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t n,
                              uint32_t *flags, nghttp2_data_source *src, void *u) {
-  (void)s, (void)id, (void)src;
-  Reader *r = u;
+  (void)s, (void)id, (void)u;
+  Reader *r = src->ptr;
   size_t left = r->body_len - r->body_sent;
   size_t take = left < n ? left : n;
   memcpy(buf, r->body + r->body_sent, take);
@@ -185,88 +191,33 @@ static ssize_t body_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t n,
   return (ssize_t)take;
 }
 
-static int dial(const char *target) {
-  if (strncmp(target, "unix:", 5) == 0) {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (strlen(target + 5) >= sizeof a.sun_path) return -1;
-    strcpy(a.sun_path, target + 5);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  char host[256];
-  const char *colon = strrchr(target, ':');
-  if (!colon || (size_t)(colon - target) >= sizeof host) return -1;
-  memcpy(host, target, (size_t)(colon - target));
-  host[colon - target] = 0;
-  char *h = host;
-  size_t hl = strlen(h);
-  if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h[hl - 1] = 0, h++;
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-  if (getaddrinfo(h, colon + 1, &hints, &res) != 0) return -1;
-  int fd = -1;
-  for (struct addrinfo *a = res; a; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd >= 0) {
-    /* A dead peer or path ends the call within ~1 min, as grpc-js's 30 s keepalive would. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &(int){1}, sizeof(int));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &(int){30}, sizeof(int));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &(int){10}, sizeof(int));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &(int){3}, sizeof(int));
-  }
-  return fd;
+static nghttp2_session_callbacks *callbacks;
+static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
+
+static void make_callbacks(void) {
+  if (nghttp2_session_callbacks_new(&callbacks) != 0) return;
+  nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
+  nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_close);
 }
 
-/* The call, start to end; errors land in r->error. */
-static void run(Reader *r) {
-  int fd = dial(r->target);
-  pthread_mutex_lock(&r->mu);
-  r->fd = fd;
-  int closed = r->closed;
-  pthread_mutex_unlock(&r->mu);
-  if (fd < 0) return fail(r, closed ? "closed" : "cannot connect");
-  if (closed) return fail(r, "closed");
-  nghttp2_session_callbacks *cb;
-  nghttp2_session *s = NULL;
-  if (nghttp2_session_callbacks_new(&cb) != 0) return fail(r, "out of memory");
-  nghttp2_session_callbacks_set_send_callback(cb, send_cb);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
-  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
-  int rv = nghttp2_session_client_new(&s, cb, r);
-  nghttp2_session_callbacks_del(cb);
-  if (rv != 0) return fail(r, "out of memory");
-  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-                                 {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WINDOW}};
-  nghttp2_data_provider prd = {.read_callback = body_cb};
-  if (nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
-      nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, 0, WINDOW) != 0 ||
-      (r->stream_id = nghttp2_submit_request(s, NULL, r->nva, r->nvlen, &prd, r)) < 0) {
-    nghttp2_session_del(s);
+/* The call on connection c, from the request to the stream's end. */
+static void call(Reader *r, Conn *c, uint8_t *buf, size_t cap) {
+  nghttp2_data_provider prd = {.source.ptr = r, .read_callback = body_cb};
+  if ((r->stream_id = nghttp2_submit_request(c->s, NULL, r->nva, r->nvlen, &prd, r)) < 0)
     return fail(r, "cannot start the call");
-  }
-  size_t cap = 1u << 20;
-  uint8_t *buf = malloc(cap);
-  if (!buf) fail(r, "out of memory");
   while (!r->error[0] && !r->stream_closed) {
-    if (nghttp2_session_send(s) != 0) {
+    if (nghttp2_session_send(c->s) != 0) {
       fail(r, is_closed(r) ? "closed" : "connection lost");
       break;
     }
-    ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+    ssize_t n = recv(c->fd, buf, cap, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       /* Nothing more for now: hand over what is whole, then wait. */
       if (r->msg_left == 0 && r->prefix_have == 0) deliver(r);
       if (r->error[0]) break;
-      n = recv(fd, buf, cap, 0);
+      n = recv(c->fd, buf, cap, 0);
     }
     if (is_closed(r)) {
       fail(r, "closed");
@@ -277,21 +228,62 @@ static void run(Reader *r) {
       fail(r, "connection lost");
       break;
     }
-    if (nghttp2_session_mem_recv(s, buf, (size_t)n) < 0) fail(r, "protocol error");
+    if (nghttp2_session_mem_recv(c->s, buf, (size_t)n) < 0) fail(r, "protocol error");
   }
   if (!r->error[0] && r->msg_left == 0 && r->prefix_have == 0) deliver(r);
   else if (!r->error[0]) fail(r, "stream ended inside a message");
+}
+
+/* Makes c the call's connection (close() shuts it down), or NULL after close(). */
+static int attach(Reader *r, Conn *c) {
+  pthread_mutex_lock(&r->mu);
+  int closed = r->closed;
+  r->fd = closed || !c ? -1 : c->fd;
+  pthread_mutex_unlock(&r->mu);
+  return !closed;
+}
+
+/* The call, start to end; errors land in r->error. A kept connection that
+ * fails before any byte of the answer came is dropped and the call redialled. */
+static void run(Reader *r) {
+  pthread_once(&callbacks_once, make_callbacks);
+  size_t cap = 1u << 20;
+  uint8_t *buf = malloc(cap);
+  if (!callbacks || !buf) {
+    free(buf);
+    return fail(r, "out of memory");
+  }
+  int reused = 0;
+  Conn *c = NULL;
+  for (;;) {
+    c = h2r_conn_get(r->target, r, callbacks, &reused);
+    if (!attach(r, c)) {
+      fail(r, "closed");
+      break;
+    }
+    if (!c) {
+      fail(r, "cannot connect");
+      break;
+    }
+    call(r, c, buf, cap);
+    int nothing_came = r->hdrs_len == 0 && r->delivered == 0 && r->out_len == 0;
+    if (!(reused && nothing_came && (r->error[0] || r->rst) && !is_closed(r))) break;
+    attach(r, NULL);
+    h2r_conn_drop(c);
+    c = NULL;
+    r->error[0] = 0, r->rst = 0, r->stream_closed = 0, r->body_sent = 0;
+    r->prefix_have = 0, r->msg_left = 0;
+  }
+  attach(r, NULL);
+  int clean = c && !r->error[0] && r->stream_closed && r->rst == 0;
+  if (clean && nghttp2_session_want_read(c->s)) h2r_conn_put(c);
+  else h2r_conn_drop(c);
   free(buf);
-  nghttp2_session_del(s);
 }
 
 void *h2r_thread(void *arg) {
   Reader *r = arg;
   run(r);
-  pthread_mutex_lock(&r->mu);
-  if (r->fd >= 0) close(r->fd);
-  r->fd = -1;
-  pthread_mutex_unlock(&r->mu);
   Event *ev = calloc(1, sizeof *ev);
   if (ev) {
     ev->end = 1;

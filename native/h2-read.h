@@ -4,6 +4,8 @@
  * to its binding (native/h2-read-napi.c, which documents the JS protocol) as
  * chunks of whole gRPC messages and one end.
  *
+ * Connections (dial, HTTP/2 session, idle ones kept): native/h2-conn.c.
+ *
  * Contract between the two:
  *   - The binding fills a Reader from h2r_new() (target, nva, body, emit,
  *     done, binding) and starts h2r_thread(r) on a new thread; the Reader
@@ -56,6 +58,7 @@ struct Reader {
   int32_t stream_id;
   int stream_closed;
   uint32_t rst;
+  size_t delivered; /* chunks handed over */
   char error[200];
   /* Response header fields, "name\0value\0" pairs. */
   char *hdrs;
@@ -67,6 +70,20 @@ struct Reader {
   uint8_t *out;
   size_t out_len, out_cap;
 };
+
+/* A connection and its HTTP/2 session (native/h2-conn.c). */
+typedef struct Conn Conn;
+struct Conn {
+  int fd;
+  nghttp2_session *s;
+  char *target;
+  long idle_since; /* seconds, monotonic */
+  void *user;      /* the call's Reader; NULL while idle (the session's user data is the Conn) */
+  Conn *next;
+};
+Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb, int *reused);
+void h2r_conn_put(Conn *c);
+void h2r_conn_drop(Conn *c);
 
 /* A Reader with one reference, or NULL when out of memory. */
 Reader *h2r_new(void);

@@ -2,9 +2,9 @@
  * Bulk reads (RouterClient.read with `bulk`, TaskFilesystem.readFile): one
  * suite run against both receivers, the native one (src/client/bulk-read.ts
  * on taskrouter-h2read.node) and grpc-js, through a TCP proxy in front of a
- * real router (host tasks): the same bytes, resumes across cut connections,
- * offsets, error kinds, cancellation that leaves the command running, early
- * stops that close what they opened, and backpressure that holds the router
+ * real router (host tasks): the same bytes, connections reused, resumes
+ * across cut connections, offsets, error kinds, cancellation that leaves the
+ * command running, early stops that close their connection, and backpressure that holds the router
  * back while the reader stalls. The addon's own framing: test/h2-read-addon.test.ts.
  */
 import assert from "node:assert/strict";
@@ -79,12 +79,14 @@ for (const rx of receivers) {
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    it("readFile gives every byte, and leaves no connection of its own open", async () => {
+    it("readFile gives every byte; the next one reuses the connection", async () => {
       const opened = proxy.connections;
+      assert.equal(sha(await collect(fs.readFile(file))), sha(data));
+      // The native receiver dials a connection of its own; grpc-js uses its channel's.
+      assert.equal(proxy.connections - opened, native ? 1 : 0);
       const open = proxy.open;
       assert.equal(sha(await collect(fs.readFile(file))), sha(data));
-      // The native receiver dials a connection per read; grpc-js uses its channel's.
-      assert.equal(proxy.connections - opened, native ? 1 : 0);
+      assert.equal(proxy.connections - opened, native ? 1 : 0, "no new connection");
       assert.equal(await settled(() => proxy.open), open);
     });
 
@@ -150,17 +152,21 @@ for (const rx of receivers) {
       }
     });
 
-    it("stopping early ends the call and closes what it opened", async () => {
+    it("stopping early ends the call and closes its connection (never reused)", async () => {
       const id = await client.start(task, ["cat", file], { stdout: "pipe" });
       await client.wait(task, id);
-      const open = proxy.open;
+      // A whole read first, so a kept connection is there for the stopped one to take.
+      assert.equal(sha(await collect(client.read(task, id, "stdout", { bulk: true }))), sha(data));
+      const open = await settled(() => proxy.open);
+      const opened = proxy.connections;
       for await (const c of client.read(task, id, "stdout", { bulk: true })) {
         assert.ok(c.length > 0);
         break;
       }
-      assert.equal(await settled(() => proxy.open), open);
-      // The client still reads (nothing left half-open in its way).
       assert.equal(sha(await collect(client.read(task, id, "stdout", { bulk: true }))), sha(data));
+      // Native: the stopped call's connection was closed, so the next read dialled anew.
+      assert.equal(proxy.connections - opened, native ? 1 : 0);
+      assert.equal(await settled(() => proxy.open), open);
     });
 
     it("a stalled reader holds the router back; reading on gets every byte", async () => {

@@ -109,10 +109,12 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
   let target: string;
   let handler: (s: ServerHttp2Stream, h: IncomingHttpHeaders, body: Buffer) => void = () => {};
   const sockets = new Set<Socket>();
+  let accepted = 0;
 
   before(async () => {
     server = createServer();
     server.on("connection", (c: Socket) => {
+      accepted++;
       sockets.add(c);
       c.on("close", () => sockets.delete(c));
     });
@@ -183,6 +185,43 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     assert.equal(seen?.h[":path"], "/svc/M");
     assert.equal(seen?.h.authorization, "Bearer t");
     assert.deepEqual(seen?.body, body);
+  });
+
+  it("keeps a clean call's connection for the next; redials one the server closed meanwhile", async () => {
+    const payload = randomBytes(1000);
+    handler = (s) => {
+      s.respond({ ":status": 200 }, { waitForTrailers: true });
+      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+      s.end(frame(payload));
+    };
+    const ok = async () => {
+      const r = await call(target).done;
+      assert.equal(r.error, null);
+      assert.deepEqual(unframe(r.chunks), [payload]);
+    };
+    await ok();
+    const before = accepted;
+    await ok();
+    await ok();
+    assert.equal(accepted, before, "both calls went over the kept connection");
+    for (const c of sockets) c.destroy();
+    await ok(); // on the dead kept connection first: redialled, no error
+    assert.equal(accepted, before + 1);
+    // A call that ends in an error leaves its connection unkept.
+    handler = (s) => {
+      s.respond({ ":status": 200 });
+      s.write(frame(payload));
+      s.close(constants.NGHTTP2_INTERNAL_ERROR);
+    };
+    assert.equal((await call(target).done).rst, constants.NGHTTP2_INTERNAL_ERROR);
+    handler = (s) => {
+      s.respond({ ":status": 200 }, { waitForTrailers: true });
+      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+      s.end(frame(payload));
+    };
+    const afterReset = accepted;
+    await ok();
+    assert.equal(accepted, afterReset + 1, "the reset call's connection was not kept");
   });
 
   it("reports a trailers-only answer's status and no data", async () => {
