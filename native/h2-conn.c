@@ -5,8 +5,9 @@
  * connection, HTTP/2 preface and the router's session setup each time.
  *
  * Contract (native/h2-read.h):
- *   h2r_conn_get(target, user, cb, &reused)  an idle connection to `target`
- *     (the most recently kept), its `user` set; else a new one: dialled, with
+ *   h2r_conn_get(target, user, cb, &reused, cancelled)  an idle connection to
+ *     `target` (the most recently kept), its `user` set; else a new one:
+ *     dialled (given up after 20 s, or once cancelled(user) is true), with
  *     a session made from `cb` (SETTINGS: no push, a 16 MiB stream window; a
  *     16 MiB connection window) whose user data is the Conn. NULL when it
  *     cannot connect.
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -37,17 +39,41 @@
 
 #define MAX_IDLE 4
 #define IDLE_SECS 60
+#define CONNECT_SECS 20 /* grpc-js's connect timeout */
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static Conn *pool; /* most recently kept first */
 
-static int dial(const char *target) {
+/* connect(2) that gives up after CONNECT_SECS or as soon as `cancelled` says so. */
+static int connect_within(int fd, const struct sockaddr *a, socklen_t len,
+                          int (*cancelled)(void *), void *arg) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  if (connect(fd, a, len) != 0) {
+    if (errno != EINPROGRESS) return -1;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int waited = 0, err = 0;
+    for (;;) {
+      if (cancelled(arg) || waited >= CONNECT_SECS * 10) return -1;
+      int n = poll(&p, 1, 100);
+      if (n > 0) break;
+      if (n < 0 && errno != EINTR) return -1;
+      waited++;
+    }
+    socklen_t el = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) return -1;
+  }
+  return fcntl(fd, F_SETFL, fl);
+}
+
+static int dial(const char *target, int (*cancelled)(void *), void *arg) {
   if (strncmp(target, "unix:", 5) == 0) {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (strlen(target + 5) >= sizeof a.sun_path) return -1;
     strcpy(a.sun_path, target + 5);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+    if (fd >= 0 && connect_within(fd, (struct sockaddr *)&a, sizeof a, cancelled, arg) == 0)
+      return fd;
     if (fd >= 0) close(fd);
     return -1;
   }
@@ -65,7 +91,7 @@ static int dial(const char *target) {
   for (struct addrinfo *a = res; a; a = a->ai_next) {
     fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    if (connect_within(fd, a->ai_addr, a->ai_addrlen, cancelled, arg) == 0) break;
     close(fd);
     fd = -1;
   }
@@ -95,7 +121,8 @@ static time_t now(void) {
   return ts.tv_sec;
 }
 
-Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb, int *reused) {
+Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb, int *reused,
+                   int (*cancelled)(void *)) {
   Conn *found = NULL, *stale = NULL;
   pthread_mutex_lock(&pool_mu);
   for (Conn **p = &pool; *p;) {
@@ -123,7 +150,7 @@ Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb
   if (!c) return NULL;
   c->user = user;
   c->target = strdup(target);
-  c->fd = c->target ? dial(target) : -1;
+  c->fd = c->target ? dial(target, cancelled, user) : -1;
   nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
                                  {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WINDOW}};
   if (c->fd < 0 || nghttp2_session_client_new(&c->s, cb, c) != 0 ||

@@ -67,11 +67,21 @@ static void call_js(napi_env env, napi_value fn, void *ctx, void *data) {
   napi_get_undefined(env, &undef);
   if (!ev->end) {
     napi_create_string_utf8(env, "data", NAPI_AUTO_LENGTH, &args[0]);
-    if (napi_create_external_arraybuffer(env, ev->data, ev->len, free_chunk, NULL,
-                                         &args[1]) != napi_ok) {
+    if (napi_create_external_arraybuffer(env, ev->data, ev->len, free_chunk, NULL, &args[1]) !=
+        napi_ok) {
+      /* A runtime that refuses external memory (a V8 sandbox) gets a copy; without
+       * even that the call is closed: JS sees it end early and resumes from the
+       * bytes it has, so nothing is skipped. */
+      void *copy = NULL;
+      int ok = napi_create_arraybuffer(env, ev->len, &copy, &args[1]) == napi_ok;
+      if (ok) memcpy(copy, ev->data, ev->len);
       free(ev->data);
       free(ev);
-      return;
+      if (!ok) {
+        h2r_close(r);
+        return;
+      }
+      ev = NULL;
     }
   } else {
     napi_value list, err, rst;
@@ -97,18 +107,41 @@ static void call_js(napi_env env, napi_value fn, void *ctx, void *data) {
   napi_call_function(env, undef, fn, 2, args, NULL);
 }
 
+/* The thread's calls of the thread-safe function: none once the environment goes. */
 static int emit(Reader *r, Event *ev) {
-  return napi_call_threadsafe_function(r->binding, ev, napi_tsfn_blocking) != napi_ok;
+  pthread_mutex_lock(&r->mu);
+  int taken = !r->env_gone &&
+              napi_call_threadsafe_function(r->binding, ev, napi_tsfn_nonblocking) == napi_ok;
+  pthread_mutex_unlock(&r->mu);
+  return !taken;
 }
 
 static void done(Reader *r) {
-  napi_release_threadsafe_function(r->binding, napi_tsfn_release);
-  /* The thread's reference ends in tsfn_gone, after the last call_js. */
+  pthread_mutex_lock(&r->mu);
+  if (!r->env_gone) napi_release_threadsafe_function(r->binding, napi_tsfn_release);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* The environment is torn down (a Worker ends): stop the thread and wait for it, before
+ * Node deletes the thread-safe function (hooks run last-registered first, and this one
+ * is registered after the function). */
+static void teardown(void *arg) {
+  Reader *r = arg;
+  pthread_mutex_lock(&r->mu);
+  r->env_gone = 1;
+  pthread_mutex_unlock(&r->mu);
+  h2r_close(r);
+  if (!r->joined) pthread_join(r->thread, NULL);
+  r->joined = 1;
 }
 
 static void tsfn_gone(napi_env env, void *data, void *hint) {
-  (void)env, (void)hint;
-  h2r_unref(data);
+  (void)hint;
+  Reader *r = data;
+  napi_remove_env_cleanup_hook(env, teardown, r);
+  if (!r->joined) pthread_join(r->thread, NULL); /* it released the function: returning now */
+  r->joined = 1;
+  h2r_unref(r);
 }
 
 static void handle_gone(napi_env env, void *data, void *hint) {
@@ -197,13 +230,14 @@ static napi_value open_reader(napi_env env, napi_callback_info info) {
                                       &tsfn) != napi_ok)
     goto bad;
   r->binding = tsfn;
-  atomic_store(&r->refs, 2);
-  pthread_t thread;
-  if (pthread_create(&thread, NULL, h2r_thread, r) != 0) {
+  atomic_store(&r->refs, 3);
+  if (pthread_create(&r->thread, NULL, h2r_thread, r) != 0) {
+    r->joined = 1;
+    atomic_store(&r->refs, 2);
     napi_release_threadsafe_function(tsfn, napi_tsfn_abort); /* tsfn_gone: one unref */
     goto bad;
   }
-  pthread_detach(thread);
+  napi_add_env_cleanup_hook(env, teardown, r);
   napi_value handle;
   napi_create_external(env, r, handle_gone, NULL, &handle);
   return handle;

@@ -69,6 +69,10 @@ static int is_closed(Reader *r) {
   return c;
 }
 
+static int cancelled(void *r) {
+  return is_closed(r);
+}
+
 /* Hands the current chunk to JS, then waits while MAX_UNACKED are out. */
 static void deliver(Reader *r) {
   if (r->out_len == 0) return;
@@ -174,7 +178,8 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *u) {
 static ssize_t send_cb(nghttp2_session *s, const uint8_t *p, size_t n, int flags, void *u) {
   (void)s, (void)flags;
   Conn *c = u;
-  ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+  /* An idle connection's frames (PING ACKs) never wait: the watcher holds the pool's lock. */
+  ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | (c->user ? 0 : MSG_DONTWAIT));
   if (w < 0) return errno == EINTR ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
   return w;
 }
@@ -256,7 +261,7 @@ static void run(Reader *r) {
   int reused = 0;
   Conn *c = NULL;
   for (;;) {
-    c = h2r_conn_get(r->target, r, callbacks, &reused);
+    c = h2r_conn_get(r->target, r, callbacks, &reused, cancelled);
     if (!attach(r, c)) {
       fail(r, "closed");
       break;
@@ -275,8 +280,10 @@ static void run(Reader *r) {
     r->prefix_have = 0, r->msg_left = 0;
   }
   attach(r, NULL);
-  int clean = c && !r->error[0] && r->stream_closed && r->rst == 0;
-  if (clean && nghttp2_session_want_read(c->s)) h2r_conn_put(c);
+  int clean = c && !r->error[0] && r->stream_closed && r->rst == 0 && !is_closed(r);
+  /* Frames the last read queued (WINDOW_UPDATE, PING ACK) go out before it idles. */
+  if (clean && nghttp2_session_send(c->s) == 0 && nghttp2_session_want_read(c->s))
+    h2r_conn_put(c);
   else h2r_conn_drop(c);
   free(buf);
 }
@@ -290,6 +297,7 @@ void *h2r_thread(void *arg) {
     if (r->emit(r, ev) != 0) free(ev);
   }
   r->done(r);
+  h2r_unref(r);
   return NULL;
 }
 

@@ -9,7 +9,8 @@
  * Contract between the two:
  *   - The binding fills a Reader from h2r_new() (target, nva, body, emit,
  *     done, binding) and starts h2r_thread(r) on a new thread; the Reader
- *     then holds two references (the binding's handle and the thread's).
+ *     then holds three references: the binding's two (its handle, its
+ *     thread-safe function) and the thread's, dropped when it returns.
  *   - The thread calls r->emit(r, ev) for each chunk (ev->data, malloc'd,
  *     now the binding's) and once for the end (ev->end: r->hdrs, r->error,
  *     r->rst are final by then), then r->done(r). emit returns 0 when the
@@ -43,7 +44,10 @@ typedef struct Reader Reader;
 struct Reader {
   int (*emit)(Reader *r, Event *ev);
   void (*done)(Reader *r);
-  void *binding;
+  void *binding;   /* the binding's (its thread-safe function) */
+  pthread_t thread;
+  int env_gone;    /* the binding's environment is being torn down (guarded by mu) */
+  int joined;      /* the thread was joined (or never started); the binding's JS thread only */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int fd;          /* guarded by mu once the thread runs */
@@ -81,7 +85,8 @@ struct Conn {
   void *user;      /* the call's Reader; NULL while idle (the session's user data is the Conn) */
   Conn *next;
 };
-Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb, int *reused);
+Conn *h2r_conn_get(const char *target, void *user, nghttp2_session_callbacks *cb, int *reused,
+                   int (*cancelled)(void *));
 void h2r_conn_put(Conn *c);
 void h2r_conn_drop(Conn *c);
 

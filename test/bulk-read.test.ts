@@ -9,12 +9,17 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, type Http2Server, type ServerHttp2Stream } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { status as grpcStatus, Metadata } from "@grpc/grpc-js";
+import { BulkReader } from "../src/client/bulk-read.ts";
 import { type ClientOptions, RouterClient } from "../src/client/client.ts";
 import { ExecsClient } from "../src/client/execs.ts";
 import { TaskFilesystem } from "../src/client/fs.ts";
@@ -169,6 +174,15 @@ for (const rx of receivers) {
       assert.equal(await settled(() => proxy.open), open);
     });
 
+    it("a closed client refuses new reads, as a closed grpc-js channel does", async () => {
+      const other = new RouterClient(proxy.address, rx.opts);
+      other.close();
+      await assert.rejects(
+        collect(other.read(task, "any", "stdout", { bulk: true })),
+        /Channel has been shut down/,
+      );
+    });
+
     it("a stalled reader holds the router back; reading on gets every byte", async () => {
       const total = 256 * MiB;
       const id = await client.start(task, ["head", "-c", String(total), "/dev/zero"], {
@@ -186,3 +200,64 @@ for (const rx of receivers) {
     });
   });
 }
+
+describe("native receiver: answers that are not gRPC map as grpc-js maps them", {
+  skip: nativeSkip,
+}, () => {
+  let server: Http2Server;
+  let reader: BulkReader;
+  let answer: (s: ServerHttp2Stream) => void = () => {};
+
+  before(async () => {
+    server = createServer();
+    server.on("stream", (s) => {
+      s.on("error", () => {});
+      s.resume();
+      s.on("end", () => answer(s));
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const r = BulkReader.forAddress(`127.0.0.1:${(server.address() as AddressInfo).port}`);
+    assert.ok(r, "the addon is built and the address is plain host:port");
+    reader = r;
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const codeOf = async (decode: (b: Uint8Array) => unknown = (b) => b) => {
+    const call = reader.call("/m", new Metadata(), new Uint8Array(1), decode);
+    try {
+      for await (const _ of call) {
+      }
+    } catch (e) {
+      return (e as { code: number }).code;
+    }
+    return 0;
+  };
+
+  it("an HTTP error page is its HTTP status (401: UNAUTHENTICATED), not a framing error", async () => {
+    answer = (s) => {
+      s.respond({ ":status": 401, "content-type": "text/html" });
+      s.end("<html>login</html>");
+    };
+    assert.equal(await codeOf(), grpcStatus.UNAUTHENTICATED);
+  });
+
+  it("a message that does not decode is INTERNAL; a stream without a status is INTERNAL", async () => {
+    answer = (s) => {
+      s.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+      s.end(Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]));
+    };
+    assert.equal(
+      await codeOf(() => {
+        throw new Error("bad wire type");
+      }),
+      grpcStatus.INTERNAL,
+    );
+    answer = (s) => {
+      s.respond({ ":status": 200, "content-type": "application/grpc" });
+      s.end();
+    };
+    assert.equal(await codeOf(), grpcStatus.INTERNAL);
+  });
+});

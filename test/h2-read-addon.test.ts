@@ -22,6 +22,7 @@ import { createRequire } from "node:module";
 import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Worker } from "node:worker_threads";
 import { addonPath } from "../src/util/addon.ts";
 
 interface Addon {
@@ -308,6 +309,42 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     assert.equal(r.error, "closed");
     (addon as Addon).close(c.handle);
     (addon as Addon).ack(c.handle);
+  });
+
+  it("a Worker ended mid-call takes its call down cleanly; the process goes on", async () => {
+    let streams = 0;
+    handler = (s) => {
+      streams++;
+      s.respond({ ":status": 200 });
+      const msg = frame(Buffer.alloc(MiB - 5));
+      const pump = () => {
+        while (!s.destroyed && s.write(msg)) {}
+        if (!s.destroyed) s.once("drain", pump);
+      };
+      pump();
+    };
+    const code = `
+      const { workerData, parentPort } = require("node:worker_threads");
+      const a = require(workerData.path);
+      const h = a.open(workerData.target, [":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/w"],
+        new Uint8Array(0), (kind) => { if (kind === "data") parentPort.postMessage("data"); });
+      // Never acknowledged: the thread waits on its two chunks when the Worker ends.
+    `;
+    const w = new Worker(code, { eval: true, workerData: { path: PATH, target } });
+    await once(w, "message");
+    await w.terminate();
+    // The process is alive and the addon still serves calls.
+    const before = streams;
+    handler = (s) => {
+      streams++;
+      s.respond({ ":status": 200 }, { waitForTrailers: true });
+      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+      s.end(frame(Buffer.from("ok")));
+    };
+    const r = await call(target).done;
+    assert.equal(r.error, null);
+    assert.deepEqual(unframe(r.chunks), [Buffer.from("ok")]);
+    assert.equal(streams, before + 1);
   });
 
   it("holds at most two chunks unacknowledged; the rest waits in the server", async () => {

@@ -45,6 +45,26 @@ function statusOf(
   rst: number,
 ): { code: status; details: string } {
   if (error === "closed") return { code: status.CANCELLED, details: "Cancelled on client" };
+  const get = (name: string) => {
+    for (let i = fields.length - 2; i >= 0; i -= 2) if (fields[i] === name) return fields[i + 1];
+    return undefined;
+  };
+  const grpcStatus = get("grpc-status");
+  const http = get(":status");
+  if (http !== undefined && http !== "200" && grpcStatus === undefined) {
+    // Not a gRPC answer (a proxy's error page): its body is not read as messages.
+    const byHttp: Record<string, status> = {
+      "400": status.INTERNAL,
+      "401": status.UNAUTHENTICATED,
+      "403": status.PERMISSION_DENIED,
+      "404": status.UNIMPLEMENTED,
+      "429": status.UNAVAILABLE,
+      "502": status.UNAVAILABLE,
+      "503": status.UNAVAILABLE,
+      "504": status.UNAVAILABLE,
+    };
+    return { code: byHttp[http] ?? status.UNKNOWN, details: `HTTP status ${http}` };
+  }
   if (error === "cannot connect" || error === "connection lost") {
     return { code: status.UNAVAILABLE, details: error };
   }
@@ -52,11 +72,6 @@ function statusOf(
     return { code: status.RESOURCE_EXHAUSTED, details: error };
   }
   if (error !== null) return { code: status.INTERNAL, details: error };
-  const get = (name: string) => {
-    for (let i = fields.length - 2; i >= 0; i -= 2) if (fields[i] === name) return fields[i + 1];
-    return undefined;
-  };
-  const grpcStatus = get("grpc-status");
   if (grpcStatus !== undefined) {
     const code = Number(grpcStatus);
     const message = get("grpc-message") ?? "";
@@ -77,21 +92,7 @@ function statusOf(
     };
     return { code: byRst[rst] ?? status.INTERNAL, details: `stream reset (HTTP/2 code ${rst})` };
   }
-  const http = get(":status");
-  if (http !== undefined && http !== "200") {
-    const byHttp: Record<string, status> = {
-      "400": status.INTERNAL,
-      "401": status.UNAUTHENTICATED,
-      "403": status.PERMISSION_DENIED,
-      "404": status.UNIMPLEMENTED,
-      "429": status.UNAVAILABLE,
-      "502": status.UNAVAILABLE,
-      "503": status.UNAVAILABLE,
-      "504": status.UNAVAILABLE,
-    };
-    return { code: byHttp[http] ?? status.UNKNOWN, details: `HTTP status ${http}` };
-  }
-  return { code: status.UNKNOWN, details: "No status received" };
+  return { code: status.INTERNAL, details: "Call ended without gRPC status" };
 }
 
 /** Where the addon connects for a grpc-js address it can serve, or undefined. */
@@ -108,7 +109,7 @@ function targetOf(address: string): string | undefined {
  * `host:port` / `unix:/path`.
  */
 export class BulkReader {
-  private readonly open = new Set<object>();
+  private closed = false;
 
   private constructor(
     private readonly native: H2ReadAddon,
@@ -133,6 +134,8 @@ export class BulkReader {
     request: Uint8Array,
     decode: (b: Uint8Array) => T,
   ): BulkCall<T> {
+    // As grpc-js's closed channel: no new call (calls under way run to their end).
+    if (this.closed) throw new Error("Channel has been shut down");
     const headers = [":method", "POST", ":scheme", "http", ":path", path];
     headers.push(":authority", this.target.startsWith("unix:") ? "localhost" : this.target);
     headers.push("content-type", "application/grpc", "te", "trailers");
@@ -152,11 +155,9 @@ export class BulkReader {
       else {
         const [fields, error, rst] = value as [string[], string | null, number];
         end = statusOf(fields, error, rst);
-        this.open.delete(handle);
       }
       wake?.();
     });
-    this.open.add(handle);
     const native = this.native;
     let cancelled = false;
     const cancel = () => {
@@ -184,7 +185,15 @@ export class BulkReader {
           const view = new DataView(chunk);
           for (let at = 0; at < chunk.byteLength; ) {
             const len = view.getUint32(at + 1);
-            yield decode(new Uint8Array(chunk, at + 5, len));
+            let message: T;
+            try {
+              message = decode(new Uint8Array(chunk, at + 5, len));
+            } catch (err) {
+              cancel();
+              const why = `Response message parsing error: ${(err as Error).message}`;
+              throw callError(status.INTERNAL, why, new Metadata());
+            }
+            yield message;
             at += 5 + len;
           }
           native.ack(handle);
@@ -197,8 +206,8 @@ export class BulkReader {
     return { [Symbol.asyncIterator]: () => it, cancel };
   }
 
-  /** Ends every call still open (the client is closing). */
+  /** Refuses new calls, as closing a grpc-js channel does; calls under way run to their end. */
   close(): void {
-    for (const h of this.open) this.native.close(h);
+    this.closed = true;
   }
 }
