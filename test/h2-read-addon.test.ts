@@ -45,6 +45,25 @@ const frame = (msg: Buffer, flag = 0) => {
   return Buffer.concat([h, msg]);
 };
 
+/** A request's header fields as the addon takes them. */
+const head = (path: string) => [
+  ":method",
+  "POST",
+  ":scheme",
+  "http",
+  ":authority",
+  "x",
+  ":path",
+  path,
+];
+
+/** Answers `s` with `body` and an OK status in trailers, as a gRPC server does. */
+function answerOk(s: ServerHttp2Stream, body: Buffer): void {
+  s.respond({ ":status": 200 }, { waitForTrailers: true });
+  s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+  s.end(body);
+}
+
 /** Messages out of the addon's chunks, as the client splits them. */
 function unframe(chunks: ArrayBuffer[]): Buffer[] {
   const out: Buffer[] = [];
@@ -78,16 +97,7 @@ function call(
   const done = new Promise<Result>((resolve) => {
     finish = resolve;
   });
-  const headers = opts.headers ?? [
-    ":method",
-    "POST",
-    ":scheme",
-    "http",
-    ":authority",
-    "x",
-    ":path",
-    "/t",
-  ];
+  const headers = opts.headers ?? head("/t");
   const handle = a.open(target, headers, opts.body ?? Buffer.alloc(0), (kind, v) => {
     if (kind === "data") {
       chunks.push(v as ArrayBuffer);
@@ -163,18 +173,7 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     };
     const body = frame(Buffer.from("request"));
     const r = await call(target, {
-      headers: [
-        ":method",
-        "POST",
-        ":scheme",
-        "http",
-        ":authority",
-        "x",
-        ":path",
-        "/svc/M",
-        "authorization",
-        "Bearer t",
-      ],
+      headers: [...head("/svc/M"), "authorization", "Bearer t"],
       body,
     }).done;
     assert.equal(r.error, null);
@@ -191,9 +190,7 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
   it("keeps a clean call's connection for the next; redials one the server closed meanwhile", async () => {
     const payload = randomBytes(1000);
     handler = (s) => {
-      s.respond({ ":status": 200 }, { waitForTrailers: true });
-      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
-      s.end(frame(payload));
+      answerOk(s, frame(payload));
     };
     const ok = async () => {
       const r = await call(target).done;
@@ -216,9 +213,7 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     };
     assert.equal((await call(target).done).rst, constants.NGHTTP2_INTERNAL_ERROR);
     handler = (s) => {
-      s.respond({ ":status": 200 }, { waitForTrailers: true });
-      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
-      s.end(frame(payload));
+      answerOk(s, frame(payload));
     };
     const afterReset = accepted;
     await ok();
@@ -337,9 +332,7 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     const before = streams;
     handler = (s) => {
       streams++;
-      s.respond({ ":status": 200 }, { waitForTrailers: true });
-      s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
-      s.end(frame(Buffer.from("ok")));
+      answerOk(s, frame(Buffer.from("ok")));
     };
     const r = await call(target).done;
     assert.equal(r.error, null);
