@@ -13,7 +13,7 @@ import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Http2Server, type ServerHttp2Stream } from "node:http2";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -208,8 +208,14 @@ describe("native receiver: answers that are not gRPC map as grpc-js maps them", 
   let reader: BulkReader;
   let answer: (s: ServerHttp2Stream) => void = () => {};
 
+  const sockets = new Set<Socket>();
+
   before(async () => {
     server = createServer();
+    server.on("connection", (c: Socket) => {
+      sockets.add(c);
+      c.on("close", () => sockets.delete(c));
+    });
     server.on("stream", (s) => {
       s.on("error", () => {});
       s.resume();
@@ -221,7 +227,11 @@ describe("native receiver: answers that are not gRPC map as grpc-js maps them", 
     assert.ok(r, "the addon is built and the address is plain host:port");
     reader = r;
   });
-  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  after(async () => {
+    // The receiver keeps its idle connection (until a GOAWAY, which this server never sends).
+    for (const c of sockets) c.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
 
   const codeOf = async (decode: (b: Uint8Array) => unknown = (b) => b) => {
     const call = reader.call("/m", new Metadata(), new Uint8Array(1), decode);
