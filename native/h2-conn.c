@@ -33,7 +33,6 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,16 +66,6 @@ static int connect_within(int fd, const struct sockaddr *a, socklen_t len,
 }
 
 static int dial(const char *target, int (*cancelled)(void *), void *arg) {
-  if (strncmp(target, "unix:", 5) == 0) {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (strlen(target + 5) >= sizeof a.sun_path) return -1;
-    strcpy(a.sun_path, target + 5);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect_within(fd, (struct sockaddr *)&a, sizeof a, cancelled, arg) == 0)
-      return fd;
-    if (fd >= 0) close(fd);
-    return -1;
-  }
   char host[256];
   const char *colon = strrchr(target, ':');
   if (!colon || (size_t)(colon - target) >= sizeof host) return -1;

@@ -10,7 +10,7 @@
  *
  * Protocol (the whole interface):
  *   open(target, headers, body, onEvent) -> handle
- *     target   "host:port", "[v6addr]:port" or "unix:/path" (plaintext HTTP/2 only)
+ *     target   "host:port" or "[v6addr]:port" (plaintext HTTP/2 over TCP only)
  *     headers  string[]: name, value, name, value... (at most 128 pairs,
  *              pseudo-headers first, as sent; :authority included)
  *     body     Uint8Array of at most 1 MiB: the request's gRPC frames (sent

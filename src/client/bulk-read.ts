@@ -97,8 +97,6 @@ function statusOf(
 
 /** Where the addon connects for a grpc-js address it can serve, or undefined. */
 function targetOf(address: string): string | undefined {
-  const unix = /^unix:(?:\/\/)?(\/.+)$/.exec(address);
-  if (unix) return `unix:${unix[1]}`;
   return /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) ? address : undefined;
 }
 
@@ -106,7 +104,7 @@ function targetOf(address: string): string | undefined {
  * Opens server-streaming calls on the addon for one plaintext router
  * address. `forAddress` gives undefined (the caller uses grpc-js) when the
  * addon is not built or cannot be loaded, or the address is not a plain
- * `host:port` / `unix:/path`.
+ * `host:port` (the router listens on TCP only).
  */
 export class BulkReader {
   private closed = false;
@@ -137,7 +135,7 @@ export class BulkReader {
     // As grpc-js's closed channel: no new call (calls under way run to their end).
     if (this.closed) throw new Error("Channel has been shut down");
     const headers = [":method", "POST", ":scheme", "http", ":path", path];
-    headers.push(":authority", this.target.startsWith("unix:") ? "localhost" : this.target);
+    headers.push(":authority", this.target);
     headers.push("content-type", "application/grpc", "te", "trailers");
     headers.push("user-agent", "taskrouter-bulk-read");
     for (const [k, v] of Object.entries(metadata.getMap())) {

@@ -106,12 +106,7 @@ export class TaskFilesystem {
     status.catch(() => {});
     let done = false;
     try {
-      yield* this.client.read(
-        this.taskId,
-        id,
-        "stdout",
-        signal ? { signal, bulk: true } : { bulk: true },
-      );
+      yield* this.client.read(this.taskId, id, "stdout", { bulk: true, ...(signal && { signal }) });
       done = true;
     } finally {
       // Stopped early: end the helper rather than let it stream into the log.

@@ -10,7 +10,7 @@ export interface ClientOptions {
   /**
    * Bulk reads (TaskFilesystem.readFile, `taskrouter cp` downloads) on the
    * native receiver where it is built and the address is a plaintext
-   * `host:port` or `unix:/path` (default true; ./bulk-read.ts). false: every
+   * `host:port` (default true; ./bulk-read.ts). false: every
    * read goes through grpc-js.
    */
   bulkReads?: boolean;
