@@ -61,8 +61,12 @@ const FILL_BUDGET = 128 * 1024 * 1024;
 /**
  * The HTTP/2 read buffers the pieces came in are garbage once copied: a
  * young collection per this many bytes received frees them (src/util/young-gc.ts).
+ * Not more: right after a scavenge V8 still counts the dead buffers it found as
+ * external memory, and with 8 MiB of them that reached the old generation's
+ * margin, so every scavenge started a full collection (docs/DECISIONS.md,
+ * "Stdin without copies on either side", stop 31).
  */
-const COLLECT_EVERY = 8 * 1024 * 1024;
+const COLLECT_EVERY = 4 * 1024 * 1024;
 /** The process's collector for the bytes pooled methods received (exported for tests). */
 export const received = new YoungCollector(COLLECT_EVERY);
 
