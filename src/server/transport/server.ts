@@ -41,8 +41,16 @@ import { countRpcs, methodPaths } from "./rpc-metrics.ts";
 
 /** Requests up to this size are accepted (one stdin write can carry 16 MiB; SPEC asks ≥ 100 MiB). */
 export const MAX_RECEIVE_MESSAGE = 128 * 1024 * 1024;
-/** HTTP/2 flow-control windows we open (upstream clients open 64 MiB windows too). */
+/** The HTTP/2 connection's receive window (upstream clients open 64 MiB windows too). */
 const WINDOW = 64 * 1024 * 1024;
+/**
+ * Each stream's receive window. What a client sends past what a call has
+ * taken waits in Node's stream buffer as slices of fresh 64 KiB read
+ * buffers: they outlive scavenges, and 64 MiB of them per upload drove full
+ * collections (docs/DECISIONS.md, "Transport"). 4 MiB keeps a 16 MiB stdin
+ * write flowing (libnghttp2 opens the window again at every 2 MiB taken).
+ */
+const STREAM_WINDOW = 4 * 1024 * 1024;
 
 /** A connection that sends nothing this long (before TLS/h2c is known) is closed. */
 const SNIFF_TIMEOUT_MS = 30_000;
@@ -157,8 +165,8 @@ export async function startServer(
 }
 
 /**
- * A grpc-js connection injector whose HTTP/2 sessions open 64 MiB
- * flow-control windows. grpc-js has no option for the server's windows, so
+ * A grpc-js connection injector whose HTTP/2 sessions open a 64 MiB
+ * connection window and 4 MiB stream windows. grpc-js has no option for the server's windows, so
  * this sets them on its (private) HTTP/2 server options and sessions; when a
  * grpc-js upgrade moves those, we log it and run with Node's defaults.
  * `observe` gets the injector's HTTP/2 server (RPC counts, ./rpc-metrics.ts).
@@ -174,7 +182,7 @@ function createInjector(
     http2Servers?: Map<Http2Server, unknown>;
   };
   const opts = internals.commonServerOptions;
-  if (opts) opts.settings = { ...opts.settings, initialWindowSize: WINDOW };
+  if (opts) opts.settings = { ...opts.settings, initialWindowSize: STREAM_WINDOW };
   const before = new Set(internals.http2Servers?.keys() ?? []);
   const injector = server.createConnectionInjector(creds);
   const created = [...(internals.http2Servers?.keys() ?? [])].filter((s) => !before.has(s));

@@ -1,0 +1,38 @@
+/**
+ * The HTTP/2 receive windows the router opens (docs/DECISIONS.md,
+ * "Transport"): 64 MiB for the connection, as upstream clients open, and
+ * 4 MiB per stream, so what a client sends ahead of a call's handler waits in
+ * at most 4 MiB of Node's read buffers per stream. Seen from a plain
+ * `node:http2` client: the SETTINGS the router sends and the connection's
+ * WINDOW_UPDATE. Fails with 64 MiB stream windows (the setting before stop 31).
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { connect } from "node:http2";
+import { after, before, describe, it } from "node:test";
+import { startRouter, type TestRouter } from "./helpers/router.ts";
+import { closeChecked, MiB } from "./helpers/wire-common.ts";
+
+describe("HTTP/2 receive windows", () => {
+  let r: TestRouter;
+  before(async () => {
+    r = await startRouter();
+  });
+  after(() => closeChecked(r, []));
+
+  it("4 MiB per stream, 64 MiB for the connection", async () => {
+    const session = connect(`http://${r.address}`);
+    session.on("error", () => {});
+    try {
+      const [settings] = await once(session, "remoteSettings");
+      assert.equal(settings.initialWindowSize, 4 * MiB);
+      // The connection window grows by a WINDOW_UPDATE on stream 0 right after the SETTINGS.
+      for (let i = 0; i < 100 && (session.state.remoteWindowSize ?? 0) < 64 * MiB; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal(session.state.remoteWindowSize, 64 * MiB);
+    } finally {
+      session.destroy();
+    }
+  });
+});
