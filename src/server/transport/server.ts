@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import type {
   Http2Server,
   ServerOptions as Http2ServerOptions,
+  Http2Session,
   IncomingHttpHeaders,
 } from "node:http2";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
@@ -48,9 +49,26 @@ const WINDOW = 64 * 1024 * 1024;
  * taken waits in Node's stream buffer as slices of fresh 64 KiB read
  * buffers: they outlive scavenges, and 64 MiB of them per upload drove full
  * collections (docs/DECISIONS.md, "Transport"). 4 MiB keeps a 16 MiB stdin
- * write flowing (libnghttp2 opens the window again at every 2 MiB taken).
+ * write flowing (libnghttp2 opens the window again at every 2 MiB taken);
+ * over a long path `widenForLongPaths` opens more.
  */
 const STREAM_WINDOW = 4 * 1024 * 1024;
+/** Bytes per second one stream's window must allow over the connection's round trip. */
+const STREAM_RATE = 1024 * 1024 * 1024;
+
+/**
+ * Over a long path a 4 MiB stream window would cap an upload at 4 MiB per
+ * round trip: one PING measures the round trip, and where a stream needs
+ * more to move STREAM_RATE the session's stream windows grow to that (at
+ * most the connection's window). A failed or late PING changes nothing.
+ */
+function widenForLongPaths(session: Http2Session): void {
+  session.ping((err, ms) => {
+    if (err || session.destroyed) return;
+    const want = Math.min(WINDOW, Math.ceil((STREAM_RATE * ms) / 1000));
+    if (want > STREAM_WINDOW) session.settings({ initialWindowSize: want });
+  });
+}
 
 /** A connection that sends nothing this long (before TLS/h2c is known) is closed. */
 const SNIFF_TIMEOUT_MS = 30_000;
@@ -193,8 +211,12 @@ function createInjector(
     observe(h2);
     h2.prependListener("stream", keepRepeatedAuthorization);
     h2.on("session", (session) => {
-      session.once("connect", () => session.setLocalWindowSize(WINDOW));
-      if (!session.connecting) session.setLocalWindowSize(WINDOW);
+      const open = () => {
+        session.setLocalWindowSize(WINDOW);
+        widenForLongPaths(session);
+      };
+      if (session.connecting) session.once("connect", open);
+      else open();
     });
   }
   return injector;
