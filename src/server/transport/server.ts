@@ -184,8 +184,9 @@ export async function startServer(
 
 /**
  * A grpc-js connection injector whose HTTP/2 sessions open a 64 MiB
- * connection window and 4 MiB stream windows. grpc-js has no option for the server's windows, so
- * this sets them on its (private) HTTP/2 server options and sessions; when a
+ * connection window and 4 MiB stream windows (wider over long paths).
+ * grpc-js has no option for the server's windows, so this sets them on its
+ * (private) HTTP/2 server options and sessions; when a
  * grpc-js upgrade moves those, we log it and run with Node's defaults.
  * `observe` gets the injector's HTTP/2 server (RPC counts, ./rpc-metrics.ts).
  */
