@@ -12,44 +12,10 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect } from "node:http2";
-import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { startProxy } from "./helpers/proxy.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { closeChecked, MiB } from "./helpers/wire-common.ts";
-
-/** A TCP proxy to `target` that delays every chunk by `ms` in each direction (order kept). */
-async function delayProxy(
-  target: string,
-  ms: number,
-): Promise<{ address: string; close(): Promise<void> }> {
-  const i = target.lastIndexOf(":");
-  const sockets = new Set<Socket>();
-  const relay = (from: Socket, to: Socket) => {
-    from.on("data", (chunk) => setTimeout(() => to.write(chunk), ms));
-    from.on("end", () => setTimeout(() => to.end(), ms));
-    from.on("error", () => to.destroy());
-  };
-  const server: Server = createServer((client) => {
-    const upstream = netConnect(Number(target.slice(i + 1)), target.slice(0, i));
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("close", () => sockets.delete(s));
-    }
-    relay(client, upstream);
-    relay(upstream, client);
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  return {
-    address: `127.0.0.1:${port}`,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-      await once(server, "close");
-    },
-  };
-}
 
 describe("HTTP/2 receive windows", () => {
   let r: TestRouter;
@@ -75,7 +41,7 @@ describe("HTTP/2 receive windows", () => {
   });
 
   it("wider stream windows over a 40 ms round trip", async () => {
-    const proxy = await delayProxy(r.address, 20);
+    const proxy = await startProxy(r.address, { delayMs: 20 });
     const session = connect(`http://${proxy.address}`);
     session.on("error", () => {});
     try {

@@ -31,8 +31,17 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy on 127.0.0.1:0 that forwards to `target` (host:port). */
-export async function startProxy(target: string): Promise<TcpProxy> {
+/**
+ * Starts a proxy on 127.0.0.1:0 that forwards to `target` (host:port).
+ * `delayMs`: every chunk and end is passed on that much later, each way
+ * (order kept): a long path's round trip.
+ */
+export async function startProxy(
+  target: string,
+  opts: { delayMs?: number } = {},
+): Promise<TcpProxy> {
+  const delayMs = opts.delayMs ?? 0;
+  const later = (fn: () => void) => (delayMs > 0 ? void setTimeout(fn, delayMs) : fn());
   const i = target.lastIndexOf(":");
   const host = target.slice(0, i);
   const port = Number(target.slice(i + 1));
@@ -70,22 +79,26 @@ export async function startProxy(target: string): Promise<TcpProxy> {
     upstream.on("close", drop);
     client.on("data", (chunk: Buffer) => {
       upBytes += chunk.length;
-      if (!upstream.write(chunk)) {
-        client.pause();
-        upstream.once("drain", () => client.resume());
-      }
+      later(() => {
+        if (!upstream.write(chunk)) {
+          client.pause();
+          upstream.once("drain", () => client.resume());
+        }
+      });
       if (upCut && upBytes >= upCut.next) {
         upCut.next = upBytes + upCut.every;
         cutAll();
       }
     });
-    client.on("end", () => upstream.end());
+    client.on("end", () => later(() => upstream.end()));
     upstream.on("data", (chunk: Buffer) => {
       downBytes += chunk.length;
-      if (!client.write(chunk)) {
-        upstream.pause();
-        client.once("drain", () => upstream.resume());
-      }
+      later(() => {
+        if (!client.write(chunk)) {
+          upstream.pause();
+          client.once("drain", () => upstream.resume());
+        }
+      });
       if (trigger && downBytes >= trigger.at) {
         const t = trigger;
         trigger = undefined;
