@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create, type DescMessage, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallOptions,
   type ChannelCredentials,
@@ -18,7 +18,6 @@ import {
   TaskExecStdinWriteRequestSchema,
   TaskExecStdioFileDescriptor,
   TaskExecStdioReadRequestSchema,
-  TaskExecStdioReadResponseSchema,
   TaskExecStdoutConfig,
   TaskExecWaitRequestSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
@@ -235,7 +234,7 @@ export class RouterClient {
       const call =
         opts.bulk && this.bulk
           ? this.bulk.call(def.path, this.metadata(), def.requestSerialize(req), (b) =>
-              fromBinary(TaskExecStdioReadResponseSchema, b),
+              def.responseDeserialize(Buffer.from(b.buffer, b.byteOffset, b.byteLength)),
             )
           : this.grpc.makeServerStreamRequest(
               def.path,
