@@ -9,16 +9,12 @@ import {
   Metadata,
   type MethodDefinition,
 } from "@grpc/grpc-js";
-import { PTYInfoSchema } from "../gen/modal_proto/api_pb.ts";
 import {
   TaskCommandRouter,
   TaskExecPollRequestSchema,
-  TaskExecStartRequestSchema,
-  TaskExecStderrConfig,
   TaskExecStdinWriteRequestSchema,
   TaskExecStdioFileDescriptor,
   TaskExecStdioReadRequestSchema,
-  TaskExecStdoutConfig,
   TaskExecWaitRequestSchema,
 } from "../gen/modal_proto/task_command_router_pb.ts";
 import { grpcServiceDef } from "../rpc/service-def.ts";
@@ -31,6 +27,7 @@ import { frameInPlace, installInPlaceFraming } from "./in-place-frames.ts";
 import type { ClientOptions, StartOptions } from "./options.ts";
 import { DEFAULT_RETRY, isRetryable, type RetryPolicy, withRetry } from "./retry.ts";
 import { STAGE_FROM, stdinHeadroom } from "./staging.ts";
+import { startRequest, toExit } from "./start-request.ts";
 
 export type { ClientOptions, PtyStartOptions, StartOptions } from "./options.ts";
 export { STAGE_FROM, stdinHeadroom } from "./staging.ts";
@@ -138,36 +135,7 @@ export class RouterClient {
   /** Starts `argv` in the task; returns the exec id (idempotent on retry). */
   async start(taskId: string, argv: string[], opts: StartOptions = {}): Promise<string> {
     const execId = opts.execId ?? randomUUID();
-    const req = create(TaskExecStartRequestSchema, {
-      taskId,
-      execId,
-      commandArgs: argv,
-      stdoutConfig:
-        opts.stdout === "pipe" ? TaskExecStdoutConfig.PIPE : TaskExecStdoutConfig.DEVNULL,
-      stderrConfig:
-        opts.stderr === "pipe"
-          ? TaskExecStderrConfig.PIPE
-          : opts.stderr === "stdout"
-            ? TaskExecStderrConfig.STDOUT
-            : TaskExecStderrConfig.DEVNULL,
-      ...(opts.timeoutSecs ? { timeoutSecs: opts.timeoutSecs } : {}),
-      ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
-      ...(opts.secretIds ? { secretIds: opts.secretIds } : {}),
-      ...(opts.env ? { env: opts.env } : {}),
-      ...(opts.pty
-        ? {
-            ptyInfo: create(PTYInfoSchema, {
-              enabled: true,
-              winszRows: opts.pty.rows,
-              winszCols: opts.pty.cols,
-              envTerm: opts.pty.term ?? "",
-              envColorterm: opts.pty.colorterm ?? "",
-              envTermProgram: opts.pty.termProgram ?? "",
-              noTerminateOnIdleStdin: opts.pty.noTerminateOnIdleStdin ?? false,
-            }),
-          }
-        : {}),
-    });
+    const req = startRequest(taskId, execId, argv, opts);
     await this.unary("taskExecStart", req);
     return execId;
   }
@@ -318,10 +286,4 @@ export class RouterClient {
   static message<D extends DescMessage>(schema: D, init: MessageInitShape<D>) {
     return create(schema, init);
   }
-}
-
-function toExit(s: { case?: string; value?: number }): ExitStatus | undefined {
-  if (s.case === "code") return { code: s.value ?? 0 };
-  if (s.case === "signal") return { signal: s.value ?? 0 };
-  return undefined;
 }
