@@ -11,6 +11,7 @@ import { once } from "node:events";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import {
   chmod,
+  link,
   mkdir,
   mkdtemp,
   readdir,
@@ -27,6 +28,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { extract, pack } from "tar-stream";
 import { BIN, cliEnv, killAll, ROOT, runCli } from "./helpers/cli-run.ts";
+import { noHolderOfReplaced } from "./helpers/holders.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
 import { readTree } from "./helpers/tree.ts";
@@ -224,6 +226,26 @@ describe("cp (host tasks)", { skip: helperSkip }, () => {
       assert.match(res.stderr, /^taskrouter: cp: /);
       assert.match(res.stderr, msg);
     }
+  });
+
+  it("out onto a local file of 8 MiB or more: replaced, the old file let go by no process once cp exited", async () => {
+    const data = randomBytes(8 * MiB + 5);
+    await writeFile(join(remote, "eight.bin"), data);
+    const dst = join(local, "eight.back");
+    await writeFile(dst, randomBytes(9 * MiB));
+    await ok(cp(r.address, [`${task}:${remote}/eight.bin`, dst]));
+    assert.ok((await readFile(dst)).equals(data));
+    await noHolderOfReplaced(dst);
+    // Another name keeps the old file: it is left as it was.
+    const kept = randomBytes(8 * MiB);
+    await writeFile(join(remote, "eight.bin"), "small now");
+    await writeFile(dst, kept);
+    await link(dst, join(local, "eight.link"));
+    await ok(cp(r.address, [`${task}:${remote}/eight.bin`, dst]));
+    assert.equal(await readFile(dst, "utf8"), "small now");
+    assert.ok((await readFile(join(local, "eight.link"))).equals(kept));
+    for (const f of ["eight.back", "eight.link"]) await rm(join(local, f));
+    await rm(join(remote, "eight.bin"));
   });
 
   it("a 256 MiB file round trip keeps every byte (sha256)", async () => {

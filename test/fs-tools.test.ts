@@ -35,6 +35,7 @@ import {
   start,
   tempDir,
 } from "./helpers/fs-tools.ts";
+import { noHolderOfReplaced } from "./helpers/holders.ts";
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -467,6 +468,38 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
       ok(await run({ WriteFile: { path: p("swap") } }, { stdin: contentOf(i) }));
     });
     assert.deepEqual((await readdir(dir)).sort(), ["hard", "kept", "swap", "t"]);
+  });
+
+  it("WriteFile over a file of 8 MiB or more: replaced, and the old file let go by no process once the helper's output closed", async (t) => {
+    const dir = await tempDir();
+    const p = (n: string) => join(dir, n);
+    const big = 8 << 20;
+    // Held open across the rename and closed by a child of the helper's (release_later).
+    await writeFile(p("t"), randomBytes(big));
+    const next = randomBytes(3 << 20);
+    ok(await run({ WriteFile: { path: p("t") } }, { stdin: next }));
+    assert.equal(sha(await readFile(p("t"))), sha(next));
+    await noHolderOfReplaced(p("t"));
+    // Not opened: another name keeps it (nothing to free), a file under the size.
+    await writeFile(p("linked"), randomBytes(big));
+    await link(p("linked"), p("other"));
+    const before = sha(await readFile(p("other")));
+    ok(await run({ WriteFile: { path: p("linked") } }, { stdin: "new" }));
+    assert.equal(await readFile(p("linked"), "utf8"), "new");
+    assert.equal(sha(await readFile(p("other"))), before);
+    assert.deepEqual((await readdir(dir)).sort(), ["linked", "other", "t"]);
+    if (process.getuid?.() !== 0)
+      return t.skip("the unreadable old file needs root (to run the helper as nobody)");
+    // An old file the helper may not read (mode 0200, nobody's): replaced all the same.
+    const w = await tempDir();
+    await chown(w, NOBODY.uid, NOBODY.gid);
+    await writeFile(join(w, "wo"), randomBytes(big), { mode: 0o200 });
+    await chown(join(w, "wo"), NOBODY.uid, NOBODY.gid);
+    await chmod(join(w, "wo"), 0o200);
+    ok(await run({ WriteFile: { path: join(w, "wo") } }, { ...NOBODY, stdin: "replaced" }));
+    assert.equal(await readFile(join(w, "wo"), "utf8"), "replaced");
+    assert.equal((await stat(join(w, "wo"))).mode & 0o777, 0o200);
+    await noHolderOfReplaced(join(w, "wo"));
   });
 
   it("WriteFile allocates the file's blocks ahead of its bytes: exact sizes around its 8 MiB steps, no delayed allocation left", async (t) => {

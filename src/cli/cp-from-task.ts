@@ -20,6 +20,7 @@ import { pack } from "tar-stream";
 import { type FileInfo, FsError } from "../client/fs.ts";
 import { DirectFileWriter } from "../util/direct-file.ts";
 import { preallocate } from "../util/preallocate.ts";
+import { holdReplaced } from "../util/release-later.ts";
 import type { Kind } from "./cp-paths.ts";
 import { counted, eachLimit, resolveTarget, sourceSpec, under } from "./cp-paths.ts";
 import { entryOf, isRegularOrLinkOrDir, remoteTree } from "./cp-remote.ts";
@@ -152,7 +153,12 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
         if (allocated && written < e.size) await truncate(tmp, written); // it shrank meanwhile
         await chmod(tmp, e.perm);
         await utimes(tmp, e.mtime, e.mtime);
-        await rename(tmp, path);
+        const replaced = await holdReplaced(path);
+        try {
+          await rename(tmp, path);
+        } finally {
+          await replaced?.release();
+        }
       } catch (err) {
         await rm(tmp, { force: true });
         throw err;
