@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -930,8 +931,8 @@ static int open_target(const char *target) {
  * file of RELEASE_FROM bytes or more and its only name), the target opened
  * read-only and checked to be that same file; else -1. Why: the rename drops
  * the old file's last name, and the kernel frees it right there, waiting for
- * any writeback of its pages under way: 66-236 ms for 256 MiB here while
- * other writes were being flushed, 15 ms when none were (docs/DECISIONS.md,
+ * any writeback of its pages under way: 66-298 ms for 256 MiB here while
+ * other writes were being flushed, 13-18 ms when none were (docs/DECISIONS.md,
  * "A replaced file let go off the critical path"). O_NONBLOCK: a lease
  * holder is not waited for (EWOULDBLOCK: nothing held).
  */
@@ -948,26 +949,49 @@ static int hold_old(const char *target, const struct stat *old) {
   return fd;
 }
 
+/* In a child: closes every descriptor but `a` and `b` (a < b). */
+static int close_between(int lo, int hi) { /* [lo, hi]; nothing when lo > hi */
+  return lo > hi ? 0 : (int)syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0U);
+}
+static void close_all_but(int a, int b) {
+  if (close_between(0, a - 1) == 0 && close_between(a + 1, b - 1) == 0 &&
+      syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U) == 0)
+    return;
+  struct rlimit rl; /* no close_range (before Linux 5.9, or refused): one by one */
+  long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1U << 20) ? (long)rl.rlim_cur : 1L << 20;
+  for (long i = 0; i < top; i++)
+    if (i != a && i != b) close((int)i);
+}
+
 /*
- * Lets go of `fd` (hold_old's, its file now nameless) in a child that closes
- * every other descriptor first (so no pipe of the exec stays open), then `fd`
- * (the kernel frees the file there), then exits. The helper does not wait for
- * it: an orphan is reaped by the task's init or subreaper. Without a child
- * (fork failed: a pids limit), the file is freed here, as it would have been
- * in the rename.
+ * Lets go of `fd` (hold_old's, its file now nameless) in a child, so that the
+ * kernel frees the file there: the child keeps only `fd` and the read end of a
+ * pipe (no pipe of the exec stays open), waits for EOF on it, which comes once
+ * the helper has closed its own copy of `fd` and the write end (or exited),
+ * then closes `fd`, the last reference, and exits. The helper does not wait
+ * for it: an orphan is reaped by the task's init or subreaper. Without a
+ * child (no pipe, or fork failed: a pids limit), the file is freed here, as
+ * it would have been in the rename.
  */
 static void release_later(int fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    close(fd);
+    return;
+  }
   pid_t pid = fork();
   if (pid == 0) {
-    if (syscall(SYS_close_range, 0U, (unsigned)fd - 1, 0U) < 0 ||
-        syscall(SYS_close_range, (unsigned)fd + 1, ~0U, 0U) < 0) {
-      for (int i = 0; i < 1024; i++)
-        if (i != fd) close(i);
+    close(p[1]);
+    close_all_but(fd < p[0] ? fd : p[0], fd < p[0] ? p[0] : fd);
+    char c;
+    while (read(p[0], &c, 1) < 0 && errno == EINTR) {
     }
     close(fd);
     _exit(0);
   }
-  close(fd);
+  close(fd); /* first: the child's close is the last */
+  close(p[0]);
+  close(p[1]);
 }
 
 static void write_file(const char *path) {

@@ -19,6 +19,7 @@ import {
   rm,
   stat,
   symlink,
+  truncate,
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -228,24 +229,23 @@ describe("cp (host tasks)", { skip: helperSkip }, () => {
     }
   });
 
-  it("out onto a local file of 8 MiB or more: replaced, the old file let go by no process once cp exited", async () => {
-    const data = randomBytes(8 * MiB + 5);
-    await writeFile(join(remote, "eight.bin"), data);
-    const dst = join(local, "eight.back");
-    await writeFile(dst, randomBytes(9 * MiB));
-    await ok(cp(r.address, [`${task}:${remote}/eight.bin`, dst]));
-    assert.ok((await readFile(dst)).equals(data));
+  it("out onto a local file of 64 MiB or more: replaced, the old file let go by no process once cp exited", async () => {
+    await writeFile(join(remote, "new.txt"), "the new content");
+    const dst = join(local, "big.old");
+    await writeFile(dst, "");
+    await truncate(dst, 64 * MiB);
+    await ok(cp(r.address, [`${task}:${remote}/new.txt`, dst]));
+    assert.equal(await readFile(dst, "utf8"), "the new content");
     await noHolderOfReplaced(dst);
     // Another name keeps the old file: it is left as it was.
-    const kept = randomBytes(8 * MiB);
-    await writeFile(join(remote, "eight.bin"), "small now");
-    await writeFile(dst, kept);
-    await link(dst, join(local, "eight.link"));
-    await ok(cp(r.address, [`${task}:${remote}/eight.bin`, dst]));
-    assert.equal(await readFile(dst, "utf8"), "small now");
-    assert.ok((await readFile(join(local, "eight.link"))).equals(kept));
-    for (const f of ["eight.back", "eight.link"]) await rm(join(local, f));
-    await rm(join(remote, "eight.bin"));
+    await writeFile(dst, "");
+    await truncate(dst, 64 * MiB);
+    await link(dst, join(local, "big.link"));
+    await ok(cp(r.address, [`${task}:${remote}/new.txt`, dst]));
+    assert.equal(await readFile(dst, "utf8"), "the new content");
+    assert.equal((await stat(join(local, "big.link"))).size, 64 * MiB);
+    for (const f of ["big.old", "big.link"]) await rm(join(local, f));
+    await rm(join(remote, "new.txt"));
   });
 
   it("a 256 MiB file round trip keeps every byte (sha256)", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import {
   chmod,
   chown,
@@ -38,6 +39,7 @@ import {
 import { noHolderOfReplaced } from "./helpers/holders.ts";
 
 const NOBODY = { uid: 65534, gid: 65534 };
+const STRACE = "/usr/bin/strace";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 /** Python's json.dumps style: ", " and ": ", every non-ASCII UTF-16 unit as \uXXXX. */
 const py = (v: unknown) =>
@@ -500,6 +502,53 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.equal(await readFile(join(w, "wo"), "utf8"), "replaced");
     assert.equal((await stat(join(w, "wo"))).mode & 0o777, 0o200);
     await noHolderOfReplaced(join(w, "wo"));
+  });
+
+  it("WriteFile over a file of 8 MiB or more holds it across the rename; a child of the helper's closes it last (strace)", async (t) => {
+    if (!existsSync(STRACE)) return t.skip(`${STRACE} is missing (Debian's strace)`);
+    const dir = await tempDir();
+    const target = join(dir, "t");
+    await writeFile(target, "");
+    await truncate(target, 8 << 20);
+    const log = join(dir, "strace.log");
+    const r = spawnSync(
+      STRACE,
+      [
+        "-f",
+        "-qq",
+        "-e",
+        "trace=openat,rename,close,close_range",
+        "-o",
+        log,
+        FS_TOOLS,
+        JSON.stringify({ WriteFile: { path: target } }),
+      ],
+      { input: "new" },
+    );
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.equal(await readFile(target, "utf8"), "new");
+    // "PID syscall(args) = result" lines in order; a call another process interrupted is split
+    // into "PID close(N <unfinished ...>" and "PID <... close resumed>) = 0".
+    const lines = (await readFile(log, "utf8")).split("\n").filter(Boolean);
+    const pidOf = (l: string) => Number(l.split(" ")[0]);
+    const helper = pidOf(lines[0] ?? "");
+    /** The first line from `from` on matching `re` from a process `pid` accepts; -1: none. */
+    const at = (re: RegExp, pid: (p: number) => boolean, from = 0) =>
+      lines.findIndex((l, i) => i >= from && re.test(l) && pid(pidOf(l)));
+    const quoted = JSON.stringify(target).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const opened = at(
+      new RegExp(`openat\\(AT_FDCWD, ${quoted}, O_RDONLY\\|.*O_NONBLOCK.* = (\\d+)$`),
+      (p) => p === helper,
+    );
+    assert.ok(opened >= 0, `the helper did not open the old file:\n${lines.join("\n")}`);
+    const fd = /= (\d+)$/.exec(lines[opened] ?? "")?.[1];
+    const renamed = at(new RegExp(`rename\\(.*, ${quoted}\\) = 0`), (p) => p === helper);
+    assert.ok(renamed > opened, "opened before the rename");
+    const closing = new RegExp(`^\\d+\\s+close\\(${fd}[)< ]`);
+    const ownClose = at(closing, (p) => p === helper, renamed);
+    const childClose = at(closing, (p) => p !== helper, renamed);
+    assert.ok(ownClose > renamed, `the helper closed its copy:\n${lines.join("\n")}`);
+    assert.ok(childClose > ownClose, `a child closed the old file last:\n${lines.join("\n")}`);
   });
 
   it("WriteFile allocates the file's blocks ahead of its bytes: exact sizes around its 8 MiB steps, no delayed allocation left", async (t) => {

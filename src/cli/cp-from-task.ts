@@ -156,9 +156,11 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
         const replaced = await holdReplaced(path);
         try {
           await rename(tmp, path);
-        } finally {
-          await replaced?.release();
+        } catch (err) {
+          await replaced?.close();
+          throw err;
         }
+        await replaced?.release();
       } catch (err) {
         await rm(tmp, { force: true });
         throw err;

@@ -1,20 +1,26 @@
 import { spawn } from "node:child_process";
-import { constants } from "node:fs";
+import { constants, existsSync } from "node:fs";
 import { type FileHandle, lstat, open } from "node:fs/promises";
 
-/** Files this large or larger are let go by a child; below it freeing them costs little. */
-export const RELEASE_FROM = 8 * 1024 * 1024;
+/**
+ * Files this large or larger are let go by a child. Below it, freeing them in
+ * the rename costs less than starting the child (5-13 ms, on the event loop).
+ */
+export const RELEASE_FROM = 64 * 1024 * 1024;
 
 /** A file about to be replaced, held open so that its freeing happens outside the rename. */
 export interface HeldFile {
   /**
-   * Call once the file was replaced (renamed over): hands the last
-   * descriptor to a short-lived child process, which the kernel frees the
-   * file in when it exits, and closes this process's own. Never throws;
-   * without a child (no `true` to run) the file is freed in the close here,
-   * as the rename would have.
+   * Call once the file was replaced (renamed over): hands the descriptor to
+   * a short-lived child process, closes this process's own, then lets the
+   * child end, so that the child's close is the last and the kernel frees
+   * the file there. Resolves once this process's descriptor is closed.
+   * Never rejects; without a child (no `cat` to run) the file is freed in
+   * this close, as the rename would have.
    */
   release(): Promise<void>;
+  /** Call when the file was not replaced (the rename failed): closes the descriptor. */
+  close(): Promise<void>;
 }
 
 /**
@@ -27,7 +33,7 @@ export interface HeldFile {
  * Why (docs/DECISIONS.md, "A replaced file let go off the critical path"): a
  * rename over a file drops its last name, and the kernel frees it inside
  * rename(2), waiting for any writeback of its pages: ~50 ms for the 256 MiB
- * target of a `taskrouter cp` download here, 66-236 ms while other writes
+ * target of a `taskrouter cp` download here, 66-298 ms while other writes
  * were being flushed.
  */
 export async function holdReplaced(path: string): Promise<HeldFile | undefined> {
@@ -44,21 +50,42 @@ export async function holdReplaced(path: string): Promise<HeldFile | undefined> 
     await file.close().catch(() => {});
     return undefined;
   }
-  return { release: () => releaseLater(file) };
+  return {
+    release: () => releaseLater(file),
+    close: () => file.close().catch(() => {}),
+  };
+}
+
+/**
+ * `cat` by absolute path: never looked up in PATH, where a file a copy just
+ * wrote into the working directory could be found first.
+ */
+let cat: string | undefined | null;
+function catPath(): string | undefined {
+  if (cat === undefined) cat = ["/usr/bin/cat", "/bin/cat"].find((p) => existsSync(p)) ?? null;
+  return cat ?? undefined;
 }
 
 async function releaseLater(file: FileHandle): Promise<void> {
-  try {
-    // `true` inherits the descriptor as its fd 3 and exits at once: its exit closes the last
-    // one. Detached and unreferenced: this process waits for neither its start nor its end.
-    const child = spawn("true", [], {
-      stdio: ["ignore", "ignore", "ignore", file.fd],
-      detached: true,
-    });
-    child.on("error", () => {}); // not run: the close below frees the file
-    child.unref();
-  } catch {
-    // as above
+  const bin = catPath();
+  let child: ReturnType<typeof spawn> | undefined;
+  if (bin) {
+    try {
+      // The descriptor becomes cat's fd 3; cat reads its stdin until EOF, which comes only
+      // after this process has closed its own copy below. Detached and unreferenced: this
+      // process waits for neither its start nor its end.
+      child = spawn(bin, [], {
+        stdio: ["pipe", "ignore", "ignore", file.fd],
+        detached: true,
+        env: {},
+      });
+      child.on("error", () => {}); // not run: the close below frees the file
+      child.stdin?.on("error", () => {});
+      child.unref();
+    } catch {
+      child = undefined;
+    }
   }
   await file.close().catch(() => {});
+  child?.stdin?.end();
 }

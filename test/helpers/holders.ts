@@ -17,14 +17,16 @@ async function holdersOf(target: string): Promise<string[]> {
 
 /**
  * Waits until no process has a descriptor of the file that was at `path`
- * before it was replaced (its /proc link reads "PATH (deleted)"); fails after
- * 10 s, naming the holders.
+ * before it was replaced (its /proc link reads "PATH (deleted)"). The holders
+ * it waits out are children that exit at once; after 30 s (a hang guard, not
+ * a speed limit) it fails, naming them.
  */
 export async function noHolderOfReplaced(path: string): Promise<void> {
   let holders: string[] = [];
-  for (let i = 0; i < 200; i++) {
+  for (const end = Date.now() + 30_000; ; ) {
     holders = await holdersOf(`${path} (deleted)`);
     if (holders.length === 0) return;
+    if (Date.now() > end) break;
     await sleep(50);
   }
   assert.fail(`the replaced file is still held: ${holders.join(", ")}`);
