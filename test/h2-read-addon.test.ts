@@ -8,6 +8,7 @@
  * unacknowledged). The client's use of it: test/bulk-read.test.ts.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
@@ -290,6 +291,40 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     await new Promise<void>((resolve) => probe.close(() => resolve()));
     const r = await call(`127.0.0.1:${port}`).done;
     assert.equal(r.error, "cannot connect");
+  });
+
+  it("close() while still connecting (SYNs dropped) ends the call 'closed' then, not at the connect timeout", async (t) => {
+    if (process.getuid?.() !== 0) return t.skip("dropping SYNs with nft needs root");
+    try {
+      execFileSync("nft", ["--version"], { stdio: "ignore" });
+    } catch {
+      return t.skip("nft is not installed (Debian's nftables)");
+    }
+    const probe = createServer();
+    probe.listen(0, "127.0.0.1");
+    await once(probe, "listening");
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    // A table of this test's own: loopback SYNs to that port vanish, so connect(2) waits.
+    const table = `tr_syndrop_${process.pid}`;
+    const nft = (cmd: string) =>
+      execFileSync("nft", [cmd], { stdio: ["ignore", "ignore", "pipe"] });
+    nft(`add table inet ${table}`);
+    try {
+      nft(`add chain inet ${table} out { type filter hook output priority 0 ; }`);
+      nft(`add rule inet ${table} out ip daddr 127.0.0.1 tcp dport ${port} drop`);
+      const c = call(`127.0.0.1:${port}`);
+      await sleep(300);
+      (addon as Addon).close(c.handle);
+      // It ends within the 100 ms poll step. Without the check while connecting it would end
+      // only at the 20 s connect timeout: 10 s tells the two apart on any machine.
+      const r = await Promise.race([c.done, sleep(10_000).then(() => undefined)]);
+      assert.ok(r, "the call was still connecting 10 s after close()");
+      assert.equal(r.error, "closed");
+      assert.equal(c.chunks.length, 0);
+    } finally {
+      nft(`delete table inet ${table}`);
+    }
   });
 
   it("close() ends a call mid-stream with error 'closed'; close and ack after the end are harmless", async () => {
