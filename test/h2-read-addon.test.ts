@@ -293,19 +293,26 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     assert.equal(r.error, "cannot connect");
   });
 
-  it("close() while still connecting (SYNs dropped) ends the call 'closed' then, not at the connect timeout", async (t) => {
-    if (process.getuid?.() !== 0) return t.skip("dropping SYNs with nft needs root");
+  /**
+   * Why SYNs cannot be dropped here (not root, no nft), or undefined; else runs `fn` with a
+   * free loopback port whose SYNs vanish (an nft table of this test's own, removed after), so
+   * connect(2) to it waits.
+   */
+  const synDropSkip = (): string | undefined => {
+    if (process.getuid?.() !== 0) return "dropping SYNs with nft needs root";
     try {
       execFileSync("nft", ["--version"], { stdio: "ignore" });
+      return undefined;
     } catch {
-      return t.skip("nft is not installed (Debian's nftables)");
+      return "nft is not installed (Debian's nftables)";
     }
+  };
+  const withSynsDropped = async (fn: (target: string) => Promise<void>) => {
     const probe = createServer();
     probe.listen(0, "127.0.0.1");
     await once(probe, "listening");
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((resolve) => probe.close(() => resolve()));
-    // A table of this test's own: loopback SYNs to that port vanish, so connect(2) waits.
     const table = `tr_syndrop_${process.pid}`;
     const nft = (cmd: string) =>
       execFileSync("nft", [cmd], { stdio: ["ignore", "ignore", "pipe"] });
@@ -313,7 +320,17 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
     try {
       nft(`add chain inet ${table} out { type filter hook output priority 0 ; }`);
       nft(`add rule inet ${table} out ip daddr 127.0.0.1 tcp dport ${port} drop`);
-      const c = call(`127.0.0.1:${port}`);
+      await fn(`127.0.0.1:${port}`);
+    } finally {
+      nft(`delete table inet ${table}`);
+    }
+  };
+
+  it("close() while still connecting (SYNs dropped) ends the call 'closed' then, not at the connect timeout", async (t) => {
+    const why = synDropSkip();
+    if (why) return t.skip(why);
+    await withSynsDropped(async (to) => {
+      const c = call(to);
       await sleep(300);
       (addon as Addon).close(c.handle);
       // It ends within the 100 ms poll step. Without the check while connecting it would end
@@ -322,9 +339,20 @@ describe("h2read addon: one gRPC server stream on a thread of its own", { skip }
       assert.ok(r, "the call was still connecting 10 s after close()");
       assert.equal(r.error, "closed");
       assert.equal(c.chunks.length, 0);
-    } finally {
-      nft(`delete table inet ${table}`);
-    }
+    });
+  });
+
+  // A hang guard, not a speed limit: the connect timeout is 20 s.
+  it("a target that never answers: the call ends 'cannot connect' at the connect timeout (20 s, as grpc-js)", {
+    timeout: 60_000,
+  }, async (t) => {
+    const why = synDropSkip();
+    if (why) return t.skip(why);
+    await withSynsDropped(async (to) => {
+      const r = await call(to).done;
+      assert.equal(r.error, "cannot connect");
+      assert.deepEqual(r.fields, []);
+    });
   });
 
   it("close() ends a call mid-stream with error 'closed'; close and ack after the end are harmless", async () => {
