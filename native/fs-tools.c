@@ -34,8 +34,8 @@
  *   untouched and no temporary file. A replaced file of 8 MiB or more is
  *   let go by a child of its own (release_later) after the rename: the
  *   helper exits without waiting for the old blocks and pages to be freed.
- *   Watch (fs-tools-watch.c) stops with
- *   exit 0 at stdin EOF, at its timeout, on EPIPE and on SIGTERM/SIGINT.
+ *   Watch (fs-tools-watch.c) stops with exit 0 at stdin EOF, at its timeout,
+ *   on EPIPE and on SIGTERM/SIGINT.
  * - ReadFile refuses a file over 5 GiB (FileTooLarge) before any output (a
  *   lower limit in env TASKROUTER_FS_READ_LIMIT, set by the router, wins), and
  *   stops once more than that was read from a file whose size understated it.
@@ -949,10 +949,12 @@ static int hold_old(const char *target, const struct stat *old) {
   return fd;
 }
 
-/* In a child: closes every descriptor but `a` and `b` (a < b). */
-static int close_between(int lo, int hi) { /* [lo, hi]; nothing when lo > hi */
+/* Closes descriptors lo to hi; nothing when lo > hi. 0, or -1 with errno set. */
+static int close_between(int lo, int hi) {
   return lo > hi ? 0 : (int)syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0U);
 }
+
+/* In a child: closes every descriptor but `a` and `b` (a < b). */
 static void close_all_but(int a, int b) {
   if (close_between(0, a - 1) == 0 && close_between(a + 1, b - 1) == 0 &&
       syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U) == 0)
