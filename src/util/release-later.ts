@@ -60,21 +60,16 @@ export async function holdReplaced(path: string): Promise<HeldFile | undefined> 
  * `cat` by absolute path: never looked up in PATH, where a file a copy just
  * wrote into the working directory could be found first.
  */
-let cat: string | undefined | null;
-function catPath(): string | undefined {
-  if (cat === undefined) cat = ["/usr/bin/cat", "/bin/cat"].find((p) => existsSync(p)) ?? null;
-  return cat ?? undefined;
-}
+const CAT = ["/usr/bin/cat", "/bin/cat"].find((p) => existsSync(p));
 
 async function releaseLater(file: FileHandle): Promise<void> {
-  const bin = catPath();
   let child: ReturnType<typeof spawn> | undefined;
-  if (bin) {
+  if (CAT) {
     try {
       // The descriptor becomes cat's fd 3; cat reads its stdin until EOF, which comes only
       // after this process has closed its own copy below. Detached and unreferenced: this
       // process waits for neither its start nor its end.
-      child = spawn(bin, [], {
+      child = spawn(CAT, [], {
         stdio: ["pipe", "ignore", "ignore", file.fd],
         detached: true,
         env: {},
