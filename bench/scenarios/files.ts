@@ -7,6 +7,7 @@ import type { RouterClient } from "../../src/client/client.ts";
 import { TaskFilesystem } from "../../src/client/fs.ts";
 import { fileSource } from "../../src/client/stdin-stream.ts";
 import type { BenchContext } from "../lib/context.ts";
+import { DiskLog, diskMeter } from "../lib/disk.ts";
 import {
   check,
   type Section,
@@ -193,8 +194,22 @@ export async function files(ctx: BenchContext): Promise<Section> {
   const startup: number[] = [];
   for (let i = 0; i < 3; i++)
     startup.push(await timed(() => run([process.execPath, BIN, "--help"]).then(() => {})));
-  const resUp = await alternate(up, { rounds, warmup, label: "files upload" });
-  const resDown = await alternate(down, { rounds, warmup, label: "files download" });
+  const meter = await diskMeter(dir);
+  const diskUp = new DiskLog(meter);
+  const diskDown = new DiskLog(meter);
+  const metered = (log: DiskLog, vs: (Variant | Missing)[]) =>
+    vs.map((v) => ("run" in v ? { ...v, run: log.wrap(v.name, v.run) } : v));
+  const resUp = await alternate(metered(diskUp, up), { rounds, warmup, label: "files upload" });
+  const resDown = await alternate(metered(diskDown, down), {
+    rounds,
+    warmup,
+    label: "files download",
+  });
+  const diskNote = (direction: string, log: DiskLog, vs: (Variant | Missing)[]) => {
+    const m = log.medians(vs.map((v) => v.name));
+    const what = m.map((d) => `${d.name} ${fmtBytes(d.written)} written, busy ${fmtMs(d.busyMs)}`);
+    return `Disk under the bench's files during each ${direction} (median of its runs, warm-up included; the whole device, every process): ${m.length ? what.join("; ") : "not available (no /proc/diskstats entry)"}.`;
+  };
   const table = (direction: string, res: typeof resUp, bases: string[]): Table => {
     const t = throughputTable(res, bytes, bases);
     return { header: ["direction", ...t.header], rows: t.rows.map((r) => [direction, ...r]) };
@@ -220,6 +235,8 @@ export async function files(ctx: BenchContext): Promise<Section> {
     notes: [
       `The CLI's own start-up (\`taskrouter --help\`, median of 3): ${fmtMs(median(startup))}; it is part of every \`taskrouter cp\` time.`,
       "Upload targets name the upload table's rows, download targets the download table's (issue 13: file transfer ≥ 1.25× scp).",
+      diskNote("upload", diskUp, up),
+      diskNote("download", diskDown, down),
     ],
   };
 }
