@@ -153,6 +153,7 @@ describe("edge hardening (serve --auth jwt)", () => {
     noErrorsLogged(r);
     await r.client.writeStdin("t1", execId, 0, Buffer.alloc(0), true);
     assert.deepEqual(await r.client.wait("t1", execId), { code: 0 });
+    noErrorsLogged(r); // and again after more calls went through the same router
   });
 
   it("several authorization headers: UNAUTHENTICATED, even when each is valid", async () => {

@@ -221,9 +221,13 @@ describe("tokens and logs", () => {
     };
     try {
       const d1 = await startDaemon(cfg, pino({ level: "silent" }));
-      assert.ok(d1.signingKey);
-      const token = await issueToken(d1.signingKey, { admin: true }, HOUR);
-      await d1.close();
+      let token: string;
+      try {
+        assert.ok(d1.signingKey);
+        token = await issueToken(d1.signingKey, { admin: true }, HOUR);
+      } finally {
+        await d1.close();
+      }
       const d2 = await startDaemon(cfg, pino({ level: "silent" }));
       const c = new RouterClient(d2.address, { token, retry: NO_RETRY });
       try {

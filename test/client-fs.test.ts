@@ -302,7 +302,7 @@ describe("client: TaskFilesystem (SDK-style, over the helper)", { skip: helperSk
     }
     assert.ok(ev && !ev.done, "an event arrived");
     assert.ok(
-      ev.value.paths.every((p) => p.startsWith(`${dir}/w/`)),
+      ev.value.paths.length > 0 && ev.value.paths.every((p) => p.startsWith(`${dir}/w/`)),
       JSON.stringify(ev.value),
     );
     assert.ok(["Create", "Modify", "Access"].includes(ev.value.eventType));

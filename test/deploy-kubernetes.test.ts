@@ -160,23 +160,16 @@ async function serveFlags(): Promise<Set<string>> {
   return new Set(stdout.match(/--[a-z][a-z0-9-]*/g) ?? []);
 }
 
-/** Flags the registry work (issue 16 part 1) adds; checked only once `serve` has them. */
-const PENDING_FLAGS = new Set(["--registry", "--registry-insecure", "--registry-auth"]);
-
-/**
- * Problems of the DaemonSet's router container against `serve`'s flags and the other
- * objects: [problems, pending flags the serve parser does not know yet].
- */
-function daemonSetProblems(objs: Obj[], flags: Set<string>): [string[], string[]] {
+/** Problems of the DaemonSet's router container against `serve`'s flags and the other objects. */
+function daemonSetProblems(objs: Obj[], flags: Set<string>): string[] {
   const problems: string[] = [];
-  const pending: string[] = [];
   const ds = objs.find((o) => o.kind === "DaemonSet") as
     | (Obj & { spec: { selector: { matchLabels: Record<string, string> }; template: PodTemplate } })
     | undefined;
-  if (!ds) return [["no DaemonSet"], pending];
+  if (!ds) return ["no DaemonSet"];
   const pod = ds.spec.template;
   const c = pod.spec.containers.find((x) => x.args?.[0] === "serve");
-  if (!c?.args) return [["no container runs `serve`"], pending];
+  if (!c?.args) return ["no container runs `serve`"];
   const env = new Set((c.env ?? []).map((e) => e.name));
   const flagValues = new Map<string, string>();
   for (const arg of c.args.slice(1)) {
@@ -185,10 +178,7 @@ function daemonSetProblems(objs: Obj[], flags: Set<string>): [string[], string[]
       problems.push(`arg ${arg}: not --flag or --flag=value (one word per arg)`);
       continue;
     }
-    if (!flags.has(m[1])) {
-      if (PENDING_FLAGS.has(m[1])) pending.push(m[1]);
-      else problems.push(`${m[1]}: not a flag of taskrouter serve`);
-    }
+    if (!flags.has(m[1])) problems.push(`${m[1]}: not a flag of taskrouter serve`);
     flagValues.set(m[1], m[2] ?? "");
     for (const v of (m[2] ?? "").matchAll(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) {
       if (!env.has(v[1] as string))
@@ -244,7 +234,7 @@ function daemonSetProblems(objs: Obj[], flags: Set<string>): [string[], string[]
     const sel = (s as { spec: { selector?: Record<string, string> } }).spec.selector ?? {};
     if (!matches(sel)) problems.push(`Service ${s.metadata?.name}: selector ≠ pod labels`);
   }
-  return [problems, pending];
+  return problems;
 }
 
 describe("deploy/kubernetes (offline: schemas, types, serve flags)", () => {
@@ -304,13 +294,9 @@ describe("deploy/kubernetes (offline: schemas, types, serve flags)", () => {
     assert.equal(image, "registry.example.internal/taskrouter:0.1.0");
   });
 
-  it("the DaemonSet's args are flags of `taskrouter serve`, and its references agree", async (t) => {
+  it("the DaemonSet's args are flags of `taskrouter serve`, and its references agree", async () => {
     const objs = (await loadManifests()).flatMap(([, o]) => o);
-    const [problems, pending] = daemonSetProblems(objs, await serveFlags());
-    assert.deepEqual(problems, []);
-    if (pending.length > 0) {
-      t.diagnostic(`not checked yet (serve does not have them yet): ${pending.join(" ")}`);
-    }
+    assert.deepEqual(daemonSetProblems(objs, await serveFlags()), []);
   });
 
   it("rejects broken copies (schema, unknown field, unknown flag, dangling references)", async () => {
@@ -357,7 +343,7 @@ describe("deploy/kubernetes (offline: schemas, types, serve flags)", () => {
       const env = c.env as { valueFrom: { configMapKeyRef: { key: string } } }[];
       if (env[0]) env[0].valueFrom.configMapKeyRef.key = "nokey";
       ds.spec.template.metadata.labels = { other: "x" };
-      const [problems] = daemonSetProblems(copy, await serveFlags());
+      const problems = daemonSetProblems(copy, await serveFlags());
       const text = problems.join("\n");
       for (const re of [
         /--no-such-flag: not a flag/,

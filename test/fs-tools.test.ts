@@ -39,6 +39,9 @@ import {
 import { noHolderOfReplaced } from "./helpers/holders.ts";
 
 const NOBODY = { uid: 65534, gid: 65534 };
+/** Tests that run the helper as nobody or chown files need root. */
+const AS_ROOT =
+  process.getuid?.() === 0 ? undefined : "needs root (runs the helper as nobody, chowns files)";
 const STRACE = "/usr/bin/strace";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 /** Python's json.dumps style: ", " and ": ", every non-ASCII UTF-16 unit as \uXXXX. */
@@ -134,7 +137,7 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.ok(root.some((e) => e.path === "/tmp" && e.name === "tmp"));
   });
 
-  it("ListFiles: NotFound, IsFile, NotDirectory, PermissionDenied", async () => {
+  it("ListFiles: NotFound, IsFile, NotDirectory, PermissionDenied", { skip: AS_ROOT }, async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "file"), "x");
     await symlink("nowhere", join(dir, "dangling"));
@@ -159,7 +162,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     );
   });
 
-  it("entries: type, mode, permissions, owner, group, mtime and size as stat -c has them", async () => {
+  it("entries: type, mode, permissions, owner, group, mtime and size as stat -c has them", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     const p = (n: string) => join(dir, n);
     await writeFile(p("file"), "12345", { mode: 0o644 });
@@ -272,7 +277,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.equal((await stat(join(dir, "z"))).mode & 0o7777, 0o777);
   });
 
-  it("MakeDirectory: PathAlreadyExists, NotFound, NotDirectory, PermissionDenied", async () => {
+  it("MakeDirectory: PathAlreadyExists, NotFound, NotDirectory, PermissionDenied", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "file"), "");
     await symlink("nowhere", join(dir, "dangling"));
@@ -330,7 +337,7 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.deepEqual(await readdir(p("outside")), ["keep"]);
   });
 
-  it("Remove: NotFound, DirectoryNotEmpty, PermissionDenied", async () => {
+  it("Remove: NotFound, DirectoryNotEmpty, PermissionDenied", { skip: AS_ROOT }, async () => {
     const dir = await tempDir();
     await mkdir(join(dir, "full"));
     await writeFile(join(dir, "full/f"), "");
@@ -364,7 +371,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.equal(sha(ok(await run({ ReadFile: { path: join(dir, "big") } }))), sha(big));
   });
 
-  it("ReadFile: NotFound, IsDirectory, PermissionDenied; over 5 GiB FileTooLarge with nothing on stdout", async () => {
+  it("ReadFile: NotFound, IsDirectory, PermissionDenied; over 5 GiB FileTooLarge with nothing on stdout", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "file"), "x");
     await symlink("nowhere", join(dir, "dangling"));
@@ -420,7 +429,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     ]);
   });
 
-  it("WriteFile: replacing keeps the mode and owner; new files get 0666 minus the umask; symlinks written through", async () => {
+  it("WriteFile: replacing keeps the mode and owner; new files get 0666 minus the umask; symlinks written through", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     const p = (n: string) => join(dir, n);
     await writeFile(p("old"), "old content");
@@ -577,7 +588,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     );
   });
 
-  it("WriteFile: IsDirectory, NotDirectory, PermissionDenied without reading stdin", async () => {
+  it("WriteFile: IsDirectory, NotDirectory, PermissionDenied without reading stdin", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "file"), "");
     await symlink(".", join(dir, "dirlink"));
@@ -592,7 +605,9 @@ describe("modal-sandbox-fs-tools (native/fs-tools.c), run directly", () => {
     assert.deepEqual((await readdir(dir)).sort(), ["dirlink", "file"]);
   });
 
-  it("WriteFile: a writable file in a directory the user cannot write is written in place", async () => {
+  it("WriteFile: a writable file in a directory the user cannot write is written in place", {
+    skip: AS_ROOT,
+  }, async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "open"), "before");
     await chmod(join(dir, "open"), 0o666);

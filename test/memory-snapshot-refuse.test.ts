@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { issueToken } from "../src/auth/tokens.ts";
@@ -154,9 +155,17 @@ describe("memory snapshots and tokens", () => {
 });
 
 it("serve refuses a memory snapshot TTL that is not a positive duration", async () => {
-  for (const ttl of ["0", "soon"]) {
-    const res = await runCli(["serve", "--memory-snapshot-ttl", ttl, "--listen", "127.0.0.1:0"]);
-    assert.notEqual(res.code, 0);
-    assert.match(res.stderr, /--memory-snapshot-ttl/);
+  const dataDir = await mkdtemp(join(tmpdir(), "taskrouter-ms-ttl-"));
+  try {
+    for (const ttl of ["0", "soon"]) {
+      const res = await runCli([
+        "serve",
+        ...["--memory-snapshot-ttl", ttl, "--listen", "127.0.0.1:0", "--data-dir", dataDir],
+      ]);
+      assert.notEqual(res.code, 0);
+      assert.match(res.stderr, /--memory-snapshot-ttl/);
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
   }
 });

@@ -174,7 +174,7 @@ describe("memory snapshots (runsc)", { skip }, () => {
     );
   });
 
-  it("restores it as a new task whose counter continues from its memory", async () => {
+  it("restores it as a new task whose counter continues from its memory", async (t) => {
     assert.ok(r);
     const res = await r.tasks.unary("CreateTask", {
       task_id: "ms-restored",
@@ -192,7 +192,7 @@ describe("memory snapshots (runsc)", { skip }, () => {
         await sh(r.w, "ms-restored", "test -e /etc/debian_version || echo gone"),
         "gone\n",
       );
-    }
+    } else t.diagnostic("no /etc/debian_version on this host: the whiteout check is not run");
     // Refusals create nothing.
     await expectStatus(
       r.tasks.unary("CreateTask", {

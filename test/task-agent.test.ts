@@ -652,12 +652,17 @@ int main(void) {
     assert.equal(r.outEnd, cap);
     assert.equal(r.out.length, cap);
 
-    // Both files count: at most CAP together.
-    const both = await a.run(c, ["sh", "-c", "yes err >&2 & yes out"], {
-      flags: "oe",
-      cap: 10_000,
-      deadline: Date.now() + 500,
-    });
+    // Both files count: at most CAP together (killed once the cap is reached, however long
+    // the two writers took to get there).
+    const key2 = a.key();
+    await a.start(c, key2, ["sh", "-c", "yes err >&2 & yes out"], { flags: "oe", cap: 10_000 });
+    const size = (f: string) => statSync(a.path(key2, f), { throwIfNoEntry: false })?.size ?? 0;
+    const held = () => size("out") + size("err");
+    for (const until = Date.now() + WAIT_MS; held() < 10_000 && Date.now() < until; ) {
+      await sleep(20);
+    }
+    c.send("kill", key2, "9");
+    const both = await a.finish(c, key2);
     assert.equal(both.exit, "signal 9");
     assert.equal(both.outEnd + both.errEnd, 10_000);
     assert.equal(both.out.length + both.err.length, 10_000);

@@ -16,8 +16,16 @@ import { YoungCollector, youngCollection } from "../src/util/young-gc.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
 import { closeChecked, MiB } from "./helpers/wire-common.ts";
 
-/** Runs `fn` and counts the minor collections V8 reported meanwhile. */
-async function minorCollections(fn: () => Promise<void> | void): Promise<number> {
+/**
+ * Runs `fn` and counts the minor collections V8 reported meanwhile. GC entries
+ * are delivered asynchronously: the count is read once it reached `want()`
+ * (evaluated after `fn`), or after 10 s (a hang guard: the caller's assertion
+ * then fails with the count seen).
+ */
+async function minorCollections(
+  fn: () => Promise<void> | void,
+  want: () => number,
+): Promise<number> {
   let n = 0;
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
@@ -28,9 +36,11 @@ async function minorCollections(fn: () => Promise<void> | void): Promise<number>
   obs.observe({ entryTypes: ["gc"] });
   try {
     await fn();
-    // GC entries are delivered asynchronously.
-    await new Promise((resolve) => setImmediate(resolve));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const target = want();
+    const deadline = Date.now() + 10_000;
+    while (n < target && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     return n;
   } finally {
     obs.disconnect();
@@ -44,7 +54,12 @@ describe("young collections on demand", () => {
     assert.equal(typeof (globalThis as { gc?: unknown }).gc, "undefined");
     assert.equal(runInNewContext("typeof gc"), "undefined", "a later context got `gc`");
     assert.equal(youngCollection({ TASKROUTER_YOUNG_GC: "0" }), undefined);
-    assert.ok((await minorCollections(() => collect())) >= 1);
+    assert.ok(
+      (await minorCollections(
+        () => collect(),
+        () => 1,
+      )) >= 1,
+    );
   });
 
   it("YoungCollector collects once per `every` bytes", () => {
@@ -74,7 +89,10 @@ describe("young collections while stdin arrives", () => {
     const id = await r.client.start(task, ["cat"], { stdout: "devnull", stderr: "pipe" });
     // Calls below the decoder's threshold do not collect; 20 MiB crosses it at least four times.
     const before = received.collections;
-    const n = await minorCollections(() => r.client.writeStdin(task, id, 0, data, true));
+    const n = await minorCollections(
+      () => r.client.writeStdin(task, id, 0, data, true),
+      () => received.collections - before,
+    );
     assert.deepEqual(await r.client.wait(task, id), { code: 0 });
     assert.ok(received.collections - before >= 4, "the decoder did not collect per 4 MiB");
     assert.ok(n >= received.collections - before, `${n} minor collections seen`);

@@ -37,6 +37,12 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = cliEnv()): Chi
   return child;
 }
 
+/**
+ * A CLI run that has not ended after this long is a hang (a `serve` that should have
+ * refused to start, a verb waiting forever): it is SIGKILLed and the run rejects.
+ */
+const HANG_GUARD_MS = 180_000;
+
 /** Runs the CLI to its end. */
 export async function runCli(
   args: string[],
@@ -47,7 +53,18 @@ export async function runCli(
   const err: Buffer[] = [];
   child.stdout?.on("data", (c: Buffer) => out.push(c));
   child.stderr?.on("data", (c: Buffer) => err.push(c));
+  let hung = false;
+  const guard = setTimeout(() => {
+    hung = true;
+    child.kill("SIGKILL");
+  }, HANG_GUARD_MS);
   const [code] = (await once(child, "close")) as [number | null];
+  clearTimeout(guard);
+  if (hung) {
+    throw new Error(
+      `taskrouter ${args.join(" ")} did not end within ${HANG_GUARD_MS / 1000} s (killed): ${Buffer.concat(err).toString().slice(-500)}`,
+    );
+  }
   return {
     code,
     stdout: Buffer.concat(out).toString(),

@@ -1,9 +1,10 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli, waitForOutput } from "./cli-run.ts";
+import { killSessions } from "./procs.ts";
 import { cleanupRunc } from "./runc.ts";
 
 /**
@@ -59,7 +60,39 @@ export class KillableRouter {
     }
     if (this.dataDir) {
       if (this.oci) await cleanupRunc(this.dataDir, this.oci);
+      else await killHostAgents(this.dataDir);
       await rm(this.dataDir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * SIGKILLs, by pid, host-runtime task agents under `dataDir` (their fd 3 is their
+ * directory there) and the execs they started (each leads a session of its own): what a
+ * test's TerminateTask would have ended had the restarted router come up. Nothing when
+ * the test ended its tasks.
+ */
+async function killHostAgents(dataDir: string): Promise<void> {
+  const stats = new Map<number, string[]>();
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
+    if (stat) stats.set(Number(name), stat.slice(stat.lastIndexOf(")") + 2).split(" "));
+  }
+  const agents: number[] = [];
+  for (const pid of stats.keys()) {
+    const dir = await readlink(`/proc/${pid}/fd/3`).catch(() => "");
+    if (dir.startsWith(`${dataDir}/`)) agents.push(pid);
+  }
+  if (agents.length === 0) return;
+  // Fields after comm: state ppid pgrp session.
+  const sessions = [...stats].filter(([, f]) => agents.includes(Number(f[1]))).map(([pid]) => pid);
+  for (const pid of agents) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  await killSessions(sessions);
 }

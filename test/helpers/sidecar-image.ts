@@ -84,13 +84,35 @@ export interface SidecarSuite {
 
 export async function startSidecarSuite(binary: string): Promise<SidecarSuite> {
   const s = await scratch();
-  const r = await startRuncRouter({ ociRuntime: binary });
-  const w = new WireClient(r.address);
-  const tree = join(s.dir, "tree");
-  await makeSidecarImage(tree);
-  const admin = new ImagesAdminClient(r.client);
-  const image = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
-  const task = await r.newTask();
+  let r: TestRouter | undefined;
+  let w: WireClient | undefined;
+  let image: string;
+  let task: string;
+  try {
+    r = await startRuncRouter({ ociRuntime: binary });
+    w = new WireClient(r.address);
+    const tree = join(s.dir, "tree");
+    await makeSidecarImage(tree);
+    const admin = new ImagesAdminClient(r.client);
+    image = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
+    task = await r.newTask();
+  } catch (err) {
+    // The suite's after() gets nothing to close: end what was started here.
+    w?.close();
+    await r?.close();
+    await s.cleanup();
+    throw err;
+  }
+  return suite(r, w, s, image, task);
+}
+
+function suite(
+  r: TestRouter,
+  w: WireClient,
+  s: Awaited<ReturnType<typeof scratch>>,
+  image: string,
+  task: string,
+): SidecarSuite {
   return {
     r,
     w,
