@@ -296,7 +296,7 @@ describe("client: TaskFilesystem (SDK-style, over the helper)", { skip: helperSk
     const first = events.next();
     // The helper may start watching after the first writes: write until an event comes.
     let ev: IteratorResult<{ eventType: string; paths: string[] }> | undefined;
-    for (let i = 0; i < 50 && !ev; i++) {
+    for (let i = 0; i < 300 && !ev; i++) {
       await fs.writeFile(`${dir}/w/f${i}`, Buffer.from("x"));
       ev = await Promise.race([first, new Promise<undefined>((res) => setTimeout(res, 100))]);
     }

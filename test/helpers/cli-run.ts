@@ -58,8 +58,12 @@ export async function runCli(
     hung = true;
     child.kill("SIGKILL");
   }, HANG_GUARD_MS);
-  const [code] = (await once(child, "close")) as [number | null];
-  clearTimeout(guard);
+  let code: number | null;
+  try {
+    [code] = (await once(child, "close")) as [number | null];
+  } finally {
+    clearTimeout(guard);
+  }
   if (hung) {
     throw new Error(
       `taskrouter ${args.join(" ")} did not end within ${HANG_GUARD_MS / 1000} s (killed): ${Buffer.concat(err).toString().slice(-500)}`,

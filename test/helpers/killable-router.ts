@@ -1,6 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli, waitForOutput } from "./cli-run.ts";
@@ -79,14 +79,19 @@ async function killHostAgents(dataDir: string): Promise<void> {
     const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
     if (stat) stats.set(Number(name), stat.slice(stat.lastIndexOf(")") + 2).split(" "));
   }
+  const under = `${await realpath(dataDir)}/`; // what readlink of an fd gives
   const agents: number[] = [];
   for (const pid of stats.keys()) {
+    if (pid === process.pid) continue;
+    const exe = await readlink(`/proc/${pid}/exe`).catch(() => "");
+    if (!exe.endsWith("/taskrouter-agent")) continue;
     const dir = await readlink(`/proc/${pid}/fd/3`).catch(() => "");
-    if (dir.startsWith(`${dataDir}/`)) agents.push(pid);
+    if (dir.startsWith(under)) agents.push(pid);
   }
   if (agents.length === 0) return;
-  // Fields after comm: state ppid pgrp session.
-  const sessions = [...stats].filter(([, f]) => agents.includes(Number(f[1]))).map(([pid]) => pid);
+  // Fields after comm: state ppid pgrp session. Each exec leads a session of its own once
+  // it called setsid; one caught before that is still in its agent's (a host agent leads one).
+  const children = [...stats].filter(([, f]) => agents.includes(Number(f[1]))).map(([pid]) => pid);
   for (const pid of agents) {
     try {
       process.kill(pid, "SIGKILL");
@@ -94,5 +99,5 @@ async function killHostAgents(dataDir: string): Promise<void> {
       // already gone
     }
   }
-  await killSessions(sessions);
+  await killSessions([...agents, ...children]);
 }
