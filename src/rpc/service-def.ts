@@ -37,7 +37,8 @@ const LARGE_BYTES = 32 * 1024;
 /**
  * Serializes with protobuf-es, except that large top-level `bytes` fields
  * (output chunks, stdin data) are appended by hand after the rest of the
- * message: tag, length, bytes — one allocation and one copy. protobuf-es
+ * message: tag and length in the data's headroom when it has room (no copy),
+ * else tag, length, bytes — one allocation and one copy. protobuf-es
  * copies big byte fields several times (a 16 MiB stdin write took 100+ ms).
  * Fields may appear in any order on the wire, so every protobuf parser reads
  * the result as the same message; a message whose only set field is the
