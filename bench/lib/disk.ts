@@ -5,6 +5,7 @@
  * variant left behind). A measurement for the report, never a target.
  */
 import { readFile, stat } from "node:fs/promises";
+import { median } from "./stats.ts";
 
 /** Bytes written and milliseconds busy (io_ticks) so far, or undefined off Linux. */
 export type DiskSample = { written: number; busyMs: number };
@@ -63,11 +64,12 @@ export class DiskLog {
 
   /** Medians of the variants named (warm-up rounds included), in that order; those never run are left out. */
   medians(names: string[]): { name: string; written: number; busyMs: number }[] {
-    const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
     return names.flatMap((name) => {
       const s = this.seen.get(name);
       if (!s?.length) return [];
-      return [{ name, written: mid(s.map((x) => x.written)), busyMs: mid(s.map((x) => x.busyMs)) }];
+      return [
+        { name, written: median(s.map((x) => x.written)), busyMs: median(s.map((x) => x.busyMs)) },
+      ];
     });
   }
 }

@@ -1,10 +1,11 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readdir, readFile, readlink, realpath, rm } from "node:fs/promises";
+import { mkdtemp, readlink, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli, waitForOutput } from "./cli-run.ts";
 import { killSessions } from "./procs.ts";
+import { processStats } from "./router.ts";
 import { cleanupRunc } from "./runc.ts";
 
 /**
@@ -73,12 +74,7 @@ export class KillableRouter {
  * the test ended its tasks.
  */
 async function killHostAgents(dataDir: string): Promise<void> {
-  const stats = new Map<number, string[]>();
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
-    if (stat) stats.set(Number(name), stat.slice(stat.lastIndexOf(")") + 2).split(" "));
-  }
+  const stats = await processStats();
   const under = `${await realpath(dataDir)}/`; // what readlink of an fd gives
   const agents: number[] = [];
   for (const pid of stats.keys()) {

@@ -75,18 +75,23 @@ export async function startRouter(
   };
 }
 
+/** Every process now: pid → the fields of /proc/PID/stat after comm (state ppid pgrp session ...). */
+export async function processStats(): Promise<Map<number, string[]>> {
+  const stats = new Map<number, string[]>();
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
+    if (stat) stats.set(Number(name), stat.slice(stat.lastIndexOf(")") + 2).split(" "));
+  }
+  return stats;
+}
+
 /** Pids of live processes whose session id is one of `sessions` (each exec leads its own session). */
 export async function liveInSessions(sessions: Iterable<number>): Promise<number[]> {
   const want = new Set(sessions);
   const live: number[] = [];
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
-    // Fields after the ")" of comm: state ppid pgrp session ...
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const state = rest[0];
-    const session = Number(rest[3]);
-    if (want.has(session) && state !== "Z") live.push(Number(name));
+  for (const [pid, [state, , , session]] of await processStats()) {
+    if (want.has(Number(session)) && state !== "Z") live.push(pid);
   }
   return live;
 }
