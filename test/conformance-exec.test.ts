@@ -99,6 +99,18 @@ for (const { label, oci } of variants) {
       assert.equal(home.status.code, 0, home.stderr);
     });
 
+    it("a directory the task made under /tmp is a workdir (gVisor's own /tmp would hide it)", async () => {
+      const made = await run(["mktemp", "-d", "/tmp/workdir.XXXXXX"]);
+      const dir = made.stdout.trim();
+      assert.equal(made.status.code, 0, made.stderr);
+      try {
+        const res = await run(["pwd"], { workdir: dir });
+        assert.equal(res.stdout, `${dir}\n`, res.stderr);
+      } finally {
+        await run(["rm", "-rf", dir]);
+      }
+    });
+
     it("a missing program is 127, a non-executable one 126, with a shell's reason", async () => {
       const nf = await run(["no-such-program-x"]);
       assert.deepEqual(nf.status, { code: 127 });

@@ -78,6 +78,14 @@ export interface OciFlavor {
   readonly vethNetwork: boolean;
   /** Another container can join a task's network namespace by path (sidecars, runc/sidecars.ts). */
   readonly sidecars: boolean;
+  /**
+   * Puts a tmpfs of its own on the task's /tmp when the image's /tmp is an
+   * empty directory that no mount of the config covers (gVisor). Files there
+   * would not be on the host, where the router resolves a task's paths (an
+   * exec's workdir, a snapshot's directory, a mount's target), so such a
+   * task gets its rootfs's /tmp bound onto /tmp instead (task-config.ts).
+   */
+  readonly ownTmpfsOnTmp: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -96,6 +104,7 @@ const RUNC: OciFlavor = {
   refusesHybridV2Controllers: false,
   vethNetwork: true,
   sidecars: true,
+  ownTmpfsOnTmp: false,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
@@ -124,6 +133,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     refusesHybridV2Controllers: false,
     vethNetwork: false,
     sidecars: false,
+    ownTmpfsOnTmp: true,
   },
 };
 

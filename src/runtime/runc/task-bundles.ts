@@ -1,5 +1,5 @@
 import { rmdirSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cgroupDirs } from "../../linux/cgroup.ts";
 import { unmountAll } from "../../linux/mount.ts";
@@ -64,6 +64,9 @@ export class TaskBundles {
     await mountRootfs(bundle, layers ?? (await (this.hostImage as Promise<RootfsLayer[]>)));
     if (layers?.[0] && !opts.existing && !opts.restore)
       await copyRootAttrs(layers[0].lower, layout.rootfs(taskId));
+    // Only a real directory is bound: a link there (the task's own writes, or an image's) could
+    // point anywhere on this machine. Nothing of the task runs while it is checked.
+    const tmp = await lstat(join(layout.rootfs(taskId), "tmp")).catch(() => undefined);
     await writeFile(
       join(bundle, "config.json"),
       JSON.stringify(
@@ -75,6 +78,7 @@ export class TaskBundles {
           flavor: cli.flavor,
           cgroupsPath: layout.cgroupsPath(taskId),
           seccomp: this.s.seccomp,
+          bindTmp: cli.flavor.ownTmpfsOnTmp && tmp?.isDirectory() === true,
         }),
         null,
         1,

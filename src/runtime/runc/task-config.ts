@@ -41,6 +41,11 @@ export interface TaskConfigInput {
   cgroupsPath: string;
   /** The task's seccomp filter (`serve --seccomp`); undefined: unconfined. */
   seccomp?: OciSeccomp | undefined;
+  /**
+   * Bind the rootfs's own /tmp onto /tmp (OciFlavor.ownTmpfsOnTmp; the caller
+   * checked that it is a directory, not a link).
+   */
+  bindTmp?: boolean;
 }
 
 /** Our helpers every container of a task carries, read-only: the exec wrapper and the SDKs' filesystem helper. */
@@ -84,6 +89,15 @@ export function taskConfig(c: TaskConfigInput): OciSpec {
       type: "bind",
       source: join(c.bundle, "status"),
       options: ["bind", "rw"],
+    });
+  }
+  if (c.bindTmp) {
+    // The task's /tmp stays its rootfs's, where the router sees it (before volumes: one may be below).
+    mounts.push({
+      destination: "/tmp",
+      type: "bind",
+      source: join(c.bundle, "rootfs", "tmp"),
+      options: ["rbind", "rw"],
     });
   }
   mounts.push(...volumeMounts(c.spec));
