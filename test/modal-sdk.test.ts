@@ -13,18 +13,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import * as grpc from "@grpc/grpc-js";
 import {
   type FileWatchEvent,
+  Image,
   ModalClient,
   type Sandbox,
   SandboxFilesystemIsADirectoryError,
   SandboxFilesystemNotFoundError,
 } from "modal";
 import { issueToken } from "../src/auth/tokens.ts";
+import { tarDirectory } from "../src/cli/tar-dir.ts";
+import { ImagesAdminClient } from "../src/client/images.ts";
 import { startVariant, taskBase, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
+import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
 import { startProxy } from "./helpers/proxy.ts";
 import type { TestRouter } from "./helpers/router.ts";
+import { RUNSC } from "./helpers/runc.ts";
+import { makeSidecarImage } from "./helpers/sidecar-image.ts";
 
 // The SDK reads ~/.modal.toml unless told otherwise: this test must not depend on the machine's.
 process.env.MODAL_CONFIG_PATH = join(tmpdir(), "taskrouter-no-modal-config.toml");
@@ -284,6 +291,42 @@ for (const v of VARIANTS) {
         );
       } finally {
         await events.return?.();
+      }
+    });
+
+    it("sidecars: one from an image of the router's store, its exec, files and end", async () => {
+      const s = await scratch();
+      try {
+        const tree = join(s.dir, "tree");
+        await makeSidecarImage(tree);
+        const images = new ImagesAdminClient(r.client);
+        const imageId = await images.import(tarDirectory(tree), { format: "tree", source: "test" });
+        // The SDK makes an Image of an id the same way from a snapshot's answer.
+        const image = new Image(modal, imageId, "");
+        const create = () =>
+          sb.experimentalSidecars.create("side", image, { command: ["sleep", "600"] });
+        // Sidecars are runc's and crun's: not the host runtime's, not runsc's.
+        if (v.oci === undefined || v.oci === RUNSC) {
+          // The host runtime and runsc have no sidecars: the SDK gets the router's refusal.
+          await assert.rejects(create(), (e: { code?: number }) => {
+            assert.equal(e.code, grpc.status.FAILED_PRECONDITION, String(e));
+            return true;
+          });
+          return;
+        }
+        const side = await create();
+        const p = await side.exec(["cat", "/etc/marker"]);
+        assert.equal(await p.stdout.readText(), "sidecar image\n");
+        assert.equal(await p.wait(), 0);
+        assert.equal(await side.filesystem.readText("/etc/marker"), "sidecar image\n");
+        const listed = (await sb.experimentalSidecars.list()).map((c) => c.containerName);
+        assert.deepEqual(listed, ["side"]);
+        assert.equal(await side.poll(), null);
+        await side.terminate();
+        // TERMINATED, which the SDK reports as 137.
+        assert.equal(await side.wait(), 137);
+      } finally {
+        await s.cleanup();
       }
     });
 
