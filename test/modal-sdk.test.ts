@@ -18,8 +18,6 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import type { FileWatchEvent, ModalClient, Sandbox } from "modal";
-import * as current from "modal";
-import * as previous from "modal-0.10";
 import { issueToken } from "../src/auth/tokens.ts";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
@@ -31,8 +29,12 @@ import type { TestRouter } from "./helpers/router.ts";
 import { RUNSC } from "./helpers/runc.ts";
 import { makeSidecarImage } from "./helpers/sidecar-image.ts";
 
-// The SDK reads ~/.modal.toml unless told otherwise: this test must not depend on the machine's.
-process.env.MODAL_CONFIG_PATH = join(tmpdir(), "taskrouter-no-modal-config.toml");
+// The SDK reads its config file (~/.modal.toml) and MODAL_* variables when it is loaded: none
+// of the machine's may play a part, so they are cleared and the SDK is loaded after that.
+for (const k of Object.keys(process.env)) if (k.startsWith("MODAL_")) delete process.env[k];
+process.env.MODAL_CONFIG_PATH = "/dev/null";
+const current = await import("modal");
+const previous = await import("modal-0.10");
 
 /** A sandbox id of the shape the SDK takes for a V1 sandbox (`sb-` and 22 base-62 characters). */
 const V1_ID = "sb-TaskRouterTestSandbox1";
@@ -69,7 +71,7 @@ const SDKS: { version: string; sdk: Sdk; variants: typeof VARIANTS }[] = [
 for (const { version, sdk, variants } of SDKS)
   for (const v of variants) {
     const skip = await variantSkip(v);
-    // A hang guard per test (a stalled stream must fail the test, not CI): minutes, not a speed goal.
+    // A hang guard for the whole suite (a stalled stream must fail it, not hold CI): not a speed goal.
     describe(`Modal JS SDK ${version} against the router (${v.label})`, {
       skip,
       timeout: 180_000,
@@ -80,7 +82,7 @@ for (const { version, sdk, variants } of SDKS)
       let sb: Sandbox;
       let task: string;
       let base: string;
-      /** A directory the task made under /tmp (on the host runtime: this machine's /tmp). */
+      /** A directory a container task made under its /tmp (unset on the host runtime). */
       let tmpBase: string | undefined;
       let local: string;
 
@@ -102,21 +104,29 @@ for (const { version, sdk, variants } of SDKS)
         sb = await modal.sandboxes.fromId(V1_ID);
         base = taskBase(r, v, task);
         assert.equal(await (await sb.exec(["mkdir", "-p", base])).wait(), 0);
-        const made = await sb.exec(["mktemp", "-d", "/tmp/modal-sdk.XXXXXX"]);
-        tmpBase = (await made.stdout.readText()).trim();
-        assert.equal(await made.wait(), 0);
+        if (v.oci) {
+          // Inside the container (removed with it); the host runtime's /tmp is this machine's.
+          const made = await sb.exec(["mktemp", "-d", "/tmp/modal-sdk.XXXXXX"]);
+          tmpBase = (await made.stdout.readText()).trim();
+          assert.equal(await made.wait(), 0);
+        }
         local = await mkdtemp(join(tmpdir(), "taskrouter-modal-sdk-"));
       });
       after(async () => {
-        if (tmpBase) await (await sb.exec(["rm", "-rf", tmpBase])).wait();
-        sb?.detach();
-        modal?.close();
-        await cp?.close();
-        await r?.close();
-        if (local) await rm(local, { recursive: true, force: true });
+        try {
+          sb?.detach();
+          modal?.close();
+          await cp?.close();
+        } finally {
+          try {
+            await r?.close();
+          } finally {
+            if (local) await rm(local, { recursive: true, force: true });
+          }
+        }
       });
 
-      it("exec: stdout, stderr and the exit code, through the control plane's route", async () => {
+      it("exec: stdout, stderr and the exit code (the control plane asked first)", async () => {
         const p = await sb.exec(["sh", "-c", "echo out; echo err >&2; exit 3"]);
         const [out, err] = await Promise.all([p.stdout.readText(), p.stderr.readText()]);
         assert.equal(out, "out\n");
@@ -218,12 +228,13 @@ for (const { version, sdk, variants } of SDKS)
         const key = r.daemon.signingKey;
         assert.ok(key);
         const proxy = await startProxy(r.address);
-        const viaProxy = await modal.sandboxes.fromId(CUT_ID);
+        let viaProxy: Sandbox | undefined;
         try {
           // A task of its own: the control plane gives one route per task.
           const cutTask = await r.newTask();
           const jwt = await issueToken(key, { task: cutTask }, 3_600_000);
           cp.add(CUT_ID, { taskId: cutTask, routerUrl: `https://${proxy.address}`, jwt });
+          viaProxy = await modal.sandboxes.fromId(CUT_ID);
           const cutBase = taskBase(r, v, cutTask);
           assert.equal(await (await viaProxy.exec(["mkdir", "-p", cutBase])).wait(), 0);
           // Output: the connection cut once 4 MiB came down.
@@ -247,7 +258,7 @@ for (const { version, sdk, variants } of SDKS)
           const back = await viaProxy.filesystem.readBytes(`${cutBase}/through-cuts.bin`);
           assert.ok(Buffer.from(back).equals(bytes), "the file is the bytes written");
         } finally {
-          viaProxy.detach();
+          viaProxy?.detach();
           await proxy.close();
         }
       });
@@ -299,18 +310,18 @@ for (const { version, sdk, variants } of SDKS)
         await fs.makeDirectory(dir);
         const events = fs.watch(dir, { timeoutMs: 60_000 })[Symbol.asyncIterator]();
         try {
-          // The watcher may start after a write: write a new file until an event names one.
+          // The watcher may start after a write: write a new file until an event names one (the
+          // watch's own timeout and the suite's guard end a watch that never does).
           let named: FileWatchEvent | undefined;
           let next = events.next();
-          for (let i = 0; !named && i < 100; i++) {
+          for (let i = 0; !named; i++) {
             await fs.writeText(String(i), `${dir}/new-${i}`);
             const got = await Promise.race([next, sleep(200).then(() => undefined)]);
-            if (!got) continue;
-            assert.ok(!got.done, "the watch ended before it reported the file");
+            if (!got) continue; // the same `next` is awaited again after the next write
+            assert.ok(!got.done, "the watch ended before it reported a file written there");
             if (got.value.paths.some((p) => /\/new-\d+$/.test(p))) named = got.value;
-            next = events.next();
+            else next = events.next();
           }
-          assert.ok(named, "no event named a file written in the watched directory");
           assert.ok(
             named.paths.every((p) => p.startsWith(`${dir}/`)),
             JSON.stringify(named),

@@ -79,11 +79,13 @@ export interface OciFlavor {
   /** Another container can join a task's network namespace by path (sidecars, runc/sidecars.ts). */
   readonly sidecars: boolean;
   /**
-   * Puts a tmpfs of its own on the task's /tmp when the image's /tmp is an
-   * empty directory that no mount of the config covers (gVisor). Files there
-   * would not be on the host, where the router resolves a task's paths (an
-   * exec's workdir, a snapshot's directory, a mount's target), so such a
-   * task gets its rootfs's /tmp bound onto /tmp instead (task-config.ts).
+   * Puts a tmpfs of its own on the task's /tmp unless a mount of the config
+   * has /tmp as its destination or the rootfs's /tmp has files (gVisor: also
+   * when /tmp is missing, and through a link to an empty directory). Files
+   * there would not be on the host, where the router resolves a task's paths
+   * (an exec's workdir, a snapshot's directory, a mount's target), so such a
+   * task gets its rootfs's /tmp bound onto /tmp instead (task-config.ts,
+   * task-bundles.ts `tmpToBind`).
    */
   readonly ownTmpfsOnTmp: boolean;
 }

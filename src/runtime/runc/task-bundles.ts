@@ -1,5 +1,5 @@
 import { rmdirSync } from "node:fs";
-import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cgroupDirs } from "../../linux/cgroup.ts";
 import { unmountAll } from "../../linux/mount.ts";
@@ -64,9 +64,10 @@ export class TaskBundles {
     await mountRootfs(bundle, layers ?? (await (this.hostImage as Promise<RootfsLayer[]>)));
     if (layers?.[0] && !opts.existing && !opts.restore)
       await copyRootAttrs(layers[0].lower, layout.rootfs(taskId));
-    // Only a real directory is bound: a link there (the task's own writes, or an image's) could
-    // point anywhere on this machine. Nothing of the task runs while it is checked.
-    const tmp = await lstat(join(layout.rootfs(taskId), "tmp")).catch(() => undefined);
+    const bindTmp =
+      cli.flavor.ownTmpfsOnTmp &&
+      !(spec.volumes ?? []).some((v) => v.path === "/tmp") &&
+      (await tmpToBind(layout.rootfs(taskId), opts.existing === true));
     await writeFile(
       join(bundle, "config.json"),
       JSON.stringify(
@@ -78,7 +79,7 @@ export class TaskBundles {
           flavor: cli.flavor,
           cgroupsPath: layout.cgroupsPath(taskId),
           seccomp: this.s.seccomp,
-          bindTmp: cli.flavor.ownTmpfsOnTmp && tmp?.isDirectory() === true,
+          bindTmp,
         }),
         null,
         1,
@@ -104,4 +105,23 @@ export class TaskBundles {
     }
     this.s.images.release(taskId);
   }
+}
+
+/**
+ * Whether `rootfs`'s /tmp can be bound onto the task's /tmp (OciFlavor.ownTmpfsOnTmp): only a
+ * real directory, never a link (the task's own writes, or an image's, could point it anywhere on
+ * this machine). A missing one is made first (mode 1777, as gVisor's own would be), except in a
+ * bundle being adopted, whose task may be running. For a task that is started from this config
+ * (a new one, a restore, or one adopted after its container ended), nothing of it runs between
+ * this check and the runtime's mount; an adopted running task never reads the config again.
+ */
+export async function tmpToBind(rootfs: string, existing: boolean): Promise<boolean> {
+  const tmp = join(rootfs, "tmp");
+  let st = await lstat(tmp).catch(() => undefined);
+  if (!st && !existing) {
+    await mkdir(tmp, { mode: 0o700 });
+    await chmod(tmp, 0o1777);
+    st = await lstat(tmp);
+  }
+  return st?.isDirectory() === true;
 }
