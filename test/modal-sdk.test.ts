@@ -86,14 +86,19 @@ for (const { version, sdk, variants } of SDKS)
       let tmpBase: string | undefined;
       let local: string;
 
+      /** Makes `sandboxId` the SDK's way to `taskId`, with a token of that task, at `address`. */
+      const route = async (sandboxId: string, taskId: string, address = r.address) => {
+        const key = r.daemon.signingKey;
+        assert.ok(key, "a jwt router has a signing key");
+        const jwt = await issueToken(key, { task: taskId }, 3_600_000);
+        cp.add(sandboxId, { taskId, routerUrl: `https://${address}`, jwt });
+      };
+
       before(async () => {
         r = await startVariant(v, { auth: { mode: "jwt" } });
         cp = await startControlPlane();
         task = await r.newTask();
-        const key = r.daemon.signingKey;
-        assert.ok(key, "a jwt router has a signing key");
-        const jwt = await issueToken(key, { task }, 3_600_000);
-        cp.add(V1_ID, { taskId: task, routerUrl: `https://${r.address}`, jwt });
+        await route(V1_ID, task);
         // The SDK takes its control plane from the environment when it is constructed.
         process.env.MODAL_SERVER_URL = cp.endpoint;
         modal = new sdk.ModalClient({
@@ -197,14 +202,11 @@ for (const { version, sdk, variants } of SDKS)
       });
 
       it("a V2 sandbox: its entrypoint's stdin, stdout and stderr, readiness, and an exec", async () => {
-        const key = r.daemon.signingKey;
-        assert.ok(key);
         const { taskId } = await r.tasks.create("", {
           entrypoint: ["sh", "-c", 'while read l; do echo "got $l"; done; echo bye >&2'],
           readinessProbe: "exec:true",
         });
-        const jwt = await issueToken(key, { task: taskId }, 3_600_000);
-        cp.add(V2_ID, { taskId, routerUrl: `https://${r.address}`, jwt });
+        await route(V2_ID, taskId);
         const v2 = await modal.sandboxes.fromId(V2_ID);
         try {
           await v2.waitUntilReady(60_000);
@@ -225,15 +227,12 @@ for (const { version, sdk, variants } of SDKS)
       });
 
       it("connections cut mid-stream: output and a file upload resume, no byte lost or doubled", async () => {
-        const key = r.daemon.signingKey;
-        assert.ok(key);
         const proxy = await startProxy(r.address);
         let viaProxy: Sandbox | undefined;
         try {
           // A task of its own: the control plane gives one route per task.
           const cutTask = await r.newTask();
-          const jwt = await issueToken(key, { task: cutTask }, 3_600_000);
-          cp.add(CUT_ID, { taskId: cutTask, routerUrl: `https://${proxy.address}`, jwt });
+          await route(CUT_ID, cutTask, proxy.address);
           viaProxy = await modal.sandboxes.fromId(CUT_ID);
           const cutBase = taskBase(r, v, cutTask);
           assert.equal(await (await viaProxy.exec(["mkdir", "-p", cutBase])).wait(), 0);

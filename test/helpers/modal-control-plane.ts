@@ -44,40 +44,40 @@ export async function startControlPlane(): Promise<ControlPlane> {
   if (!service) throw new Error(`no ModalClient service in ${PROTO}`);
   const routes = new Map<string, SandboxRoute>();
   const calls: string[] = [];
-  const byTask = (taskId: string) => [...routes.values()].find((r) => r.taskId === taskId);
-  const notFound = (what: string) => ({
-    code: grpc.status.NOT_FOUND,
-    details: `${what} not found`,
-  });
   type Unary = grpc.handleUnaryCall<Record<string, unknown>, Record<string, unknown>>;
-  const taskId = (name: string, ...[call, cb]: Parameters<Unary>) => {
-    calls.push(name);
-    const id = String(call.request.sandbox_id);
-    const route = routes.get(id);
-    if (!route) cb(notFound(`sandbox ${id}`));
-    else cb(null, { task_id: route.taskId });
+  type Found = [what: string, route: SandboxRoute | undefined];
+  /** A call that finds a route by its request and answers from it, NOT_FOUND without one. */
+  const fromRoute =
+    (
+      name: string,
+      find: (req: Record<string, unknown>) => Found,
+      reply: (r: SandboxRoute) => Record<string, unknown>,
+    ): Unary =>
+    (call, cb) => {
+      calls.push(name);
+      const [what, route] = find(call.request);
+      if (route) cb(null, reply(route));
+      else cb({ code: grpc.status.NOT_FOUND, details: `${what} not found` });
+    };
+  const bySandbox = (req: Record<string, unknown>): Found => {
+    const id = String(req.sandbox_id);
+    return [`sandbox ${id}`, routes.get(id)];
   };
+  const byTask = (req: Record<string, unknown>): Found => {
+    const id = String(req.task_id);
+    return [`task ${id}`, [...routes.values()].find((r) => r.taskId === id)];
+  };
+  const task = (r: SandboxRoute) => ({ task_id: r.taskId });
+  const access = (r: SandboxRoute) => ({ jwt: r.jwt, url: r.routerUrl });
   const handlers: Record<string, Unary> = {
     AuthTokenGet: (_call, cb) => {
       calls.push("AuthTokenGet");
       cb(null, { token: authToken() });
     },
-    SandboxGetTaskId: (call, cb) => taskId("SandboxGetTaskId", call, cb),
-    SandboxGetTaskIdV2: (call, cb) => taskId("SandboxGetTaskIdV2", call, cb),
-    SandboxGetCommandRouterAccess: (call, cb) => {
-      calls.push("SandboxGetCommandRouterAccess");
-      const id = String(call.request.sandbox_id);
-      const route = routes.get(id);
-      if (!route) cb(notFound(`sandbox ${id}`));
-      else cb(null, { jwt: route.jwt, url: route.routerUrl });
-    },
-    TaskGetCommandRouterAccess: (call, cb) => {
-      calls.push("TaskGetCommandRouterAccess");
-      const id = String(call.request.task_id);
-      const route = byTask(id);
-      if (!route) cb(notFound(`task ${id}`));
-      else cb(null, { jwt: route.jwt, url: route.routerUrl });
-    },
+    SandboxGetTaskId: fromRoute("SandboxGetTaskId", bySandbox, task),
+    SandboxGetTaskIdV2: fromRoute("SandboxGetTaskIdV2", bySandbox, task),
+    SandboxGetCommandRouterAccess: fromRoute("SandboxGetCommandRouterAccess", bySandbox, access),
+    TaskGetCommandRouterAccess: fromRoute("TaskGetCommandRouterAccess", byTask, access),
   };
   const server = new grpc.Server();
   server.addService(service, handlers);
