@@ -140,7 +140,14 @@ describe("images on the host runtime: snapshot, mount, unmount", { skip }, () =>
     assert.deepEqual(Object.keys(await readTree(dst)), ["."]);
     await images.unmount(task, dst);
     assert.deepEqual(await readTree(dst), before);
-    await rejectsKind(() => images.unmount(task, dst), "NotFound");
+    // The same unmount again at once, as a replay of it would come (its answer lost): OK, and
+    // nothing changes.
+    await images.unmount(task, dst);
+    assert.deepEqual(await readTree(dst), before);
+    // A directory nothing was unmounted from: NotFound.
+    const never = join(s.dir, "never-mounted");
+    await mkdir(never);
+    await rejectsKind(() => images.unmount(task, never), "NotFound");
   });
 
   it("image_id errors: unknown image NOT_FOUND, nothing created", async () => {

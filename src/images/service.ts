@@ -11,6 +11,7 @@ import { MountManager, type MountRecord } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
 import { type ImportOptions, importImage } from "./oci-import.ts";
 import { type BinPath, parseRequestPath } from "./paths.ts";
+import { RecentUnmounts } from "./recent-unmounts.ts";
 import type { ImageRemote, TransferOptions, TransferResult } from "./remote.ts";
 import { RemoteImages } from "./remote-images.ts";
 import type {
@@ -60,6 +61,8 @@ export class ImageService {
   /** How this service uses `remote` (remote-images.ts). */
   private readonly remoteImages: RemoteImages;
   private readonly snapshots: Snapshots;
+  /** Unmounts done lately: a replay of one is answered OK (recent-unmounts.ts). */
+  private readonly recentUnmounts = new RecentUnmounts();
 
   constructor(
     dataDir: string,
@@ -135,6 +138,7 @@ export class ImageService {
         await this.mounts.withTask(taskId, async () => {
           this.lookup(taskId, target.containerId || undefined); // still running
           await this.mounts.mount(taskId, fs, components, imageId, image.manifest, image.writeFile);
+          this.recentUnmounts.mounted(taskId, RecentUnmounts.key(target.containerId, path));
         });
       } finally {
         image.dispose?.();
@@ -145,10 +149,23 @@ export class ImageService {
     if (imageId) await this.store.renew(imageId);
   }
 
-  /** TaskUnmountDirectory: removes our mount at `path`; what it hid reappears. */
+  /**
+   * TaskUnmountDirectory: removes our mount at `path`; what it hid reappears. NotFound when
+   * nothing of ours is mounted there, except for a replay of an unmount of that very path
+   * done moments ago (its answer lost on the way), which is answered OK as the first was.
+   */
   async unmountDirectory(taskId: string, path: Uint8Array, target: CallTarget = {}): Promise<void> {
     const { fs, components } = this.taskFs(taskId, path, target);
-    await this.mounts.withTask(taskId, () => this.mounts.unmount(taskId, fs, components));
+    const key = RecentUnmounts.key(target.containerId, path);
+    await this.mounts.withTask(taskId, async () => {
+      try {
+        await this.mounts.unmount(taskId, fs, components);
+      } catch (err) {
+        if (err instanceof NotFoundError && this.recentUnmounts.isReplay(taskId, key)) return;
+        throw err;
+      }
+      this.recentUnmounts.unmounted(taskId, key);
+    });
   }
 
   /** TaskSnapshotDirectory: captures the directory at `path` as an image; returns its id. */
@@ -203,6 +220,7 @@ export class ImageService {
 
   /** Removes every mount of a task (task teardown). */
   teardownTask(taskId: string): Promise<void> {
+    this.recentUnmounts.forgetTask(taskId);
     return this.mounts.withTask(taskId, () => this.mounts.teardownTask(taskId));
   }
 

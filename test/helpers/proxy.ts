@@ -27,6 +27,14 @@ export interface TcpProxy {
    * resolves when that cut happened.
    */
   cutAfter(n: number): Promise<void>;
+  /**
+   * Loses the next response: the first HTTP/2 HEADERS frame the server sends
+   * on a stream after this call (for a unary call: its answer, sent once the
+   * server has done the work) is not passed on; every connection is cut
+   * instead. Resolves with the stream id once that happened. For cleartext
+   * HTTP/2 (h2c) only.
+   */
+  loseNextResponse(): Promise<number>;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 }
@@ -53,6 +61,7 @@ export async function startProxy(
   let open = 0;
   let cuts = 0;
   let trigger: { at: number; fire: () => void } | undefined;
+  let lose: ((streamId: number) => void) | undefined;
 
   const cutAll = () => {
     if (live.size > 0) cuts++;
@@ -91,7 +100,16 @@ export async function startProxy(
       }
     });
     client.on("end", () => later(() => upstream.end()));
+    const frames = new FrameScanner();
     upstream.on("data", (chunk: Buffer) => {
+      const headersOn = frames.scan(chunk);
+      if (lose && headersOn !== undefined) {
+        const fire = lose;
+        lose = undefined;
+        cutAll();
+        fire(headersOn);
+        return;
+      }
       downBytes += chunk.length;
       later(() => {
         if (!client.write(chunk)) {
@@ -145,12 +163,53 @@ export async function startProxy(
           },
         };
       }),
+    loseNextResponse: () =>
+      new Promise<number>((resolve) => {
+        lose = resolve;
+      }),
     close: async () => {
       trigger = undefined;
+      lose = undefined;
       upCut = undefined;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       cutAll();
       await closed;
     },
   };
+}
+
+/**
+ * Follows the HTTP/2 frames a server sends on one connection (RFC 9113 §4.1:
+ * a 9-byte header of length, type, flags and stream id, then the payload),
+ * across chunk boundaries.
+ */
+class FrameScanner {
+  /** Bytes of the current frame's header seen so far (at most 9). */
+  private head = Buffer.alloc(0);
+  /** Payload bytes of the current frame still to skip. */
+  private skip = 0;
+
+  /** The stream id of the first HEADERS frame (type 1, stream > 0) that starts in `chunk`, if any. */
+  scan(chunk: Buffer): number | undefined {
+    let found: number | undefined;
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - i);
+        this.skip -= n;
+        i += n;
+        continue;
+      }
+      const need = 9 - this.head.length;
+      this.head = Buffer.concat([this.head, chunk.subarray(i, i + need)]);
+      i += Math.min(need, chunk.length - i);
+      if (this.head.length < 9) break;
+      const type = this.head[3];
+      const stream = this.head.readUInt32BE(5) & 0x7fffffff;
+      this.skip = this.head.readUIntBE(0, 3);
+      this.head = Buffer.alloc(0);
+      if (found === undefined && type === 1 && stream > 0) found = stream;
+    }
+    return found;
+  }
 }
