@@ -6,8 +6,8 @@
  * between the SDK and the router drops the first HTTP/2 response HEADERS
  * after it is armed and cuts the connection (test/helpers/proxy.ts,
  * `loseNextResponse`). Each replay must do nothing twice and answer as the
- * first call would have: one run of a command, stdin bytes once, a mount,
- * an unmount, a sidecar, a terminate. On the host runtime and runc (what is
+ * first call would have: one run of a command, an exec's and a V2
+ * entrypoint's stdin bytes once, a mount, an unmount, a sidecar, a terminate. On the host runtime and runc (what is
  * checked here is the router's replay handling, which no runtime changes).
  */
 import assert from "node:assert/strict";
@@ -30,6 +30,8 @@ const sdk = await import("modal");
 
 /** A V1 sandbox id (`sb-` and 22 base-62 characters): reached through the proxy. */
 const SANDBOX_ID = "sb-TaskRouterReplayTest01";
+/** A V2 sandbox (any other id), also through the proxy. */
+const V2_ID = "sb2-taskrouter-replay";
 
 for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc")) {
   const skip = await variantSkip(v);
@@ -50,10 +52,7 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
       cp = await startControlPlane();
       proxy = await startProxy(r.address);
       const task = await r.newTask();
-      const key = r.daemon.signingKey;
-      assert.ok(key, "a jwt router has a signing key");
-      const jwt = await issueToken(key, { task }, 3_600_000);
-      cp.add(SANDBOX_ID, { taskId: task, routerUrl: `https://${proxy.address}`, jwt });
+      await route(SANDBOX_ID, task);
       process.env.MODAL_SERVER_URL = cp.endpoint;
       modal = new sdk.ModalClient({
         tokenId: "ak-test",
@@ -74,6 +73,14 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
         await r?.close();
       }
     });
+
+    /** Makes `sandboxId` the SDK's way to `taskId` through the proxy, with a token of that task. */
+    const route = async (sandboxId: string, taskId: string) => {
+      const key = r.daemon.signingKey;
+      assert.ok(key, "a jwt router has a signing key");
+      const jwt = await issueToken(key, { task: taskId }, 3_600_000);
+      cp.add(sandboxId, { taskId, routerUrl: `https://${proxy.address}`, jwt });
+    };
 
     /** Runs `call` with the router's next answer lost; returns its result once the SDK has it. */
     const losing = async <T>(call: () => Promise<T>): Promise<T> => {
@@ -106,6 +113,24 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
       assert.equal(await p.stdout.readText(), "done\n");
       assert.equal(await p.wait(), 0);
       assert.equal(await sb.filesystem.readText(`${base}/stdin.txt`), "one,two,three");
+    });
+
+    it("SandboxStdinWriteV2: a V2 entrypoint's stdin written once, in order", async () => {
+      // No output before stdin ends: the only answer under way is the write's.
+      const { taskId } = await r.tasks.create("", {
+        entrypoint: ["sh", "-c", "cat > stdin.txt; cat stdin.txt"],
+      });
+      await route(V2_ID, taskId);
+      const v2 = await modal.sandboxes.fromId(V2_ID);
+      try {
+        await v2.stdin.writeText("one,");
+        await losing(() => v2.stdin.writeText("two,"));
+        await v2.stdin.writeText("three");
+        await v2.stdin.close();
+        assert.equal(await v2.stdout.readText(), "one,two,three");
+      } finally {
+        v2.detach();
+      }
     });
 
     it("TaskMountDirectory and TaskUnmountDirectory: each done once, each answered OK", async () => {
