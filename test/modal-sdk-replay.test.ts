@@ -12,6 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ModalClient, Sandbox } from "modal";
 import { issueToken } from "../src/auth/tokens.ts";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
@@ -27,6 +28,13 @@ import { makeSidecarImage } from "./helpers/sidecar-image.ts";
 for (const k of Object.keys(process.env)) if (k.startsWith("MODAL_")) delete process.env[k];
 process.env.MODAL_CONFIG_PATH = "/dev/null";
 const sdk = await import("modal");
+
+/** What `seq N` prints. */
+function expectedSeq(n: number): string {
+  const parts: string[] = [];
+  for (let i = 1; i <= n; i++) parts.push(`${i}\n`);
+  return parts.join("");
+}
 
 /** A V1 sandbox id (`sb-` and 22 base-62 characters): reached through the proxy. */
 const SANDBOX_ID = "sb-TaskRouterReplayTest01";
@@ -130,6 +138,50 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
         assert.equal(await v2.stdout.readText(), "one,two,three");
       } finally {
         v2.detach();
+      }
+    });
+
+    it("an idle connection given up under a slow reader: output read again from its offset, whole", async () => {
+      // The SDK gives up its connection after this long with no operation in flight, aborting
+      // open streams; a reader that holds a chunk longer counts as idle (PROTOCOL-LATER §5.1).
+      const was = process.env.MODAL_SANDBOX_CHANNEL_IDLE_TIMEOUT;
+      process.env.MODAL_SANDBOX_CHANNEL_IDLE_TIMEOUT = "0.05";
+      const idle = new sdk.ModalClient({
+        tokenId: "ak-test",
+        tokenSecret: "as-test",
+        logLevel: "error",
+      });
+      if (was === undefined) delete process.env.MODAL_SANDBOX_CHANNEL_IDLE_TIMEOUT;
+      else process.env.MODAL_SANDBOX_CHANNEL_IDLE_TIMEOUT = was;
+      try {
+        const isb = await idle.sandboxes.fromId(SANDBOX_ID);
+        try {
+          const lines = 300_000;
+          const p = await isb.exec(["seq", String(lines)]);
+          const connectionsBefore = proxy.connections;
+          const reader = p.stdout.getReader();
+          let out = "";
+          let reads = 0;
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            out += value;
+            reads++;
+            await sleep(150); // holding the chunk: the connection goes idle
+          }
+          assert.equal(await p.wait(), 0);
+          assert.ok(reads > 1, `read in ${reads} pieces`);
+          assert.ok(
+            proxy.connections > connectionsBefore,
+            "the SDK gave up its connection and dialed again",
+          );
+          assert.equal(out.length, expectedSeq(lines).length);
+          assert.ok(out === expectedSeq(lines), "seq's output, whole and in order");
+        } finally {
+          isb.detach();
+        }
+      } finally {
+        idle.close();
       }
     });
 
