@@ -13,8 +13,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { SignJWT } from "jose";
 import type { ModalClient, Sandbox } from "modal";
-import { issueToken } from "../src/auth/tokens.ts";
+import { SIGNING_ALG } from "../src/auth/keys.ts";
+import { ISSUER, issueToken, TASK_CLAIM } from "../src/auth/tokens.ts";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
 import { startVariant, taskBase, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
@@ -38,6 +40,8 @@ function expectedSeq(n: number): string {
 
 /** A V1 sandbox id (`sb-` and 22 base-62 characters): reached through the proxy. */
 const SANDBOX_ID = "sb-TaskRouterReplayTest01";
+/** A V1 sandbox whose first task token has expired. */
+const EXPIRED_ID = "sb-TaskRouterReplayTest02";
 /** A V2 sandbox (any other id), also through the proxy. */
 const V2_ID = "sb2-taskrouter-replay";
 
@@ -182,6 +186,36 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
         }
       } finally {
         idle.close();
+      }
+    });
+
+    it("an expired task token: UNAUTHENTICATED, the SDK gets a new one and the call goes through", async () => {
+      const key = r.daemon.signingKey;
+      assert.ok(key);
+      const taskId = await r.newTask();
+      // The control plane hands out a token that expired a minute ago (beyond the router's 30 s
+      // of allowed clock skew), then good ones.
+      let handedOut = 0;
+      const jwt = async () => {
+        handedOut++;
+        if (handedOut > 1) return issueToken(key, { task: taskId }, 3_600_000);
+        const now = Math.floor(Date.now() / 1000);
+        return new SignJWT({ [TASK_CLAIM]: taskId })
+          .setProtectedHeader({ alg: SIGNING_ALG, kid: key.kid, typ: "JWT" })
+          .setIssuer(ISSUER)
+          .setIssuedAt(now - 3_600)
+          .setExpirationTime(now - 60)
+          .sign(key.privateKey);
+      };
+      cp.add(EXPIRED_ID, { taskId, routerUrl: `https://${proxy.address}`, jwt });
+      const esb = await modal.sandboxes.fromId(EXPIRED_ID);
+      try {
+        const p = await esb.exec(["echo", "with a new token"]);
+        assert.equal(await p.stdout.readText(), "with a new token\n");
+        assert.equal(await p.wait(), 0);
+        assert.equal(handedOut, 2, "the SDK asked for a token once more, after the refusal");
+      } finally {
+        esb.detach();
       }
     });
 

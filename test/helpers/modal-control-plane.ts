@@ -19,8 +19,11 @@ export interface SandboxRoute {
   taskId: string;
   /** The router's URL as the SDK wants it: `https://HOST:PORT`. */
   routerUrl: string;
-  /** The token the SDK sends to the router (a task token). */
-  jwt: string;
+  /**
+   * The token the SDK sends to the router (a task token); a function is asked for a token
+   * on every call that hands one out (the SDK asks again after an UNAUTHENTICATED).
+   */
+  jwt: string | (() => Promise<string>);
 }
 
 export interface ControlPlane {
@@ -51,13 +54,17 @@ export async function startControlPlane(): Promise<ControlPlane> {
     (
       name: string,
       find: (req: Record<string, unknown>) => Found,
-      reply: (r: SandboxRoute) => Record<string, unknown>,
+      reply: (r: SandboxRoute) => Record<string, unknown> | Promise<Record<string, unknown>>,
     ): Unary =>
     (call, cb) => {
       calls.push(name);
       const [what, route] = find(call.request);
-      if (route) cb(null, reply(route));
-      else cb({ code: grpc.status.NOT_FOUND, details: `${what} not found` });
+      if (!route) cb({ code: grpc.status.NOT_FOUND, details: `${what} not found` });
+      else
+        Promise.resolve(reply(route)).then(
+          (answer) => cb(null, answer),
+          (err: unknown) => cb({ code: grpc.status.INTERNAL, details: String(err) }),
+        );
     };
   const bySandbox = (req: Record<string, unknown>): Found => {
     const id = String(req.sandbox_id);
@@ -68,7 +75,10 @@ export async function startControlPlane(): Promise<ControlPlane> {
     return [`task ${id}`, [...routes.values()].find((r) => r.taskId === id)];
   };
   const task = (r: SandboxRoute) => ({ task_id: r.taskId });
-  const access = (r: SandboxRoute) => ({ jwt: r.jwt, url: r.routerUrl });
+  const access = async (r: SandboxRoute) => ({
+    jwt: typeof r.jwt === "string" ? r.jwt : await r.jwt(),
+    url: r.routerUrl,
+  });
   const handlers: Record<string, Unary> = {
     AuthTokenGet: (_call, cb) => {
       calls.push("AuthTokenGet");
