@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { NotFoundError } from "../src/errors.ts";
+import { RecentUnmounts } from "../src/images/recent-unmounts.ts";
 import { ImageService, type TaskFs } from "../src/images/service.ts";
 import { makeTree, rejectsKind, scratch } from "./helpers/images.ts";
 import { readTree } from "./helpers/tree.ts";
@@ -57,12 +58,46 @@ describe("image mounts in copy mode (no overlay)", () => {
       (await readdir(s.dir)).filter((n) => n.includes("taskrouter-hidden")),
       [],
     );
-    await rejectsKind(() => svc.unmountDirectory("t", b(dst)), "NotFound");
+    // The same unmount again at once, as its replay would come (its answer lost): OK, and
+    // nothing changes.
+    await svc.unmountDirectory("t", b(dst));
+    assert.deepEqual(await readdir(dst), ["original"]);
+    assert.deepEqual(svc.mounts.list("t"), []);
     // The image never changed.
     const again = join(s.dir, "again");
     await svc.mountDirectory("t", b(again), id);
     assert.equal(await readFile(join(again, "hello.txt"), "utf8"), "hello world\n");
     await svc.teardownTask("t");
     assert.deepEqual(await readdir(s.dir).then((l) => l.includes("again")), false);
+  });
+
+  it("replays of an unmount: OK within the window, also where the copy's directory went with it", async () => {
+    let now = 0;
+    const replays = new ImageService(
+      join(s.dir, "data"),
+      (t) => {
+        if (t !== "r") throw new NotFoundError("no task");
+        return { runtime: "host", root: "/", refuseSymlinks: true };
+      },
+      { mountMode: "copy", recentUnmounts: new RecentUnmounts(60_000, 64, () => now) },
+    );
+    await replays.init(() => false);
+    const made = join(s.dir, "made-by-the-mount");
+    await replays.mountDirectory("r", b(made), "");
+    await replays.unmountDirectory("r", b(made));
+    assert.equal(await readdir(made).catch(() => "gone"), "gone", "the copy's directory went");
+    // A replay, spelled as the SDK may send it (the same path as the router resolves it).
+    await replays.unmountDirectory("r", b(`${made}/`));
+    now += 60_000;
+    await rejectsKind(() => replays.unmountDirectory("r", b(made)), "NotFound");
+    // A path nothing was unmounted from; and one unmounted before the task's teardown, which
+    // forgets the task's records.
+    await rejectsKind(() => replays.unmountDirectory("r", b(join(s.dir, "never"))), "NotFound");
+    const again = join(s.dir, "mounted-again");
+    await replays.mountDirectory("r", b(again), "");
+    await replays.unmountDirectory("r", b(again));
+    await replays.teardownTask("r");
+    await rejectsKind(() => replays.unmountDirectory("r", b(again)), "NotFound");
+    assert.deepEqual(replays.mounts.list("r"), []);
   });
 });

@@ -144,10 +144,11 @@ describe("images on the host runtime: snapshot, mount, unmount", { skip }, () =>
     // nothing changes.
     await images.unmount(task, dst);
     assert.deepEqual(await readTree(dst), before);
+    assert.deepEqual(r.daemon.images.mounts.list(task), []);
     // A directory nothing was unmounted from: NotFound.
     const never = join(s.dir, "never-mounted");
     await mkdir(never);
-    await rejectsKind(() => images.unmount(task, never), "NotFound");
+    await rejectsKind(() => images.unmount(task, never), "NotFound", /no directory is mounted/);
   });
 
   it("image_id errors: unknown image NOT_FOUND, nothing created", async () => {

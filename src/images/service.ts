@@ -45,6 +45,8 @@ export interface ImageServiceOptions extends StoreOptions {
    * handed to it, and an image the store lacks is pulled from it first.
    */
   remote?: (store: ImageStore) => ImageRemote;
+  /** Test hook: the record of recent unmounts (its window and clock). */
+  recentUnmounts?: RecentUnmounts;
 }
 
 /**
@@ -62,7 +64,7 @@ export class ImageService {
   private readonly remoteImages: RemoteImages;
   private readonly snapshots: Snapshots;
   /** Unmounts done lately: a replay of one is answered OK (recent-unmounts.ts). */
-  private readonly recentUnmounts = new RecentUnmounts();
+  private readonly recentUnmounts: RecentUnmounts;
 
   constructor(
     dataDir: string,
@@ -71,6 +73,7 @@ export class ImageService {
   ) {
     this.store = new ImageStore(join(dataDir, "images"), opts);
     this.mounts = new MountManager(this.store, opts.mountMode ? { mode: opts.mountMode } : {});
+    this.recentUnmounts = opts.recentUnmounts ?? new RecentUnmounts();
     this.remote = opts.remote?.(this.store);
     const remoteImages = new RemoteImages(this.store, this.remote);
     this.remoteImages = remoteImages;
@@ -137,8 +140,9 @@ export class ImageService {
       try {
         await this.mounts.withTask(taskId, async () => {
           this.lookup(taskId, target.containerId || undefined); // still running
+          // Before the mount: one that fails part-way may still show in the task.
+          this.recentUnmounts.mounted(taskId, RecentUnmounts.key(target.containerId, components));
           await this.mounts.mount(taskId, fs, components, imageId, image.manifest, image.writeFile);
-          this.recentUnmounts.mounted(taskId, RecentUnmounts.key(target.containerId, path));
         });
       } finally {
         image.dispose?.();
@@ -156,7 +160,7 @@ export class ImageService {
    */
   async unmountDirectory(taskId: string, path: Uint8Array, target: CallTarget = {}): Promise<void> {
     const { fs, components } = this.taskFs(taskId, path, target);
-    const key = RecentUnmounts.key(target.containerId, path);
+    const key = RecentUnmounts.key(target.containerId, components);
     await this.mounts.withTask(taskId, async () => {
       try {
         await this.mounts.unmount(taskId, fs, components);
@@ -220,8 +224,14 @@ export class ImageService {
 
   /** Removes every mount of a task (task teardown). */
   teardownTask(taskId: string): Promise<void> {
-    this.recentUnmounts.forgetTask(taskId);
-    return this.mounts.withTask(taskId, () => this.mounts.teardownTask(taskId));
+    // Under the task's lock, after any unmount queued before it (which records one).
+    return this.mounts.withTask(taskId, async () => {
+      try {
+        await this.mounts.teardownTask(taskId);
+      } finally {
+        this.recentUnmounts.forgetTask(taskId);
+      }
+    });
   }
 
   /** Router shutdown: removes the mounts of tasks on runtimes whose tasks end with the router. */
