@@ -22,7 +22,6 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { ContainerProcess, ModalClient, Sandbox, SidecarContainer } from "modal";
-import { issueToken } from "../src/auth/tokens.ts";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
 import { MemorySnapshotsClient } from "../src/client/memory-snapshots.ts";
@@ -30,15 +29,13 @@ import { VolumesClient } from "../src/client/volumes.ts";
 import { startVariant, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
 import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
+import { loadSdks, modalClient, rejectsGrpc, routeTask } from "./helpers/modal-sdk.ts";
 import { makeOpsImage, OPS_MARKER } from "./helpers/modal-sdk-ops-image.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import { CRUN, RUNSC, runIn } from "./helpers/runc.ts";
 
-// As test/modal-sdk.test.ts: none of the machine's Modal config may play a part, so MODAL_*
-// is cleared and ~/.modal.toml hidden before the SDK is loaded.
-for (const k of Object.keys(process.env)) if (k.startsWith("MODAL_")) delete process.env[k];
-process.env.MODAL_CONFIG_PATH = "/dev/null";
-const sdk = await import("modal");
+// None of this machine's Modal config plays a part (helpers/modal-sdk.ts).
+const { current: sdk } = await loadSdks();
 
 /** A V1 sandbox id (`sb-` and 22 base-62 characters): the main task. */
 const V1_ID = "sb-TaskRouterOpsSandbox01";
@@ -70,15 +67,6 @@ async function sh(where: Target, script: string): Promise<string> {
   return out;
 }
 
-/** Asserts that `p` rejects with gRPC status `code` as the SDK surfaces it (details matching `re`). */
-async function rejectsCode(p: Promise<unknown>, code: grpc.status, re?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: { code?: number; details?: string }) => {
-    assert.equal(e.code, code, `${grpc.status[code]} expected: ${String(e)}`);
-    if (re) assert.match(e.details ?? String(e), re);
-    return true;
-  });
-}
-
 for (const v of VARIANTS) {
   const rt = runtimeOf(v.oci);
   const skip = await variantSkip(v);
@@ -100,12 +88,7 @@ for (const v of VARIANTS) {
     const handles: Sandbox[] = [];
 
     /** Makes `sandboxId` the SDK's way to `taskId`, with a token of that task. */
-    const route = async (sandboxId: string, taskId: string) => {
-      const key = r.daemon.signingKey;
-      assert.ok(key, "a jwt router has a signing key");
-      const jwt = await issueToken(key, { task: taskId }, 3_600_000);
-      cp.add(sandboxId, { taskId, routerUrl: `https://${r.address}`, jwt });
-    };
+    const route = (sandboxId: string, taskId: string) => routeTask(cp, r, sandboxId, taskId);
     /** The SDK took `V1_ID` for a V1 sandbox (sidecars are created through the router only for those). */
     const assertV1 = () =>
       assert.ok(cp.calls.includes("SandboxGetTaskId"), `not a V1 sandbox: ${cp.calls.join(" ")}`);
@@ -137,13 +120,7 @@ for (const v of VARIANTS) {
         task = await r.newTask();
       }
       await route(V1_ID, task);
-      // The SDK takes its control plane from the environment when it is constructed.
-      process.env.MODAL_SERVER_URL = cp.endpoint;
-      modal = new sdk.ModalClient({
-        tokenId: "ak-test",
-        tokenSecret: "as-test",
-        logLevel: "error",
-      });
+      modal = modalClient(sdk, cp);
       sb = await modal.sandboxes.fromId(V1_ID);
     });
     after(async () => {
@@ -163,7 +140,7 @@ for (const v of VARIANTS) {
 
     if (rt === "host") {
       it("snapshotFilesystem: the host runtime has no task root, the SDK gets FAILED_PRECONDITION", async () => {
-        await rejectsCode(sb.snapshotFilesystem(), grpc.status.FAILED_PRECONDITION, /host runtime/);
+        await rejectsGrpc(sb.snapshotFilesystem(), grpc.status.FAILED_PRECONDITION, /host runtime/);
         // Nothing was stored, and the task runs on.
         assert.deepEqual(await new ImagesAdminClient(r.client).list(), []);
         assert.equal(await sh(sb, "echo still running"), "still running\n");
@@ -244,7 +221,7 @@ for (const v of VARIANTS) {
           : new RegExp(`the ${rt} OCI runtime cannot checkpoint task`);
       it("experimentalSnapshot (V2): the router refuses with FAILED_PRECONDITION; the task runs on, nothing is kept", async () => {
         const v2 = await v2Sandbox(task);
-        await rejectsCode(v2.experimentalSnapshot(), grpc.status.FAILED_PRECONDITION, reason);
+        await rejectsGrpc(v2.experimentalSnapshot(), grpc.status.FAILED_PRECONDITION, reason);
         // The SDK took it for a V2 sandbox: the router's TaskSnapshotMemory, not the control plane's.
         assert.ok(cp.calls.includes("SandboxGetCommandRouterAccess"), cp.calls.join(" "));
         assert.equal(await sh(v2, "echo still running"), "still running\n");
@@ -315,7 +292,7 @@ for (const v of VARIANTS) {
         }
         assert.equal(await sh(c, "test -e /mnt/m/m || echo unmounted"), "unmounted\n");
         // The main container's mount API and the sidecar's are apart: nothing is mounted there.
-        await rejectsCode(sb.unmountImage("/mnt/m"), grpc.status.NOT_FOUND);
+        await rejectsGrpc(sb.unmountImage("/mnt/m"), grpc.status.NOT_FOUND);
       });
 
       it("sidecar snapshotFilesystem: the Image is the sidecar's root with its writes, not the main container's", async () => {
@@ -350,7 +327,7 @@ for (const v of VARIANTS) {
         // The directory the sidecar mounted, replaced behind it: its bind keeps the old one, and
         // its reload says so; the main container (the volume's root) still reloads.
         await sh(sb, "mv /data/d /data/d.old && mkdir /data/d && echo three > /data/d/f");
-        await rejectsCode(c.reloadVolumes(), grpc.status.FAILED_PRECONDITION, /replaced/);
+        await rejectsGrpc(c.reloadVolumes(), grpc.status.FAILED_PRECONDITION, /replaced/);
         await sb.reloadVolumes();
         assert.equal(await sh(c, "cat /v/f"), "two\n");
         assert.equal(await sh(sb, "cat /data/d/f"), "three\n");
@@ -364,7 +341,7 @@ for (const v of VARIANTS) {
         assert.equal(ended.containerId, c.containerId);
         assert.equal(await ended.poll(), TERMINATED);
         // An ended sidecar's volumes cannot be reloaded.
-        await rejectsCode(c.reloadVolumes(), grpc.status.FAILED_PRECONDITION, /not running/);
+        await rejectsGrpc(c.reloadVolumes(), grpc.status.FAILED_PRECONDITION, /not running/);
       });
     }
   });

@@ -35,10 +35,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { status } from "@grpc/grpc-js";
-import { issueToken } from "../src/auth/tokens.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { selfSignedCertificate } from "../src/tls/certs.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
+import { routeTask } from "./helpers/modal-sdk.ts";
 import {
   H2_PREFACE,
   howItBegan,
@@ -218,11 +218,8 @@ describe("Modal JS SDK over TLS to a TLS router (host runtime)", {
     ): Promise<Way> => {
       const tap = await startTap(host, router.address);
       taps.push(tap);
-      const key = router.daemon.signingKey;
-      assert.ok(key, "a jwt router has a signing key");
       const task = await router.newTask();
-      const jwt = await issueToken(key, { task }, 3_600_000);
-      controlPlane.add(sandboxId, { taskId: task, routerUrl: `https://${tap.address}`, jwt });
+      await routeTask(controlPlane, router, sandboxId, task, tap.address);
       return { tap, task, run: runChild(serverUrl, roots, pkg, [sandboxId, ...args(task)]) };
     };
     // All run side by side: the refused ones spend most of their time in the SDK's retry
@@ -262,8 +259,8 @@ describe("Modal JS SDK over TLS to a TLS router (host runtime)", {
   /**
    * Asserts that the SDK's connections through `tap` were TLS: every one on which it sent
    * anything began with a ClientHello (a connection opened as the child exits may carry
-   * nothing), at least one did and the router answered it with a ServerHello, and no
-   * cleartext HTTP/2 preface went anywhere. Returns those connections.
+   * nothing), every answer of the router began with a ServerHello, and no cleartext HTTP/2
+   * preface went anywhere. Returns those connections.
    */
   const allTls = (tap: Tap): TappedConnection[] => {
     const conns = tap.connections.filter((c) => howItBegan(c) !== "nothing");
@@ -273,7 +270,10 @@ describe("Modal JS SDK over TLS to a TLS router (host runtime)", {
       conns.map(() => "tls"),
       "every connection began with a TLS ClientHello",
     );
-    assert.ok(conns.some(serverAnsweredTls), "the router answered with a TLS handshake");
+    // (A connection the child opened as it exited may have had no answer before it closed.)
+    const answered = conns.filter((c) => c.downBytes > 0);
+    assert.ok(answered.length > 0, "the router answered");
+    assert.ok(answered.every(serverAnsweredTls), "each answer began with a TLS handshake");
     for (const c of conns) {
       assert.ok(!sentOn(c, H2_PREFACE), "no cleartext HTTP/2 preface anywhere");
     }
@@ -311,7 +311,7 @@ describe("Modal JS SDK over TLS to a TLS router (host runtime)", {
       // The upload went through this tap (encrypted, so a little more than its size)...
       const up = conns.reduce((n, c) => n + c.upBytes, 0);
       assert.ok(up > upload.length, `bytes sent through the tap: ${up}`);
-      // ...and neither it nor stdin is there in the clear.
+      // ...and neither it nor stdin (sent up, and echoed down by cat) is there in the clear.
       const slice = upload.subarray(2 * MiB, 2 * MiB + 64);
       for (const c of conns) {
         assert.ok(!sentOn(c, Buffer.from(sentinel)), "stdin went over the wire in the clear");

@@ -18,23 +18,19 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import type { FileWatchEvent, ModalClient, Sandbox } from "modal";
-import { issueToken } from "../src/auth/tokens.ts";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
 import { startVariant, taskBase, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
 import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
+import { expectedSeq, loadSdks, modalClient, routeTask, type Sdk } from "./helpers/modal-sdk.ts";
 import { startProxy } from "./helpers/proxy.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import { RUNSC } from "./helpers/runc.ts";
 import { makeSidecarImage } from "./helpers/sidecar-image.ts";
 
-// The SDK reads its config file (~/.modal.toml) and MODAL_* variables when it is loaded: none
-// of the machine's may play a part, so they are cleared and the SDK is loaded after that.
-for (const k of Object.keys(process.env)) if (k.startsWith("MODAL_")) delete process.env[k];
-process.env.MODAL_CONFIG_PATH = "/dev/null";
-const current = await import("modal");
-const previous = await import("modal-0.10");
+// None of this machine's Modal config plays a part (helpers/modal-sdk.ts).
+const { current, previous } = await loadSdks();
 
 /** A sandbox id of the shape the SDK takes for a V1 sandbox (`sb-` and 22 base-62 characters). */
 const V1_ID = "sb-TaskRouterTestSandbox1";
@@ -44,16 +40,9 @@ const CUT_ID = "sb-TaskRouterTestSandbox2";
 const V2_ID = "sb2-taskrouter-test";
 const MiB = 1024 * 1024;
 
-/** What `seq N` prints. */
-function expectedSeq(n: number): string {
-  const parts: string[] = [];
-  for (let i = 1; i <= n; i++) parts.push(`${i}\n`);
-  return parts.join("");
-}
 /** What the SDK's wait() gives for an exec killed by its timeout (SIGKILL: 128 + 9). */
 const TIMEOUT_EXIT = 137;
 
-type Sdk = typeof current;
 /**
  * The SDK releases run: the newest on every runtime, the one before it on the host runtime
  * and runc (what differs between runtimes is the newest's to show; what differs between
@@ -63,7 +52,7 @@ const SDKS: { version: string; sdk: Sdk; variants: typeof VARIANTS }[] = [
   { version: "0.11.1", sdk: current, variants: VARIANTS },
   {
     version: "0.10.1",
-    sdk: previous as unknown as Sdk,
+    sdk: previous,
     variants: VARIANTS.filter((v) => v.oci === undefined || v.oci === "runc"),
   },
 ];
@@ -87,25 +76,15 @@ for (const { version, sdk, variants } of SDKS)
       let local: string;
 
       /** Makes `sandboxId` the SDK's way to `taskId`, with a token of that task, at `address`. */
-      const route = async (sandboxId: string, taskId: string, address = r.address) => {
-        const key = r.daemon.signingKey;
-        assert.ok(key, "a jwt router has a signing key");
-        const jwt = await issueToken(key, { task: taskId }, 3_600_000);
-        cp.add(sandboxId, { taskId, routerUrl: `https://${address}`, jwt });
-      };
+      const route = (sandboxId: string, taskId: string, address = r.address) =>
+        routeTask(cp, r, sandboxId, taskId, address);
 
       before(async () => {
         r = await startVariant(v, { auth: { mode: "jwt" } });
         cp = await startControlPlane();
         task = await r.newTask();
         await route(V1_ID, task);
-        // The SDK takes its control plane from the environment when it is constructed.
-        process.env.MODAL_SERVER_URL = cp.endpoint;
-        modal = new sdk.ModalClient({
-          tokenId: "ak-test",
-          tokenSecret: "as-test",
-          logLevel: "error",
-        });
+        modal = modalClient(sdk, cp);
         sb = await modal.sandboxes.fromId(V1_ID);
         base = taskBase(r, v, task);
         assert.equal(await (await sb.exec(["mkdir", "-p", base])).wait(), 0);

@@ -1,13 +1,14 @@
 import { once } from "node:events";
 import { createServer, connect as netConnect, type Socket } from "node:net";
 
-/** One connection through a tap: the bytes its client sent, and the server's first bytes. */
+/** One connection through a tap: the bytes its client sent, and those the server sent back. */
 export interface TappedConnection {
   /** Every byte the client sent (up to the tap's cap). */
   up: Buffer[];
   upBytes: number;
-  /** The first bytes the server sent back (up to 64). */
-  downHead: Buffer;
+  /** Every byte the server sent (up to the tap's cap). */
+  down: Buffer[];
+  downBytes: number;
 }
 
 /**
@@ -39,7 +40,7 @@ export async function startTap(
   const live = new Set<Socket>();
   let kept = 0;
   const server = createServer({ noDelay: true }, (client) => {
-    const conn: TappedConnection = { up: [], upBytes: 0, downHead: Buffer.alloc(0) };
+    const conn: TappedConnection = { up: [], upBytes: 0, down: [], downBytes: 0 };
     connections.push(conn);
     const upstream = netConnect({ host: targetHost, port: targetPort, noDelay: true });
     live.add(client);
@@ -66,8 +67,10 @@ export async function startTap(
       }
     });
     upstream.on("data", (chunk: Buffer) => {
-      if (conn.downHead.length < 64) {
-        conn.downHead = Buffer.concat([conn.downHead, chunk]).subarray(0, 64);
+      conn.downBytes += chunk.length;
+      if (kept + chunk.length <= capBytes) {
+        conn.down.push(chunk);
+        kept += chunk.length;
       }
       if (!client.write(chunk)) {
         upstream.pause();
@@ -91,9 +94,12 @@ export async function startTap(
   };
 }
 
-/** Whether `needle` is anywhere in what the client sent on `conn` (across chunk borders too). */
+/**
+ * Whether `needle` is anywhere in what went over `conn`, either way (across chunk borders
+ * too).
+ */
 export function sentOn(conn: TappedConnection, needle: Buffer): boolean {
-  return Buffer.concat(conn.up).includes(needle);
+  return Buffer.concat(conn.up).includes(needle) || Buffer.concat(conn.down).includes(needle);
 }
 
 /** A TLS record carrying a handshake message: content type 22, then the record's version 3.x. */
@@ -115,5 +121,5 @@ export function howItBegan(conn: TappedConnection): "tls" | "h2c" | "nothing" | 
 
 /** Whether the server's first bytes on `conn` were a TLS handshake record (its ServerHello). */
 export function serverAnsweredTls(conn: TappedConnection): boolean {
-  return handshakeRecord(conn.downHead);
+  return handshakeRecord(Buffer.concat(conn.down.slice(0, 4)));
 }

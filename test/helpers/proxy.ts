@@ -35,6 +35,10 @@ export interface TcpProxy {
    * HTTP/2 (h2c) only.
    */
   loseNextResponse(): Promise<number>;
+  /** Stops a `loseNextResponse` that has not lost anything yet (its promise stays pending). */
+  keepResponses(): void;
+  /** Where new connections go from now on (host:port): a server that came back elsewhere. */
+  retarget(target: string): void;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 }
@@ -50,9 +54,11 @@ export async function startProxy(
 ): Promise<TcpProxy> {
   const delayMs = opts.delayMs ?? 0;
   const later = (fn: () => void) => (delayMs > 0 ? void setTimeout(fn, delayMs) : fn());
-  const i = target.lastIndexOf(":");
-  const host = target.slice(0, i);
-  const port = Number(target.slice(i + 1));
+  const split = (t: string) => {
+    const i = t.lastIndexOf(":");
+    return { host: t.slice(0, i), port: Number(t.slice(i + 1)) };
+  };
+  let upstreamAt = split(target);
   const live = new Set<Socket>();
   let downBytes = 0;
   let upBytes = 0;
@@ -73,7 +79,7 @@ export async function startProxy(
     connections++;
     open++;
     client.once("close", () => open--);
-    const upstream = netConnect({ host, port, noDelay: true });
+    const upstream = netConnect({ ...upstreamAt, noDelay: true });
     live.add(client);
     live.add(upstream);
     const drop = () => {
@@ -163,6 +169,12 @@ export async function startProxy(
           },
         };
       }),
+    retarget: (t) => {
+      upstreamAt = split(t);
+    },
+    keepResponses: () => {
+      lose = undefined;
+    },
     loseNextResponse: () =>
       new Promise<number>((resolve) => {
         lose = resolve;
