@@ -1,4 +1,5 @@
 import { connect, createServer, type Socket } from "node:net";
+import { FrameWatcher } from "./h2-frames.ts";
 
 /**
  * A TCP proxy in front of the router that watches the HTTP/2 frames going by
@@ -25,39 +26,6 @@ const PREFACE = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 const PING = 0x6;
 const GOAWAY = 0x7;
 const ACK = 0x1;
-
-/** Follows HTTP/2 frame boundaries in one direction, skipping payloads. */
-class FrameWatcher {
-  private skip: number;
-  private head = Buffer.alloc(0);
-
-  constructor(
-    preface: number,
-    private readonly onFrame: (type: number, flags: number) => void,
-  ) {
-    this.skip = preface;
-  }
-
-  push(chunk: Buffer): void {
-    let i = 0;
-    while (i < chunk.length) {
-      if (this.skip > 0) {
-        const n = Math.min(this.skip, chunk.length - i);
-        this.skip -= n;
-        i += n;
-        continue;
-      }
-      const take = chunk.subarray(i, i + 9 - this.head.length);
-      this.head = Buffer.concat([this.head, take]);
-      i += take.length;
-      if (this.head.length === 9) {
-        this.onFrame(this.head[3] as number, this.head[4] as number);
-        this.skip = this.head.readUIntBE(0, 3);
-        this.head = Buffer.alloc(0);
-      }
-    }
-  }
-}
 
 export async function startH2Proxy(target: string): Promise<H2Proxy> {
   const i = target.lastIndexOf(":");

@@ -1,5 +1,4 @@
-import { once } from "node:events";
-import { createServer, connect as netConnect, type Socket } from "node:net";
+import { startProxy } from "./proxy.ts";
 
 /** One connection through a tap: the bytes its client sent, and those the server sent back. */
 export interface TappedConnection {
@@ -13,8 +12,8 @@ export interface TappedConnection {
 
 /**
  * A TCP relay on `host`:0 to `target` that passes every byte on unchanged and
- * keeps a copy of what each client sent: what went over the wire, seen from
- * outside both ends.
+ * keeps a copy of what went over each connection, both ways: the wire, seen
+ * from outside both ends.
  */
 export interface Tap {
   /** host:PORT */
@@ -28,70 +27,40 @@ export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** A TLS record's first byte when it carries a handshake message (ClientHello, ServerHello). */
 export const TLS_HANDSHAKE_RECORD = 0x16;
 
+/**
+ * Starts a tap: a proxy (./proxy.ts) on `host`:0 to `target` that keeps what
+ * goes over each connection, both ways, up to `capBytes` in all.
+ */
 export async function startTap(
   host: string,
   target: string,
   capBytes = 64 * 1024 * 1024,
 ): Promise<Tap> {
-  const i = target.lastIndexOf(":");
-  const targetHost = target.slice(0, i);
-  const targetPort = Number(target.slice(i + 1));
   const connections: TappedConnection[] = [];
-  const live = new Set<Socket>();
   let kept = 0;
-  const server = createServer({ noDelay: true }, (client) => {
-    const conn: TappedConnection = { up: [], upBytes: 0, down: [], downBytes: 0 };
-    connections.push(conn);
-    const upstream = netConnect({ host: targetHost, port: targetPort, noDelay: true });
-    live.add(client);
-    live.add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      live.delete(client);
-      live.delete(upstream);
-    };
-    for (const s of [client, upstream]) {
-      s.on("error", drop);
-      s.on("close", drop);
-    }
-    client.on("data", (chunk: Buffer) => {
-      conn.upBytes += chunk.length;
-      if (kept + chunk.length <= capBytes) {
-        conn.up.push(chunk);
-        kept += chunk.length;
-      }
-      if (!upstream.write(chunk)) {
-        client.pause();
-        upstream.once("drain", () => client.resume());
-      }
-    });
-    upstream.on("data", (chunk: Buffer) => {
-      conn.downBytes += chunk.length;
-      if (kept + chunk.length <= capBytes) {
-        conn.down.push(chunk);
-        kept += chunk.length;
-      }
-      if (!client.write(chunk)) {
-        upstream.pause();
-        client.once("drain", () => upstream.resume());
-      }
-    });
-    client.on("end", () => upstream.end());
-    upstream.on("end", () => client.end());
-  });
-  server.listen(0, host);
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  return {
-    address: `${host}:${port}`,
-    connections,
-    close: async () => {
-      for (const s of live) s.destroy();
-      live.clear();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+  const keep = (into: Buffer[], chunk: Buffer) => {
+    if (kept + chunk.length > capBytes) return;
+    into.push(chunk);
+    kept += chunk.length;
   };
+  const proxy = await startProxy(target, {
+    host,
+    observe: () => {
+      const conn: TappedConnection = { up: [], upBytes: 0, down: [], downBytes: 0 };
+      connections.push(conn);
+      return {
+        up: (chunk) => {
+          conn.upBytes += chunk.length;
+          keep(conn.up, chunk);
+        },
+        down: (chunk) => {
+          conn.downBytes += chunk.length;
+          keep(conn.down, chunk);
+        },
+      };
+    },
+  });
+  return { address: proxy.address, connections, close: () => proxy.close() };
 }
 
 /**

@@ -1,5 +1,9 @@
 import { once } from "node:events";
 import { createServer, connect as netConnect, type Socket } from "node:net";
+import { FrameWatcher } from "./h2-frames.ts";
+
+/** The HTTP/2 frame type of HEADERS (RFC 9113 §6.2). */
+const HEADERS = 0x1;
 
 /** A TCP proxy between a client and a server, used to cut connections on demand. */
 export interface TcpProxy {
@@ -43,14 +47,23 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
+/** Sees the bytes of one proxied connection as they go by (before any delay). */
+export interface ConnectionObserver {
+  /** A chunk the client sent. */
+  up(chunk: Buffer): void;
+  /** A chunk the server sent that is passed on. */
+  down(chunk: Buffer): void;
+}
+
 /**
- * Starts a proxy on 127.0.0.1:0 that forwards to `target` (host:port).
- * `delayMs`: every chunk and end is passed on that much later, each way
- * (order kept): a long path's round trip.
+ * Starts a proxy on `host`:0 (127.0.0.1 by default) that forwards to `target`
+ * (host:port). `delayMs`: every chunk and end is passed on that much later,
+ * each way (order kept): a long path's round trip. `observe`: called for each
+ * new connection; what it returns sees that connection's bytes.
  */
 export async function startProxy(
   target: string,
-  opts: { delayMs?: number } = {},
+  opts: { delayMs?: number; host?: string; observe?: () => ConnectionObserver } = {},
 ): Promise<TcpProxy> {
   const delayMs = opts.delayMs ?? 0;
   const later = (fn: () => void) => (delayMs > 0 ? void setTimeout(fn, delayMs) : fn());
@@ -80,6 +93,7 @@ export async function startProxy(
     open++;
     client.once("close", () => open--);
     const upstream = netConnect({ ...upstreamAt, noDelay: true });
+    const seen = opts.observe?.();
     live.add(client);
     live.add(upstream);
     const drop = () => {
@@ -94,6 +108,7 @@ export async function startProxy(
     upstream.on("close", drop);
     client.on("data", (chunk: Buffer) => {
       upBytes += chunk.length;
+      seen?.up(chunk);
       later(() => {
         if (!upstream.write(chunk)) {
           client.pause();
@@ -106,9 +121,14 @@ export async function startProxy(
       }
     });
     client.on("end", () => later(() => upstream.end()));
-    const frames = new FrameScanner();
+    // The server's frames: where a response's HEADERS begin (a server sends no preface).
+    let headersOn: number | undefined;
+    const frames = new FrameWatcher(0, (type, _flags, stream) => {
+      if (type === HEADERS && stream > 0) headersOn ??= stream;
+    });
     upstream.on("data", (chunk: Buffer) => {
-      const headersOn = frames.scan(chunk);
+      headersOn = undefined;
+      frames.push(chunk);
       if (lose && headersOn !== undefined) {
         const fire = lose;
         lose = undefined;
@@ -117,6 +137,7 @@ export async function startProxy(
         return;
       }
       downBytes += chunk.length;
+      seen?.down(chunk);
       later(() => {
         if (!client.write(chunk)) {
           upstream.pause();
@@ -130,13 +151,14 @@ export async function startProxy(
       }
     });
   });
-  server.listen(0, "127.0.0.1");
+  const host = opts.host ?? "127.0.0.1";
+  server.listen(0, host);
   await once(server, "listening");
   const addr = server.address();
   if (!addr || typeof addr === "string") throw new Error("proxy has no address");
 
   return {
-    address: `127.0.0.1:${addr.port}`,
+    address: `${host}:${addr.port}`,
     get downBytes() {
       return downBytes;
     },
@@ -188,40 +210,4 @@ export async function startProxy(
       await closed;
     },
   };
-}
-
-/**
- * Follows the HTTP/2 frames a server sends on one connection (RFC 9113 §4.1:
- * a 9-byte header of length, type, flags and stream id, then the payload),
- * across chunk boundaries.
- */
-class FrameScanner {
-  /** Bytes of the current frame's header seen so far (at most 9). */
-  private head = Buffer.alloc(0);
-  /** Payload bytes of the current frame still to skip. */
-  private skip = 0;
-
-  /** The stream id of the first HEADERS frame (type 1, stream > 0) that starts in `chunk`, if any. */
-  scan(chunk: Buffer): number | undefined {
-    let found: number | undefined;
-    let i = 0;
-    while (i < chunk.length) {
-      if (this.skip > 0) {
-        const n = Math.min(this.skip, chunk.length - i);
-        this.skip -= n;
-        i += n;
-        continue;
-      }
-      const need = 9 - this.head.length;
-      this.head = Buffer.concat([this.head, chunk.subarray(i, i + need)]);
-      i += Math.min(need, chunk.length - i);
-      if (this.head.length < 9) break;
-      const type = this.head[3];
-      const stream = this.head.readUInt32BE(5) & 0x7fffffff;
-      this.skip = this.head.readUIntBE(0, 3);
-      this.head = Buffer.alloc(0);
-      if (found === undefined && type === 1 && stream > 0) found = stream;
-    }
-    return found;
-  }
 }
