@@ -185,3 +185,27 @@ export async function importImage(
     return store.publish(tree.manifest(), opts.ttl, opts.source);
   });
 }
+
+/**
+ * Imports an image archive arriving as `chunks`: spooled into a temporary
+ * file of the store (held open, so gc cannot take it away, and removed
+ * after), then imported (`importImage`). Returns the image id.
+ */
+export async function importChunks(
+  store: ImageStore,
+  chunks: AsyncIterable<Uint8Array>,
+  opts: ImportOptions,
+): Promise<string> {
+  const file = join(store.tmpDir, tmpName("upload"));
+  const fh = await open(file, "w+", 0o600);
+  try {
+    for await (const c of chunks) {
+      throwIfAborted(opts.signal);
+      await fh.write(c);
+    }
+    return await importImage(store, `/proc/self/fd/${fh.fd}`, opts);
+  } finally {
+    await fh.close();
+    await rm(file, { force: true });
+  }
+}

@@ -1,15 +1,13 @@
-import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { InvalidArgumentError, NotFoundError, throwIfAborted } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { checkMaxBytes, MAX } from "../limits.ts";
 import { Csek } from "./csek.ts";
-import { tmpName } from "./fs-util.ts";
 import { collectGarbage, type GcResult } from "./gc.ts";
 import { checkImageId, type ImageMeta, ImageStore, type StoreOptions } from "./image-store.ts";
 import { emptyManifest, type Manifest } from "./manifest.ts";
 import { MountManager, type MountRecord } from "./mounts.ts";
 import { type ExportStream, exportImage } from "./oci-export.ts";
-import { type ImportOptions, importImage } from "./oci-import.ts";
+import { type ImportOptions, importChunks } from "./oci-import.ts";
 import { type BinPath, parseRequestPath } from "./paths.ts";
 import { RecentUnmounts } from "./recent-unmounts.ts";
 import type { ImageRemote, TransferOptions, TransferResult } from "./remote.ts";
@@ -269,9 +267,8 @@ export class ImageService {
   }
 
   /**
-   * Imports an image archive arriving as `chunks`: spooled into a temporary
-   * file (held open, so gc cannot take it away), then imported (see
-   * oci-import.ts). Returns the image id.
+   * Imports an image archive arriving as `chunks` (spooled, then imported: see
+   * oci-import.ts `importChunks`). Returns the image id.
    */
   async importStream(
     chunks: AsyncIterable<Uint8Array>,
@@ -282,23 +279,15 @@ export class ImageService {
       signal?: AbortSignal;
     },
   ): Promise<string> {
-    const ttl = parseTtl(opts.ttlSeconds);
-    const file = join(this.store.tmpDir, tmpName("upload"));
-    const fh = await open(file, "w+", 0o600);
-    try {
-      for await (const c of chunks) {
-        throwIfAborted(opts.signal);
-        await fh.write(c);
-      }
-      const o: ImportOptions = { format: opts.format, ttl, source: opts.source };
-      if (opts.signal) o.signal = opts.signal;
-      const id = await importImage(this.store, `/proc/self/fd/${fh.fd}`, o);
-      this.remoteImages.imageMade(id);
-      return id;
-    } finally {
-      await fh.close();
-      await rm(file, { force: true });
-    }
+    const o: ImportOptions = {
+      format: opts.format,
+      ttl: parseTtl(opts.ttlSeconds),
+      source: opts.source,
+    };
+    if (opts.signal) o.signal = opts.signal;
+    const id = await importChunks(this.store, chunks, o);
+    this.remoteImages.imageMade(id);
+    return id;
   }
 
   /** Streams image `id` as an OCI image archive (see oci-export.ts). */
