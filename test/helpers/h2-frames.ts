@@ -4,6 +4,13 @@
  * the test proxies that watch them go by.
  */
 
+/** Frame types (RFC 9113 §6). */
+export const FRAME = { HEADERS: 0x1, PING: 0x6, GOAWAY: 0x7 } as const;
+/** The ACK flag of PING and SETTINGS frames. */
+export const FLAG_ACK = 0x1;
+/** The length of the client's connection preface, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n". */
+export const H2_PREFACE_BYTES = 24;
+
 /** Follows HTTP/2 frame boundaries in one direction, skipping payloads. */
 export class FrameWatcher {
   private skip: number;

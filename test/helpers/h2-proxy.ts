@@ -1,5 +1,5 @@
-import { connect, createServer, type Socket } from "node:net";
-import { FrameWatcher } from "./h2-frames.ts";
+import { FLAG_ACK, FRAME, FrameWatcher, H2_PREFACE_BYTES } from "./h2-frames.ts";
+import { startProxy } from "./proxy.ts";
 
 /**
  * A TCP proxy in front of the router that watches the HTTP/2 frames going by
@@ -22,51 +22,26 @@ export interface H2Proxy {
   close(): Promise<void>;
 }
 
-const PREFACE = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-const PING = 0x6;
-const GOAWAY = 0x7;
-const ACK = 0x1;
-
+/**
+ * Starts an H2Proxy to `target` (host:port): the cutting proxy of ./proxy.ts,
+ * with the frames of each connection watched both ways.
+ */
 export async function startH2Proxy(target: string): Promise<H2Proxy> {
-  const i = target.lastIndexOf(":");
-  const host = target.slice(0, i);
-  const port = Number(target.slice(i + 1));
-  const sockets = new Set<Socket>();
-  const counts = { clientPings: 0, serverPingAcks: 0, serverGoaways: 0, serverBytes: 0 };
-  const track = (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => {});
-  };
-  const server = createServer({ noDelay: true }, (client) => {
-    const upstream = connect({ host, port, noDelay: true });
-    track(client);
-    track(upstream);
-    const up = new FrameWatcher(PREFACE, (type, flags) => {
-      if (type === PING && !(flags & ACK)) counts.clientPings++;
-    });
-    const down = new FrameWatcher(0, (type, flags) => {
-      if (type === PING && flags & ACK) counts.serverPingAcks++;
-      if (type === GOAWAY) counts.serverGoaways++;
-    });
-    client.on("data", (c: Buffer) => up.push(c));
-    upstream.on("data", (c: Buffer) => {
-      counts.serverBytes += c.length;
-      down.push(c);
-    });
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
+  const counts = { clientPings: 0, serverPingAcks: 0, serverGoaways: 0 };
+  const proxy = await startProxy(target, {
+    observe: () => {
+      const up = new FrameWatcher(H2_PREFACE_BYTES, (type, flags) => {
+        if (type === FRAME.PING && !(flags & FLAG_ACK)) counts.clientPings++;
+      });
+      const down = new FrameWatcher(0, (type, flags) => {
+        if (type === FRAME.PING && flags & FLAG_ACK) counts.serverPingAcks++;
+        if (type === FRAME.GOAWAY) counts.serverGoaways++;
+      });
+      return { up: (c) => up.push(c), down: (c) => down.push(c) };
+    },
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const a = server.address();
-  if (!a || typeof a === "string") throw new Error("proxy has no address");
-  const cut = () => {
-    for (const s of sockets) s.destroy();
-  };
   return {
-    address: `127.0.0.1:${a.port}`,
+    address: proxy.address,
     get clientPings() {
       return counts.clientPings;
     },
@@ -77,13 +52,9 @@ export async function startH2Proxy(target: string): Promise<H2Proxy> {
       return counts.serverGoaways;
     },
     get serverBytes() {
-      return counts.serverBytes;
+      return proxy.downBytes;
     },
-    cut,
-    close: () =>
-      new Promise<void>((resolve) => {
-        cut();
-        server.close(() => resolve());
-      }),
+    cut: () => proxy.cutAll(),
+    close: () => proxy.close(),
   };
 }

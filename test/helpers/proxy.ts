@@ -1,9 +1,6 @@
 import { once } from "node:events";
 import { createServer, connect as netConnect, type Socket } from "node:net";
-import { FrameWatcher } from "./h2-frames.ts";
-
-/** The HTTP/2 frame type of HEADERS (RFC 9113 §6.2). */
-const HEADERS = 0x1;
+import { FRAME, FrameWatcher } from "./h2-frames.ts";
 
 /** A TCP proxy between a client and a server, used to cut connections on demand. */
 export interface TcpProxy {
@@ -124,7 +121,7 @@ export async function startProxy(
     // The server's frames: where a response's HEADERS begin (a server sends no preface).
     let headersOn: number | undefined;
     const frames = new FrameWatcher(0, (type, _flags, stream) => {
-      if (type === HEADERS && stream > 0) headersOn ??= stream;
+      if (type === FRAME.HEADERS && stream > 0) headersOn ??= stream;
     });
     upstream.on("data", (chunk: Buffer) => {
       headersOn = undefined;
