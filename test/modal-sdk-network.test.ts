@@ -27,7 +27,14 @@ import type { ModalClient, Sandbox } from "modal";
 import { VolumesClient } from "../src/client/volumes.ts";
 import type { Task } from "../src/gen/taskrouter/v1/tasks_pb.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
-import { loadSdks, modalClient, rejectsGrpc, routeTask, type Sdk } from "./helpers/modal-sdk.ts";
+import {
+  loadSdks,
+  modalClient,
+  rejectsGrpc,
+  routeTask,
+  runSdk,
+  type Sdk,
+} from "./helpers/modal-sdk.ts";
 import {
   connectOnce,
   EchoService,
@@ -71,16 +78,9 @@ async function all(...steps: (() => Promise<unknown> | unknown)[]): Promise<void
   if (first) throw first.err;
 }
 
-/** Runs `argv` in the sandbox through the SDK: its exit code, stdout and stderr. */
-async function run(sb: Sandbox, argv: string[]) {
-  const p = await sb.exec(argv);
-  const [out, err] = await Promise.all([p.stdout.readText(), p.stderr.readText()]);
-  return { code: await p.wait(), out, err };
-}
-
 /** A TCP connect from inside the task (SDK exec): "connected" or the error code (ECONNREFUSED...). */
 async function reach(sb: Sandbox, host: string, port: number): Promise<string> {
-  const res = await run(sb, connectOnce(host, port));
+  const res = await runSdk(sb, connectOnce(host, port));
   const outcome = res.out.trim();
   // connectOnce exits 0 once connected, 4 on a socket error.
   assert.equal(res.code, outcome === "connected" ? 0 : 4, JSON.stringify(res));
@@ -328,7 +328,7 @@ describe("Modal JS SDK: network policy, outbound policy, volume reload (runc)", 
       const { sbOpen, sbPlain } = sandboxes(c);
       const text = `written through SDK ${version}\n`;
       // The other task writes the file whole, then renames it into place (a committed change).
-      const wrote = await run(sbPlain, [
+      const wrote = await runSdk(sbPlain, [
         "sh",
         "-c",
         'printf %s "$1" > /vol/.f.tmp && mv /vol/.f.tmp /vol/f',
@@ -337,9 +337,9 @@ describe("Modal JS SDK: network policy, outbound policy, volume reload (runc)", 
       ]);
       assert.deepEqual(wrote, { code: 0, out: "", err: "" });
       await sbOpen.reloadVolumes();
-      assert.deepEqual(await run(sbOpen, ["cat", "/data/f"]), { code: 0, out: text, err: "" });
+      assert.deepEqual(await runSdk(sbOpen, ["cat", "/data/f"]), { code: 0, out: text, err: "" });
       // The reader's mount is read-only: the change can only have come from the volume.
-      const denied = await run(sbOpen, ["sh", "-c", "echo x > /data/f"]);
+      const denied = await runSdk(sbOpen, ["sh", "-c", "echo x > /data/f"]);
       assert.notEqual(denied.code, 0);
       assert.match(denied.err, /read-only/i);
       assert.deepEqual(
@@ -366,7 +366,7 @@ describe("Modal JS SDK: network policy, outbound policy, volume reload (runc)", 
       await rename(`${dir}.moved`, dir);
     }
     await sbOpen.reloadVolumes();
-    assert.equal((await run(sbOpen, ["cat", "/data/f"])).code, 0);
+    assert.equal((await runSdk(sbOpen, ["cat", "/data/f"])).code, 0);
   });
 });
 

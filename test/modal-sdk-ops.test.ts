@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import type { ContainerProcess, ModalClient, Sandbox, SidecarContainer } from "modal";
+import type { ModalClient, Sandbox, SidecarContainer } from "modal";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
 import { MemorySnapshotsClient } from "../src/client/memory-snapshots.ts";
@@ -29,7 +29,14 @@ import { VolumesClient } from "../src/client/volumes.ts";
 import { startVariant, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
 import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
-import { loadSdks, modalClient, rejectsGrpc, routeTask } from "./helpers/modal-sdk.ts";
+import {
+  type ExecTarget,
+  loadSdks,
+  modalClient,
+  rejectsGrpc,
+  routeTask,
+  runSdk,
+} from "./helpers/modal-sdk.ts";
 import { makeOpsImage, OPS_MARKER } from "./helpers/modal-sdk-ops-image.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import { CRUN, RUNSC, runIn } from "./helpers/runc.ts";
@@ -54,16 +61,10 @@ function runtimeOf(oci: string | undefined): Runtime {
   return "runc";
 }
 
-/** Where the SDK runs a command: a sandbox or a sidecar. */
-interface Target {
-  exec(command: string[]): Promise<ContainerProcess<string>>;
-}
-
 /** `sh -c script` through the SDK; asserts exit 0 and returns stdout. */
-async function sh(where: Target, script: string): Promise<string> {
-  const p = await where.exec(["sh", "-c", script]);
-  const [out, err] = await Promise.all([p.stdout.readText(), p.stderr.readText()]);
-  assert.equal(await p.wait(), 0, `sh -c ${script}: ${err}`);
+async function sh(where: ExecTarget, script: string): Promise<string> {
+  const { code, out, err } = await runSdk(where, ["sh", "-c", script]);
+  assert.equal(code, 0, `sh -c ${script}: ${err}`);
   return out;
 }
 

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import type * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import type { ModalClient } from "modal";
+import type { ContainerProcess, ModalClient } from "modal";
 import { issueToken } from "../../src/auth/tokens.ts";
 import type { ControlPlane } from "./modal-control-plane.ts";
 import type { TestRouter } from "./router.ts";
@@ -87,4 +87,19 @@ export function expectedSeq(n: number): string {
   const parts: string[] = [];
   for (let i = 1; i <= n; i++) parts.push(`${i}\n`);
   return parts.join("");
+}
+
+/** Where the SDK runs a command: a sandbox or a sidecar. */
+export interface ExecTarget {
+  exec(command: string[]): Promise<ContainerProcess<string>>;
+}
+
+/** Runs `argv` through the SDK on `where`: its exit code, stdout and stderr. */
+export async function runSdk(
+  where: ExecTarget,
+  argv: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const p = await where.exec(argv);
+  const [out, err] = await Promise.all([p.stdout.readText(), p.stderr.readText()]);
+  return { code: await p.wait(), out, err };
 }
