@@ -47,7 +47,8 @@
  *       ones with fallocate(PUNCH_HOLE) once RETAIN + RETAIN/4 (at least
  *       4 KiB more) are held: KEPT (the offset of the oldest byte kept,
  *       4 KiB-aligned) becomes LEN - RETAIN rounded down. Before punching
- *       it writes KEY.kept (0600, rewritten in place): `%020 OUTKEPT %020
+ *       it writes KEY.kept (0600, replaced whole: written to KEY.kept.new, then
+ *       renamed over it): `%020 OUTKEPT %020
  *       ERRKEPT\n` (42 bytes), so a reader that reads KEY.kept AFTER reading
  *       bytes of KEY.out/KEY.err knows which of them may have been holes.
  *       Offsets in events stay absolute (files keep their size; a file
@@ -78,7 +79,8 @@
  *   resize KEY ROWS COLS   TIOCSWINSZ on a `t` exec's terminal.
  *   list             a `state` line per exec, then `listed`.
  *   forget KEY       drops an exec that was reaped and whose streams ended, and
- *                    removes its files KEY.in, KEY.inlen, KEY.out, KEY.err, KEY.kept.
+ *                    removes its files KEY.in, KEY.inlen, KEY.out, KEY.err, KEY.kept
+ *                    (and a KEY.kept.new a crash left).
  *   quit             SIGKILLs every live group, reaps, exits 0.
  *   ping N           `pong N` after every earlier event.
  *   seen KEY STREAM OFF   drop KEY.STREAM below OFF from the page cache
@@ -473,9 +475,16 @@ static void trim(struct exec *e, int i) {
   char line[KEPT_LINE + 1];
   snprintf(line, sizeof line, "%020llu %020llu\n", (unsigned long long)e->s[0].kept,
            (unsigned long long)e->s[1].kept);
-  int fd = open_key(e->key, "kept", O_WRONLY | O_CREAT, 0600);
+  /* Written whole to KEY.kept.new, then renamed over KEY.kept: a reader's one read of an
+     open KEY.kept sees one whole line, never one torn by a rewrite in place. */
+  char tmp[MAX_KEY + 16], name[MAX_KEY + 16];
+  snprintf(tmp, sizeof tmp, "%s.kept.new", e->key);
+  snprintf(name, sizeof name, "%s.kept", e->key);
+  int fd = open_beneath(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   int ok = fd >= 0 && pwrite_all(fd, line, KEPT_LINE, 0) == 0;
   if (fd >= 0) close(fd);
+  if (ok) ok = renameat(DIR_FD, tmp, DIR_FD, name) == 0;
+  if (!ok) unlinkat(DIR_FD, tmp, 0);
   /* Never a hole a reader cannot learn of: without KEY.kept nothing is freed. */
   if (ok) fallocate(s->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old, (off_t)(kept - old));
 }
@@ -1186,7 +1195,7 @@ static void handle_fields(char **f, size_t n) {
     if (e->next) e->next->prev = e->prev;
     else last_exec = e->prev;
     e->next = e->prev = NULL; /* stays in the table: a KEY is used once */
-    static const char *const files[] = {"in", "inlen", "out", "err", "kept"};
+    static const char *const files[] = {"in", "inlen", "out", "err", "kept", "kept.new"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
       char name[MAX_KEY + 16];
       snprintf(name, sizeof name, "%s.%s", e->key, files[i]);

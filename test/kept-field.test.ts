@@ -5,25 +5,50 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { UnavailableError } from "../src/errors.ts";
 import { keptField } from "../src/runtime/agent/file-output.ts";
 
 /**
- * KEY.kept (native/task-agent.c, flag `r`) is rewritten in place, as fast as
- * the agent frees output: a reader must still get a value that two
- * back-to-back reads agreed on (CI once saw INTERNAL where the reads went
- * through the thread pool and never agreed while a stream ran).
+ * KEY.kept (native/task-agent.c, flag `r`) is replaced whole (KEY.kept.new
+ * renamed over it) as fast as the agent frees output: a reader gets a whole
+ * value every time. A writer rewriting it in place (an older agent, or a
+ * task's own process) can tear reads: the reader then gets a whole value or
+ * UNAVAILABLE, never a torn value (CI once saw INTERNAL there).
  */
 const line = (out: number, err: number) =>
   `${String(out).padStart(20, "0")} ${String(err).padStart(20, "0")}\n`;
 
-/** Rewrites argv[1] in place with growing values in a tight loop until argv[2] exists. */
-const WRITER = `const fs = require("node:fs"); const [f, stop] = process.argv.slice(1);
-const fd = fs.openSync(f, "r+"); const pad = (n) => String(n).padStart(20, "0");
+/**
+ * Writes growing values to argv[1] in a tight loop until argv[2] exists:
+ * in place (argv[3] "inplace") or, as the agent does, whole to argv[1].new
+ * and renamed over argv[1].
+ */
+const WRITER = `const fs = require("node:fs"); const [f, stop, how] = process.argv.slice(1);
+const pad = (n) => String(n).padStart(20, "0");
+const fd = how === "inplace" ? fs.openSync(f, "r+") : -1;
 console.log("ready");
 for (let n = 1; ; n++) {
   if (n % 256 === 0 && fs.existsSync(stop)) break;
-  fs.writeSync(fd, pad(n * 4096) + " " + pad(n * 8192) + "\\n", 0);
+  const text = pad(n * 4096) + " " + pad(n * 8192) + "\\n";
+  if (fd >= 0) fs.writeSync(fd, text, 0);
+  else { fs.writeFileSync(f + ".new", text); fs.renameSync(f + ".new", f); }
 }`;
+
+/** Runs WRITER on `path` while `reads` runs; stops and reaps it, also on failure. */
+async function whileWriting(path: string, how: "rename" | "inplace", reads: () => Promise<void>) {
+  const stop = `${path}.stop`;
+  writeFileSync(path, line(0, 0));
+  const writer = spawn(process.execPath, ["-e", WRITER, path, stop, how], { stdio: "pipe" });
+  const exited = new Promise((resolve) => writer.once("exit", resolve));
+  try {
+    await new Promise<void>((resolve) => writer.stdout.once("data", () => resolve()));
+    await reads();
+  } finally {
+    writeFileSync(stop, "");
+    await exited;
+    assert.ok(existsSync(stop));
+  }
+}
 
 describe("keptField", () => {
   // Made when the suite runs (not when a --test-name-pattern run only loads it).
@@ -44,14 +69,9 @@ describe("keptField", () => {
     assert.equal(keptField(join(dir, "empty.kept"), 1), 0);
   });
 
-  it("gets a whole, growing value while another process rewrites the line nonstop", async () => {
+  it("gets a whole, growing value every time while the file is replaced nonstop, as the agent does", async () => {
     const path = join(dir, "b.kept");
-    const stop = `${path}.stop`;
-    writeFileSync(path, line(0, 0));
-    const writer = spawn(process.execPath, ["-e", WRITER, path, stop], { stdio: "pipe" });
-    const exited = new Promise((resolve) => writer.once("exit", resolve));
-    try {
-      await new Promise<void>((resolve) => writer.stdout.once("data", () => resolve()));
+    await whileWriting(path, "rename", async () => {
       let last = 0;
       for (let i = 0; i < 2000; i++) {
         const out = keptField(path, 0);
@@ -63,10 +83,29 @@ describe("keptField", () => {
         if (i % 100 === 0) await sleep(0);
       }
       assert.ok(last > 0, "the writer was seen writing");
-    } finally {
-      writeFileSync(stop, "");
-      await exited;
-      assert.ok(existsSync(stop));
-    }
+    });
+  });
+
+  it("gets a whole value or UNAVAILABLE, never a torn value, while the line is rewritten in place", async (t) => {
+    const path = join(dir, "c.kept");
+    await whileWriting(path, "inplace", async () => {
+      let whole = 0;
+      let unavailable = 0;
+      for (let i = 0; i < 2000; i++) {
+        let out: number;
+        try {
+          out = keptField(path, 0);
+        } catch (e) {
+          assert.ok(e instanceof UnavailableError, `not UNAVAILABLE: ${String(e)}`);
+          unavailable++;
+          continue;
+        }
+        assert.equal(out % 4096, 0, `a torn value: ${out}`);
+        if (out > 0) whole++;
+        if (i % 100 === 0) await sleep(0);
+      }
+      // How often the reads agreed depends on the machine's load: not asserted.
+      t.diagnostic(`${whole} whole values above 0, ${unavailable} UNAVAILABLE`);
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
+import { UnavailableError } from "../../errors.ts";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile, OutputReader } from "../runtime.ts";
 
@@ -55,12 +56,10 @@ export class FileOutput implements OutputFile {
   }
 
   /**
-   * The oldest byte kept (KEY.kept; 0 while absent). The agent rewrites the
-   * line in place, so a read could see a torn line: read until two reads in
-   * a row agree. The two reads are back to back on one descriptor (a few
-   * microseconds: the agent rewrites the line every few tens while a stream
-   * runs fast, and reads through the thread pool, ~0.1-0.5 ms each under
-   * load, never agreed then: INTERNAL instead of UNAVAILABLE, seen in CI).
+   * The oldest byte kept (KEY.kept; 0 while absent). The agent replaces the
+   * file whole (rename), so one read of an open KEY.kept is one whole line;
+   * `keptField` still reads twice, for an agent of an older build that
+   * rewrote it in place.
    */
   async keptFrom(): Promise<number> {
     return keptField(this.keptPath, this.index);
@@ -107,9 +106,13 @@ export class FileOutput implements OutputFile {
 
 /**
  * Field `index` of a KEY.kept line (0 when the file is absent or not a file):
- * read until two back-to-back reads agree. Opened never through a symlink and
- * never blocking on a FIFO (a runtime_debug exec can change its own task's
- * exec files). Throws when the reads never agreed.
+ * read until two back-to-back reads of one descriptor agree. The agent
+ * replaces the file whole, so they agree at once; only a writer that
+ * rewrites it in place (an agent of an older build, or a runtime_debug exec
+ * changing its own task's exec files) can tear a read. Opened never through
+ * a symlink and never blocking on a FIFO.
+ * @throws UnavailableError when no two reads agreed (a rewrite in place that
+ *   never paused): the caller may ask again.
  */
 export function keptField(path: string, index: 0 | 1): number {
   let fd: number;
@@ -133,5 +136,5 @@ export function keptField(path: string, index: 0 | 1): number {
   } finally {
     closeSync(fd);
   }
-  throw new Error(`unreadable retention state in ${path}`);
+  throw new UnavailableError("this output's retention state is being rewritten; try again");
 }

@@ -225,7 +225,7 @@ export class TaskAgent {
       return;
     }
     await Promise.all(
-      ["in", "inlen", "out", "err", "exit", "kept"].map((s) =>
+      ["in", "inlen", "out", "err", "exit", "kept", "kept.new"].map((s) =>
         rm(join(this.dir, `${key}.${s}`), { force: true }),
       ),
     );
