@@ -21,6 +21,12 @@
  *   -d  keeps CAP_SYS_PTRACE; drops it (bounding set + capset) in every child
  *       whose request lacks `d`. Without -d capabilities are never touched.
  *   -p  setpgid(0, 0): the agent leads a process group of its own.
+ * Started from outside its pid namespace (`runc exec` into a task: getppid()
+ * is 0), it first forks once and the first process exits: the agent's parent
+ * becomes the task's init, which reaps it the moment it exits. Reaped by the
+ * machine's init instead, its exit would hold the task's pid namespace (and
+ * so the container's dying init) until that init got to it: seconds on some
+ * VMs' inits.
  * It exits on `quit` or when killed, never because the router disconnected.
  *
  * Connections: the newest accepted one is the router (the previous one is
@@ -1440,6 +1446,14 @@ int main(int argc, char **argv) {
   if (fstat(DIR_FD, &st) < 0 || !S_ISDIR(st.st_mode) || fcntl(DIR_FD, F_SETFD, FD_CLOEXEC) < 0) {
     fprintf(stderr, "taskrouter-agent: fd 3 is not the exec directory\n");
     return 2;
+  }
+  if (getppid() == 0) { /* see "Started from outside its pid namespace" above */
+    pid_t child = fork();
+    if (child < 0) {
+      perror("taskrouter-agent: fork");
+      return 1;
+    }
+    if (child > 0) _exit(0);
   }
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   if (own_group) setpgid(0, 0);

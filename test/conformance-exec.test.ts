@@ -73,7 +73,8 @@ for (const { label, oci } of variants) {
     it("a timeout kills the command's whole tree", async () => {
       const res = await run(
         ["sh", "-c", "sleep 300 & echo $!; sh -c 'sleep 300 & echo $!; wait' & wait"],
-        { timeoutSecs: 1 },
+        // 3 s: both shells must print their pids before the kill, on a loaded machine too.
+        { timeoutSecs: 3 },
       );
       assert.deepEqual(res.status, { signal: 9 });
       const pids = res.stdout.trim().split("\n");

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { RouterClient } from "../src/client/client.ts";
 import { RpcError } from "../src/client/errors.ts";
 import { alive, killSessions, pidsFrom, waitGone, waitSessionsGone } from "./helpers/procs.ts";
@@ -43,7 +42,8 @@ describe("exec lifecycle (project client, host runtime)", () => {
 
   it("timeout kills the whole process group and reports signal 9", async () => {
     const task = await r.newTask();
-    const id = await r.client.start(task, ["sh", "-c", TREE], { stdout: "pipe", timeoutSecs: 1 });
+    // 3 s: the pids must reach this test, and the child be seen alive, before the kill.
+    const id = await r.client.start(task, ["sh", "-c", TREE], { stdout: "pipe", timeoutSecs: 3 });
     const [shPid, childPid] = (await readPids(r.client, task, id, 2)) as [number, number];
     assert.ok(await alive(childPid), "the child sleep runs before the timeout");
     assert.deepEqual(await r.client.wait(task, id), { signal: 9 });
@@ -121,13 +121,21 @@ describe("router shutdown", () => {
     const [pid2] = (await readPids(r.client, task, other, 1)) as [number];
     // A reader waiting for more output while the router shuts down.
     let received = 0;
+    let firstChunk: () => void = () => {};
+    const gotFirst = new Promise<void>((resolve) => {
+      firstChunk = resolve;
+    });
     const reading = (async () => {
-      for await (const c of r.client.read(task, id, "stdout")) received += c.length;
+      for await (const c of r.client.read(task, id, "stdout")) {
+        received += c.length;
+        firstChunk();
+      }
     })().then(
       () => ({ ended: true as const }),
       (err: unknown) => ({ error: err }),
     );
-    await sleep(200);
+    // The shutdown comes once the reader has output and waits for more (no fixed sleep).
+    await Promise.race([gotFirst, reading]);
     await r.daemon.close();
     const outcome = await reading; // settles: an error or the end, never a hang
     if ("error" in outcome) assert.ok(outcome.error instanceof Error);

@@ -271,9 +271,12 @@ describe("retention (retentionMs 300)", () => {
   after(() => r.close());
 
   it("collects a finished exec: Poll and Read get NotFound", async () => {
-    const id = await r.client.start(task, ["echo", "x"], { stdout: "pipe" });
+    // The Wait is open before the exit: the 300 ms of retention cannot run out before it arrives.
+    const id = await r.client.start(task, ["sh", "-c", "read l; echo x"], { stdout: "pipe" });
     track(r, task, id);
-    assert.deepEqual(await r.client.wait(task, id), { code: 0 });
+    const waiting = r.client.wait(task, id);
+    await r.client.writeStdin(task, id, 0, Buffer.from("go\n"), true);
+    assert.deepEqual(await waiting, { code: 0 });
     let err: unknown;
     const deadline = Date.now() + 15_000;
     while (err === undefined && Date.now() < deadline) {

@@ -3,19 +3,24 @@
  * OK) before a client that started its clock when TaskExecStart returned
  * reaches the timeout: the SDKs put exactly that deadline on their reads
  * (PROTOCOL-LATER §5.3). Checked 100 times per runtime through the
- * independent grpc-js stack, in rounds of concurrent execs.
+ * independent grpc-js stack, in rounds of concurrent execs, against a
+ * `taskrouter serve` process (as in production: the router's timers and the
+ * client's deadline timers never share one event loop, so a stall of the
+ * test's process cannot reorder them).
  * The process may not have started writing before its kill on a loaded
  * machine, so its output is checked as all or nothing.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { startRouter, type TestRouter } from "./helpers/router.ts";
-import { OCI_RUNTIMES, runcSkipReason, startRuncRouter } from "./helpers/runc.ts";
+import { TasksClient } from "../src/client/admin.ts";
+import { RouterClient } from "../src/client/client.ts";
+import { KillableRouter } from "./helpers/killable-router.ts";
+import { OCI_RUNTIMES, runcSkipReason } from "./helpers/runc.ts";
 import { FD, grpc, STDERR, STDOUT, WireClient } from "./helpers/wire-client.ts";
 
-const ROUNDS = 20;
-const PER_ROUND = 5;
+const ROUNDS = 10;
+const PER_ROUND = 10;
 const TIMEOUT_SECS = 1;
 
 const variants: { label: string; oci: string | undefined }[] = [
@@ -32,17 +37,25 @@ type ReadFn = (
 for (const { label, oci } of variants) {
   const skip = oci ? await runcSkipReason(oci) : undefined;
   describe(`timed-out execs end their streams in time (${label})`, { skip }, () => {
-    let r: TestRouter;
+    const r = new KillableRouter(
+      oci ? ["--runtime", "runc", "--oci-runtime", oci] : ["--runtime", "host"],
+      oci,
+    );
+    let admin: RouterClient | undefined;
     let w: WireClient;
     let task: string;
     before(async () => {
-      r = oci ? await startRuncRouter({ ociRuntime: oci }) : await startRouter();
-      w = new WireClient(r.address);
-      task = await r.newTask();
+      const address = await r.start();
+      admin = new RouterClient(address);
+      w = new WireClient(address);
+      task = (await new TasksClient(admin).create("deadline")).taskId;
     });
     after(async () => {
       w?.close();
-      await r?.close();
+      // Terminating the task ends its agent and every exec in it.
+      if (admin && task) await new TasksClient(admin).terminate(task).catch(() => undefined);
+      admin?.close();
+      await r.stop();
     });
 
     /** Reads a whole stream under `deadline` (ms since the epoch); rejects with the call's error. */

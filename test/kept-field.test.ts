@@ -73,7 +73,9 @@ describe("keptField", () => {
     const path = join(dir, "b.kept");
     await whileWriting(path, "rename", async () => {
       let last = 0;
-      for (let i = 0; i < 2000; i++) {
+      // 2000 reads at least, and on until the writer was seen (a hang guard of 60 s).
+      const guard = Date.now() + 60_000;
+      for (let i = 0; i < 2000 || (last === 0 && Date.now() < guard); i++) {
         const out = keptField(path, 0);
         const err = keptField(path, 1);
         assert.equal(out % 4096, 0, `a torn value: ${out}`);

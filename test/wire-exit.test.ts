@@ -69,7 +69,7 @@ describe("wire: exit status (TaskExecPoll, TaskExecWait)", () => {
   it("timeout_secs kills the whole process group with SIGKILL and reports signal 9", async () => {
     const e = await run(["sh", "-c", "sleep 100 & echo $$ $!; sleep 100"], {
       stdout_config: STDOUT.PIPE,
-      timeout_secs: 1,
+      timeout_secs: 3, // the echo must come before the kill, on a loaded machine too
     });
     assert.deepEqual(await w.wait(task, e), { signal: 9 });
     const out = text(

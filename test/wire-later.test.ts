@@ -202,10 +202,13 @@ for (const { label, oci } of variants) {
     it("a write after exit is FAILED_PRECONDITION, and Poll already shows the exit", async () => {
       const exec_id = randomUUID();
       await w.start({ task_id: task, exec_id, command_args: ["sh", "-c", "exit 4"] });
+      // After the exit (a stdin ring takes 16 MiB at once: without the wait the whole stream
+      // could be taken before `sh` even ran).
+      assert.deepEqual(await w.wait(task, exec_id), { code: 4 });
       const s = openStdinStream(w);
-      await s.send({ start: { task_id: task, exec_id, offset: 0 } });
+      await s.send({ start: { task_id: task, exec_id, offset: 0 } }).catch(() => {});
       const big = Buffer.alloc(256 * 1024, 1);
-      // Keep sending until the router refuses (the process exits at once).
+      // Keep sending until the router refuses.
       let err: grpc.ServiceError | undefined;
       s.result.catch((e: grpc.ServiceError) => {
         err = e;

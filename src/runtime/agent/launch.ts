@@ -53,7 +53,8 @@ export function startAgentProcess(
     });
     child.once("error", (e) => finish(e));
     child.once("exit", (code, signal) => {
-      // `runc exec --detach` exits once the agent runs: its `ready` may come just after.
+      // `runc exec` exits once the agent's first process forked the agent and exited
+      // (native/task-agent.c): its `ready` may come just after.
       setImmediate(() => {
         if (code === 0 && !signal) {
           const ended = () => finish(new Error(`the task agent ended: ${err.trim()}`));

@@ -88,6 +88,16 @@ export interface OciFlavor {
    * task-bundles.ts `tmpToBind`).
    */
   readonly ownTmpfsOnTmp: boolean;
+  /**
+   * `delete --force` of a running container signals its init, then polls
+   * until the init is reaped, not merely dead: by this machine's init (the
+   * container's init is an orphan of `run --detach`), which may reap orphans
+   * seconds late (a VM's init). The router then kills the init itself and
+   * deletes once it has died (OciCli.deleteForce): a stopped container is
+   * deleted at once. crun does not wait; runsc's wait is for its sandbox's
+   * own processes, which this does not shorten.
+   */
+  readonly deleteAwaitsReap: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -107,12 +117,19 @@ const RUNC: OciFlavor = {
   vethNetwork: true,
   sidecars: true,
   ownTmpfsOnTmp: false,
+  deleteAwaitsReap: true,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
 export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
   runc: RUNC,
-  crun: { ...RUNC, name: "crun", relaysResize: false, refusesHybridV2Controllers: true },
+  crun: {
+    ...RUNC,
+    name: "crun",
+    relaysResize: false,
+    refusesHybridV2Controllers: true,
+    deleteAwaitsReap: false,
+  },
   runsc: {
     name: "runsc",
     preserveFds: false,
@@ -136,6 +153,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     vethNetwork: false,
     sidecars: false,
     ownTmpfsOnTmp: true,
+    deleteAwaitsReap: false,
   },
 };
 

@@ -1,13 +1,18 @@
 import { execFile, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { hybridWithV2Controllers } from "../../linux/cgroup.ts";
+import { procStart } from "../../linux/proc.ts";
 import { lookupProgram } from "../program.ts";
 import { hidingV2Controllers } from "./cgroup.ts";
 import { OCI_FLAVORS, type OciFlavor, ociFlavor } from "./flavors.ts";
 
 const run = promisify(execFile);
+
+/** How long deleteForce waits for a killed init to die before deleting anyway (a guard). */
+const INIT_DEATH_WAIT_MS = 10_000;
 
 /** The state of a container as `runc state` reports it. */
 export interface ContainerState {
@@ -125,14 +130,37 @@ export class OciCli {
     }
   }
 
-  /** Kills every process of the container and deletes it; fine when it does not exist. */
-  async deleteForce(id: string): Promise<void> {
+  /**
+   * Kills every process of the container and deletes it; fine when it does
+   * not exist. `initPid`: the container's init while it runs (when known).
+   * With `flavor.deleteAwaitsReap` that init is SIGKILLed first (its pid
+   * namespace takes every other process of the container along) and the
+   * delete comes once it has died, so the runtime finds the container
+   * stopped and does not wait for the machine's init to reap it.
+   */
+  async deleteForce(id: string, initPid?: number): Promise<void> {
+    if (initPid !== undefined && this.flavor.deleteAwaitsReap) await this.killInit(id, initPid);
     try {
       await this.call(["delete", "--force", id]);
     } catch (err) {
       if ((await this.state(id).catch(() => undefined)) === undefined) return;
       const stderr = String((err as { stderr?: unknown }).stderr ?? "").trim();
       throw new Error(`${this.binary} delete ${id} failed: ${stderr || String(err)}`);
+    }
+  }
+
+  /** SIGKILLs the container's init `pid` (`kill`) and waits, bounded, until it has died. */
+  private async killInit(id: string, pid: number): Promise<void> {
+    const start = procStart(pid);
+    if (start === undefined) return; // died already
+    try {
+      await this.call(["kill", id, "KILL"]);
+    } catch {
+      return; // stopped or gone meanwhile: the delete sorts it out
+    }
+    for (const until = Date.now() + INIT_DEATH_WAIT_MS; Date.now() < until; ) {
+      if (procStart(pid) !== start) return; // a zombie, or reaped
+      await sleep(5);
     }
   }
 

@@ -27,8 +27,12 @@ export interface RuncAgentHost {
 
 /**
  * The agents of runc tasks: one per task (native/task-agent.c), started in
- * the container with `<runtime> exec --detach --preserve-fds 1` under
- * native/open-tree.c, so that its fd 3 is a detached mount of
+ * the container with `<runtime> exec --preserve-fds 1` under
+ * native/open-tree.c. Not `--detach`: the agent's first process, a child of
+ * `runc exec` on this machine, forks the agent and exits, and `runc exec`
+ * reaps it and exits: the agent's parent is then the task's init, and no
+ * zombie of the task waits for this machine's init (which may reap seconds
+ * late and would hold a dying task until then). Its fd 3 is a detached mount of
  * `<bundle>/agent` (the exec directory, never visible in the task) that
  * nothing in the task can walk up from. It has the capabilities of an
  * ordinary exec (plus CAP_SYS_PTRACE, kept only for `runtime_debug` execs,
@@ -75,7 +79,6 @@ export class RuncAgents {
     writeFileSync(processJson, JSON.stringify(proc), { mode: 0o600 });
     const cmd = this.host.cli.command([
       "exec",
-      "--detach",
       "--preserve-fds",
       "1",
       "--process",

@@ -254,7 +254,7 @@ export class RuncRuntime implements Runtime {
     const bundle = this.layout.bundle(taskId);
     await this.agents.destroy(taskId);
     await this.sidecars.destroyAll(taskId);
-    await this.cli.deleteForce(this.layout.containerId(taskId));
+    await this.cli.deleteForce(this.layout.containerId(taskId), this.tasks.initPid(taskId));
     await this.net.detach(taskId, bundle);
     await this.bundles.remove(taskId); // and releases its image
     this.tasks.forget(taskId);

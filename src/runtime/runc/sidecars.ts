@@ -192,7 +192,8 @@ export class RuncSidecars implements SidecarRuntime {
   }
 
   async kill(taskId: string, ctr: string): Promise<void> {
-    await this.h.cli.deleteForce(this.ociId(taskId, ctr));
+    const init = this.running(taskId, ctr)?.init;
+    await this.h.cli.deleteForce(this.ociId(taskId, ctr), init?.pid);
     const s = this.live.get(`${taskId}/${ctr}`);
     if (s) s.init = undefined;
     removeCgroup(this.cgroup(taskId, ctr));
