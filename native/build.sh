@@ -8,6 +8,7 @@
 #   taskrouter-spawner  starts runc execs and host pipe execs for the router (vfork, no fork of Node)
 #   taskrouter-agent  the per-task exec agent: starts, feeds, logs and reaps a task's execs (static)
 #   taskrouter-opentree  starts a runc task's agent with fd 3 a detached mount of its exec directory
+#   taskrouter-reaper  starts runsc containers under a subreaper that reaps their sandbox at once
 #   modal-sandbox-fs-tools  the filesystem helper Modal's SDKs exec in every task (static; ../shared/FS-TOOLS.md)
 #   taskrouter-malloc.node  the router's malloc thresholds (a Node-API addon; built when Node's headers are found)
 #   taskrouter-preallocate.node  fallocate(2) for the CLI's downloads (a Node-API addon, likewise)
@@ -25,9 +26,10 @@ mkdir -p build/native
 "$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-spawner.tmp native/spawner.c
 "$CC" -O2 -Wall -Wextra -Werror -static -o build/native/taskrouter-agent.tmp native/task-agent.c
 "$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-opentree.tmp native/open-tree.c
+"$CC" -O2 -Wall -Wextra -Werror -o build/native/taskrouter-reaper.tmp native/reaper.c
 "$CC" -O2 -Wall -Wextra -Werror -static -o build/native/modal-sandbox-fs-tools.tmp \
   native/fs-tools.c native/fs-tools-watch.c
-for n in exec pty mount console spawner agent opentree; do
+for n in exec pty mount console spawner agent opentree reaper; do
   mv "build/native/taskrouter-$n.tmp" "build/native/taskrouter-$n"
 done
 mv build/native/modal-sandbox-fs-tools.tmp build/native/modal-sandbox-fs-tools

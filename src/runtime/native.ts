@@ -10,6 +10,7 @@ const HELPERS = [
   "taskrouter-spawner",
   "taskrouter-agent",
   "taskrouter-opentree",
+  "taskrouter-reaper",
   "modal-sandbox-fs-tools",
 ] as const;
 export type NativeHelper = (typeof HELPERS)[number];

@@ -95,9 +95,16 @@ export interface OciFlavor {
    * seconds late (a VM's init). The router then kills the init itself and
    * deletes once it has died (OciCli.deleteForce): a stopped container is
    * deleted at once. crun does not wait; runsc's wait is for its sandbox's
-   * own processes, which this does not shorten.
+   * own processes (`reapedByHelper`).
    */
   readonly deleteAwaitsReap: boolean;
+  /**
+   * `run`/`restore --detach` leave processes of the container running on
+   * this machine (runsc's sandbox and gofer) whose reaping `delete` polls
+   * for: those commands run under native/reaper.c, a subreaper that reaps
+   * them the moment they exit (OciCli.startDetached).
+   */
+  readonly reapedByHelper: boolean;
 }
 
 const RUNC: OciFlavor = {
@@ -118,6 +125,7 @@ const RUNC: OciFlavor = {
   sidecars: true,
   ownTmpfsOnTmp: false,
   deleteAwaitsReap: true,
+  reapedByHelper: false,
 };
 
 /** The capability record of each OCI runtime (unknown ones are treated as runc). */
@@ -154,6 +162,7 @@ export const OCI_FLAVORS: Readonly<Record<OciFlavorName, OciFlavor>> = {
     sidecars: false,
     ownTmpfsOnTmp: true,
     deleteAwaitsReap: false,
+    reapedByHelper: true,
   },
 };
 

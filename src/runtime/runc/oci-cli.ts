@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { hybridWithV2Controllers } from "../../linux/cgroup.ts";
 import { procStart } from "../../linux/proc.ts";
+import { nativeHelper } from "../native.ts";
 import { lookupProgram } from "../program.ts";
 import { hidingV2Controllers } from "./cgroup.ts";
 import { OCI_FLAVORS, type OciFlavor, ociFlavor } from "./flavors.ts";
@@ -111,17 +112,21 @@ export class OciCli {
   /**
    * Runs the runtime with `args` (a `run`/`restore --detach`): stdin and
    * stdout /dev/null, stderr appended to `logFile`. Undefined once it exited
-   * 0; else "exit N: " and the log's last three lines.
+   * 0; else "exit N: " and the log's last three lines. With
+   * `flavor.reapedByHelper` it runs under native/reaper.c (in a session of
+   * its own, left running: it reaps what the command leaves behind).
    */
   async startDetached(args: string[], logFile: string): Promise<string | undefined> {
     const fd = openSync(logFile, "a", 0o600);
     try {
       const cmd = this.command(args);
-      const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
-      const code = await new Promise<number>((resolve) => {
-        child.once("error", () => resolve(-1));
-        child.once("exit", (c) => resolve(c ?? -1));
-      });
+      const code = this.flavor.reapedByHelper
+        ? await underReaper(cmd, fd)
+        : await new Promise<number>((resolve) => {
+            const child = spawn(cmd.file, cmd.args, { stdio: ["ignore", "ignore", fd] });
+            child.once("error", () => resolve(-1));
+            child.once("exit", (c) => resolve(c ?? -1));
+          });
       if (code === 0) return undefined;
       const log = await readFile(logFile, "utf8").catch(() => "");
       return `exit ${code}: ${log.trim().split("\n").slice(-3).join(" | ")}`;
@@ -182,6 +187,38 @@ export class OciCli {
     a.push(id);
     return a;
   }
+}
+
+/**
+ * Runs `cmd` under native/reaper.c (stdin /dev/null, stderr `errFd`) and
+ * resolves to its exit code (-1: killed, or not started) from the reaper's
+ * `exit N` line; the reaper is left running.
+ */
+function underReaper(cmd: { file: string; args: string[] }, errFd: number): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(nativeHelper("taskrouter-reaper"), [cmd.file, ...cmd.args], {
+      stdio: ["ignore", "pipe", errFd],
+      detached: true,
+    });
+    let out = "";
+    let settled = false;
+    const done = (code: number) => {
+      if (settled) return;
+      settled = true;
+      child.stdout?.destroy();
+      child.unref();
+      resolve(code);
+    };
+    child.once("error", () => done(-1));
+    child.stdout?.setEncoding("latin1").on("data", (s: string) => {
+      out += s;
+      const m = /^(exit|signal) (\d+)\n/.exec(out);
+      if (m) done(m[1] === "exit" ? Number(m[2]) : -1);
+    });
+    // Ended (its stdout read to the end) with no line: it could not start the command
+    // (its reason is in the log).
+    child.once("close", (c) => done(c === 0 ? -1 : (c ?? -1)));
+  });
 }
 
 /** Why `binary` cannot run containers here, or undefined when it can. */
