@@ -9,20 +9,23 @@
  * only seconds later.
  *
  * Usage: taskrouter-reaper PROGRAM [ARG...]   (PROGRAM a path: no PATH search)
- *   The child runs PROGRAM with this process's fds, environment and signal
- *   dispositions. When PROGRAM ends this process writes one line to stdout:
+ *   fd 3: where the report goes (a pipe); PROGRAM does not get it. The child
+ *   runs PROGRAM with fds 0-2, the environment and the signal dispositions of
+ *   this process (SIGPIPE as it was; this process ignores it). When PROGRAM
+ *   ends this process writes one line to fd 3 and closes it:
  *     exit N      PROGRAM exited with code N
  *     signal N    PROGRAM was killed by signal N
  *   then points fds 0-2 at /dev/null and reaps every process reparented to
  *   it; it exits 0 once it has no child left (never while one runs).
- * Exits 125 with a line on stderr, and no `exit` line, when PROGRAM cannot be
- * started (fork or exec failed).
+ * Exits 125 with a line on stderr, and no report, when fd 3 is not open or
+ * PROGRAM cannot be started (fork or exec failed).
  * Run it in a session of its own (the router's `detached` spawn): it must
  * outlive the router, as the containers do.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -32,6 +35,10 @@
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: taskrouter-reaper PROGRAM [ARG...]\n");
+    return 125;
+  }
+  if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0) {
+    perror("taskrouter-reaper: fd 3");
     return 125;
   }
   if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
@@ -57,6 +64,7 @@ int main(int argc, char **argv) {
     _exit(125);
   }
   close(report[1]);
+  signal(SIGPIPE, SIG_IGN); /* a reader gone before the report must not end the reaping */
   int e = 0;
   ssize_t n;
   do {
@@ -76,9 +84,9 @@ int main(int argc, char **argv) {
       return 0; /* ECHILD: nothing left to reap */
     }
     if (pid != child) continue;
-    if (WIFEXITED(status)) printf("exit %d\n", WEXITSTATUS(status));
-    else printf("signal %d\n", WTERMSIG(status));
-    fflush(stdout);
+    dprintf(3, WIFEXITED(status) ? "exit %d\n" : "signal %d\n",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    close(3);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
       dup2(null, 0);

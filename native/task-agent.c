@@ -495,10 +495,12 @@ static void trim(struct exec *e, int i) {
   if (ok) fallocate(s->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old, (off_t)(kept - old));
 }
 
-/* Copies what stream i has (at most TURN_BYTES, at most to the cap) into its file. */
+/* Copies what stream i has (at most TURN_BYTES, at most to the cap) into its file. Retention
+   (`trim`: a new KEY.kept, ~0.2 ms on ext4) runs once per turn, before the stream can end. */
 static void pump(struct exec *e, int i) {
   struct stream *s = &e->s[i];
   uint64_t moved = 0;
+  int grew = 0;
   while (s->fd >= 0 && moved < TURN_BYTES) {
     uint64_t left = s->wanted ? room(e) : UINT64_MAX; /* discarded bytes are not kept */
     if (left == 0) break;
@@ -510,6 +512,7 @@ static void pump(struct exec *e, int i) {
       n = read(s->fd, iobuf, want);
       if (n > 0 && s->wanted &&
           (open_output(e, i) < 0 || pwrite_all(s->file, iobuf, (size_t)n, s->len) < 0)) {
+        if (grew) trim(e, i);
         return end_stream(e, i); /* the file takes no more (ENOSPC, EIO, EMFILE...) */
       }
     } else {
@@ -526,14 +529,16 @@ static void pump(struct exec *e, int i) {
       if (s->wanted) {
         s->len += (uint64_t)n;
         mark(e, i ? D_ERR : D_OUT);
-        trim(e, i);
+        grew = 1;
       }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
+    if (grew) trim(e, i);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     return end_stream(e, i); /* EOF, EIO (a pty without slave) or a file error */
   }
+  if (grew) trim(e, i);
 }
 
 /* Copies stdin bytes [in_pos, in_want) of KEY.in (at L mod RING_SIZE for a ring) into stdin (at most TURN_BYTES). By copy, never by

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { UnavailableError } from "../src/errors.ts";
+import { FailedPreconditionError, UnavailableError } from "../src/errors.ts";
 import { keptField } from "../src/runtime/agent/file-output.ts";
 
 /**
@@ -69,6 +69,12 @@ describe("keptField", () => {
     assert.equal(keptField(join(dir, "empty.kept"), 1), 0);
   });
 
+  it("refuses a stable line that is not the agent's with FAILED_PRECONDITION, not a retry", () => {
+    const path = join(dir, "bad.kept");
+    writeFileSync(path, "not a kept line\n");
+    assert.throws(() => keptField(path, 0), FailedPreconditionError);
+  });
+
   it("gets a whole, growing value every time while the file is replaced nonstop, as the agent does", async () => {
     const path = join(dir, "b.kept");
     await whileWriting(path, "rename", async () => {
@@ -93,7 +99,9 @@ describe("keptField", () => {
     await whileWriting(path, "inplace", async () => {
       let whole = 0;
       let unavailable = 0;
-      for (let i = 0; i < 2000; i++) {
+      // 2000 reads at least, and on until the writer was seen (a hang guard of 60 s).
+      const guard = Date.now() + 60_000;
+      for (let i = 0; i < 2000 || (whole + unavailable === 0 && Date.now() < guard); i++) {
         let out: number;
         try {
           out = keptField(path, 0);
@@ -106,6 +114,7 @@ describe("keptField", () => {
         if (out > 0) whole++;
         if (i % 100 === 0) await sleep(0);
       }
+      assert.ok(whole + unavailable > 0, "the writer was seen writing");
       // How often the reads agreed depends on the machine's load: not asserted.
       t.diagnostic(`${whole} whole values above 0, ${unavailable} UNAVAILABLE`);
     });

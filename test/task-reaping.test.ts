@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFile, realpath } from "node:fs/promises";
+import type { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { nativeHelper } from "../src/runtime/native.ts";
@@ -19,18 +20,23 @@ import { initPid, RUNSC, runcSkipReason, startRuncRouter } from "./helpers/runc.
 
 const REAPER = nativeHelper("taskrouter-reaper");
 
-/** Runs the reaper on `args`; resolves to it and its first stdout line. */
-async function reaper(args: string[]): Promise<{ child: ChildProcess; line: Promise<string> }> {
-  const child = spawn(REAPER, args, { stdio: ["ignore", "pipe", "pipe"] });
+/** Runs the reaper on `args`: it, its report (fd 3, resolved at its first line or its end), its stderr. */
+function reaper(args: string[]): { child: ChildProcess; line: Promise<string>; err: () => string } {
+  const child = spawn(REAPER, args, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
+  const report = child.stdio[3] as Readable;
   let out = "";
+  let err = "";
+  child.stderr?.setEncoding("utf8").on("data", (s: string) => {
+    err += s;
+  });
   const line = new Promise<string>((resolve) => {
-    child.stdout?.setEncoding("latin1").on("data", (s: string) => {
+    report.setEncoding("latin1").on("data", (s: string) => {
       out += s;
       if (out.includes("\n")) resolve(out);
     });
     child.once("close", () => resolve(out));
   });
-  return { child, line };
+  return { child, line, err: () => err };
 }
 
 /** The parent pid of `pid` (field 4 of its stat), or undefined when it is gone. */
@@ -40,56 +46,68 @@ async function ppidOf(pid: number): Promise<number | undefined> {
 }
 
 describe("taskrouter-reaper", () => {
-  const started: number[] = [];
-  after(async () => {
-    for (const pid of started) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
+  const children: ChildProcess[] = [];
+  const orphans: number[] = [];
+  const kill = (pid: number) => {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
     }
+  };
+  after(() => {
+    for (const pid of orphans) kill(pid);
+    for (const c of children)
+      if (c.exitCode === null && c.signalCode === null) kill(c.pid as number);
   });
 
-  it("says how the program ended, then reaps its orphans and exits 0 once none is left", async () => {
+  it("reports how the program ended, then reaps its orphans and exits 0 once none is left", async () => {
     // The program leaves a sleep behind (its pid on stderr) and exits 3.
-    const { child, line } = await reaper(["/bin/sh", "-c", "sleep 1 & echo $! >&2; exit 3"]);
-    started.push(child.pid as number);
-    let err = "";
-    child.stderr?.setEncoding("utf8").on("data", (s: string) => {
-      err += s;
-    });
-    const exited = once(child, "exit");
-    assert.equal(await line, "exit 3\n");
-    while (!err.includes("\n")) await sleep(10);
-    const orphan = Number(err.trim());
-    // Reparented to the reaper, not to this machine's init.
-    assert.equal(await ppidOf(orphan), child.pid);
-    assert.equal(child.exitCode, null, "the reaper waits while an orphan runs");
+    const r = reaper(["/bin/sh", "-c", "sleep 300 & echo $! >&2; exit 3"]);
+    children.push(r.child);
+    const exited = once(r.child, "exit");
+    assert.equal(await r.line, "exit 3\n");
+    for (const until = Date.now() + 30_000; !r.err().includes("\n") && Date.now() < until; ) {
+      await sleep(10);
+    }
+    const orphan = Number(r.err().trim());
+    assert.ok(orphan > 0, `the orphan's pid: ${JSON.stringify(r.err())}`);
+    orphans.push(orphan);
+    // Reparented to the reaper, not to this machine's init; the reaper waits while it runs.
+    assert.equal(await ppidOf(orphan), r.child.pid);
+    assert.equal(r.child.exitCode, null, "the reaper waits while an orphan runs");
+    kill(orphan);
     const [code] = await exited;
     assert.equal(code, 0);
     assert.deepEqual(await waitGone([orphan]), [], "the orphan was reaped");
   });
 
   it("reports a program killed by a signal as `signal N`", async () => {
-    const { child, line } = await reaper(["/bin/sh", "-c", "kill -9 $$"]);
-    started.push(child.pid as number);
-    assert.equal(await line, "signal 9\n");
-    const [code] = await once(child, "exit");
+    const r = reaper(["/bin/sh", "-c", "kill -9 $$"]);
+    children.push(r.child);
+    const exited = once(r.child, "exit");
+    assert.equal(await r.line, "signal 9\n");
+    const [code] = await exited;
     assert.equal(code, 0);
   });
 
-  it("exits 125 with a reason, and no line, when the program cannot start", async () => {
-    const { child, line } = await reaper(["/no/such/program"]);
-    started.push(child.pid as number);
-    let err = "";
-    child.stderr?.setEncoding("utf8").on("data", (s: string) => {
-      err += s;
-    });
-    const [code] = await once(child, "exit");
+  it("exits 125 with a reason, and no report, when the program cannot start", async () => {
+    const r = reaper(["/no/such/program"]);
+    children.push(r.child);
+    const exited = once(r.child, "exit");
+    assert.equal(await r.line, ""); // resolved at `close`: stderr is read to its end too
+    const [code] = await exited;
     assert.equal(code, 125);
-    assert.equal(await line, ""); // resolved at `close`: stderr is read to its end too
-    assert.match(err, /\/no\/such\/program: No such file or directory/);
+    assert.match(r.err(), /\/no\/such\/program: No such file or directory/);
+  });
+
+  it("the program does not get the report's fd", async () => {
+    const r = reaper(["/bin/sh", "-c", "[ -e /proc/self/fd/3 ] && echo has-fd-3 >&2; exit 0"]);
+    children.push(r.child);
+    const closed = once(r.child, "close"); // stderr read to its end
+    assert.equal(await r.line, "exit 0\n");
+    await closed;
+    assert.equal(r.err(), "");
   });
 });
 

@@ -1,5 +1,5 @@
 import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
-import { UnavailableError } from "../../errors.ts";
+import { FailedPreconditionError, UnavailableError } from "../../errors.ts";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile, OutputReader } from "../runtime.ts";
 
@@ -112,7 +112,9 @@ export class FileOutput implements OutputFile {
  * changing its own task's exec files) can tear a read. Opened never through
  * a symlink and never blocking on a FIFO.
  * @throws UnavailableError when no two reads agreed (a rewrite in place that
- *   never paused): the caller may ask again.
+ *   never paused): the caller may ask again; FailedPreconditionError when
+ *   they agree on something that is not a KEY.kept line (asking again would
+ *   not help).
  */
 export function keptField(path: string, index: 0 | 1): number {
   let fd: number;
@@ -129,8 +131,12 @@ export function keptField(path: string, index: 0 | 1): number {
     for (let i = 0; i < 1000; i++) {
       if (prev === "") return 0; // none yet: nothing was freed
       const text = read();
-      const m = /^(\d{20}) (\d{20})\n$/.exec(text);
-      if (m && text === prev) return Number(m[index + 1]);
+      if (text === prev) {
+        const m = /^(\d{20}) (\d{20})\n$/.exec(text);
+        if (m) return Number(m[index + 1]);
+        // Not the agent's line, and not changing: a task's process wrote it (runtime_debug).
+        throw new FailedPreconditionError("this output's retention state is not readable");
+      }
       prev = text;
     }
   } finally {

@@ -1,6 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { hybridWithV2Controllers } from "../../linux/cgroup.ts";
@@ -190,32 +191,34 @@ export class OciCli {
 }
 
 /**
- * Runs `cmd` under native/reaper.c (stdin /dev/null, stderr `errFd`) and
- * resolves to its exit code (-1: killed, or not started) from the reaper's
- * `exit N` line; the reaper is left running.
+ * Runs `cmd` under native/reaper.c (stdin and stdout /dev/null, stderr
+ * `errFd`) and resolves to its exit code (-1: killed, or not started) from
+ * the reaper's report on its fd 3; the reaper is left running.
  */
 function underReaper(cmd: { file: string; args: string[] }, errFd: number): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(nativeHelper("taskrouter-reaper"), [cmd.file, ...cmd.args], {
-      stdio: ["ignore", "pipe", errFd],
+      stdio: ["ignore", "ignore", errFd, "pipe"],
       detached: true,
     });
+    const report = child.stdio[3] as Readable | null;
     let out = "";
     let settled = false;
     const done = (code: number) => {
       if (settled) return;
       settled = true;
-      child.stdout?.destroy();
+      report?.destroy();
       child.unref();
       resolve(code);
     };
     child.once("error", () => done(-1));
-    child.stdout?.setEncoding("latin1").on("data", (s: string) => {
+    report?.setEncoding("latin1");
+    report?.on("data", (s: string) => {
       out += s;
       const m = /^(exit|signal) (\d+)\n/.exec(out);
       if (m) done(m[1] === "exit" ? Number(m[2]) : -1);
     });
-    // Ended (its stdout read to the end) with no line: it could not start the command
+    // Ended (its report read to the end) with no line: it could not start the command
     // (its reason is in the log).
     child.once("close", (c) => done(c === 0 ? -1 : (c ?? -1)));
   });

@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startAgentProcess } from "../agent/launch.ts";
 import { TaskAgent } from "../agent/task-agent.ts";
@@ -32,7 +32,9 @@ export interface RuncAgentHost {
  * `runc exec` on this machine, forks the agent and exits, and `runc exec`
  * reaps it and exits: the agent's parent is then the task's init, and no
  * zombie of the task waits for this machine's init (which may reap seconds
- * late and would hold a dying task until then). Its fd 3 is a detached mount of
+ * late and would hold a dying task until then). A task whose agent binary
+ * is not this build's (created before an upgrade) gets `--detach` as before.
+ * Its fd 3 is a detached mount of
  * `<bundle>/agent` (the exec directory, never visible in the task) that
  * nothing in the task can walk up from. It has the capabilities of an
  * ordinary exec (plus CAP_SYS_PTRACE, kept only for `runtime_debug` execs,
@@ -79,6 +81,9 @@ export class RuncAgents {
     writeFileSync(processJson, JSON.stringify(proc), { mode: 0o600 });
     const cmd = this.host.cli.command([
       "exec",
+      // A task keeps the agent binary it was created with: one built before the agent forked
+      // itself would leave `runc exec` waiting beside it for its whole life.
+      ...(this.forks(taskId) ? [] : ["--detach"]),
       "--preserve-fds",
       "1",
       "--process",
@@ -88,6 +93,14 @@ export class RuncAgents {
     await startAgentProcess(nativeHelper("taskrouter-opentree"), [dir, cmd.file, ...cmd.args], {
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
     });
+  }
+
+  /** Whether the task's agent binary is this build's (which forks when run by `runc exec`). */
+  private forks(taskId: string): boolean {
+    const pid = this.host.initPid(taskId);
+    const inTask = pid === undefined ? undefined : statIf(`/proc/${pid}/root${AGENT_IN_TASK}`);
+    const ours = statIf(nativeHelper("taskrouter-agent"));
+    return !!inTask && !!ours && inTask.dev === ours.dev && inTask.ino === ours.ino;
   }
 
   spawn(taskId: string, spec: SpawnSpec): Promise<Proc> {
@@ -109,5 +122,14 @@ export class RuncAgents {
   close(): void {
     for (const a of this.agents.values()) a.close();
     this.agents.clear();
+  }
+}
+
+/** stat(2) of `path`, or undefined when it cannot be had. */
+function statIf(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
   }
 }
