@@ -30,6 +30,7 @@ import { startVariant, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
 import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
 import {
+  closeSdk,
   type ExecTarget,
   loadSdks,
   modalClient,
@@ -127,9 +128,7 @@ for (const v of VARIANTS) {
     after(async () => {
       try {
         for (const h of handles) h.detach();
-        sb?.detach();
-        modal?.close();
-        await cp?.close();
+        await closeSdk({ sb, modal, cp });
       } finally {
         try {
           await r?.close();

@@ -35,7 +35,7 @@ import { startVariant, taskBase, VARIANTS, variantSkip } from "./helpers/fs-sdk.
 import { scratch } from "./helpers/images.ts";
 import { KillableRouter } from "./helpers/killable-router.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
-import { expectedSeq, loadSdks, modalClient, routeTask } from "./helpers/modal-sdk.ts";
+import { closeSdk, expectedSeq, loadSdks, modalClient, routeTask } from "./helpers/modal-sdk.ts";
 import { sample, scrapeProm } from "./helpers/prom.ts";
 import { startProxy, type TcpProxy } from "./helpers/proxy.ts";
 import type { TestRouter } from "./helpers/router.ts";
@@ -82,10 +82,7 @@ for (const v of VARIANTS.filter((x) => x.oci === undefined || x.oci === "runc"))
     });
     after(async () => {
       try {
-        sb?.detach();
-        modal?.close();
-        await cp?.close();
-        await proxy?.close();
+        await closeSdk({ sb, modal, cp, proxy });
       } finally {
         await r?.close();
       }
@@ -296,10 +293,7 @@ describe("Modal JS SDK 0.11.1 across a router SIGKILL and restart (host runtime)
 
   after(async () => {
     try {
-      sb?.detach();
-      modal?.close();
-      await cp?.close();
-      await proxy?.close();
+      await closeSdk({ sb, modal, cp, proxy });
       // Terminating the task ends its agent and every exec in it.
       if (client) await new TasksClient(client).terminate("t").catch(() => undefined);
       client?.close();

@@ -23,7 +23,14 @@ import { ImagesAdminClient } from "../src/client/images.ts";
 import { startVariant, taskBase, VARIANTS, variantSkip } from "./helpers/fs-sdk.ts";
 import { scratch } from "./helpers/images.ts";
 import { type ControlPlane, startControlPlane } from "./helpers/modal-control-plane.ts";
-import { expectedSeq, loadSdks, modalClient, routeTask, type Sdk } from "./helpers/modal-sdk.ts";
+import {
+  closeSdk,
+  expectedSeq,
+  loadSdks,
+  modalClient,
+  routeTask,
+  type Sdk,
+} from "./helpers/modal-sdk.ts";
 import { startProxy } from "./helpers/proxy.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import { RUNSC } from "./helpers/runc.ts";
@@ -98,9 +105,7 @@ for (const { version, sdk, variants } of SDKS)
       });
       after(async () => {
         try {
-          sb?.detach();
-          modal?.close();
-          await cp?.close();
+          await closeSdk({ sb, modal, cp });
         } finally {
           try {
             await r?.close();

@@ -103,3 +103,20 @@ export async function runSdk(
   const [out, err] = await Promise.all([p.stdout.readText(), p.stderr.readText()]);
   return { code: await p.wait(), out, err };
 }
+
+/**
+ * Ends what a suite opened toward the SDK, each part only when it was made (a setup that
+ * failed part-way leaves the rest undefined): the sandbox handle, the SDK's client, the
+ * stand-in control plane, then a proxy between the SDK and the router.
+ */
+export async function closeSdk(parts: {
+  sb?: { detach(): void } | undefined;
+  modal?: { close(): void } | undefined;
+  cp?: { close(): Promise<void> } | undefined;
+  proxy?: { close(): Promise<void> } | undefined;
+}): Promise<void> {
+  parts.sb?.detach();
+  parts.modal?.close();
+  await parts.cp?.close();
+  await parts.proxy?.close();
+}

@@ -1,4 +1,4 @@
-import { existsSync, type Stats, statSync, writeFileSync } from "node:fs";
+import { existsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startAgentProcess } from "../agent/launch.ts";
 import { TaskAgent } from "../agent/task-agent.ts";
@@ -98,8 +98,10 @@ export class RuncAgents {
   /** Whether the task's agent binary is this build's (which forks when run by `runc exec`). */
   private forks(taskId: string): boolean {
     const pid = this.host.initPid(taskId);
-    const inTask = pid === undefined ? undefined : statIf(`/proc/${pid}/root${AGENT_IN_TASK}`);
-    const ours = statIf(nativeHelper("taskrouter-agent"));
+    const missing = { throwIfNoEntry: false } as const;
+    const inTask =
+      pid === undefined ? undefined : statSync(`/proc/${pid}/root${AGENT_IN_TASK}`, missing);
+    const ours = statSync(nativeHelper("taskrouter-agent"), missing);
     return !!inTask && !!ours && inTask.dev === ours.dev && inTask.ino === ours.ino;
   }
 
@@ -122,14 +124,5 @@ export class RuncAgents {
   close(): void {
     for (const a of this.agents.values()) a.close();
     this.agents.clear();
-  }
-}
-
-/** stat(2) of `path`, or undefined when it cannot be had. */
-function statIf(path: string): Stats | undefined {
-  try {
-    return statSync(path);
-  } catch {
-    return undefined;
   }
 }
