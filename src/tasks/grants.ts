@@ -1,6 +1,7 @@
 import { InvalidArgumentError, PermissionDeniedError } from "../errors.ts";
 import type { EnvSource } from "../exec/exec-request.ts";
 import { quote } from "../limits.ts";
+import type { VolumeBind } from "../runtime/task-filesystem.ts";
 import { checkSecretName } from "../secrets/validate.ts";
 
 /**
@@ -57,6 +58,41 @@ export function assertSecretsGranted(
     if (!granted.includes(id) && !caller.secrets.includes(id)) {
       throw new PermissionDeniedError(
         `secret ${quote(id)} is not granted to task ${taskId} (task create --allow-secret) nor to the token`,
+      );
+    }
+  }
+}
+
+/** A volume a sidecar asks to mount (its name and whether read-only). */
+export interface VolumeWish {
+  readonly name: string;
+  readonly readOnly: boolean;
+}
+
+/**
+ * PermissionDenied, naming the first volume of `wanted` that `caller` may not
+ * mount in a sidecar of task `taskId`. An admin may mount any volume; a task
+ * token only the volumes its task was created with (`own`, the task's
+ * `--volume`s), read-only where the task has it read-only only. Checked
+ * before any volume is looked up, so names cannot be probed.
+ */
+export function assertVolumesGranted(
+  taskId: string,
+  own: readonly VolumeBind[] | undefined,
+  caller: Caller,
+  wanted: readonly VolumeWish[],
+): void {
+  if (caller.admin) return;
+  for (const w of wanted) {
+    const binds = (own ?? []).filter((b) => b.name === w.name);
+    if (binds.length === 0) {
+      throw new PermissionDeniedError(
+        `volume ${quote(w.name)} is not one of task ${taskId}'s volumes (task create --volume); only an admin token may mount another`,
+      );
+    }
+    if (!w.readOnly && binds.every((b) => b.readOnly)) {
+      throw new PermissionDeniedError(
+        `volume ${quote(w.name)} is granted to task ${taskId} read-only: mount it with read_only`,
       );
     }
   }

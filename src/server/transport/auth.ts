@@ -75,12 +75,14 @@ export class AuthServer extends Server {
       super.addService(def, impl);
       return;
     }
-    const guarded: UntypedServiceImplementation = { ...impl };
+    // Built from the definition only, each handler found as grpc-js finds it (by name, else by
+    // original name): nothing of `impl` reaches grpc-js unguarded, and a method without a
+    // handler stays UNIMPLEMENTED.
+    const guarded: UntypedServiceImplementation = {};
     for (const [name, m] of Object.entries(def)) {
-      const key = name in impl ? name : m.originalName;
-      const handler = key === undefined ? undefined : impl[key];
-      if (key === undefined || !handler) continue;
-      guarded[key] = m.requestStream
+      const handler = impl[name] ?? (m.originalName === undefined ? undefined : impl[m.originalName]);
+      if (!handler) continue;
+      guarded[name] = m.requestStream
         ? this.guardTaskStream(handler.bind(impl))
         : this.guardTask(m.path, handler.bind(impl), m.responseStream);
     }

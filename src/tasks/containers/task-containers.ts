@@ -10,7 +10,7 @@ import { checkMaxBytes, MAX, quote } from "../../limits.ts";
 import type { TaskEnv, TaskFilesystem } from "../../runtime/runtime.ts";
 import type { SidecarRuntime } from "../../runtime/sidecars.ts";
 import { NO_SIDECAR_VOLUMES, type SidecarVolumes } from "../../volumes/sidecar-volumes.ts";
-import type { Caller } from "../grants.ts";
+import { assertVolumesGranted, type Caller } from "../grants.ts";
 import { adoptSidecars, launchSidecar } from "./container-launch.ts";
 import { containerPtyEnv } from "./container-pty.ts";
 import {
@@ -104,6 +104,7 @@ export class TaskContainers {
   /** Starts a sidecar (TaskContainerCreate); an identical replay returns the running one. */
   async create(req: ContainerRequest, caller: Caller): Promise<ContainerInfo> {
     validateContainerRequest(req);
+    assertVolumesGranted(this.task.id, this.task.spec.volumes, caller, req.volumeMounts);
     const fp = containerFingerprint(req);
     const same = this.sameOrConflict(req.name, fp);
     if (same) return infoOf((await same).rec);
