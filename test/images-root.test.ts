@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -7,12 +7,14 @@ import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { TasksClient } from "../src/client/admin.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { ImagesAdminClient, TaskImagesClient } from "../src/client/images.ts";
+import { nativeHelper } from "../src/runtime/native.ts";
 import { mountsUnder } from "../src/runtime/runc/mounts.ts";
 import type { RuncRuntime } from "../src/runtime/runc/runc-runtime.ts";
 import { runCli } from "./helpers/cli-run.ts";
 import { copyProgram, rejectsKind, scratch } from "./helpers/images.ts";
 import type { TestRouter } from "./helpers/router.ts";
 import {
+  initPid,
   removeDataDir,
   runcSkipReason,
   runIn,
@@ -156,6 +158,52 @@ describe("an imported image as the root of a runc task", { skip }, () => {
       (await tasks.list()).map((t) => t.taskId),
       [],
     );
+  });
+
+  it("a task can neither move nor change /.taskrouter: the agent it gets is always ours", async () => {
+    const tree = join(s.dir, "tree-mv");
+    await makeImageDir(tree);
+    for (const p of ["mv", "rm", "mkdir"]) await copyProgram(tree, `/bin/${p}`, `/bin/${p}`);
+    const img = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
+    const t = await tasks.create("", { runtime: "runc", image: img });
+    const tries = await runIn(r, t.taskId, [
+      "sh",
+      "-c",
+      [
+        "mv /.taskrouter /tr-old 2>/dev/null; echo mv=$?",
+        "rm -f /.taskrouter/agent 2>/dev/null; echo rm=$?",
+        "(echo x > /.taskrouter/agent) 2>/dev/null; echo overwrite=$?",
+        "(echo x > /.taskrouter/new) 2>/dev/null; echo add=$?",
+        "mkdir /.taskrouter/d 2>/dev/null; echo mkdir=$?",
+      ].join("; "),
+    ]);
+    assert.deepEqual(tries.status, { code: 0 }, tries.stderr);
+    for (const line of tries.stdout.trim().split("\n"))
+      assert.doesNotMatch(line, /=0$/, tries.stdout);
+    // The agent runs our binary; killed, the next exec starts it again from the same file.
+    const ours = statSync(nativeHelper("taskrouter-agent"));
+    const init = await initPid(r, t.taskId);
+    const agentOf = () => {
+      const kids = readFileSync(`/proc/${init}/task/${init}/children`, "utf8");
+      const pids = kids.trim().split(" ").map(Number);
+      const agent = pids.find((p) =>
+        readFileSync(`/proc/${p}/cmdline`, "latin1").startsWith("/.taskrouter/agent\0"),
+      );
+      assert.ok(agent, `no agent among the init's children ${pids.join(" ")}`);
+      return agent;
+    };
+    const first = agentOf();
+    const exe = statSync(`/proc/${first}/exe`);
+    assert.deepEqual([exe.dev, exe.ino], [ours.dev, ours.ino]);
+    process.kill(first, "SIGKILL");
+    const again = await runIn(r, t.taskId, ["cat", "/etc/marker"]);
+    assert.equal(again.stdout, MARKER, again.stderr);
+    const second = agentOf();
+    assert.notEqual(second, first);
+    const exe2 = statSync(`/proc/${second}/exe`);
+    assert.deepEqual([exe2.dev, exe2.ino], [ours.dev, ours.ino]);
+    await tasks.terminate(t.taskId);
+    await admin.delete(img);
   });
 });
 

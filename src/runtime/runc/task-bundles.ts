@@ -11,7 +11,7 @@ import type { OciCli } from "./oci-cli.ts";
 import { hostImage, mountRootfs, type RootfsLayer } from "./rootfs.ts";
 import type { RuncLayout } from "./runc-layout.ts";
 import type { OciSeccomp } from "./seccomp.ts";
-import { clearStatusDir, taskConfig } from "./task-config.ts";
+import { clearStatusDir, helperSkeleton, taskConfig } from "./task-config.ts";
 
 /** What the bundles are made with: the runtime's settings for every task. */
 export interface TaskBundleSettings {
@@ -59,6 +59,7 @@ export class TaskBundles {
     await rm(join(bundle, "execs"), { recursive: true, force: true });
     await mkdir(join(bundle, "execs"), { mode: 0o700 });
     await clearStatusDir(join(bundle, "status"));
+    await helperSkeleton(bundle);
     if (opts.restore) await restoreLayers(cli, opts.restore, bundle);
     if (!layers) this.hostImage ??= hostImage(layout.hostImageDir);
     await mountRootfs(bundle, layers ?? (await (this.hostImage as Promise<RootfsLayer[]>)));

@@ -1,4 +1,4 @@
-import { mkdir, readdir, unlink } from "node:fs/promises";
+import { mkdir, readdir, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../errors.ts";
 import { HOST_PATH } from "../host/host-runtime.ts";
@@ -24,6 +24,29 @@ export const TINI_CANDIDATES = ["/usr/bin/tini-static", "/usr/bin/tini"];
  * wrapper writes statuses to (`<bundle>/status` on the host).
  */
 const STATUS_IN_TASK = "/.taskrouter/status";
+
+/** The directory of our helpers inside a task. */
+const HELPERS_IN_TASK = "/.taskrouter";
+/** The bundle's directory bound read-only at HELPERS_IN_TASK (see helperSkeleton). */
+const SKELETON = "in-task";
+
+/**
+ * Makes `<bundle>/in-task`, bound read-only at /.taskrouter in the task so
+ * that the directory is a mount point: a task can neither rename it (EBUSY)
+ * nor put anything in it (EROFS), so `/.taskrouter/agent` is always our
+ * binary when the router starts a task's agent by that path. It holds an
+ * empty mount point for each helper bound over it (agent, exec, init) and
+ * the status directory. Idempotent, and it never removes anything: a running
+ * task may have it mounted (a bundle being adopted).
+ */
+export async function helperSkeleton(bundle: string): Promise<void> {
+  const dir = join(bundle, SKELETON);
+  await mkdir(join(dir, "status"), { recursive: true, mode: 0o755 });
+  for (const p of [AGENT_IN_TASK, EXEC_IN_TASK, INIT_IN_TASK]) {
+    const name = p.slice(HELPERS_IN_TASK.length + 1);
+    await writeFile(join(dir, name), "", { flag: "a", mode: 0o644 });
+  }
+}
 
 /** The task's path of the status file of exec `name` (no `preserveFds`; see taskConfig). */
 export function statusInTask(name: string): string {
@@ -67,13 +90,23 @@ export function helperMounts(): OciMount[] {
 }
 
 /**
- * The OCI config of a task: the exec wrapper bind-mounted read-only at
+ * The OCI config of a task: a read-only mount point at /.taskrouter (helperSkeleton), the
+ * exec wrapper bind-mounted read-only at
  * /.taskrouter/exec, the SDKs' filesystem helper at FS_TOOLS_IN_TASK, tini (or a shell loop) as PID 1,
  * the exec agent at AGENT_IN_TASK, or for a runtime without `exec --preserve-fds` (runsc)
  * the status directory of its execs instead.
  */
 export function taskConfig(c: TaskConfigInput): OciSpec {
-  const mounts: OciMount[] = helperMounts();
+  const mounts: OciMount[] = [
+    // First: the helpers below are bound over its mount points (helperSkeleton).
+    {
+      destination: HELPERS_IN_TASK,
+      type: "bind",
+      source: join(c.bundle, SKELETON),
+      options: ["bind", "ro", "nosuid", "nodev"],
+    },
+    ...helperMounts(),
+  ];
   if (c.flavor.preserveFds) {
     // The task's exec agent (runc-agents.ts): it needs `exec --preserve-fds` for its directory.
     mounts.push({
