@@ -241,3 +241,44 @@ describe("tokens and logs", () => {
     }
   });
 });
+
+describe("a task token and a task id used again (serve --auth jwt)", () => {
+  let r: TestRouter;
+  before(async () => {
+    r = await startRouter({ runtime: "host", auth: { mode: "jwt" } });
+  });
+  after(async () => {
+    for (const c of clients.splice(0)) c.close();
+    await r.close();
+  });
+
+  it("a terminated task's token does not reach a new task of that id; one issued after it does", async () => {
+    const key = r.daemon.signingKey;
+    assert.ok(key);
+    const admin = new TasksClient(clientWith(r, r.adminToken));
+    await admin.create("again");
+    const old = await issueToken(key, { task: "again" }, HOUR);
+    const oldClient = clientWith(r, old);
+    const id = await oldClient.start("again", ["true"]);
+    assert.deepEqual(await oldClient.wait("again", id), { code: 0 });
+    await admin.terminate("again");
+    // The next task of that id is created in a later second than the old token's `iat`.
+    const issued = now();
+    while (now() <= issued) await new Promise((res) => setTimeout(res, 50));
+    await admin.create("again");
+    const err = await failure(oldClient.start("again", ["true"], { execId: "stale" }));
+    assert.equal(err.code, status.PERMISSION_DENIED, err.message);
+    assert.match(err.message, /issued before task "again" was created/);
+    const gone = await failure(clientWith(r, r.adminToken).poll("again", "stale"));
+    assert.equal(gone.code, status.NOT_FOUND, "the refused start created an exec");
+    // A token issued for the new task reaches it; so does one without `iat` (documented).
+    for (const token of [
+      await issueToken(key, { task: "again" }, HOUR),
+      await sign(key.privateKey, { task_id: "again", exp: now() + 3600 }, key.kid),
+    ]) {
+      const c = clientWith(r, token);
+      const ok = await c.start("again", ["true"]);
+      assert.deepEqual(await c.wait("again", ok), { code: 0 });
+    }
+  });
+});

@@ -16,13 +16,20 @@ export const ISSUER = "taskrouter";
  */
 export const SECRETS_CLAIM = "secrets";
 
-/** Who a verified token speaks for (`secrets`: the names its SECRETS_CLAIM grants). */
+/**
+ * Who a verified token speaks for (`secrets`: the names its SECRETS_CLAIM
+ * grants; `issuedAt`: its `iat` in seconds, undefined when it has none).
+ */
 export type Principal =
   | { kind: "admin" }
-  | { kind: "task"; taskId: string; secrets: readonly string[] };
+  | { kind: "task"; taskId: string; secrets: readonly string[]; issuedAt: number | undefined };
 
-/** What a call needs: one task (TaskCommandRouter calls) or the admin scope. */
-export type Need = { task: string } | "admin";
+/**
+ * What a call needs: one task (TaskCommandRouter calls; `createdAtMs`: when
+ * the task of that id now on the router was created, when there is one) or
+ * the admin scope.
+ */
+export type Need = { task: string; createdAtMs?: number | undefined } | "admin";
 
 /** Whom to mint a token for. */
 export type Subject = { task: string } | { admin: true };
@@ -67,7 +74,13 @@ export function principalOf(payload: Record<string, unknown>): Principal {
   if (typeof scope === "string" && scope.split(" ").includes(ADMIN_SCOPE)) return { kind: "admin" };
   const task = payload[TASK_CLAIM];
   if (typeof task === "string" && task !== "") {
-    return { kind: "task", taskId: task, secrets: secretsClaim(payload[SECRETS_CLAIM]) };
+    const iat = payload.iat;
+    return {
+      kind: "task",
+      taskId: task,
+      secrets: secretsClaim(payload[SECRETS_CLAIM]),
+      issuedAt: typeof iat === "number" && Number.isFinite(iat) ? iat : undefined,
+    };
   }
   throw new PermissionDeniedError(
     `token grants no access: it has neither a "${TASK_CLAIM}" claim nor the "${ADMIN_SCOPE}" scope`,
@@ -88,7 +101,9 @@ function secretsClaim(v: unknown): readonly string[] {
 /**
  * Throws PermissionDenied unless `who` may make a call that needs `need`:
  * admin tokens reach the admin services and every task; a task token reaches
- * only its own task.
+ * only its own task, and not a task of that id created after the token was
+ * issued (its `iat`, in whole seconds, before the task's creation second): a
+ * token of a terminated task does not reach a new task given the same id.
  */
 export function authorize(who: Principal, need: Need): void {
   if (who.kind === "admin") return;
@@ -98,6 +113,12 @@ export function authorize(who: Principal, need: Need): void {
   if (need.task !== who.taskId) {
     throw new PermissionDeniedError(
       `the token is for task ${quote(who.taskId)}, not ${quote(need.task)}`,
+    );
+  }
+  const born = need.createdAtMs;
+  if (born !== undefined && who.issuedAt !== undefined && who.issuedAt < Math.floor(born / 1000)) {
+    throw new PermissionDeniedError(
+      `the token was issued before task ${quote(need.task)} was created: it was for an earlier task of that id`,
     );
   }
 }

@@ -88,6 +88,11 @@ export class TaskManager {
     return task;
   }
 
+  /** When the task `taskId` on this router was created (ms); undefined when there is none. */
+  createdAt(taskId: string): number | undefined {
+    return this.tasks.get(taskId)?.createdAt;
+  }
+
   /** The task `taskId`; NotFound when unknown. Terminated tasks are still returned. */
   get(taskId: string): Task {
     const t = this.tasks.get(taskId);

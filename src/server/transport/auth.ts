@@ -17,9 +17,16 @@ import { toGrpcError } from "./status.ts";
 export { type AccessPolicy, SERVICE_POLICY, serviceName } from "./edge.ts";
 
 /** What a task-scoped request needs: a token for its `task_id`. */
-function needOf(request: unknown): Need {
+function needOf(request: unknown, createdAt: TaskCreatedAt): Need {
   const taskId = (request as { taskId?: unknown } | null)?.taskId;
-  return { task: typeof taskId === "string" ? taskId : "" };
+  return taskNeed(typeof taskId === "string" ? taskId : "", createdAt);
+}
+
+/** When the task `taskId` now on the router was created (ms), undefined when there is none. */
+export type TaskCreatedAt = (taskId: string) => number | undefined;
+
+function taskNeed(task: string, createdAt: TaskCreatedAt): Need {
+  return { task, createdAtMs: task === "" ? undefined : createdAt(task) };
 }
 
 /**
@@ -57,6 +64,7 @@ export class AuthServer extends Server {
     private readonly verifier: TokenVerifier | undefined,
     private readonly log: Logger,
     options: ServerOptions = {},
+    private readonly createdAt: TaskCreatedAt = () => undefined,
   ) {
     const cap = inflateCap(options["grpc.max_receive_message_length"]);
     super({
@@ -80,7 +88,8 @@ export class AuthServer extends Server {
     // handler stays UNIMPLEMENTED.
     const guarded: UntypedServiceImplementation = {};
     for (const [name, m] of Object.entries(def)) {
-      const handler = impl[name] ?? (m.originalName === undefined ? undefined : impl[m.originalName]);
+      const handler =
+        impl[name] ?? (m.originalName === undefined ? undefined : impl[m.originalName]);
       if (!handler) continue;
       guarded[name] = m.requestStream
         ? this.guardTaskStream(handler.bind(impl))
@@ -96,6 +105,7 @@ export class AuthServer extends Server {
    * the handler's own error path) and the handler gets no message.
    */
   private guardTaskStream(handler: UntypedHandleCall): UntypedHandleCall {
+    const createdAt = this.createdAt;
     // biome-ignore lint/suspicious/noExplicitAny: grpc-js's ServerReadableStream and its callback
     return ((call: any, callback: (err: unknown) => void) => {
       const inner = call[Symbol.asyncIterator].bind(call) as () => AsyncIterator<unknown>;
@@ -107,7 +117,7 @@ export class AuthServer extends Server {
           if (next.done) return;
           if (first) {
             first = false;
-            authorize(admittedCaller(call.metadata), { task: streamTaskId(next.value) });
+            authorize(admittedCaller(call.metadata), taskNeed(streamTaskId(next.value), createdAt));
           }
           yield next.value;
         }
@@ -126,7 +136,7 @@ export class AuthServer extends Server {
     // biome-ignore lint/suspicious/noExplicitAny: grpc-js hands each call kind its own (call, callback?) pair
     return ((call: any, callback?: (err: unknown) => void) => {
       try {
-        authorize(admittedCaller(call.metadata), needOf(call.request));
+        authorize(admittedCaller(call.metadata), needOf(call.request, this.createdAt));
       } catch (err) {
         if (err instanceof TaskRouterError) log.debug({ method, reason: err.message }, "denied");
         const status = toGrpcError(err, log, method);

@@ -112,11 +112,16 @@ export async function startServer(
   // Every open call listens for shutdown; thousands at once are expected.
   setMaxListeners(0, shutdown.signal);
   const deps: ServerDeps = { log, shutdown: shutdown.signal, metrics };
-  const server = new AuthServer(edge.verifier, log, {
-    "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE,
-    "grpc.max_send_message_length": 4 * 1024 * 1024,
-    "grpc.keepalive_permit_without_calls": 1,
-  });
+  const server = new AuthServer(
+    edge.verifier,
+    log,
+    {
+      "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE,
+      "grpc.max_send_message_length": 4 * 1024 * 1024,
+      "grpc.keepalive_permit_without_calls": 1,
+    },
+    (taskId) => tasks.createdAt(taskId),
+  );
   const bound: BoundService[] = [
     routerService(deps, tasks, services.images, services.volumes, services.memorySnapshots),
     bindService(Tasks, tasksService(deps, tasks, services.memorySnapshots)),
