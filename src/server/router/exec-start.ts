@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { EnvSource, ExecRequest } from "../../exec/exec-request.ts";
-import type { PTYInfo } from "../../gen/modal_proto/api_pb.ts";
+import { type PTYInfo, PTYInfo_PTYType as PtyType } from "../../gen/modal_proto/api_pb.ts";
 import {
   type TaskExecStartRequest,
   type TaskExecStartResponse,
@@ -11,6 +11,19 @@ import {
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
+
+const PTY_TYPES = {
+  [PtyType.PTY_TYPE_UNSPECIFIED]: "unspecified",
+  [PtyType.PTY_TYPE_FUNCTION]: "function",
+  [PtyType.PTY_TYPE_SHELL]: "shell",
+} as const;
+
+/** `pty_info.pty_type` (of an exec or a sidecar); a value outside the enum is InvalidArgument. */
+export function ptyType(p: PTYInfo): (typeof PTY_TYPES)[PtyType] {
+  const type = PTY_TYPES[p.ptyType];
+  if (!type) throw new InvalidArgumentError(`unknown pty_info.pty_type ${p.ptyType}`);
+  return type;
+}
 
 /** The terminal `pty_info` asks for (of an exec or a sidecar): sizes of 0 mean 24x80. */
 export function ptyFields(p: PTYInfo) {
@@ -43,6 +56,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
   if (!stdout) throw new InvalidArgumentError(`unknown stdout_config ${req.stdoutConfig}`);
   if (!stderr) throw new InvalidArgumentError(`unknown stderr_config ${req.stderrConfig}`);
   const p = req.ptyInfo;
+  // An exec runs its command on the terminal whatever the type; an unknown one is still refused.
+  if (p?.enabled) ptyType(p);
   return {
     execId: req.execId,
     argv: req.commandArgs,
