@@ -75,8 +75,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
 /**
  * The env carriers of the request as one ordered list (PROTOCOL-LATER §6):
  * `secret_sources` as sent, or else `secret_ids` in order and then `env` on
- * top. Mixing `secret_sources` with the others, or a source with neither
- * field, is InvalidArgument. TaskContainerCreate carries the same three fields.
+ * top. Mixing `secret_sources` with the others, a source with neither
+ * field, or an empty secret id is InvalidArgument (naming the field sent). TaskContainerCreate carries the same three fields.
  */
 export function envSources(
   req: Pick<TaskExecStartRequest, "env" | "secretIds" | "secretSources">,
@@ -87,12 +87,20 @@ export function envSources(
       throw new InvalidArgumentError("secret_sources cannot be combined with secret_ids or env");
     }
     return req.secretSources.map((s, i): EnvSource => {
-      if (s.source.case === "secretId") return { secretId: s.source.value };
+      if (s.source.case === "secretId") {
+        if (s.source.value === "") {
+          throw new InvalidArgumentError(`secret_sources[${i}].secret_id must not be empty`);
+        }
+        return { secretId: s.source.value };
+      }
       if (s.source.case === "env") return { env: s.source.value.contents };
       throw new InvalidArgumentError(`secret_sources[${i}] sets neither secret_id nor env`);
     });
   }
-  const out: EnvSource[] = req.secretIds.map((id) => ({ secretId: id }));
+  const out: EnvSource[] = req.secretIds.map((id, i) => {
+    if (id === "") throw new InvalidArgumentError(`secret_ids[${i}] must not be empty`);
+    return { secretId: id };
+  });
   if (env.length > 0) out.push({ env: req.env });
   return out;
 }
