@@ -51,7 +51,7 @@ describe("TaskSnapshotFilesystem (domain, a task root made by the test)", { skip
   it("captures the whole root but not the content of directories mounted into it", async () => {
     await svc.mountDirectory("t", b("/data"), "");
     await writeFile(join(fs.root, "data", "in-mount"), "not part of the root");
-    const id = await svc.snapshotFilesystem("t", {});
+    const id = await svc.snapshotFilesystem("t", { ttlSeconds: 2_592_000n });
     const paths = (await svc.inspect(id)).manifest.entries.map((e) => e.path);
     assert.deepEqual(paths, ["", "data", "etc", "etc/conf"]);
     await svc.unmountDirectory("t", b("/data"));
@@ -92,10 +92,10 @@ describe("TaskSnapshotFilesystem (domain, a task root made by the test)", { skip
       fs.root = root;
       fs.rootLayers = { imageId: base, upper: join(s.dir, "upper") };
       reads.length = 0;
-      assert.equal(await svc.snapshotFilesystem("t", {}), base);
+      assert.equal(await svc.snapshotFilesystem("t", { ttlSeconds: 2_592_000n }), base);
       assert.equal(reads.length, 0);
       await writeFile(join(root, "lib", "f7"), "changed");
-      const next = await svc.snapshotFilesystem("t", {});
+      const next = await svc.snapshotFilesystem("t", { ttlSeconds: 2_592_000n });
       assert.equal(reads.length, 1);
       assert.notEqual(next, base);
       const entries = (await svc.inspect(next)).manifest.entries;

@@ -42,6 +42,9 @@ export interface SnapshotOptions {
   signal?: AbortSignal;
 }
 
+/** The `ttl_seconds` the SDKs send when their caller gives none: 30 days. */
+const SDK_DEFAULT_TTL_SECONDS = 30 * 24 * 60 * 60;
+
 function pathBytes(path: string | Uint8Array): Uint8Array {
   return typeof path === "string" ? Buffer.from(path) : path;
 }
@@ -83,12 +86,13 @@ export class TaskImagesClient {
     return res.imageId;
   }
 
+  /** `ttl_seconds` is required here (PROTOCOL-LATER §5.7): unset, 30 days, as the SDKs send. */
   async snapshotFilesystem(taskId: string, opts: SnapshotOptions = {}): Promise<string> {
     const req = create(TaskSnapshotFilesystemRequestSchema, {
       taskId,
       snapshotId: opts.snapshotId ?? "",
+      ttlSeconds: BigInt(opts.ttlSeconds ?? SDK_DEFAULT_TTL_SECONDS),
     });
-    if (opts.ttlSeconds !== undefined) req.ttlSeconds = BigInt(opts.ttlSeconds);
     const res = await this.client.unary<TaskSnapshotFilesystemResponse>(
       "taskSnapshotFilesystem",
       req,

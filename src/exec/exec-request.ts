@@ -74,10 +74,48 @@ export function checkExecIds(req: ExecRequest): void {
   if (req.workdir !== undefined) checkMaxBytes("workdir", req.workdir, MAX.path);
 }
 
+/** A request's `workdir` (of an exec or a sidecar), when set: absolute, no NUL (InvalidArgument). */
+export function checkWorkdir(workdir: string | undefined): void {
+  if (workdir === undefined) return;
+  if (!workdir.startsWith("/")) {
+    throw new InvalidArgumentError(
+      `workdir must be an absolute path: ${quote(workdir, { ends: true })}`,
+    );
+  }
+  if (workdir.includes("\0")) {
+    throw new InvalidArgumentError(`workdir ${quote(workdir, { ends: true })} contains a NUL byte`);
+  }
+}
+
+/**
+ * A terminal request (`pty_info` with `enabled`, of an exec or a sidecar):
+ * sizes 1-65535 (0 on the wire was already made 24x80), TERM, COLORTERM and
+ * TERM_PROGRAM without NUL. InvalidArgument otherwise.
+ */
+export function checkPty(pty: PtyOptions): void {
+  for (const [field, v] of [
+    ["winsz_rows", pty.rows],
+    ["winsz_cols", pty.cols],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > 65535) {
+      throw new InvalidArgumentError(`pty_info.${field} must be 0 (24x80) or 1-65535, not ${v}`);
+    }
+  }
+  for (const [field, v] of [
+    ["env_term", pty.term],
+    ["env_colorterm", pty.colorterm],
+    ["env_term_program", pty.termProgram],
+  ] as const) {
+    if (v.includes("\0")) {
+      throw new InvalidArgumentError(`pty_info.${field} ${quote(v)} contains a NUL byte`);
+    }
+  }
+}
+
 /**
  * Checks what can be checked without the task: ids (checkExecIds), argv (non-empty, no NUL,
- * within ARG_MAX together with `env`), and the features this build does not
- * serve yet. Throws InvalidArgument / Unimplemented, or PermissionDenied for
+ * within ARG_MAX together with `env`), inline env, workdir (checkWorkdir), the
+ * terminal (checkPty), and the features this build does not serve yet. Throws InvalidArgument / Unimplemented, or PermissionDenied for
  * `runtime_debug` unless `opts.allowRuntimeDebug`; changes nothing.
  */
 export function validateExecRequest(
@@ -88,11 +126,8 @@ export function validateExecRequest(
   checkExecIds(req);
   checkArgv(req.argv, env, "command_args");
   checkInlineEnv(req.envSources);
-  if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
-    throw new InvalidArgumentError(
-      `workdir must be an absolute path: ${quote(req.workdir, { ends: true })}`,
-    );
-  }
+  checkWorkdir(req.workdir);
+  if (req.pty) checkPty(req.pty);
   if (req.runtimeDebug && !opts.allowRuntimeDebug) {
     throw new PermissionDeniedError(
       "runtime_debug is not allowed on this router (start it with serve --allow-runtime-debug)",

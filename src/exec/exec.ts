@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
 import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
 import type { ExitStatus, Proc, StdinState } from "../runtime/runtime.ts";
+import { type LongTimer, setLongTimeout } from "../util/long-timer.ts";
 import type { ExecRequest } from "./exec-request.ts";
 import { FileLog } from "./file-log.ts";
 import { ByteBudget, OutputLog } from "./output-log.ts";
@@ -72,7 +73,7 @@ export class Exec {
   readonly stdin: StdinStream;
   readonly exited: Promise<ExitStatus>;
   private readonly logs: Record<StreamName, StreamLog>;
-  private timeout: NodeJS.Timeout | undefined;
+  private timeout: LongTimer | undefined;
   private requestedCause: TerminationCause | undefined;
   /** The terminal's size for a PTY exec, undefined otherwise. */
   ptySize: { rows: number; cols: number } | undefined;
@@ -115,8 +116,8 @@ export class Exec {
       ? (opts.deadline ?? this.startedAt + timeoutKillDelayMs(request.timeoutSecs))
       : undefined;
     if (deadline !== undefined) {
-      const ms = Math.max(0, deadline - Date.now());
-      this.timeout = setTimeout(() => this.kill("SIGKILL", "timeout"), ms);
+      // Days ahead (timeout_secs up to ~136 years): a plain setTimeout would fire at once.
+      this.timeout = setLongTimeout(() => this.kill("SIGKILL", "timeout"), deadline - Date.now());
     }
     if (request.pty) {
       this.ptySize = { rows: request.pty.rows, cols: request.pty.cols };
@@ -136,7 +137,7 @@ export class Exec {
       }
     }
     this.exited = proc.exited.then((status) => {
-      clearTimeout(this.timeout);
+      this.timeout?.clear();
       this.stopIdleWatch?.();
       if (failedToStart && mem) {
         // A shell's one-line reason, on stderr (or stdout when merged or on a terminal).
@@ -227,7 +228,7 @@ export class Exec {
 
   /** Frees the logs (readers get NotFound) and what the runtime keeps of the process, and stops the timeout. */
   async dispose(): Promise<void> {
-    clearTimeout(this.timeout);
+    this.timeout?.clear();
     this.stopIdleWatch?.();
     await Promise.all([this.logs.stdout.dispose(), this.logs.stderr.dispose()]);
     await this.proc.release?.();

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { FailedPreconditionError } from "../errors.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
 import { Csek } from "./csek.ts";
 import type { ImageStore } from "./image-store.ts";
 import { emptyManifest, type Manifest, ManifestIndex } from "./manifest.ts";
@@ -87,8 +87,14 @@ export class Snapshots {
     );
   }
 
-  /** Captures the task's root filesystem, without the content of our mounts in it. */
+  /** Captures the task's root filesystem, without the content of our mounts in it; `ttl_seconds` required. */
   async filesystem(taskId: string, fs: TaskFs, req: SnapshotRequest): Promise<string> {
+    if (req.ttlSeconds === undefined) {
+      // PROTOCOL-LATER §5.7: required here (the SDKs always send it), unlike on a directory.
+      throw new InvalidArgumentError(
+        "ttl_seconds is required for TaskSnapshotFilesystem: the image's lifetime in seconds, or -1 for never",
+      );
+    }
     const ttl = parseTtl(req.ttlSeconds);
     if (fs.runtime === "host") {
       throw new FailedPreconditionError(

@@ -137,8 +137,8 @@ export class SecretStore implements SecretResolver {
 
   resolve(ids: readonly string[]): Record<string, string> {
     const pairs: [string, string][] = [];
-    for (const [i, id] of ids.entries()) {
-      if (id === "") throw new InvalidArgumentError(`secret_ids[${i}] must not be empty`);
+    for (const id of ids) {
+      if (id === "") throw new InvalidArgumentError("a secret id must not be empty");
       const s = this.secrets.get(id);
       if (!s) throw new NotFoundError(`secret ${quote(id)} not found`);
       pairs.push(...s.data);

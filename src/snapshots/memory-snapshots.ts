@@ -7,6 +7,7 @@ import type { TaskSpec } from "../runtime/runtime.ts";
 import type { ReadinessProbe } from "../tasks/readiness.ts";
 import type { Task } from "../tasks/task.ts";
 import type { TaskManager } from "../tasks/task-manager.ts";
+import { MAX_TIMER_MS } from "../util/long-timer.ts";
 import {
   loadRecords,
   SNAPSHOT_ID,
@@ -20,9 +21,6 @@ export type SnapshotTasks = Pick<TaskManager, "get" | "create" | "terminate">;
 
 /** Lifetime of a memory snapshot unless `serve --memory-snapshot-ttl` says otherwise. */
 export const DEFAULT_MEMORY_SNAPSHOT_TTL_MS = 7 * 24 * 60 * 60 * 1000;
-
-/** setTimeout's longest delay. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface MemorySnapshotOptions {
   /** How long a snapshot lives, from its creation (ms). */

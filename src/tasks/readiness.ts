@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   TaskRouterError,
 } from "../errors.ts";
+import { MAX_TIMER_MS } from "../util/long-timer.ts";
 import {
   formatProbe,
   type ProbeAttempt,
@@ -41,8 +42,8 @@ export {
  *   and with FailedPrecondition once the task is torn down (`stop`).
  */
 
-/** Longest wait one call may ask for (setTimeout's limit). */
-const MAX_WAIT_MS = 2 ** 31 - 1;
+/** Longest wait one call may ask for (setTimeout's limit; docs/DECISIONS.md). */
+const MAX_WAIT_MS = MAX_TIMER_MS;
 
 /** The readiness state of one task and the loop that probes it (see the contract above). */
 export class Readiness {

@@ -1,5 +1,7 @@
 import { lstatSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { FailedPreconditionError } from "../../errors.ts";
+import { quote } from "../../limits.ts";
 
 const MAX_SYMLINKS = 40;
 
@@ -8,7 +10,8 @@ const MAX_SYMLINKS = 40;
  * path on this machine below `root`, following symlinks the way the kernel
  * would inside a chroot: an absolute link target restarts at `root`, and `..`
  * never climbs above it. Components that do not exist are kept as they are
- * (the caller's stat then reports them missing). Throws after 40 links (a loop).
+ * (the caller's stat then reports them missing). FailedPrecondition naming
+ * `path` after 40 links (a loop the task made: ELOOP for a process in it).
  *
  * This guards the router against a task that plants a symlink such as
  * `/root/x -> /etc` or `../../..` to make the router look at (or mount over)
@@ -39,7 +42,11 @@ export function resolveConfined(root: string, path: string): string {
       done.push(c);
       continue;
     }
-    if (++links > MAX_SYMLINKS) throw new Error(`too many levels of symbolic links: ${path}`);
+    if (++links > MAX_SYMLINKS) {
+      throw new FailedPreconditionError(
+        `${quote(path, { ends: true })} cannot be resolved: too many levels of symbolic links (a symlink loop)`,
+      );
+    }
     const target = readlinkSync(host);
     const parts = target.split("/").filter((x) => x !== "" && x !== ".");
     if (target.startsWith("/")) done.length = 0;

@@ -3,7 +3,6 @@ import { InvalidArgumentError } from "../../errors.ts";
 import {
   NetworkAccess_NetworkAccessType as NetType,
   type PTYInfo,
-  PTYInfo_PTYType as PtyType,
 } from "../../gen/modal_proto/api_pb.ts";
 import {
   type TaskContainerCreateRequest,
@@ -14,7 +13,7 @@ import type { ContainerPty } from "../../tasks/containers/container-pty.ts";
 import type { ContainerRequest } from "../../tasks/containers/container-request.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
-import { envSources, ptyFields } from "./exec-start.ts";
+import { envSources, ptyFields, ptyType } from "./exec-start.ts";
 
 const NET_KINDS = {
   [NetType.UNSPECIFIED]: "unspecified",
@@ -23,18 +22,10 @@ const NET_KINDS = {
   [NetType.ALLOWLIST]: "allowlist",
 } as const;
 
-const PTY_TYPES = {
-  [PtyType.PTY_TYPE_UNSPECIFIED]: "unspecified",
-  [PtyType.PTY_TYPE_FUNCTION]: "function",
-  [PtyType.PTY_TYPE_SHELL]: "shell",
-} as const;
-
 /** Maps `pty_info` (undefined unless `enabled`): sizes of 0 mean 24x80, as for execs. */
 function toContainerPty(p: PTYInfo | undefined): ContainerPty | undefined {
   if (!p?.enabled) return undefined;
-  const type = PTY_TYPES[p.ptyType];
-  if (!type) throw new InvalidArgumentError(`unknown pty_info.pty_type ${p.ptyType}`);
-  return { ...ptyFields(p), type };
+  return { ...ptyFields(p), type: ptyType(p) };
 }
 
 /** Maps the wire request to the domain's ContainerRequest (enums checked here). */

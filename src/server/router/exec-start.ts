@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { EnvSource, ExecRequest } from "../../exec/exec-request.ts";
-import type { PTYInfo } from "../../gen/modal_proto/api_pb.ts";
+import { type PTYInfo, PTYInfo_PTYType as PtyType } from "../../gen/modal_proto/api_pb.ts";
 import {
   type TaskExecStartRequest,
   type TaskExecStartResponse,
@@ -11,6 +11,19 @@ import {
 } from "../../gen/modal_proto/task_command_router_pb.ts";
 import type { TaskManager } from "../../tasks/task-manager.ts";
 import { type ServerDeps, unary } from "../transport/call.ts";
+
+const PTY_TYPES = {
+  [PtyType.PTY_TYPE_UNSPECIFIED]: "unspecified",
+  [PtyType.PTY_TYPE_FUNCTION]: "function",
+  [PtyType.PTY_TYPE_SHELL]: "shell",
+} as const;
+
+/** `pty_info.pty_type` (of an exec or a sidecar); a value outside the enum is InvalidArgument. */
+export function ptyType(p: PTYInfo): (typeof PTY_TYPES)[PtyType] {
+  const type = PTY_TYPES[p.ptyType];
+  if (!type) throw new InvalidArgumentError(`unknown pty_info.pty_type ${p.ptyType}`);
+  return type;
+}
 
 /** The terminal `pty_info` asks for (of an exec or a sidecar): sizes of 0 mean 24x80. */
 export function ptyFields(p: PTYInfo) {
@@ -43,6 +56,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
   if (!stdout) throw new InvalidArgumentError(`unknown stdout_config ${req.stdoutConfig}`);
   if (!stderr) throw new InvalidArgumentError(`unknown stderr_config ${req.stderrConfig}`);
   const p = req.ptyInfo;
+  // An exec runs its command on the terminal whatever the type; an unknown one is still refused.
+  if (p?.enabled) ptyType(p);
   return {
     execId: req.execId,
     argv: req.commandArgs,
@@ -60,8 +75,8 @@ export function toExecRequest(req: TaskExecStartRequest): ExecRequest {
 /**
  * The env carriers of the request as one ordered list (PROTOCOL-LATER §6):
  * `secret_sources` as sent, or else `secret_ids` in order and then `env` on
- * top. Mixing `secret_sources` with the others, or a source with neither
- * field, is InvalidArgument. TaskContainerCreate carries the same three fields.
+ * top. Mixing `secret_sources` with the others, a source with neither
+ * field, or an empty secret id is InvalidArgument (naming the field sent). TaskContainerCreate carries the same three fields.
  */
 export function envSources(
   req: Pick<TaskExecStartRequest, "env" | "secretIds" | "secretSources">,
@@ -72,12 +87,20 @@ export function envSources(
       throw new InvalidArgumentError("secret_sources cannot be combined with secret_ids or env");
     }
     return req.secretSources.map((s, i): EnvSource => {
-      if (s.source.case === "secretId") return { secretId: s.source.value };
+      if (s.source.case === "secretId") {
+        if (s.source.value === "") {
+          throw new InvalidArgumentError(`secret_sources[${i}].secret_id must not be empty`);
+        }
+        return { secretId: s.source.value };
+      }
       if (s.source.case === "env") return { env: s.source.value.contents };
       throw new InvalidArgumentError(`secret_sources[${i}] sets neither secret_id nor env`);
     });
   }
-  const out: EnvSource[] = req.secretIds.map((id) => ({ secretId: id }));
+  const out: EnvSource[] = req.secretIds.map((id, i) => {
+    if (id === "") throw new InvalidArgumentError(`secret_ids[${i}] must not be empty`);
+    return { secretId: id };
+  });
   if (env.length > 0) out.push({ env: req.env });
   return out;
 }

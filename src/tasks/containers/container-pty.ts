@@ -1,7 +1,5 @@
-import { InvalidArgumentError } from "../../errors.ts";
 import type { PtyOptions } from "../../exec/exec-request.ts";
 import { ptyEnv } from "../../exec/pty.ts";
-import { quote } from "../../limits.ts";
 
 /**
  * The terminal a sidecar's entrypoint runs on (`pty_info` of
@@ -22,27 +20,6 @@ import { quote } from "../../limits.ts";
  */
 export interface ContainerPty extends PtyOptions {
   type: "unspecified" | "function" | "shell";
-}
-
-/** Checks a sidecar's terminal request: sizes 1-65535, env values without NUL (InvalidArgument). */
-export function checkContainerPty(pty: ContainerPty): void {
-  for (const [field, v] of [
-    ["winsz_rows", pty.rows],
-    ["winsz_cols", pty.cols],
-  ] as const) {
-    if (!Number.isInteger(v) || v < 1 || v > 65535) {
-      throw new InvalidArgumentError(`pty_info.${field} must be 0 (24x80) or 1-65535, not ${v}`);
-    }
-  }
-  for (const [field, v] of [
-    ["env_term", pty.term],
-    ["env_colorterm", pty.colorterm],
-    ["env_term_program", pty.termProgram],
-  ] as const) {
-    if (v.includes("\0")) {
-      throw new InvalidArgumentError(`pty_info.${field} ${quote(v)} contains a NUL byte`);
-    }
-  }
 }
 
 /** The env vars a sidecar's terminal adds (none without one); they win over env and secrets. */

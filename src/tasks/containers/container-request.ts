@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import { AlreadyExistsError, InvalidArgumentError } from "../../errors.ts";
-import { checkInlineEnv, type EnvSource } from "../../exec/exec-request.ts";
+import { checkInlineEnv, checkPty, checkWorkdir, type EnvSource } from "../../exec/exec-request.ts";
 import { checkMaxBytes, MAX, quote } from "../../limits.ts";
 import { checkSidecarMounts, type SidecarVolumeRequest } from "../../volumes/sidecar-volumes.ts";
 import { checkPolicyLists } from "../network-policy.ts";
-import { type ContainerPty, checkContainerPty, ptyFingerprint } from "./container-pty.ts";
+import { type ContainerPty, ptyFingerprint } from "./container-pty.ts";
 
 /** The name of a task's main container (PROTOCOL-LATER §3.4): always there, never a sidecar's. */
 export const MAIN = "main";
@@ -41,7 +41,7 @@ export interface ContainerRequest {
  * Checks what can be checked without the task, before anything is made:
  * InvalidArgument for a malformed request, AlreadyExists for the name
  * "main" (the main container always exists, §5.10), FailedPrecondition for
- * what this router cannot honour; a terminal as checkContainerPty does.
+ * what this router cannot honour; workdir and terminal as checkWorkdir and checkPty do.
  * An allowlist's entries are checked as TaskSetNetworkAccess's. Volume
  * mounts are checked as checkSidecarMounts does; whether the volumes exist
  * is not (SidecarVolumes.attach). Changes nothing.
@@ -71,11 +71,7 @@ export function validateContainerRequest(req: ContainerRequest): void {
   }
   if (req.workdir !== undefined) checkMaxBytes("workdir", req.workdir, MAX.path);
   checkInlineEnv(req.envSources);
-  if (req.workdir !== undefined && !req.workdir.startsWith("/")) {
-    throw new InvalidArgumentError(
-      `workdir must be an absolute path: ${quote(req.workdir, { ends: true })}`,
-    );
-  }
+  checkWorkdir(req.workdir);
   const net = req.network;
   if (net && net.kind !== "allowlist" && (net.cidrs.length > 0 || net.domains.length > 0)) {
     throw new InvalidArgumentError(
@@ -94,7 +90,7 @@ export function validateContainerRequest(req: ContainerRequest): void {
     );
   }
   checkSidecarMounts(req.volumeMounts);
-  if (req.pty) checkContainerPty(req.pty);
+  if (req.pty) checkPty(req.pty);
 }
 
 /** Equal for two requests exactly when they ask for the same container (a hash: env values are not kept). */

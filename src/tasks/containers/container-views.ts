@@ -9,6 +9,7 @@ import type {
   TaskSpec,
   TaskStatus,
 } from "../../runtime/runtime.ts";
+import { MAX_TIMER_MS } from "../../util/long-timer.ts";
 import type { Caller } from "../grants.ts";
 import type { ContainerRecord, ContainerResult } from "./container-record.ts";
 import { MAIN } from "./container-request.ts";
@@ -112,7 +113,7 @@ export class Wakeups {
 
   /** Resolves once `done()` holds (checked at each wake), after `timeoutMs`, or when `signal` aborts. */
   async until(done: () => boolean, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    const end = Date.now() + Math.min(timeoutMs, 2 ** 31 - 1);
+    const end = Date.now() + Math.min(timeoutMs, MAX_TIMER_MS);
     while (!done() && Date.now() < end && !signal?.aborted) {
       await new Promise<void>((resolve) => {
         const stop = () => {
