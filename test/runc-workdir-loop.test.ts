@@ -9,11 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { symlink } from "node:fs/promises";
+import { mkdir, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { tarDirectory } from "../src/cli/tar-dir.ts";
 import { ImagesAdminClient } from "../src/client/images.ts";
+import { AdminWire } from "./helpers/admin-wire.ts";
 import { runcSkipReason } from "./helpers/runc.ts";
 import { makeSidecarImage, type SidecarSuite, startSidecarSuite } from "./helpers/sidecar-image.ts";
 import { expectStatus, grpc, STDOUT } from "./helpers/wire-client.ts";
@@ -100,5 +101,26 @@ describe("a workdir that is a symlink loop (runc)", { skip }, () => {
       rows.map((c) => c.container_name),
       ["main", "side"],
     );
+  });
+
+  it("an entrypoint whose PATH meets a loop first: FAILED_PRECONDITION (execvp stops at ELOOP too), no task", async () => {
+    const tree = join(f.s.dir, "path-loop-tree");
+    await makeSidecarImage(tree);
+    await mkdir(join(tree, "usr", "local"), { recursive: true });
+    await symlink("/usr/local/sbin", join(tree, "usr", "local", "sbin"));
+    const admin = new ImagesAdminClient(f.r.client);
+    const image = await admin.import(tarDirectory(tree), { format: "tree", source: "test" });
+    const tasks = new AdminWire(f.r.address, "Tasks");
+    try {
+      const before = ((await tasks.call("ListTasks", {})).tasks as unknown[]).length;
+      const e = await expectStatus(
+        tasks.call("CreateTask", { image, entrypoint: ["sleep", "600"] }),
+        grpc.status.FAILED_PRECONDITION,
+      );
+      assert.match(e.details, /too many levels of symbolic links/);
+      assert.equal(((await tasks.call("ListTasks", {})).tasks as unknown[]).length, before);
+    } finally {
+      tasks.close();
+    }
   });
 });
