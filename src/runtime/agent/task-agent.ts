@@ -3,9 +3,10 @@ import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
-import type { AgentExecState } from "./agent-conn.ts";
+import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
+import { ExecDirFileError } from "./exec-dir-files.ts";
 import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
@@ -97,9 +98,18 @@ export class TaskAgent {
     for (const p of live) this.apply(p, byKey.get(p.key), exits);
   }
 
-  /** The agent's `exits` file, read now. */
+  /**
+   * The agent's `exits` file, read now; empty when it is not a regular file
+   * or too large (a process of the task replaced it): its execs then end as
+   * SIGKILLed, as those of a lost agent do.
+   */
   private exits(): Map<string, RecordedExit> {
-    return exitsFile(join(this.dir, EXITS));
+    try {
+      return exitsFile(join(this.dir, EXITS));
+    } catch (err) {
+      if (err instanceof ExecDirFileError) return new Map();
+      throw err;
+    }
   }
 
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
@@ -188,7 +198,7 @@ export class TaskAgent {
             reject(refusal(e.args[0] ?? ""));
           }
         });
-        void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
+        void conn.closed.then(() => reject(connectionClosed()));
         conn.send(execFields(key, spec, this.opts.debug, withRing));
       });
     try {
