@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
@@ -234,9 +234,10 @@ export class TaskAgent {
       conn.send(["forget", key]);
       return;
     }
+    // unlink: whatever a task put at these names (a symlink is removed, not its target).
     await Promise.all(
       ["in", "inlen", "out", "err", "exit", "kept", "kept.new"].map((s) =>
-        rm(join(this.dir, `${key}.${s}`), { force: true }),
+        unlink(join(this.dir, `${key}.${s}`)).catch(() => {}),
       ),
     );
   }
