@@ -34,6 +34,11 @@ export class FileLog {
     return this.out.ended;
   }
 
+  /** Reads waiting for more output now (each leaves nothing registered once it resumed). */
+  get waiting(): number {
+    return this.gone.waiting;
+  }
+
   /** Large chunks are lent from a pool of this reader's (see readChunk, ChunkPool). */
   async *read(offset: number, signal?: AbortSignal): AsyncGenerator<Buffer, void, undefined> {
     const reader = this.out.reader(offset);

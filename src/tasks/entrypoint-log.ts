@@ -122,6 +122,11 @@ export class RetainedFileLog implements EntrypointLog, Source {
     return readSource(this, offset, this.gone, signal);
   }
 
+  /** Reads waiting for more output now. */
+  get waiting(): number {
+    return this.gone.waiting;
+  }
+
   keptFrom(): Promise<number> {
     return this.out.keptFrom();
   }
@@ -244,6 +249,11 @@ export class RingLog implements EntrypointLog, Source {
 
   read(offset: number, signal?: AbortSignal): AsyncGenerator<OffsetChunk, void, undefined> {
     return readSource(this, offset, this.gone, signal);
+  }
+
+  /** Reads waiting for more output now. */
+  get waiting(): number {
+    return this.gone.waiting;
   }
 
   keptFrom(): number {
