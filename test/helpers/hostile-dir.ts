@@ -60,10 +60,14 @@ export function agentDir(dataDir: string, task: string, runtime: "host" | "runc"
     : join(dataDir, "runc", "bundles", task, "agent");
 }
 
-/** The agent's KEY of exec `execId`, from the journal's `+KEY RECORD` line. */
+/**
+ * The agent's KEY of exec `execId`, from the journal's last `+KEY RECORD` line
+ * of it (a start retried after an agent's death has a new KEY).
+ */
 export function keyOf(dir: string, execId: string): string {
   const line = readFileSync(join(dir, "execs.journal"), "utf8")
     .split("\n")
+    .reverse()
     .find((l) => l.startsWith("+") && l.includes(`"execId":${JSON.stringify(execId)}`));
   assert.ok(line, `exec ${execId} is in the journal`);
   return line.slice(1, 33);
