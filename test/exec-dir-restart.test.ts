@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { appendFileSync, lstatSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { TasksClient } from "../src/client/admin.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { ExecsClient } from "../src/client/execs.ts";
@@ -61,6 +61,9 @@ describe("a hostile exec directory at a router's start", { skip }, () => {
     return id;
   };
 
+  before(async () => {
+    await newTask(await serve(), "other");
+  });
   after(async () => {
     for (const pid of orphans) {
       try {
@@ -78,9 +81,8 @@ describe("a hostile exec directory at a router's start", { skip }, () => {
   it("null and garbage exec records: skipped, the task and the others serve", {
     timeout,
   }, async () => {
-    let cl = await serve();
+    let cl = c as RouterClient;
     await newTask(cl, "p");
-    await newTask(cl, "other");
     await sleeper(cl, "p");
     const k = (n: number) => n.toString(16).padStart(32, "e");
     const records = [
