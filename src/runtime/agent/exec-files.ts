@@ -1,6 +1,6 @@
 import { ResourceExhaustedError } from "../../errors.ts";
 import type { ExitStatus, SpawnSpec } from "../runtime.ts";
-import { readBounded, regularSize } from "./exec-dir-files.ts";
+import { ExecDirFileError, readBounded, regularSize } from "./exec-dir-files.ts";
 
 /** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
 const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
@@ -84,4 +84,18 @@ export function exitsFile(path: string): Map<string, RecordedExit> {
     });
   }
   return exits;
+}
+
+/**
+ * exitsFile, empty when `exits` is not a regular file or too large (a
+ * process of the task replaced it): the execs of a lost agent then end as
+ * SIGKILLed, as when it recorded nothing.
+ */
+export function readExits(path: string): Map<string, RecordedExit> {
+  try {
+    return exitsFile(path);
+  } catch (err) {
+    if (err instanceof ExecDirFileError) return new Map();
+    throw err;
+  }
 }

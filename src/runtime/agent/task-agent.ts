@@ -6,8 +6,7 @@ import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
-import { ExecDirFileError } from "./exec-dir-files.ts";
-import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
+import { execFields, type RecordedExit, readExits, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
 
@@ -98,18 +97,9 @@ export class TaskAgent {
     for (const p of live) this.apply(p, byKey.get(p.key), exits);
   }
 
-  /**
-   * The agent's `exits` file, read now; empty when it is not a regular file
-   * or too large (a process of the task replaced it): its execs then end as
-   * SIGKILLed, as those of a lost agent do.
-   */
+  /** The agent's `exits` file, read now (see readExits). */
   private exits(): Map<string, RecordedExit> {
-    try {
-      return exitsFile(join(this.dir, EXITS));
-    } catch (err) {
-      if (err instanceof ExecDirFileError) return new Map();
-      throw err;
-    }
+    return readExits(join(this.dir, EXITS));
   }
 
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
