@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, lstatSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -19,6 +19,7 @@ import {
 import { KillableRouter } from "./helpers/killable-router.ts";
 import { collect } from "./helpers/router.ts";
 import { runcSkipReason } from "./helpers/runc.ts";
+import { expectStatus, FD, grpc, WireClient } from "./helpers/wire-client.ts";
 
 /**
  * A task's exec directory filled with symlinks, FIFOs and device nodes by a
@@ -48,12 +49,14 @@ for (const v of VARIANTS) {
       v.runtime === "runc" ? "runc" : undefined,
     );
     let c: RouterClient;
+    let address = "";
     const marker = markerFile();
     const orphans: number[] = [];
     const dir = (task: string) => agentDir(router.dataDir as string, task, v.runtime);
 
     before(async () => {
-      c = new RouterClient(await router.start());
+      address = await router.start();
+      c = new RouterClient(address);
       for (const t of ["a", "b"]) await new TasksClient(c).create(t);
       await servesOther(c, "a");
       await servesOther(c, "b");
@@ -109,6 +112,35 @@ for (const v of VARIANTS) {
         });
       }
     }
+
+    it("an entrypoint's KEY.out as a symlink: SandboxStdioReadV2 is FAILED_PRECONDITION", {
+      timeout,
+    }, async () => {
+      await new TasksClient(c).create("e", {
+        entrypoint: ["sh", "-c", "echo hi; exec sleep 1000"],
+      });
+      const w = new WireClient(address);
+      try {
+        const d = dir("e");
+        const line = readFileSync(join(d, "execs.journal"), "utf8")
+          .split("\n")
+          .find((l) => l.endsWith('{"v":1,"kind":"entrypoint"}'));
+        plant(join(d, `${line?.slice(1, 33)}.out`), "symlink", marker.path);
+        const read = async () => {
+          for await (const _ of w.sandboxRead({
+            task_id: "e",
+            offset: 0,
+            file_descriptor: FD.STDOUT,
+          }));
+        };
+        await expectStatus(read(), grpc.status.FAILED_PRECONDITION);
+        assert.ok(marker.intact());
+        await servesOther(c, "b");
+      } finally {
+        w.close();
+        await new TasksClient(c).terminate("e");
+      }
+    });
 
     if (v.runtime !== "host") return; // below: agents killed by pid (host agents only)
 
