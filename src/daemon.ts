@@ -202,6 +202,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       ...(config.entrypointRetain ? { entrypointRetain: config.entrypointRetain } : {}),
       spillDir: join(dataDir, "spill"),
       onError: (err) => log.error({ err }, "output spill failed"),
+      onWarn: (msg) => log.warn(msg),
     },
     metrics,
     new StoreTaskVolumes(volumes, (msg) => log.warn(msg)),

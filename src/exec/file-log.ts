@@ -1,7 +1,10 @@
-import { type FileHandle, open } from "node:fs/promises";
+import { constants } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { NotFoundError, OutOfRangeError, throwIfAborted } from "../errors.ts";
+import { openRegular } from "../runtime/agent/exec-dir-files.ts";
 import type { OutputFile, OutputReader } from "../runtime/runtime.ts";
 import { ChunkPool } from "../util/chunk-pool.ts";
+import { Disposal } from "../util/disposal.ts";
 import { MAX_CHUNK, readChunk } from "./output-log.ts";
 
 /**
@@ -11,12 +14,15 @@ import { MAX_CHUNK, readChunk } from "./output-log.ts";
  * chunks of 1..MAX_CHUNK, waits while the stream is open, OutOfRange past
  * the end of an ended one, NotFound once disposed), with no copy of the
  * bytes in memory: each chunk is read from the file when a reader asks.
+ * The file is opened as a regular file only, never through a symlink
+ * (exec-dir-files.ts: a task can plant anything in its exec directory);
+ * anything else fails the read with FailedPrecondition.
  */
 export class FileLog {
   private file: Promise<FileHandle> | undefined;
   private disposed = false;
-  /** Aborted by dispose: wakes readers waiting for more. */
-  private readonly gone = new AbortController();
+  /** Wakes readers waiting for more at dispose. */
+  private readonly gone = new Disposal();
 
   constructor(private readonly out: OutputFile) {}
 
@@ -26,6 +32,11 @@ export class FileLog {
 
   get ended(): boolean {
     return this.out.ended;
+  }
+
+  /** Reads waiting for more output now (each leaves nothing registered once it resumed). */
+  get waiting(): number {
+    return this.gone.waiting;
   }
 
   /** Large chunks are lent from a pool of this reader's (see readChunk, ChunkPool). */
@@ -67,14 +78,12 @@ export class FileLog {
         continue;
       }
       pool.drain();
-      await this.out.changed(
-        signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal,
-      );
+      await this.gone.race(this.out.changed(signal));
     }
   }
 
   private async readAt(pos: number, n: number, pool: ChunkPool): Promise<Buffer> {
-    this.file ??= open(this.out.path, "r");
+    this.file ??= openRegular(this.out.path, constants.O_RDONLY);
     const chunk = await readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
     if (this.disposed) throw new NotFoundError("exec output is no longer retained");
     return chunk;
@@ -84,7 +93,7 @@ export class FileLog {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    this.gone.abort();
+    this.gone.dispose();
     const f = this.file;
     this.file = undefined;
     await f?.then((h) => h.close()).catch(() => {});

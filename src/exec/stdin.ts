@@ -1,5 +1,10 @@
 import type { Writable } from "node:stream";
-import { AbortedError, FailedPreconditionError, OutOfRangeError } from "../errors.ts";
+import {
+  AbortedError,
+  FailedPreconditionError,
+  OutOfRangeError,
+  TaskRouterError,
+} from "../errors.ts";
 import { recycle } from "../util/chunk-pool.ts";
 import { WriteWindow } from "../util/write-window.ts";
 
@@ -40,6 +45,8 @@ export interface StdinSession {
  *   `written` throws OutOfRange; writes are applied in call order.
  * - `eof` closes stdin after the data. A second EOF is fine, and so is an
  *   EOF-only write with an old offset. New data after EOF: FailedPrecondition.
+ * - A pipe write failing with a typed error (TaskRouterError) fails the
+ *   call that wrote it and every later one; other failures (EPIPE) drop the bytes.
  * - After the process exited, unary data is dropped and the call succeeds;
  *   a streaming session instead throws FailedPrecondition, and only once the
  *   exit status is known (so a client that polls sees the exit).
@@ -56,6 +63,8 @@ export class StdinStream {
   private written = 0;
   private eofSent = false;
   private exited = false;
+  /** The typed error a pipe write failed with: every later call throws it. */
+  private failure: TaskRouterError | undefined;
   private pipeBroken = false;
   private queue: Promise<void> = Promise.resolve();
   /** Completion of the last pipe write issued. */
@@ -178,6 +187,7 @@ export class StdinStream {
     guard: (() => void) | undefined,
   ): Promise<Issued> {
     guard?.();
+    if (this.failure) throw this.failure;
     if (offset > this.written) {
       throw new OutOfRangeError(
         `stdin offset ${offset} is past the ${this.written} bytes written so far`,
@@ -200,13 +210,18 @@ export class StdinStream {
     }
     if (suffix.length > 0) {
       this.written += suffix.length;
-      this.lastWrite = new Promise<void>((resolve) => {
+      this.lastWrite = new Promise<void>((resolve, reject) => {
         // The callback also runs (with EPIPE) when the process has gone: the
-        // data is dropped then, which is not the client's fault.
-        this.pipe.write(suffix, () => {
+        // data is dropped then, which is not the client's fault. A typed error
+        // (a task agent's KEY.in that is not a regular file: FailedPrecondition)
+        // is the call's answer.
+        this.pipe.write(suffix, (err) => {
           // The pipe is done with the bytes: a pooled request buffer can serve again.
           recycle(data);
-          resolve();
+          if (err instanceof TaskRouterError) {
+            this.failure ??= err;
+            reject(err);
+          } else resolve();
         });
       });
     }

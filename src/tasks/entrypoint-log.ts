@@ -1,9 +1,12 @@
-import { type FileHandle, open } from "node:fs/promises";
+import { constants } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { NotFoundError, OutOfRangeError, throwIfAborted, UnavailableError } from "../errors.ts";
 import { MAX_CHUNK, readChunk } from "../exec/output-log.ts";
+import { openRegular } from "../runtime/agent/exec-dir-files.ts";
 import type { ExitStatus, OutputFile } from "../runtime/runtime.ts";
 import { ChunkPool } from "../util/chunk-pool.ts";
+import { Disposal } from "../util/disposal.ts";
 import { Waiters } from "../util/waiters.ts";
 
 /** A chunk of an entrypoint stream and the absolute offset of its first byte. */
@@ -45,27 +48,26 @@ interface Source {
   keptFrom(): Promise<number> | number;
   /** Up to `n` bytes at `pos` (pos < length); a file may lend them from `pool` (see ChunkPool). */
   chunk(pos: number, n: number, pool: ChunkPool): Promise<Buffer> | Buffer;
-  changed(signal: AbortSignal): Promise<void>;
+  changed(signal?: AbortSignal): Promise<void>;
 }
 
 /** The read loop of the EntrypointLog contract, over any Source. */
 async function* readSource(
   src: Source,
   offset: number,
-  gone: AbortSignal,
+  gone: Disposal,
   signal?: AbortSignal,
 ): AsyncGenerator<OffsetChunk, void, undefined> {
   let pos = offset;
   let first = true;
   const pool = new ChunkPool(MAX_CHUNK);
-  const wait = signal ? AbortSignal.any([signal, gone]) : gone;
   const lost = (kept: number) =>
     new UnavailableError(
       `entrypoint output from offset ${pos} to ${kept} was dropped (retention) while this stream read it; reopen at offset ${pos}`,
     );
   for (;;) {
     throwIfAborted(signal);
-    if (gone.aborted) throw new NotFoundError("entrypoint output is no longer retained");
+    if (gone.disposed) throw new NotFoundError("entrypoint output is no longer retained");
     const kept = await src.keptFrom();
     // Length and end are read after that await: a change during it must not be missed below.
     const len = src.length;
@@ -93,7 +95,7 @@ async function* readSource(
     }
     if (src.ended) return;
     pool.drain();
-    await src.changed(wait); // no await since `len` was read: no change goes unseen
+    await gone.race(src.changed(signal)); // no await since `len` was read: no change goes unseen
   }
 }
 
@@ -104,7 +106,7 @@ async function* readSource(
  */
 export class RetainedFileLog implements EntrypointLog, Source {
   private file: Promise<FileHandle> | undefined;
-  private readonly gone = new AbortController();
+  private readonly gone = new Disposal();
 
   constructor(private readonly out: OutputFile) {}
 
@@ -117,7 +119,12 @@ export class RetainedFileLog implements EntrypointLog, Source {
   }
 
   read(offset: number, signal?: AbortSignal): AsyncGenerator<OffsetChunk, void, undefined> {
-    return readSource(this, offset, this.gone.signal, signal);
+    return readSource(this, offset, this.gone, signal);
+  }
+
+  /** Reads waiting for more output now. */
+  get waiting(): number {
+    return this.gone.waiting;
   }
 
   keptFrom(): Promise<number> {
@@ -125,17 +132,17 @@ export class RetainedFileLog implements EntrypointLog, Source {
   }
 
   async chunk(pos: number, n: number, pool: ChunkPool): Promise<Buffer> {
-    this.file ??= open(this.out.path, "r");
+    this.file ??= openRegular(this.out.path, constants.O_RDONLY);
     return readChunk(await this.file, pos, n, `output file ${this.out.path}`, pool);
   }
 
-  changed(signal: AbortSignal): Promise<void> {
+  changed(signal?: AbortSignal): Promise<void> {
     return this.out.changed(signal);
   }
 
   async dispose(): Promise<void> {
-    if (this.gone.signal.aborted) return;
-    this.gone.abort();
+    if (this.gone.disposed) return;
+    this.gone.dispose();
     const f = this.file;
     this.file = undefined;
     await f?.then((h) => h.close()).catch(() => {});
@@ -161,7 +168,7 @@ export class RingLog implements EntrypointLog, Source {
   private _length = 0;
   private _ended = false;
   private readonly waiters = new Waiters();
-  private readonly gone = new AbortController();
+  private readonly gone = new Disposal();
 
   constructor(
     pipe: Readable | null,
@@ -241,7 +248,12 @@ export class RingLog implements EntrypointLog, Source {
   }
 
   read(offset: number, signal?: AbortSignal): AsyncGenerator<OffsetChunk, void, undefined> {
-    return readSource(this, offset, this.gone.signal, signal);
+    return readSource(this, offset, this.gone, signal);
+  }
+
+  /** Reads waiting for more output now. */
+  get waiting(): number {
+    return this.gone.waiting;
   }
 
   keptFrom(): number {
@@ -258,12 +270,12 @@ export class RingLog implements EntrypointLog, Source {
     return Buffer.alloc(0);
   }
 
-  changed(signal: AbortSignal): Promise<void> {
+  changed(signal?: AbortSignal): Promise<void> {
     return this.waiters.wait(signal);
   }
 
   async dispose(): Promise<void> {
-    this.gone.abort();
+    this.gone.dispose();
     this.parts.length = 0;
   }
 }

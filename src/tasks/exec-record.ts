@@ -29,11 +29,14 @@ export function encodeExecRecord(
 }
 
 const str = (v: unknown): v is string => typeof v === "string";
+const obj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
 const num = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 
 function ptyOf(v: unknown): PtyOptions | undefined | null {
   if (v === undefined || v === null) return undefined;
-  const p = v as Record<string, unknown>;
+  if (!obj(v)) return null;
+  const p = v;
   if (!num(p.rows) || !num(p.cols) || !str(p.term) || !str(p.colorterm)) return null;
   if (!str(p.termProgram) || typeof p.noTerminateOnIdleStdin !== "boolean") return null;
   return {
@@ -49,20 +52,23 @@ function ptyOf(v: unknown): PtyOptions | undefined | null {
 /**
  * The record in `text` as an exec request (with no env sources), or
  * undefined when it is not a well-formed record: a record is only ever
- * written by a router, but it is read back as untrusted input.
+ * written by a router, but it is read back as untrusted input (it lives in
+ * the agent's exec directory, which a process of the task may rewrite):
+ * any JSON value, `null` and arrays included, is checked, never trusted.
  */
 export function decodeExecRecord(
   text: string,
 ):
   | { req: ExecRequest; fingerprint: string; startedAt: number; deadline: number | undefined }
   | undefined {
-  let r: Record<string, unknown>;
+  let r: unknown;
   try {
-    r = JSON.parse(text) as Record<string, unknown>;
+    r = JSON.parse(text);
   } catch {
     return undefined;
   }
-  const q = (r?.request ?? {}) as Record<string, unknown>;
+  if (!obj(r) || !obj(r.request)) return undefined;
+  const q = r.request;
   const pty = ptyOf(q.pty);
   const ok =
     r.v === 1 &&

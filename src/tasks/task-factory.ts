@@ -13,6 +13,9 @@ import { type ReadinessProbe, startReadiness } from "./readiness.ts";
 import { type ExecLimits, Task } from "./task.ts";
 import { readTaskRecord, saveReadyAt, type TaskRecord, writeTaskRecord } from "./task-record.ts";
 
+/** The env of a task whose runtime state could not be loaded (no exec starts in it). */
+const UNLOADED_ENV: TaskEnv = { defaultWorkdir: "/", baseEnv: {} };
+
 const TASK_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${MAX.taskId - 1}}$`);
 
 /** What a new task is made with (TaskManager.create). */
@@ -65,7 +68,10 @@ export interface TaskFactorySettings {
  *   the volumes held) and the error thrown.
  * - `loadAll` yields, one at a time, every task of a valid record whose
  *   runtime this router has (others are skipped), prepared again by its
- *   runtime with its sidecars and entrypoint adopted.
+ *   runtime with its sidecars and entrypoint adopted. Loading one task
+ *   never fails the others: a task whose state cannot be loaded (e.g. its
+ *   exec directory was filled with junk by its own processes) is yielded
+ *   stopped (Task.loadFailure, logged), to be removed with `task rm`.
  * - Every task it yields probes its readiness when it has a probe;
  *   `readyAt` is persisted once ready.
  */
@@ -153,12 +159,28 @@ export class TaskFactory {
       const rec = await readTaskRecord(this.s.dataDir, name);
       const runtime = rec && rec.id === name ? this.s.runtimes.get(rec.runtime) : undefined;
       if (!rec || !runtime) continue;
+      yield await this.load(rec, runtime);
+    }
+  }
+
+  /** The task of `rec` prepared again; when that fails, the task stopped with the reason logged. */
+  private async load(rec: TaskRecord, runtime: Runtime): Promise<Task> {
+    let task: Task | undefined;
+    try {
       if (rec.spec?.volumes) rec.spec.volumes = this.s.volumes.adopt(rec.id, rec.spec.volumes);
       const env = await runtime.prepareTask(rec.id, rec.spec ?? {}, { existing: true });
-      const task = await this.open(rec, runtime, env);
+      task = await this.open(rec, runtime, env);
       await adoptAll(task, rec.entrypoint, entrypointDeps(this.s.dataDir, this.s.limits));
       this.startReadiness(task, rec);
-      yield task;
+      return task;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      task ??= new Task(rec.id, rec.createdAt, runtime, UNLOADED_ENV, this.s.limits);
+      task.spec = rec.spec ?? {};
+      task.allowedSecrets = storedGrants(rec.allowedSecrets);
+      task.loadFailure = reason;
+      task.warn(`task ${rec.id} could not be loaded; it is stopped until removed: ${reason}`);
+      return task;
     }
   }
 

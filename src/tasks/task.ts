@@ -33,6 +33,8 @@ export interface ExecLimits {
   maxExecsPerTask: number;
   spillDir: string;
   onError: (err: unknown) => void;
+  /** Logs a warning (a task's state that could not be read back); unset: `onError`. */
+  onWarn?: (msg: string) => void;
   /** Resolves `secret_ids` to env vars; without it every secret id is unknown (NotFound). */
   secrets?: SecretResolver;
   /** Execs may ask for `runtime_debug` (`serve --allow-runtime-debug`); PermissionDenied otherwise. */
@@ -66,6 +68,11 @@ export class Task {
   entrypoint: Entrypoint | undefined;
   /** Its execs by id (exec-table.ts). */
   private readonly execs: ExecTable;
+  /**
+   * Why the router could not load this task's state at its start (see
+   * TaskFactory.loadAll): it is then stopped (no exec starts) until removed.
+   */
+  loadFailure: string | undefined;
 
   constructor(
     readonly id: string,
@@ -193,6 +200,8 @@ export class Task {
     for (const a of (await this.runtime.adopt?.(this.id)) ?? []) {
       if (claim?.(a)) continue;
       const rec = decodeExecRecord(a.record);
+      if (!rec)
+        this.warn(`task ${this.id}: a malformed exec record was skipped (its exec released)`);
       if (!rec || this.execs.has(rec.req.execId)) {
         await a.proc.release?.();
         continue;
@@ -230,9 +239,18 @@ export class Task {
     return Object.fromEntries(env);
   }
 
+  /** Logs `msg` as a warning. */
+  warn(msg: string): void {
+    if (this.limits.onWarn) this.limits.onWarn(msg);
+    else this.limits.onError(new Error(msg));
+  }
+
   /** What the runtime sees of the task now (a runc task's container may have died). */
   runtimeStatus(): TaskStatus {
     if (this.state !== "running") return { state: "running" };
+    if (this.loadFailure !== undefined) {
+      return { state: "stopped", reason: `its state could not be loaded: ${this.loadFailure}` };
+    }
     const ended = this.entrypoint?.stopStatus();
     if (ended) return ended;
     if (!this.runtime.status) return { state: "running" };

@@ -1,6 +1,8 @@
-import { closeSync, constants as fsc, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
+import { InvalidArgumentError, UnavailableError } from "../../errors.ts";
+import { socketPath } from "./exec-dir-files.ts";
 
 /**
  * One event line of the agent about exec KEY (native/task-agent.c, "Events"):
@@ -34,11 +36,29 @@ export interface AgentExecState {
 export const AGENT_SOCKET = "agent.sock";
 /** The agent's largest request (MAX_FRAME). */
 export const MAX_AGENT_FRAME = 4 << 20;
-/** The longest unix socket path (sun_path, with its NUL). */
-const MAX_SUN_PATH = 107;
+/**
+ * The longest event line taken from an agent, newline excluded: the agent
+ * formats each into 512 bytes (native/task-agent.c `put`; the longest, a
+ * `state` line, is under 300). An agent a task took over may send anything:
+ * past this without a newline the connection is dropped, as when the agent
+ * dies.
+ */
+export const MAX_AGENT_LINE = 4096;
 
-/** One request: a 4-byte little-endian length, then NUL-terminated fields. */
+/** The connection to the agent ended (it died, or sent what no agent sends). */
+export function connectionClosed(): UnavailableError {
+  return new UnavailableError("the task agent's connection closed");
+}
+
+/**
+ * One request: a 4-byte little-endian length, then NUL-terminated fields.
+ * @throws InvalidArgumentError for a field holding a NUL byte (it would split the field)
+ */
 export function agentFrame(fields: readonly string[]): Buffer {
+  // A backstop: requests are checked where they come in, but a NUL must never reach the agent.
+  if (fields.some((f) => f.includes("\0"))) {
+    throw new InvalidArgumentError("a NUL byte in a field of a request to the task agent");
+  }
   const parts: Buffer[] = [Buffer.alloc(4)];
   let len = 0;
   for (const f of fields) {
@@ -60,7 +80,8 @@ export function agentFrame(fields: readonly string[]): Buffer {
  * - `list` and `ping` resolve with the answer; they reject when the
  *   connection closes first. While one is pending the socket keeps the
  *   event loop alive; otherwise it does not.
- * - `closed` resolves once, when the connection ends for any reason.
+ * - `closed` resolves once, when the connection ends for any reason; a line
+ *   longer than MAX_AGENT_LINE ends it.
  */
 export class AgentConn {
   private buf = "";
@@ -82,7 +103,7 @@ export class AgentConn {
     this.closed = new Promise((resolve) => {
       sock.once("close", () => {
         this.ended = true;
-        const err = new Error("the task agent's connection closed");
+        const err = connectionClosed();
         for (const f of this.failers) f(err);
         this.failers.clear();
         resolve();
@@ -90,19 +111,24 @@ export class AgentConn {
     });
   }
 
-  /** Connects to the agent whose exec directory is `dir` (rejects when none listens). */
+  /**
+   * Connects to the agent whose exec directory is `dir` (rejects when none
+   * listens). Through an O_PATH descriptor of agent.sock checked to be a
+   * socket (`/proc/self/fd/N`, also short enough for any `dir`): never
+   * through a symlink a task planted (to another task's agent).
+   */
   static connect(dir: string): Promise<AgentConn> {
-    const path = join(dir, AGENT_SOCKET);
-    // A long path goes through the directory's fd (sun_path holds 107 bytes).
-    const fd = path.length < MAX_SUN_PATH ? undefined : openSync(dir, fsc.O_RDONLY);
-    const target = fd === undefined ? path : `/proc/self/fd/${fd}/${AGENT_SOCKET}`;
+    let fd: number;
+    try {
+      fd = socketPath(join(dir, AGENT_SOCKET));
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise<AgentConn>((resolve, reject) => {
-      const sock = connect(target);
+      const sock = connect(`/proc/self/fd/${fd}`);
       sock.once("connect", () => resolve(new AgentConn(sock)));
       sock.once("error", reject);
-    }).finally(() => {
-      if (fd !== undefined) closeSync(fd);
-    });
+    }).finally(() => closeSync(fd));
   }
 
   get isClosed(): boolean {
@@ -155,7 +181,7 @@ export class AgentConn {
 
   /** Runs `start`, keeping the loop alive until it resolves or the connection closes. */
   private pending<T>(start: (resolve: (v: T) => void) => void): Promise<T> {
-    if (this.ended) return Promise.reject(new Error("the task agent's connection closed"));
+    if (this.ended) return Promise.reject(connectionClosed());
     return new Promise<T>((resolve, reject) => {
       this.waits++;
       this.updateRef();
@@ -175,14 +201,26 @@ export class AgentConn {
   }
 
   private onData(s: string): void {
+    if (this.ended) return;
     this.buf += s;
     let nl = this.buf.indexOf("\n");
     while (nl >= 0) {
+      if (nl > MAX_AGENT_LINE) {
+        this.overlong();
+        return;
+      }
       const line = this.buf.slice(0, nl);
       this.buf = this.buf.slice(nl + 1);
       this.onLine(line);
       nl = this.buf.indexOf("\n");
     }
+    if (this.buf.length > MAX_AGENT_LINE) this.overlong();
+  }
+
+  /** A line no agent sends: the connection is dropped (its owner handles it as the agent's loss). */
+  private overlong(): void {
+    this.buf = "";
+    this.sock.destroy();
   }
 
   private onLine(line: string): void {

@@ -1,6 +1,7 @@
-import { close, constants, open } from "node:fs";
+import { close, constants } from "node:fs";
 import { Writable } from "node:stream";
 import type { StdinState } from "../runtime.ts";
+import { createOrOpenFd } from "./exec-dir-files.ts";
 import {
   countBytes,
   openRing,
@@ -117,12 +118,9 @@ export class AgentStdin extends Writable {
   }
 
   private file(): Promise<number> {
-    this.fd ??= new Promise((resolve, reject) =>
-      // Created by the first write (the agent opens it at the first `in`).
-      open(this.path, constants.O_RDWR | constants.O_CREAT, 0o600, (err, fd) =>
-        err ? reject(err) : resolve(fd),
-      ),
-    );
+    // Created by the first write (the agent opens it at the first `in`); an existing one (an
+    // adopted exec) only when it is a regular file, never through a symlink (exec-dir-files.ts).
+    this.fd ??= createOrOpenFd(this.path, constants.O_RDWR);
     return this.fd;
   }
 

@@ -1,6 +1,6 @@
-import { readFileSync, statSync } from "node:fs";
 import { ResourceExhaustedError } from "../../errors.ts";
 import type { ExitStatus, SpawnSpec } from "../runtime.ts";
+import { ExecDirFileError, readBounded, regularSize } from "./exec-dir-files.ts";
 
 /** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
 const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
@@ -41,13 +41,9 @@ export function refusal(text: string): Error {
     : new Error(`task agent: exec refused: ${text}`);
 }
 
-/** A file's size, 0 when absent. */
+/** A file's size, 0 when absent or not a regular file (no symlink followed: exec-dir-files.ts). */
 export function sizeOf(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
+  return regularSize(path);
 }
 
 /** How an exec ended, as the agent's `exits` file records it. */
@@ -57,20 +53,25 @@ export interface RecordedExit {
   at: number;
 }
 
+/**
+ * The most of `exits` read (ExecDirFileError past it). The agent rewrites it
+ * once forgotten execs' lines are most of it (at least 1,024 lines of < 128
+ * bytes), so a real one holds about two lines per exec kept: 10,000 execs,
+ * ~2.6 MB.
+ */
+export const MAX_EXITS_BYTES = 32 * 1024 * 1024;
+
 const EXIT_LINE = /^([0-9a-z]{1,64}) (code|signal) (\d{1,3}) (\d{1,16})$/;
 
 /**
  * The agent's `exits` file (`KEY code N MS` / `KEY signal N MS` lines; a torn
  * last line is ignored; the last line of a KEY wins), empty when absent.
+ * @throws ExecDirFileError when it is not a regular file or is larger than MAX_EXITS_BYTES
  */
 export function exitsFile(path: string): Map<string, RecordedExit> {
   const exits = new Map<string, RecordedExit>();
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    return exits;
-  }
+  const text = readBounded(path, MAX_EXITS_BYTES)?.toString("latin1");
+  if (text === undefined) return exits;
   const lines = text.split("\n");
   lines.pop(); // after the last newline: "" or a torn line
   for (const line of lines) {
@@ -83,4 +84,18 @@ export function exitsFile(path: string): Map<string, RecordedExit> {
     });
   }
   return exits;
+}
+
+/**
+ * exitsFile, empty when `exits` is not a regular file or too large (a
+ * process of the task replaced it): the execs of a lost agent then end as
+ * SIGKILLed, as when it recorded nothing.
+ */
+export function readExits(path: string): Map<string, RecordedExit> {
+  try {
+    return exitsFile(path);
+  } catch (err) {
+    if (err instanceof ExecDirFileError) return new Map();
+    throw err;
+  }
 }

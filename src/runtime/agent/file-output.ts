@@ -1,7 +1,8 @@
-import { closeSync, constants as fsc, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants as fsc, readSync } from "node:fs";
 import { FailedPreconditionError, UnavailableError } from "../../errors.ts";
 import { Waiters } from "../../util/waiters.ts";
 import type { OutputFile, OutputReader } from "../runtime.ts";
+import { openRegularSync } from "./exec-dir-files.ts";
 
 /** The agent hears of readers' progress once per this many bytes (native/task-agent.c, "Memory"). */
 const SEEN_STEP = 16 * 1024 * 1024;
@@ -109,8 +110,9 @@ export class FileOutput implements OutputFile {
  * read until two back-to-back reads of one descriptor agree. The agent
  * replaces the file whole, so they agree at once; only a writer that
  * rewrites it in place (an agent of an older build, or a runtime_debug exec
- * changing its own task's exec files) can tear a read. Opened never through
- * a symlink and never blocking on a FIFO.
+ * changing its own task's exec files) can tear a read. Opened as a regular
+ * file only (exec-dir-files.ts): never through a symlink, never a FIFO or a
+ * device node.
  * @throws UnavailableError when no two reads agreed (a rewrite in place that
  *   never paused): the caller may ask again; FailedPreconditionError when
  *   they agree on something that is not a KEY.kept line (asking again would
@@ -119,12 +121,11 @@ export class FileOutput implements OutputFile {
 export function keptField(path: string, index: 0 | 1): number {
   let fd: number;
   try {
-    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    fd = openRegularSync(path, fsc.O_RDONLY);
   } catch {
-    return 0;
+    return 0; // absent, or not a regular file
   }
   try {
-    if (!fstatSync(fd).isFile()) return 0;
     const buf = Buffer.alloc(64);
     const read = () => buf.toString("latin1", 0, readSync(fd, buf, 0, 64, 0));
     let prev = read();

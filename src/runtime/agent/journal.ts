@@ -1,8 +1,15 @@
-import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, constants as fsc, openSync, renameSync, writeSync } from "node:fs";
+import { basename, join } from "node:path";
+import { createOrOpenSync, ExecDirFileError, readBounded, unlinkName } from "./exec-dir-files.ts";
 
 /** The journal's file in the exec directory (router side only; the agent never opens it). */
 export const JOURNAL = "execs.journal";
+/**
+ * The most of the journal read back (ExecDirFileError past it): live records
+ * are one line each, and the file is rewritten from them at every load and
+ * every COMPACT_LINES appends.
+ */
+export const MAX_JOURNAL_BYTES = 256 * 1024 * 1024;
 /** Rewritten from what is live once this many lines were appended since the last rewrite… */
 const COMPACT_LINES = 10_000;
 
@@ -26,6 +33,14 @@ const KEY = /^[0-9a-f]{32}$/;
  * last line (a crash mid-write) is ignored when read back. The file is
  * rewritten from the live entries when it is loaded and every COMPACT_LINES
  * appends.
+ *
+ * The file lives in the agent's exec directory, which a process of the task
+ * can fill with anything (exec-dir-files.ts): it is only ever opened as a
+ * regular file, never through a symlink, read up to MAX_JOURNAL_BYTES, and
+ * rewritten into a new file (created O_EXCL|O_NOFOLLOW) renamed over the
+ * old name, so nothing outside the directory is ever written. A journal that
+ * is not a regular file (or too large) fails `load` with ExecDirFileError;
+ * an append that finds one replaces it with the live entries.
  */
 export class ExecJournal {
   private fd: number | undefined;
@@ -38,14 +53,12 @@ export class ExecJournal {
     return join(this.dir, JOURNAL);
   }
 
-  /** Reads the journal (once, before any append) and returns its live entries. */
+  /**
+   * Reads the journal (once, before any append) and returns its live entries.
+   * @throws ExecDirFileError when it is not a regular file or is over MAX_JOURNAL_BYTES
+   */
   load(): Map<string, JournalEntry> {
-    let text = "";
-    try {
-      text = readFileSync(this.path, "utf8");
-    } catch {
-      // no journal yet
-    }
+    const text = readBounded(this.path, MAX_JOURNAL_BYTES)?.toString("utf8") ?? "";
     const lines = text.split("\n");
     lines.pop(); // after the last newline: "" or a line torn by a crash
     for (const line of lines) {
@@ -80,13 +93,32 @@ export class ExecJournal {
   remove(key: string): void {
     if (!this.live.delete(key)) return;
     this.append(`-${key}\n`);
-    if (this.appended >= COMPACT_LINES && this.appended > 2 * this.live.size) this.compact();
+    if (this.appended >= COMPACT_LINES && this.appended > 2 * this.live.size) {
+      try {
+        this.compact();
+      } catch (err) {
+        // A task racing us on the tmp name: the journal stays as it is, appends go on.
+        if (!(err instanceof ExecDirFileError)) throw err;
+      }
+    }
   }
 
   private append(line: string): void {
-    this.fd ??= openSync(this.path, "a", 0o600);
+    this.fd ??= this.openAppend();
     writeSync(this.fd, line);
     this.appended++;
+  }
+
+  /** The journal for appends; one that is not a regular file is replaced by the live entries. */
+  private openAppend(): number {
+    const flags = fsc.O_WRONLY | fsc.O_APPEND;
+    try {
+      return createOrOpenSync(this.path, flags);
+    } catch (err) {
+      if (!(err instanceof ExecDirFileError)) throw err;
+    }
+    this.compact();
+    return createOrOpenSync(this.path, flags);
   }
 
   /** Rewrites the file with the live entries only (a new file, renamed over the old one). */
@@ -97,7 +129,13 @@ export class ExecJournal {
       if (e.stdinClosed) lines.push(`=${key}\n`);
     }
     const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, lines.join(""), { mode: 0o600 });
+    const fd = freshFile(tmp);
+    try {
+      const data = Buffer.from(lines.join(""));
+      for (let at = 0; at < data.length; ) at += writeSync(fd, data, at);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.path);
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
@@ -108,4 +146,23 @@ export class ExecJournal {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/**
+ * A new file at `path` (O_CREAT|O_EXCL|O_NOFOLLOW), whatever a task put
+ * there removed first, never written through.
+ * @throws ExecDirFileError when something keeps appearing at the name
+ */
+function freshFile(path: string): number {
+  for (let i = 0; i < 3; i++) {
+    unlinkName(path);
+    try {
+      return openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
+  throw new ExecDirFileError(
+    `the task's exec file ${basename(path)} keeps being recreated by a process of the task`,
+  );
 }

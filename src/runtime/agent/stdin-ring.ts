@@ -5,13 +5,18 @@ import {
   ftruncate,
   link,
   open,
-  openSync,
   readSync,
   rename,
   unlink,
   writev,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import {
+  createOrOpenFd,
+  ExecDirFileError,
+  openRegularFd,
+  openRegularSync,
+} from "./exec-dir-files.ts";
 import { sizeOf } from "./exec-files.ts";
 
 /**
@@ -43,15 +48,17 @@ export function countPath(inPath: string): string {
 
 /**
  * What was written into a KEY.in: a ring's count (KEY.inlen; 0 when it has
- * none yet), a linear file's size; 0 when absent. `ring` undefined (the agent
+ * none yet), a linear file's size; 0 when absent or not a regular file (the
+ * first write then fails: exec-dir-files.ts). `ring` undefined (the agent
  * did not say): a ring when KEY.inlen exists.
  */
 export function stdinWritten(inPath: string, ring: boolean | undefined): number {
   if (ring === false) return sizeOf(inPath);
   let fd: number;
   try {
-    fd = openSync(countPath(inPath), "r");
-  } catch {
+    fd = openRegularSync(countPath(inPath), constants.O_RDONLY);
+  } catch (err) {
+    if (err instanceof ExecDirFileError) return 0;
     return ring ? 0 : sizeOf(inPath);
   }
   try {
@@ -80,17 +87,18 @@ export async function openRing(
   inPath: string,
   written: number,
 ): Promise<{ ring: number; count: number }> {
-  const flags = constants.O_RDWR | constants.O_CREAT;
-  const fresh = await openFile(countPath(inPath), flags | constants.O_EXCL).catch(
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === "EEXIST") return undefined;
-      throw err;
-    },
-  );
+  const flags = constants.O_RDWR;
+  const fresh = await openFd(
+    countPath(inPath),
+    flags | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+  ).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "EEXIST") return undefined;
+    throw err;
+  });
   if (fresh === undefined) {
-    const count = await openFile(countPath(inPath), constants.O_RDWR);
+    const count = await openRegularFd(countPath(inPath), constants.O_RDWR);
     try {
-      return { ring: await openFile(inPath, flags), count };
+      return { ring: await createOrOpenFd(inPath, flags), count };
     } catch (err) {
       closeSync(count);
       throw err;
@@ -102,7 +110,7 @@ export async function openRing(
     clearTimeout(spareTimers.get(dir));
     spareTimers.delete(dir);
     await new Promise<void>((resolve) => rename(join(dir, SPARE_NAME), inPath, () => resolve()));
-    return { ring: await openFile(inPath, flags), count: fresh };
+    return { ring: await createOrOpenFd(inPath, flags), count: fresh };
   } catch (err) {
     closeSync(fresh);
     throw err;
@@ -135,9 +143,9 @@ export function spareRing(inPath: string): Promise<void> {
   );
 }
 
-/** Truncates `path` to 0 bytes (never through a symlink); errors ignored. */
+/** Truncates regular file `path` to 0 bytes (never through a symlink); errors ignored. */
 function empty(path: string): Promise<void> {
-  return openFile(path, constants.O_WRONLY).then(
+  return openRegularFd(path, constants.O_WRONLY).then(
     (fd) => new Promise<void>((resolve) => ftruncate(fd, 0, () => close(fd, () => resolve()))),
     () => {},
   );
@@ -203,8 +211,9 @@ export async function pwritevAll(fd: number, bufs: Uint8Array[], pos: number): P
   if (done < total) await pwritevAll(fd, splitAt(bufs, done)[1], pos + done);
 }
 
-function openFile(path: string, flags: number): Promise<number> {
+/** A new file of the exec directory (`flags` carry O_CREAT|O_EXCL|O_NOFOLLOW: EEXIST when it exists). */
+function openFd(path: string, flags: number): Promise<number> {
   return new Promise((resolve, reject) =>
-    open(path, flags | constants.O_NOFOLLOW, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))),
+    open(path, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))),
   );
 }

@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
-import type { AgentExecState } from "./agent-conn.ts";
+import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
-import { execFields, exitsFile, type RecordedExit, refusal, sizeOf } from "./exec-files.ts";
+import { execFields, type RecordedExit, readExits, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
 
@@ -97,9 +97,9 @@ export class TaskAgent {
     for (const p of live) this.apply(p, byKey.get(p.key), exits);
   }
 
-  /** The agent's `exits` file, read now. */
+  /** The agent's `exits` file, read now (see readExits). */
   private exits(): Map<string, RecordedExit> {
-    return exitsFile(join(this.dir, EXITS));
+    return readExits(join(this.dir, EXITS));
   }
 
   /** Brings `p` up to `state`; no state: the agent lost it (or is gone). */
@@ -188,7 +188,7 @@ export class TaskAgent {
             reject(refusal(e.args[0] ?? ""));
           }
         });
-        void conn.closed.then(() => reject(new Error("the task agent's connection closed")));
+        void conn.closed.then(() => reject(connectionClosed()));
         conn.send(execFields(key, spec, this.opts.debug, withRing));
       });
     try {
@@ -224,9 +224,10 @@ export class TaskAgent {
       conn.send(["forget", key]);
       return;
     }
+    // unlink: whatever a task put at these names (a symlink is removed, not its target).
     await Promise.all(
       ["in", "inlen", "out", "err", "exit", "kept", "kept.new"].map((s) =>
-        rm(join(this.dir, `${key}.${s}`), { force: true }),
+        unlink(join(this.dir, `${key}.${s}`)).catch(() => {}),
       ),
     );
   }
