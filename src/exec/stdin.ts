@@ -115,9 +115,13 @@ export class StdinStream {
     await this.takenUpTo(issued.upTo, signal);
   }
 
-  /** Resolves once the pipe took the first `upTo` bytes; throws when `signal` aborts first. */
+  /**
+   * Resolves once the pipe took the first `upTo` bytes, or the process exited
+   * (bytes dropped after the exit are counted but never taken); throws when
+   * `signal` aborts first.
+   */
   private async takenUpTo(upTo: number, signal: AbortSignal | undefined): Promise<void> {
-    while (this.taken < upTo) {
+    while (this.taken < upTo && !this.exited) {
       throwIfAborted(signal);
       await this.changed.wait(signal);
     }
