@@ -117,6 +117,36 @@ describe("StdinStream with writes in flight", () => {
   });
 });
 
+describe("StdinStream waits that a signal ends", () => {
+  it("a cancelled write stops waiting; its bytes stay accepted and reach the pipe", async () => {
+    const p = heldPipe();
+    const s = new StdinStream(p.pipe);
+    const ac = new AbortController();
+    const unary = s.write(0, Buffer.alloc(1000, 1), false, ac.signal);
+    await tick(); // issued: its bytes are accepted, the pipe holds them
+    const session = s.openSession(1000);
+    const big = Buffer.alloc(SESSION_WINDOW + MiB, 2); // past the window: waits for the pipe
+    const streamed = session.write(big, ac.signal);
+    await tick();
+    ac.abort();
+    await assert.rejects(unary, { name: "CancelledError" });
+    await assert.rejects(streamed, { name: "CancelledError" });
+    assert.equal(s.offset, 1000 + big.length, "what was issued stays accepted");
+    p.release();
+    await tick();
+    assert.equal(p.bytes(), 1000 + big.length);
+  });
+
+  it("a stream's `end` after the exit fails, also past bytes dropped at the exit", async () => {
+    const p = heldPipe();
+    const s = new StdinStream(p.pipe);
+    s.markExited();
+    await s.write(0, Buffer.alloc(100, 1), false); // dropped (the process is gone), counted
+    const session = s.openSession(s.offset);
+    await assert.rejects(session.end(), { name: "FailedPreconditionError" });
+  });
+});
+
 describe("pooled stdin data into a child's pipe", () => {
   it("reuses a pool's buffers only after the pipe took their bytes (sha256 in the child)", async () => {
     const child = spawn("sha256sum", [], { stdio: ["pipe", "pipe", "inherit"] });

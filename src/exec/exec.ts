@@ -1,7 +1,8 @@
 import type { Readable } from "node:stream";
-import { FailedPreconditionError, InvalidArgumentError } from "../errors.ts";
+import { FailedPreconditionError, InvalidArgumentError, throwIfAborted } from "../errors.ts";
 import type { ExitStatus, Proc, StdinState } from "../runtime/runtime.ts";
 import { type LongTimer, setLongTimeout } from "../util/long-timer.ts";
+import { Waiters } from "../util/waiters.ts";
 import type { ExecRequest } from "./exec-request.ts";
 import { FileLog } from "./file-log.ts";
 import { ByteBudget, OutputLog } from "./output-log.ts";
@@ -78,6 +79,8 @@ export class Exec {
   /** The terminal's size for a PTY exec, undefined otherwise. */
   ptySize: { rows: number; cols: number } | undefined;
   private stopIdleWatch: (() => void) | undefined;
+  /** Calls of `wait` with a signal: woken once at the exit (an aborted one leaves nothing here). */
+  private readonly exitWaiters = new Waiters();
 
   constructor(
     readonly id: string,
@@ -161,6 +164,7 @@ export class Exec {
         this.requestedCause ??
         (proc.oomKilled ? "oom" : status.signal !== undefined ? "signaled" : "exited");
       this.stdin.markExited();
+      this.exitWaiters.wake();
       return status;
     });
   }
@@ -212,18 +216,20 @@ export class Exec {
     this.proc.resize(rows, cols);
   }
 
-  /** Resolves with the exit status, or rejects when `signal` aborts first (leaving nothing behind). */
-  wait(signal?: AbortSignal): Promise<ExitStatus> {
+  /**
+   * Resolves with the exit status, or rejects when `signal` aborts first
+   * (CancelledError, or the signal's reason when that is a TaskRouterError).
+   * An aborted call leaves nothing behind: no reaction on `exited` per call
+   * (clients cancel and repeat Wait for as long as an exec runs).
+   */
+  async wait(signal?: AbortSignal): Promise<ExitStatus> {
     if (!signal) return this.exited;
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(signal.reason ?? new Error("aborted"));
-      if (signal.aborted) return onAbort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.exited.then((s) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(s);
-      });
-    });
+    for (;;) {
+      throwIfAborted(signal);
+      // Set before exitWaiters wakes (the same reaction): a later call never waits.
+      if (this.status) return this.status;
+      await this.exitWaiters.wait(signal);
+    }
   }
 
   /** Frees the logs (readers get NotFound) and what the runtime keeps of the process, and stops the timeout. */

@@ -89,6 +89,8 @@ export class OutputLog {
   private file: FileHandle | null = null;
   private flushed = 0;
   private flushing = false;
+  /** The spill under way (settles when it stopped; `dispose` waits for it). */
+  private spilling: Promise<void> = Promise.resolve();
   private paused = false;
   private readonly waiters = new Waiters();
   private resumeListener: (() => void) | null = null;
@@ -128,7 +130,11 @@ export class OutputLog {
     this.wake();
   }
 
-  /** Frees memory and deletes the spill file; pending and later reads fail with NotFound. */
+  /**
+   * Frees memory and deletes the spill file; pending and later reads fail
+   * with NotFound. Resolves once no spill file is left open or on disk (a
+   * spill under way stops first; one still opening its file removes it).
+   */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
@@ -136,6 +142,7 @@ export class OutputLog {
     this.chunks = [];
     this.memBytes = 0;
     this.wake();
+    await this.spilling;
     const f = this.file;
     this.file = null;
     await f?.close().catch(() => {});
@@ -206,7 +213,14 @@ export class OutputLog {
     try {
       if (!this.file) {
         await mkdir(dirname(this.opts.spillPath), { recursive: true });
-        this.file = await open(this.opts.spillPath, "w+", 0o600);
+        const file = await open(this.opts.spillPath, "w+", 0o600);
+        if (this.disposed) {
+          // dispose() came while the file was opening: it had no file to close or remove.
+          await file.close().catch(() => {});
+          await rm(this.opts.spillPath, { force: true });
+          return;
+        }
+        this.file = file;
       }
       const target = this.opts.memoryLimit / 2;
       while (!this.disposed && this.memBytes > target && this.chunks.length > 0) {
@@ -242,7 +256,8 @@ export class OutputLog {
   }
 
   private startSpill(): void {
-    this.spill().catch((err: unknown) => this.opts.onError?.(err));
+    if (this.flushing || this.disposed) return;
+    this.spilling = this.spill().catch((err: unknown) => this.opts.onError?.(err));
   }
 
   private wake(): void {

@@ -4,9 +4,10 @@ import {
   FailedPreconditionError,
   OutOfRangeError,
   TaskRouterError,
+  throwIfAborted,
 } from "../errors.ts";
 import { recycle } from "../util/chunk-pool.ts";
-import { WriteWindow } from "../util/write-window.ts";
+import { Waiters } from "../util/waiters.ts";
 
 /** Where an exec's stdin stands (TaskExecStdinStatus). */
 export interface StdinProgress {
@@ -28,12 +29,13 @@ export interface StdinSession {
    * Writes `data` at the session's offset (a replayed prefix is skipped) and
    * advances it. Resolves once its bytes were accepted (counted in
    * `written`, so a status call sees them) and the session can take more:
-   * up to SESSION_WINDOW bytes may still be on their way to the pipe (in
-   * order); a failure of one of those is thrown by the next call.
+   * up to SESSION_WINDOW bytes of the stream (any writer's) may still be on
+   * their way to the pipe (in order). When `signal` aborts first it throws
+   * (the session is failed then); bytes it accepted stay accepted.
    */
-  write(data: Uint8Array): Promise<void>;
-  /** Closes stdin once every byte written so far was taken (throws a failed write's error). */
-  end(): Promise<void>;
+  write(data: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /** Closes stdin once every byte written so far was taken (`signal`: as for `write`). */
+  end(signal?: AbortSignal): Promise<void>;
 }
 
 /**
@@ -51,8 +53,11 @@ export interface StdinSession {
  *   a streaming session instead throws FailedPrecondition, and only once the
  *   exit status is known (so a client that polls sees the exit).
  * - The returned promise settles once the data, and all data written
- *   before it, was handed to the pipe. Writes are issued to the pipe in
- *   order without waiting for the previous one to complete.
+ *   before it, was handed to the pipe, or when the call's `signal` aborts
+ *   first (CancelledError; the bytes stay accepted: a retry skips them).
+ *   Writes are issued to the pipe in order without waiting for the
+ *   previous one to complete. A waiting call holds nothing on the stream
+ *   once its signal aborted.
  * - `data` lent by a pool (src/util/chunk-pool.ts: a pooled request) is
  *   recycled once the pipe took it, before the promise settles: the caller
  *   gives up its bytes with the call (also a StdinSession's caller).
@@ -63,16 +68,16 @@ export class StdinStream {
   private written = 0;
   private eofSent = false;
   private exited = false;
-  /** The typed error a pipe write failed with: every later call throws it. */
-  private failure: TaskRouterError | undefined;
+  /** The typed error a pipe write failed with (its first byte at `from`): every later call throws it. */
+  private failure: { err: TaskRouterError; from: number } | undefined;
   private pipeBroken = false;
   private queue: Promise<void> = Promise.resolve();
-  /** Completion of the last pipe write issued. */
-  private lastWrite: Promise<void> = Promise.resolve();
+  /** Bytes of `written` the pipe is done with (its write callbacks run in order). */
+  private taken = 0;
+  /** Woken when the pipe took bytes and when the process exited. */
+  private readonly changed = new Waiters();
   /** Generation of the streaming session allowed to write; bumped by status and new streams. */
   private sessionGen = 0;
-  private readonly gone: Promise<void>;
-  private markGone: () => void = () => {};
   /** When the last write call came (ms since the epoch; any call, also an empty one). */
   lastWriteAt = Date.now();
 
@@ -82,10 +87,8 @@ export class StdinStream {
     start?: { written: number; closed: boolean },
   ) {
     this.written = start?.written ?? 0;
+    this.taken = this.written;
     this.eofSent = start?.closed ?? false;
-    this.gone = new Promise((resolve) => {
-      this.markGone = resolve;
-    });
     pipe.on("error", () => {
       this.pipeBroken = true;
     });
@@ -109,11 +112,25 @@ export class StdinStream {
   markExited(): void {
     this.exited = true;
     if (!this.pipe.destroyed) this.pipe.destroy();
-    this.markGone();
+    this.changed.wake();
   }
 
-  write(offset: number, data: Uint8Array, eof: boolean): Promise<void> {
-    return this.enqueue(() => this.apply(offset, data, eof, undefined)).then((w) => w.written);
+  async write(offset: number, data: Uint8Array, eof: boolean, signal?: AbortSignal): Promise<void> {
+    const issued = await this.enqueue(() => this.apply(offset, data, eof, undefined));
+    await this.takenUpTo(issued.upTo, signal);
+  }
+
+  /**
+   * Resolves once the pipe took the first `upTo` bytes, or the process exited
+   * (bytes dropped after the exit are counted but never taken); throws when
+   * `signal` aborts first.
+   */
+  private async takenUpTo(upTo: number, signal: AbortSignal | undefined): Promise<void> {
+    while (this.taken < upTo && !this.exited) {
+      throwIfAborted(signal);
+      await this.changed.wait(signal);
+    }
+    if (this.failure && upTo > this.failure.from) throw this.failure.err;
   }
 
   /**
@@ -136,29 +153,30 @@ export class StdinStream {
         );
       }
     };
-    const window = new WriteWindow(SESSION_WINDOW);
+    let failure: { err: unknown } | undefined;
     // The first failure ends the session: every later call throws it and issues nothing.
     const once = async (fn: () => Promise<void>) => {
-      window.check();
+      if (failure) throw failure.err;
       try {
         await fn();
       } catch (err) {
-        window.fail(err);
+        failure ??= { err };
         throw err;
       }
     };
     return {
-      write: (data) =>
+      write: (data, signal) =>
         once(async () => {
           const at = pos;
           pos += data.length;
-          const issued = await this.enqueue(() => this.apply(at, data, false, guard));
-          await window.add(issued.written, data.length);
+          const issued = await this.enqueue(() => this.apply(at, data, false, guard, signal));
+          // The window: at most SESSION_WINDOW bytes of the stream not yet taken by the pipe.
+          await this.takenUpTo(issued.upTo - SESSION_WINDOW, signal);
         }),
-      end: () =>
+      end: (signal) =>
         once(async () => {
-          await window.settled();
-          await this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard));
+          await this.takenUpTo(pos, signal);
+          await this.enqueue(() => this.apply(pos, new Uint8Array(0), true, guard, signal));
         }),
     };
   }
@@ -185,9 +203,10 @@ export class StdinStream {
     data: Uint8Array,
     eof: boolean,
     guard: (() => void) | undefined,
+    signal?: AbortSignal,
   ): Promise<Issued> {
     guard?.();
-    if (this.failure) throw this.failure;
+    if (this.failure) throw this.failure.err;
     if (offset > this.written) {
       throw new OutOfRangeError(
         `stdin offset ${offset} is past the ${this.written} bytes written so far`,
@@ -200,7 +219,10 @@ export class StdinStream {
     }
     if (guard && (this.exited || this.pipeBroken) && (suffix.length > 0 || !this.eofSent)) {
       // The process is gone: answer only once its exit status is visible to Poll.
-      await this.gone;
+      while (!this.exited) {
+        throwIfAborted(signal);
+        await this.changed.wait(signal);
+      }
       throw new FailedPreconditionError("the process has exited: its stdin is closed");
     }
     if (this.exited) {
@@ -210,19 +232,18 @@ export class StdinStream {
     }
     if (suffix.length > 0) {
       this.written += suffix.length;
-      this.lastWrite = new Promise<void>((resolve, reject) => {
-        // The callback also runs (with EPIPE) when the process has gone: the
-        // data is dropped then, which is not the client's fault. A typed error
-        // (a task agent's KEY.in that is not a regular file: FailedPrecondition)
-        // is the call's answer.
-        this.pipe.write(suffix, (err) => {
-          // The pipe is done with the bytes: a pooled request buffer can serve again.
-          recycle(data);
-          if (err instanceof TaskRouterError) {
-            this.failure ??= err;
-            reject(err);
-          } else resolve();
-        });
+      const upTo = this.written;
+      const from = upTo - suffix.length;
+      // The callback also runs (with EPIPE) when the process has gone: the
+      // data is dropped then, which is not the client's fault. A typed error
+      // (a task agent's KEY.in that is not a regular file: FailedPrecondition)
+      // is the answer of the calls waiting for these bytes, and of every later call.
+      this.pipe.write(suffix, (err) => {
+        // The pipe is done with the bytes: a pooled request buffer can serve again.
+        recycle(data);
+        if (err instanceof TaskRouterError) this.failure ??= { err, from };
+        this.taken = Math.max(this.taken, upTo);
+        this.changed.wake();
       });
     }
     if (eof && !this.eofSent) {
@@ -230,15 +251,15 @@ export class StdinStream {
       this.pipe.end();
     }
     // Pipe callbacks run in write order: the last write done means all are.
-    return { written: this.lastWrite };
+    return { upTo: this.written };
   }
 }
 
 /** Bytes a streaming session may have issued to the pipe but not yet written. */
 export const SESSION_WINDOW = 8 * 1024 * 1024;
 
-/** An op of StdinStream's queue, once issued: `written` settles when its bytes were taken. */
+/** An op of StdinStream's queue, once issued: its bytes were taken once the pipe took `upTo`. */
 interface Issued {
-  written: Promise<void>;
+  upTo: number;
 }
-const DONE: Issued = { written: Promise.resolve() };
+const DONE: Issued = { upTo: 0 };

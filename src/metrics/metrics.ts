@@ -120,10 +120,10 @@ export async function* observeRead(
 /** `session`, reporting the bytes of each write it accepted to `metrics`. */
 export function observeSession(session: StdinSession, metrics: Metrics): StdinSession {
   return {
-    write: async (data) => {
-      await session.write(data);
+    write: async (data, signal) => {
+      await session.write(data, signal);
       metrics.stdinWritten(data.byteLength);
     },
-    end: () => session.end(),
+    end: (signal) => session.end(signal),
   };
 }

@@ -1,8 +1,9 @@
 import { PassThrough } from "node:stream";
-import { CancelledError, FailedPreconditionError, TaskRouterError } from "../errors.ts";
+import { FailedPreconditionError, throwIfAborted } from "../errors.ts";
 import type { StreamName } from "../exec/exec.ts";
 import { StdinStream } from "../exec/stdin.ts";
 import type { AdoptedProc, ExitStatus, Proc, TaskStatus } from "../runtime/runtime.ts";
+import { Waiters } from "../util/waiters.ts";
 import {
   type EntrypointLog,
   type OffsetChunk,
@@ -56,6 +57,8 @@ export class Entrypoint {
   /** Resolves once the end of the task was carried out (see endTask). */
   settled: Promise<void> = Promise.resolve();
   private readonly logs: Record<StreamName, EntrypointLog>;
+  /** Readers waiting for the exit (see `read`): woken once; an aborted one leaves nothing here. */
+  private readonly exitWaiters = new Waiters();
 
   constructor(
     readonly spec: EntrypointSpec,
@@ -74,6 +77,7 @@ export class Entrypoint {
       this.status = status;
       this.endedAt = opts.endedAt ?? Date.now();
       this.stdin.markExited();
+      this.exitWaiters.wake();
       return status;
     });
   }
@@ -101,19 +105,10 @@ export class Entrypoint {
     signal?: AbortSignal,
   ): AsyncGenerator<OffsetChunk, void, undefined> {
     yield* this.logs[stream].read(offset, signal);
-    if (this.ended) return;
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        const r: unknown = signal?.reason;
-        reject(r instanceof TaskRouterError ? r : new CancelledError());
-      };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener("abort", onAbort, { once: true });
-      void this.exited.then(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      });
-    });
+    while (!this.ended) {
+      throwIfAborted(signal);
+      await this.exitWaiters.wait(signal);
+    }
   }
 
   /** SIGKILLs its process group (task removal, router shutdown), waits for the end, frees the logs. */

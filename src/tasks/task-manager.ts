@@ -206,8 +206,9 @@ export class TaskManager {
     offset: number,
     data: Uint8Array,
     eof: boolean,
+    signal?: AbortSignal,
   ): Promise<void> {
-    const done = this.exec(taskId, execId).stdin.write(offset, data, eof);
+    const done = this.exec(taskId, execId).stdin.write(offset, data, eof, signal);
     return data.byteLength === 0
       ? done
       : done.then(() => this.metrics.stdinWritten(data.byteLength));

@@ -6,6 +6,7 @@ import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
+import { closedSignal } from "./closed-signal.ts";
 import { execFields, type RecordedExit, readExits, refusal, sizeOf } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
@@ -176,20 +177,23 @@ export class TaskAgent {
     if (spec.persist) this.journal.add(key, spec.persist.record);
     const ring = this.rings;
     const p = this.newProc(key, { written: 0, closed: false }, ring);
+    const closed = closedSignal(conn);
     const started = (withRing: boolean) =>
       new Promise<void>((resolve, reject) => {
+        // Heeds the close only until answered: nothing of the exec (p, its spec and env) stays held.
+        const onClosed = () => reject(connectionClosed());
+        if (closed.aborted) return onClosed();
         conn.on(key, (e) => {
-          if (e.kind === "started") {
-            p.pid = Number(e.args[0]);
-            this.agentKeys.add(key);
-            conn.on(key, (ev) => p.onEvent(ev));
-            resolve();
-          } else if (e.kind === "error") {
-            reject(refusal(e.args[0] ?? ""));
-          }
+          if (e.kind !== "started" && e.kind !== "error") return;
+          closed.removeEventListener("abort", onClosed);
+          if (e.kind === "error") return reject(refusal(e.args[0] ?? ""));
+          p.pid = Number(e.args[0]);
+          this.agentKeys.add(key);
+          conn.on(key, (ev) => p.onEvent(ev));
+          resolve();
         });
-        void conn.closed.then(() => reject(connectionClosed()));
-        conn.send(execFields(key, spec, this.opts.debug, withRing));
+        conn.send(execFields(key, spec, this.opts.debug, withRing)); // a throw registers nothing
+        closed.addEventListener("abort", onClosed, { once: true });
       });
     try {
       await started(ring).catch(async (err: unknown) => {

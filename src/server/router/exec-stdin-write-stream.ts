@@ -32,9 +32,10 @@ export function taskExecStdinWriteStream(deps: ServerDeps, tasks: TaskManager) {
           continue;
         }
         if (signal.aborted) throw signal.reason;
-        if (p.case === "data") await session.write(p.value);
+        // A cancelled call stops waiting for the pipe (what it applied stays applied).
+        if (p.case === "data") await session.write(p.value, signal);
         else if (p.case === "end") {
-          await session.end();
+          await session.end(signal);
           return create(TaskExecStdinWriteStreamResponseSchema);
         } else if (p.case === "start") {
           throw new InvalidArgumentError("`start` may only be the first message of the stream");

@@ -11,10 +11,11 @@ export function taskExecStdinWrite(deps: ServerDeps, tasks: TaskManager) {
   return unary<TaskExecStdinWriteRequest, TaskExecStdinWriteResponse>(
     deps,
     "TaskExecStdinWrite",
-    async (req) => {
+    async (req, { signal }) => {
       // No stdin reaches 2^53 bytes, so a larger offset is simply a gap (OUT_OF_RANGE).
       const offset = wireOffset(req.offset);
-      await tasks.writeStdin(req.taskId, req.execId, offset, req.data, req.eof);
+      // A cancelled call stops waiting for the pipe; its bytes stay accepted (see StdinStream).
+      await tasks.writeStdin(req.taskId, req.execId, offset, req.data, req.eof, signal);
       return create(TaskExecStdinWriteResponseSchema);
     },
   );

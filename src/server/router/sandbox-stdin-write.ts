@@ -13,9 +13,9 @@ export function sandboxStdinWrite(deps: ServerDeps, tasks: TaskManager) {
   return unary<SandboxStdinWriteV2Request, SandboxStdinWriteV2Response>(
     deps,
     "SandboxStdinWriteV2",
-    async (req) => {
+    async (req, { signal }) => {
       const entrypoint = entrypointOf(tasks.get(req.taskId));
-      await entrypoint.stdin.write(wireOffset(req.offset), req.data, req.eof);
+      await entrypoint.stdin.write(wireOffset(req.offset), req.data, req.eof, signal);
       return create(SandboxStdinWriteV2ResponseSchema);
     },
   );
