@@ -3,7 +3,9 @@ import { getEventListeners } from "node:events";
 import {
   closeSync,
   constants,
+  mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
@@ -128,6 +130,31 @@ describe("opening files of an exec directory", () => {
       assert.deepEqual([...new ExecJournal(d).load().keys()], [k(3)]);
       assert.ok(intact());
     }
+  });
+
+  it("the journal: a directory planted at its name or its tmp name is moved aside, never walked", () => {
+    const k = (n: number) => n.toString(16).padStart(32, "0");
+    const d = mkdtempSync(join(dir, "jd-"));
+    const j = new ExecJournal(d);
+    j.load();
+    j.add(k(1), "{}");
+    j.close();
+    // A directory at the journal's name and one at its tmp name, each with a link inside.
+    for (const name of [JOURNAL, `${JOURNAL}.tmp`]) {
+      rmSync(join(d, name), { force: true });
+      mkdirSync(join(d, name));
+      symlinkSync(host, join(d, name, "x"));
+    }
+    assert.throws(() => new ExecJournal(d).load(), ExecDirFileError);
+    const appender = new ExecJournal(d);
+    appender.add(k(2), "{}"); // compacts past both directories
+    appender.remove(k(2));
+    appender.add(k(3), "{}");
+    appender.close();
+    assert.deepEqual([...new ExecJournal(d).load().keys()], [k(3)]);
+    const aside = readdirSync(d).filter((n) => n.includes(".planted-"));
+    assert.equal(aside.length, 2, readdirSync(d).join(" "));
+    assert.ok(intact());
   });
 
   it("exec records: any JSON that is not a record object is refused, never thrown on", () => {

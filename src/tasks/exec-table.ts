@@ -21,9 +21,11 @@ export class ExecTable {
   private readonly collectors = new Map<string, NodeJS.Timeout>();
   private closed = false;
 
+  /** `onError`: a collection that failed on its own timer (logged; nothing else waits for it). */
   constructor(
     private readonly taskId: string,
     private readonly retentionMs: number,
+    private readonly onError: (err: unknown) => void = () => {},
   ) {}
 
   /** Execs held. */
@@ -92,7 +94,7 @@ export class ExecTable {
 
   private scheduleCollect(exec: Exec): void {
     if (this.closed) return;
-    const t = setTimeout(() => void this.collect(exec.id), this.retentionMs);
+    const t = setTimeout(() => this.collect(exec.id).catch(this.onError), this.retentionMs);
     t.unref();
     this.collectors.set(exec.id, t);
   }

@@ -81,7 +81,7 @@ export class Task {
     readonly env: TaskEnv,
     private readonly limits: ExecLimits,
   ) {
-    this.execs = new ExecTable(id, limits.retentionMs);
+    this.execs = new ExecTable(id, limits.retentionMs, (err) => limits.onError(err));
   }
 
   get execCount(): number {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   close,
   closeSync,
@@ -8,6 +9,7 @@ import {
   open,
   openSync,
   readSync,
+  renameSync,
   type Stats,
   unlinkSync,
 } from "node:fs";
@@ -207,11 +209,19 @@ export function socketPath(path: string): number {
   throw refused(path, st, "a socket");
 }
 
-/** Removes name `path` whatever it is (unlink never follows a symlink); absent is fine. */
+/**
+ * Removes name `path` whatever it is (unlink never follows a symlink); absent
+ * is fine. A directory (which unlink cannot remove) is renamed aside to
+ * `<path>.planted-<random>`, never walked: the task could swap its entries
+ * for links meanwhile. It goes with the exec directory.
+ */
 export function unlinkName(path: string): void {
   try {
     unlinkSync(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    if (code !== "EISDIR" && code !== "EPERM") throw err;
+    renameSync(path, `${path}.planted-${randomBytes(6).toString("hex")}`);
   }
 }

@@ -136,7 +136,15 @@ export class ExecJournal {
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, this.path);
+    try {
+      renameSync(tmp, this.path);
+    } catch (err) {
+      // A directory planted at the journal's name (rename cannot replace it): moved aside.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EISDIR" && code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+      unlinkName(this.path);
+      renameSync(tmp, this.path);
+    }
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
     this.appended = 0;
