@@ -17,6 +17,13 @@ export const ISSUER = "taskrouter";
 export const SECRETS_CLAIM = "secrets";
 
 /**
+ * Clock skew allowed between a token's issuer and this router, seconds: for
+ * `exp`/`nbf` (the verifier's default) and for a task token's `iat` against
+ * its task's creation (authorize).
+ */
+export const CLOCK_SKEW_SEC = 30;
+
+/**
  * Who a verified token speaks for (`secrets`: the names its SECRETS_CLAIM
  * grants; `issuedAt`: its `iat` in seconds, undefined when it has none).
  */
@@ -102,8 +109,9 @@ function secretsClaim(v: unknown): readonly string[] {
  * Throws PermissionDenied unless `who` may make a call that needs `need`:
  * admin tokens reach the admin services and every task; a task token reaches
  * only its own task, and not a task of that id created after the token was
- * issued (its `iat`, in whole seconds, before the task's creation second): a
- * token of a terminated task does not reach a new task given the same id.
+ * issued (its `iat` more than CLOCK_SKEW_SEC before the task's creation
+ * second): a token of a terminated task does not reach a new task given the
+ * same id.
  */
 export function authorize(who: Principal, need: Need): void {
   if (who.kind === "admin") return;
@@ -116,7 +124,11 @@ export function authorize(who: Principal, need: Need): void {
     );
   }
   const born = need.createdAtMs;
-  if (born !== undefined && who.issuedAt !== undefined && who.issuedAt < Math.floor(born / 1000)) {
+  if (
+    born !== undefined &&
+    who.issuedAt !== undefined &&
+    who.issuedAt + CLOCK_SKEW_SEC < Math.floor(born / 1000)
+  ) {
     throw new PermissionDeniedError(
       `the token was issued before task ${quote(need.task)} was created: it was for an earlier task of that id`,
     );

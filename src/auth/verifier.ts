@@ -1,6 +1,6 @@
 import { errors, type JWTVerifyGetKey, type JWTVerifyResult, jwtVerify, type KeyInput } from "jose";
 import { UnauthenticatedError } from "../errors.ts";
-import { type Principal, principalOf } from "./tokens.ts";
+import { CLOCK_SKEW_SEC, type Principal, principalOf } from "./tokens.ts";
 import type { TrustedKey } from "./trusted-keys.ts";
 
 export interface VerifierOptions {
@@ -73,7 +73,7 @@ export class TokenVerifier {
       return await jwtVerify(token, key, {
         algorithms,
         requiredClaims: ["exp"],
-        clockTolerance: this.opts.clockToleranceSec ?? 30,
+        clockTolerance: this.opts.clockToleranceSec ?? CLOCK_SKEW_SEC,
         ...(this.opts.audience ? { audience: this.opts.audience } : {}),
       });
     } catch (err) {
