@@ -186,9 +186,14 @@ describe("an imported image as the root of a runc task", { skip }, () => {
     const agentOf = () => {
       const kids = readFileSync(`/proc/${init}/task/${init}/children`, "utf8");
       const pids = kids.trim().split(" ").map(Number);
-      const agent = pids.find((p) =>
-        readFileSync(`/proc/${p}/cmdline`, "latin1").startsWith("/.taskrouter/agent\0"),
-      );
+      const cmdline = (p: number) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, "latin1");
+        } catch {
+          return ""; // a child of the init that ended meanwhile
+        }
+      };
+      const agent = pids.find((p) => cmdline(p).startsWith("/.taskrouter/agent\0"));
       assert.ok(agent, `no agent among the init's children ${pids.join(" ")}`);
       return agent;
     };
