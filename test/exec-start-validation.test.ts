@@ -11,14 +11,12 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, realpath, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ImagesAdminClient } from "../src/client/images.ts";
-import { startRouter, type TestRouter } from "./helpers/router.ts";
-import { expectStatus, FD, grpc, STDOUT, WireClient } from "./helpers/wire-client.ts";
-import { closeChecked, nextId } from "./helpers/wire-common.ts";
+import type { TestRouter } from "./helpers/router.ts";
+import { expectStatus, FD, grpc, STDOUT, type WireClient } from "./helpers/wire-client.ts";
+import { closeWireSuite, nextId, openWireSuite, type WireSuite } from "./helpers/wire-common.ts";
 
 const { status } = grpc;
 
@@ -27,16 +25,12 @@ describe("TaskExecStart / TaskContainerCreate / TaskSnapshotFilesystem field ref
   let w: WireClient;
   let task: string;
   let dir: string;
+  let suite: WireSuite | undefined;
   before(async () => {
-    r = await startRouter();
-    w = new WireClient(r.address);
-    task = await r.newTask();
-    dir = await realpath(await mkdtemp(join(tmpdir(), "taskrouter-validate-")));
+    suite = await openWireSuite("taskrouter-validate-");
+    ({ r, w, task, dir } = suite);
   });
-  after(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
-    await closeChecked(r, w ? [w] : []);
-  });
+  after(() => closeWireSuite(suite));
 
   const pty = (fields: Record<string, unknown>) => ({ pty_info: { enabled: true, ...fields } });
 

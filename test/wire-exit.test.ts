@@ -6,31 +6,32 @@
  * Covers SPEC: Exit status. Shared helpers: test/helpers/wire-common.ts.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { liveInSessions, startRouter, type TestRouter } from "./helpers/router.ts";
-import { expectStatus, FD, grpc, STDERR, STDOUT, WireClient } from "./helpers/wire-client.ts";
-import { closeChecked, nextId, stillAliveAfterKill, text } from "./helpers/wire-common.ts";
+import { liveInSessions } from "./helpers/router.ts";
+import { expectStatus, FD, grpc, STDERR, STDOUT, type WireClient } from "./helpers/wire-client.ts";
+import {
+  closeWireSuite,
+  nextId,
+  openWireSuite,
+  stillAliveAfterKill,
+  text,
+  type WireSuite,
+} from "./helpers/wire-common.ts";
 
 const { status } = grpc;
 
 describe("wire: exit status (TaskExecPoll, TaskExecWait)", () => {
-  let r: TestRouter;
   let w: WireClient;
   let task: string;
   let dir: string;
+  let suite: WireSuite | undefined;
   before(async () => {
-    r = await startRouter();
-    w = new WireClient(r.address);
-    task = await r.newTask();
-    dir = await mkdtemp(join(tmpdir(), "taskrouter-wire-"));
+    suite = await openWireSuite("taskrouter-wire-");
+    ({ w, task, dir } = suite);
   });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-    await closeChecked(r, [w]);
-  });
+  after(() => closeWireSuite(suite));
 
   const run = async (argv: string[], extra: Record<string, unknown> = {}): Promise<string> => {
     const exec_id = nextId("x");

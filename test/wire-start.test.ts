@@ -7,13 +7,19 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, realpath, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startRouter, type TestRouter } from "./helpers/router.ts";
-import { expectStatus, FD, grpc, STDERR, STDOUT, WireClient } from "./helpers/wire-client.ts";
-import { closeChecked, MiB, nextId, text } from "./helpers/wire-common.ts";
+import type { TestRouter } from "./helpers/router.ts";
+import { expectStatus, FD, grpc, STDERR, STDOUT, type WireClient } from "./helpers/wire-client.ts";
+import {
+  closeWireSuite,
+  MiB,
+  nextId,
+  openWireSuite,
+  text,
+  type WireSuite,
+} from "./helpers/wire-common.ts";
 
 const { status } = grpc;
 
@@ -22,16 +28,12 @@ describe("wire: TaskExecStart", () => {
   let w: WireClient;
   let task: string;
   let dir: string;
+  let suite: WireSuite | undefined;
   before(async () => {
-    r = await startRouter();
-    w = new WireClient(r.address);
-    task = await r.newTask();
-    dir = await realpath(await mkdtemp(join(tmpdir(), "taskrouter-wire-")));
+    suite = await openWireSuite("taskrouter-wire-");
+    ({ r, w, task, dir } = suite);
   });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-    await closeChecked(r, [w]);
-  });
+  after(() => closeWireSuite(suite));
 
   const out = async (exec_id: string, fd: number = FD.STDOUT) =>
     text((await w.readAll({ task_id: task, exec_id, file_descriptor: fd })).data);

@@ -3,10 +3,12 @@
  * liveness checks, router shutdown with a leftover-process check, and small utilities.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, realpath, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { liveInSessions, type TestRouter } from "./router.ts";
-import type { WireClient } from "./wire-client.ts";
+import { liveInSessions, startRouter, type TestRouter } from "./router.ts";
+import { WireClient } from "./wire-client.ts";
 
 export const MiB = 1024 * 1024;
 let seq = 0;
@@ -56,3 +58,28 @@ export function tracked<T>(p: Promise<T>): { promise: Promise<T>; settled: () =>
 }
 
 export const text = (b: Buffer) => b.toString("utf8");
+
+/** What a wire suite runs on: a host router, a client of the wire stack, one task, a temp dir. */
+export interface WireSuite {
+  r: TestRouter;
+  w: WireClient;
+  task: string;
+  /** A fresh temp dir (its real path), removed by closeWireSuite. */
+  dir: string;
+}
+
+/** Starts a WireSuite (the temp dir named `prefix`...); see closeWireSuite. */
+export async function openWireSuite(prefix: string): Promise<WireSuite> {
+  const r = await startRouter();
+  const w = new WireClient(r.address);
+  const task = await r.newTask();
+  const dir = await realpath(await mkdtemp(join(tmpdir(), prefix)));
+  return { r, w, task, dir };
+}
+
+/** Removes the suite's temp dir, then closes client and router checking no process is left. */
+export async function closeWireSuite(s: WireSuite | undefined): Promise<void> {
+  if (!s) return;
+  await rm(s.dir, { recursive: true, force: true });
+  await closeChecked(s.r, [s.w]);
+}
