@@ -118,7 +118,34 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   if (entries[0]?.path !== "" || entries[0].type !== "dir") {
     throw new Error("manifest does not start with its root directory");
   }
+  checkTree(entries);
   return { entries };
+}
+
+/**
+ * Throws unless `entries` (after the root) form a tree that stays inside its
+ * root: each path's components are neither empty, `.` nor `..`, and hold no
+ * NUL; no path is listed twice; each entry's parent is a directory listed
+ * before it (so nothing is ever made through a symlink). A manifest can come
+ * from a registry, where anyone who may push chooses it (and its id, the hash
+ * of the list): unpacked as root, `../x` or `link/x` would land anywhere.
+ */
+function checkTree(entries: readonly Entry[]): void {
+  const dirs = new Set<BinPath>([""]);
+  const seen = new Set<BinPath>([""]);
+  for (const e of entries.slice(1)) {
+    const parts = e.path.split("/");
+    if (parts.some((c) => c === "" || c === "." || c === ".." || c.includes("\0"))) {
+      throw new Error("manifest entry with a path that is not a plain relative path");
+    }
+    if (seen.has(e.path)) throw new Error("manifest lists a path twice");
+    const slash = e.path.lastIndexOf("/");
+    if (!dirs.has(slash < 0 ? "" : e.path.slice(0, slash))) {
+      throw new Error("manifest entry whose parent is not a directory listed before it");
+    }
+    seen.add(e.path);
+    if (e.type === "dir") dirs.add(e.path);
+  }
 }
 
 /** Index of a manifest by path, with subtree ranges (entries are in canonical order). */
