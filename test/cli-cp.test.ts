@@ -153,6 +153,28 @@ describe("cp (host tasks)", { skip: helperSkip }, () => {
     assert.equal(await readFile(join(local, "ln-followed"), "utf8"), "pointed at");
   });
 
+  it("a copy never writes through a link an earlier copy brought; setuid bits are not kept", async () => {
+    // The task's tree holds a link to a local directory; the first copy brings the link.
+    const victim = join(local, "victim");
+    await mkdir(victim);
+    const out = join(remote, "hostile");
+    await mkdir(out);
+    await symlink(victim, join(out, "d"));
+    await writeFile(join(out, "s"), "x");
+    await chmod(join(out, "s"), 0o6755);
+    const dest = join(local, "hostile-copy");
+    await ok(cp(r.address, [`${task}:${out}`, dest]));
+    assert.equal((await stat(join(dest, "s"))).mode & 0o7777, 0o755);
+    // Then the task makes `d` a directory with a file, and its contents are copied again.
+    await rm(join(out, "d"));
+    await mkdir(join(out, "d"));
+    await writeFile(join(out, "d", "f"), "ATTACK");
+    const again = await cp(r.address, [`${task}:${out}/.`, dest]);
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, /is a symlink: refusing to copy a directory through it/);
+    assert.deepEqual(await readdir(victim), []);
+  });
+
   it("- reads a tar from stdin into a directory and writes one to stdout", async () => {
     const src = join(local, "tartree");
     await makeTree(src);

@@ -18,6 +18,7 @@ import { dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { pack } from "tar-stream";
 import { type FileInfo, FsError } from "../client/fs.ts";
+import { quote } from "../limits.ts";
 import { DirectFileWriter } from "../util/direct-file.ts";
 import { preallocate } from "../util/preallocate.ts";
 import { holdReplaced } from "../util/release-later.ts";
@@ -116,6 +117,36 @@ async function writeNew(
   }
 }
 
+/** The permission bits a copy gives a local file or directory: the task's without setuid/setgid. */
+const LOCAL_PERM = 0o1777;
+
+/** `src`'s chunks; throws once they pass `max` bytes (the size listed): `what` changed meanwhile. */
+async function* atMost(src: AsyncIterable<Uint8Array>, max: number, what: string) {
+  let n = 0;
+  for await (const c of src) {
+    n += c.length;
+    if (n > max) throw new Error(`${what} changed while it was copied (more than ${max} bytes)`);
+    yield c;
+  }
+}
+
+/**
+ * Makes directory `path` of the copy (its parent made and checked already)
+ * and checks it is one: a symlink there (left by an earlier copy of the
+ * task's) is refused, never followed.
+ */
+async function localDir(path: string): Promise<void> {
+  await mkdir(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "EEXIST") throw err;
+  });
+  const st = await lstat(path);
+  if (!st.isDirectory()) {
+    throw new Error(
+      `${quote(path)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}: refusing to copy a directory through it`,
+    );
+  }
+}
+
 /** `cp TASK:SRC LOCAL`: a file, symlink or directory tree, by docker cp's rules. */
 export async function copyFromTask(ctx: CopyContext, remote: string, local: string): Promise<void> {
   const { src, root, plan: list } = await remoteSource(ctx, remote);
@@ -127,8 +158,12 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
   );
   const plan = await list();
   ctx.progress.setTotal(plan.reduce((n, e) => n + e.size, 0));
-  for (const e of plan)
-    if (e.type === "directory") await mkdir(under(target, e.rel), { recursive: true });
+  for (const e of plan) {
+    if (e.type !== "directory") continue;
+    // The target (the user's choice) may be reached through links; nothing below it is.
+    if (e.rel === "") await mkdir(target, { recursive: true });
+    else await localDir(under(target, e.rel));
+  }
   await eachLimit(
     plan.filter((e) => e.type !== "directory"),
     ctx.parallel,
@@ -149,9 +184,11 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
           written += n;
           ctx.moved(n);
         };
-        await writeNew(file, e.size, counted(ctx.fs.readFile(under(src.path, e.rel)), count));
+        const from = under(src.path, e.rel);
+        const content = atMost(ctx.fs.readFile(from), e.size, `${ctx.task}:${from}`);
+        await writeNew(file, e.size, counted(content, count));
         if (allocated && written < e.size) await truncate(tmp, written); // it shrank meanwhile
-        await chmod(tmp, e.perm);
+        await chmod(tmp, e.perm & LOCAL_PERM);
         await utimes(tmp, e.mtime, e.mtime);
         const replaced = await holdReplaced(path);
         try {
@@ -171,7 +208,7 @@ export async function copyFromTask(ctx: CopyContext, remote: string, local: stri
   for (const e of plan.filter((d) => d.type === "directory").reverse()) {
     if (e.rel === "" && existing === "dir") continue;
     await utimes(under(target, e.rel), e.mtime, e.mtime);
-    await chmod(under(target, e.rel), e.perm);
+    await chmod(under(target, e.rel), e.perm & LOCAL_PERM);
   }
 }
 

@@ -148,3 +148,13 @@ export async function* counted<T extends Uint8Array>(
     yield c;
   }
 }
+
+/**
+ * `text` without terminal control characters (C0, DEL, C1), each shown as
+ * `\xNN`: what the task's helper says reaches the user's terminal.
+ */
+export function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+  const control = /[\u0000-\u001f\u007f-\u009f]/g;
+  return text.replace(control, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}

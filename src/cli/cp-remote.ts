@@ -1,7 +1,8 @@
 import type { RouterClient } from "../client/client.ts";
 import { type FileInfo, FsError, type TaskFilesystem } from "../client/fs.ts";
+import { quote } from "../limits.ts";
 import type { Kind, PlanEntry } from "./cp-paths.ts";
-import { under } from "./cp-paths.ts";
+import { printable, under } from "./cp-paths.ts";
 
 /**
  * What is at `path` in the task: a symlink counts as what it points to
@@ -46,6 +47,40 @@ export function entryOf(rel: string, info: FileInfo): PlanEntry {
   };
 }
 
+/** Linux's PATH_MAX: no path of a real tree below the copy's root is longer. */
+const PATH_MAX = 4096;
+/** The most entries one copy lists (a replaced helper could list without end). */
+const MAX_ENTRIES = 1_000_000;
+
+/**
+ * Throws unless `name` (listed in the task's directory `dir`) is one entry's
+ * name: not empty, `.` or `..`, without `/` or NUL, not listed twice. What
+ * the task's helper answers is hostile (a task may replace the helper): a
+ * name like `../x` or `link/x` would otherwise be written outside the copy.
+ */
+function checkEntryName(name: string, seen: Set<string>, dir: string): void {
+  const bad =
+    name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0");
+  if (bad || seen.has(name)) {
+    throw new Error(
+      `the task's filesystem helper listed ${bad ? "an invalid" : "a repeated"} name ${quote(name)} in ${quote(dir)}: refusing the copy`,
+    );
+  }
+  seen.add(name);
+}
+
+/** Throws when the listing went past PATH_MAX (path `rel`) or MAX_ENTRIES (`listed`). */
+function checkTreeSize(rel: string, listed: number, root: string): void {
+  if (Buffer.byteLength(rel) <= PATH_MAX && listed <= MAX_ENTRIES) return;
+  const what =
+    listed > MAX_ENTRIES
+      ? `more than ${MAX_ENTRIES} entries`
+      : `a path longer than PATH_MAX (${PATH_MAX} bytes)`;
+  throw new Error(
+    `the task's filesystem helper listed ${what} under ${quote(root)}: refusing the copy`,
+  );
+}
+
 /**
  * The tree under the task's directory `root` (pre-order, parents first),
  * listing up to `parallel` directories at a time; symlinks are not followed.
@@ -64,6 +99,7 @@ export async function remoteTree(
     running++;
   };
   let failed = false;
+  let listed = 0;
   const walk = async (rel: string): Promise<void> => {
     await slot();
     if (failed) {
@@ -82,11 +118,21 @@ export async function remoteTree(
       waiters.shift()?.();
     }
     const kids: PlanEntry[] = [];
+    const seen = new Set<string>();
     for (const i of list) {
       const r = rel ? `${rel}/${i.name}` : i.name;
+      try {
+        checkEntryName(i.name, seen, under(root, rel));
+        checkTreeSize(r, ++listed, root);
+      } catch (err) {
+        failed = true; // the other walks stop listing
+        throw err;
+      }
       if (isRegularOrLinkOrDir(i)) kids.push(entryOf(r, i));
       else
-        process.stderr.write(`taskrouter: cp: skipping ${under(root, r)} (not a regular file)\n`);
+        process.stderr.write(
+          `taskrouter: cp: skipping ${printable(under(root, r))} (not a regular file)\n`,
+        );
     }
     children.set(rel, kids);
     await Promise.all(kids.filter((k) => k.type === "directory").map((k) => walk(k.rel)));

@@ -4,7 +4,7 @@ import { TaskRouterError } from "../errors.ts";
 import { ProgressLine } from "../util/progress.ts";
 import { clientFrom } from "./common.ts";
 import { copyFromTask, packFromTask } from "./cp-from-task.ts";
-import { type CpOperand, parseOperand } from "./cp-paths.ts";
+import { type CpOperand, parseOperand, printable } from "./cp-paths.ts";
 import { type CopyContext, copyToTask, extractToTask } from "./cp-to-task.ts";
 
 /** Exit code of a failed copy (docker cp's: 1). */
@@ -46,7 +46,7 @@ export function registerCp(program: Command): void {
         await cp(cmd, src, dest, o);
         process.exitCode = 0;
       } catch (err) {
-        process.stderr.write(`taskrouter: cp: ${describe(err, task)}\n`);
+        process.stderr.write(`taskrouter: cp: ${printable(describe(err, task))}\n`);
         process.exitCode = CP_ERROR_EXIT;
       }
     });
