@@ -240,15 +240,15 @@ export async function packFromTask(
       else {
         const sink = p.entry({ ...h, type: "file", size: e.size });
         const finished = once(sink, "finish");
+        const from = `${ctx.task}:${under(src.path, e.rel)}`;
         let n = 0;
-        for await (const c of ctx.fs.readFile(under(src.path, e.rel))) {
+        for await (const c of atMost(ctx.fs.readFile(under(src.path, e.rel)), e.size, from)) {
           n += c.length;
-          if (n > e.size) break;
           ctx.moved(c.length);
           if (!sink.write(c)) await once(sink, "drain");
         }
         if (n !== e.size) {
-          throw new Error(`${ctx.task}:${under(src.path, e.rel)} changed while it was copied`);
+          throw new Error(`${from} changed while it was copied`);
         }
         sink.end(undefined);
         await finished;

@@ -81,7 +81,9 @@ export class Task {
     readonly env: TaskEnv,
     private readonly limits: ExecLimits,
   ) {
-    this.execs = new ExecTable(id, limits.retentionMs, (err) => limits.onError(err));
+    this.execs = new ExecTable(id, limits.retentionMs, (err) =>
+      this.warn(`task ${id}: an ended exec could not be released: ${(err as Error).message}`),
+    );
   }
 
   get execCount(): number {

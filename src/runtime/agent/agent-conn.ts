@@ -179,16 +179,29 @@ export class AgentConn {
     else this.sock.unref();
   }
 
+  /**
+   * Calls `fail` with connectionClosed() when the connection ends (at once
+   * if it has), unless the returned function was called first; that one
+   * forgets `fail`, so nothing it holds stays for the connection's life.
+   */
+  onClose(fail: (err: Error) => void): () => void {
+    if (this.ended) {
+      fail(connectionClosed());
+      return () => {};
+    }
+    this.failers.add(fail);
+    return () => this.failers.delete(fail);
+  }
+
   /** Runs `start`, keeping the loop alive until it resolves or the connection closes. */
   private pending<T>(start: (resolve: (v: T) => void) => void): Promise<T> {
     if (this.ended) return Promise.reject(connectionClosed());
     return new Promise<T>((resolve, reject) => {
       this.waits++;
       this.updateRef();
-      const fail = (err: Error) => reject(err);
-      this.failers.add(fail);
+      const off = this.onClose(reject);
       start((v) => {
-        this.failers.delete(fail);
+        off();
         this.waits--;
         this.updateRef();
         resolve(v);

@@ -125,15 +125,24 @@ export async function openRegular(path: string, flags: number): Promise<FileHand
  * opened as openRegularFd opens it (a regular file only).
  */
 export async function createOrOpenFd(path: string, flags: number, mode = 0o600): Promise<number> {
-  const made = await openFd(
-    path,
-    (flags & ~NAME_ONLY) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW,
-    mode,
-  ).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "EEXIST") return undefined;
-    throw err;
-  });
-  return made ?? openRegularFd(path, flags);
+  return (await createNewFd(path, flags, mode)) ?? openRegularFd(path, flags);
+}
+
+/**
+ * A new file at `path` (O_CREAT|O_EXCL|O_NOFOLLOW with the access mode of
+ * `flags`); undefined when the name exists already, whatever it is.
+ */
+export function createNewFd(
+  path: string,
+  flags: number,
+  mode = 0o600,
+): Promise<number | undefined> {
+  return openFd(path, (flags & ~NAME_ONLY) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode).catch(
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === "EEXIST") return undefined;
+      throw err;
+    },
+  );
 }
 
 /** createOrOpenFd, synchronous. */

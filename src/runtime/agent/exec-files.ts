@@ -1,6 +1,6 @@
 import { ResourceExhaustedError } from "../../errors.ts";
 import type { ExitStatus, SpawnSpec } from "../runtime.ts";
-import { ExecDirFileError, readBounded, regularSize } from "./exec-dir-files.ts";
+import { ExecDirFileError, readBounded } from "./exec-dir-files.ts";
 
 /** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
 const EXHAUSTED = /\b(EAGAIN|ENOMEM|EMFILE|ENFILE|ENOSPC|EDQUOT)\b/;
@@ -39,11 +39,6 @@ export function refusal(text: string): Error {
   return EXHAUSTED.test(text)
     ? new ResourceExhaustedError(`the task agent cannot start the command: ${text}`)
     : new Error(`task agent: exec refused: ${text}`);
-}
-
-/** A file's size, 0 when absent or not a regular file (no symlink followed: exec-dir-files.ts). */
-export function sizeOf(path: string): number {
-  return regularSize(path);
 }
 
 /** How an exec ended, as the agent's `exits` file records it. */

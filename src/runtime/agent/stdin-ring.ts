@@ -4,7 +4,6 @@ import {
   constants,
   ftruncate,
   link,
-  open,
   readSync,
   rename,
   unlink,
@@ -12,12 +11,13 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import {
+  createNewFd,
   createOrOpenFd,
   ExecDirFileError,
   openRegularFd,
   openRegularSync,
+  regularSize,
 } from "./exec-dir-files.ts";
-import { sizeOf } from "./exec-files.ts";
 
 /**
  * A ring KEY.in (native/task-agent.c, "Stdin ring"): stdin byte L sits at
@@ -53,13 +53,13 @@ export function countPath(inPath: string): string {
  * did not say): a ring when KEY.inlen exists.
  */
 export function stdinWritten(inPath: string, ring: boolean | undefined): number {
-  if (ring === false) return sizeOf(inPath);
+  if (ring === false) return regularSize(inPath);
   let fd: number;
   try {
     fd = openRegularSync(countPath(inPath), constants.O_RDONLY);
   } catch (err) {
     if (err instanceof ExecDirFileError) return 0;
-    return ring ? 0 : sizeOf(inPath);
+    return ring ? 0 : regularSize(inPath);
   }
   try {
     const b = Buffer.alloc(8);
@@ -88,13 +88,7 @@ export async function openRing(
   written: number,
 ): Promise<{ ring: number; count: number }> {
   const flags = constants.O_RDWR;
-  const fresh = await openFd(
-    countPath(inPath),
-    flags | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-  ).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "EEXIST") return undefined;
-    throw err;
-  });
+  const fresh = await createNewFd(countPath(inPath), flags);
   if (fresh === undefined) {
     const count = await openRegularFd(countPath(inPath), constants.O_RDWR);
     try {
@@ -209,11 +203,4 @@ export async function pwritevAll(fd: number, bufs: Uint8Array[], pos: number): P
   );
   if (done === 0) throw new Error("KEY.in took no bytes");
   if (done < total) await pwritevAll(fd, splitAt(bufs, done)[1], pos + done);
-}
-
-/** A new file of the exec directory (`flags` carry O_CREAT|O_EXCL|O_NOFOLLOW: EEXIST when it exists). */
-function openFd(path: string, flags: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    open(path, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))),
-  );
 }

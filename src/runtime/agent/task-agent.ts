@@ -6,8 +6,8 @@ import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
-import { closedSignal } from "./closed-signal.ts";
-import { execFields, type RecordedExit, readExits, refusal, sizeOf } from "./exec-files.ts";
+import { regularSize } from "./exec-dir-files.ts";
+import { execFields, type RecordedExit, readExits, refusal } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
 
@@ -115,8 +115,8 @@ export class TaskAgent {
     if (!state) {
       const ended = exits.get(p.key);
       p.lost(ended?.status ?? { signal: 9 }, {
-        out: sizeOf(file("out")),
-        err: sizeOf(file("err")),
+        out: regularSize(file("out")),
+        err: regularSize(file("err")),
       });
       return;
     }
@@ -177,15 +177,14 @@ export class TaskAgent {
     if (spec.persist) this.journal.add(key, spec.persist.record);
     const ring = this.rings;
     const p = this.newProc(key, { written: 0, closed: false }, ring);
-    const closed = closedSignal(conn);
     const started = (withRing: boolean) =>
       new Promise<void>((resolve, reject) => {
+        if (conn.isClosed) return reject(connectionClosed());
         // Heeds the close only until answered: nothing of the exec (p, its spec and env) stays held.
-        const onClosed = () => reject(connectionClosed());
-        if (closed.aborted) return onClosed();
+        let off = () => {};
         conn.on(key, (e) => {
           if (e.kind !== "started" && e.kind !== "error") return;
-          closed.removeEventListener("abort", onClosed);
+          off();
           if (e.kind === "error") return reject(refusal(e.args[0] ?? ""));
           p.pid = Number(e.args[0]);
           this.agentKeys.add(key);
@@ -193,7 +192,7 @@ export class TaskAgent {
           resolve();
         });
         conn.send(execFields(key, spec, this.opts.debug, withRing)); // a throw registers nothing
-        closed.addEventListener("abort", onClosed, { once: true });
+        off = conn.onClose(reject);
       });
     try {
       await started(ring).catch(async (err: unknown) => {
