@@ -1,25 +1,9 @@
 import assert from "node:assert/strict";
-import { readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ExecsClient } from "../src/client/execs.ts";
+import { agentsIn } from "./helpers/procs.ts";
 import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
-
-/** The pids of task agents whose exec directory (their fd 3) is `dir`. */
-function agentsIn(dir: string): number[] {
-  const pids: number[] = [];
-  for (const n of readdirSync("/proc")) {
-    if (!/^\d+$/.test(n)) continue;
-    try {
-      if (readlinkSync(`/proc/${n}/exe`).endsWith("taskrouter-agent")) {
-        if (readlinkSync(`/proc/${n}/fd/3`) === dir) pids.push(Number(n));
-      }
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return pids;
-}
 
 /**
  * A task's agent killed by someone (a process of the task can: it is root

@@ -26,8 +26,8 @@ describe("the exec journal", () => {
     j.close();
     const live = new ExecJournal(dir).load();
     assert.deepEqual([...live].sort(), [
-      [k(2), { record: '{"b":2}', stdinClosed: true }],
-      [k(3), { record: '{"c":3}', stdinClosed: false }],
+      [k(2), { record: '{"b":2}', stdinClosed: true, earlierAgent: false }],
+      [k(3), { record: '{"c":3}', stdinClosed: false, earlierAgent: false }],
     ]);
   });
 
@@ -38,6 +38,26 @@ describe("the exec journal", () => {
     assert.deepEqual([...live.keys()].sort(), [k(2), k(3)]);
     const text = readFileSync(path, "utf8");
     assert.ok(!text.includes("garbage") && text.endsWith("\n"), "rewritten whole");
+  });
+
+  it("marks the records made before an agent launch, across rewrites", () => {
+    const sub = mkdtempSync(join(dir, "launch-"));
+    const j = new ExecJournal(sub);
+    j.load();
+    j.add(k(1), "{}");
+    j.stdinClosed(k(1));
+    j.agentLaunched(); // k(1) went (if at all) to the agent before
+    j.add(k(2), "{}");
+    j.close();
+    const earlier = (live: Map<string, { earlierAgent: boolean }>) =>
+      [...live].filter(([, e]) => e.earlierAgent).map(([key]) => key);
+    const first = new ExecJournal(sub);
+    const live = first.load(); // also rewrites the file from the live entries
+    assert.deepEqual(earlier(live), [k(1)]);
+    assert.equal(live.get(k(1))?.stdinClosed, true);
+    first.add(k(3), "{}");
+    first.close();
+    assert.deepEqual(earlier(new ExecJournal(sub).load()), [k(1)], "kept by the rewrite");
   });
 
   it("refuses a record of more than one line", () => {

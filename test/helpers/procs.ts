@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readdirSync, readlinkSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { liveInSessions } from "./router.ts";
@@ -63,6 +64,22 @@ export function pidsFrom(text: string, count: number): number[] {
   const pids = lines.map((l) => Number(l.trim()));
   if (pids.length !== count || pids.some((p) => !Number.isInteger(p) || p <= 0)) {
     throw new Error(`expected ${count} pids, got ${JSON.stringify(text.slice(0, 200))}`);
+  }
+  return pids;
+}
+
+/** The pids of task agents whose exec directory (their fd 3) is `dir`. */
+export function agentsIn(dir: string): number[] {
+  const pids: number[] = [];
+  for (const n of readdirSync("/proc")) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      if (readlinkSync(`/proc/${n}/exe`).endsWith("taskrouter-agent")) {
+        if (readlinkSync(`/proc/${n}/fd/3`) === dir) pids.push(Number(n));
+      }
+    } catch {
+      // gone, or not ours to read
+    }
   }
   return pids;
 }

@@ -11,8 +11,8 @@ const QUIT_WAIT_MS = 5000;
 export interface AgentLinkHooks {
   /** A new connection is current: route its events (it is not used before this returns). */
   attached(conn: AgentConn): void;
-  /** The current connection closed on its own; `current` is unset already. */
-  dropped(): void;
+  /** The current connection `conn` closed on its own; `current` is unset already. */
+  dropped(conn: AgentConn): void;
 }
 
 /**
@@ -79,7 +79,7 @@ export class AgentLink {
     void conn.closed.then(() => {
       if (this.closing || this.conn !== conn) return;
       this.conn = undefined;
-      this.hooks.dropped();
+      this.hooks.dropped(conn);
     });
   }
 

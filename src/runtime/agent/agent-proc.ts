@@ -1,8 +1,9 @@
 import { constants } from "node:os";
 import { join } from "node:path";
 import type { ExitStatus, Proc, ProcOutput, StdinState } from "../runtime.ts";
-import type { AgentEvent } from "./agent-conn.ts";
+import type { AgentEvent, AgentExecState } from "./agent-conn.ts";
 import { AgentStdin } from "./agent-stdin.ts";
+import { regularSize } from "./exec-dir-files.ts";
 import { FileOutput } from "./file-output.ts";
 
 /** What an AgentProc needs of its task's agent. */
@@ -142,6 +143,47 @@ export class AgentProc implements Proc {
     this.output.stderr.end();
     this.exit(status);
     this.deps.settled();
+  }
+
+  /**
+   * Brings the exec up to the agent's `state` of it; none: the agent lost it
+   * (or is gone), so it is `lost` with `recorded` (its `exits` line) or as
+   * SIGKILLed, its streams ending at its files' sizes.
+   */
+  sync(state: AgentExecState | undefined, recorded: ExitStatus | undefined): void {
+    if (!state) {
+      const file = (s: string) => join(this.deps.dir, `${this.deps.key}.${s}`);
+      this.lost(recorded ?? { signal: 9 }, {
+        out: regularSize(file("out")),
+        err: regularSize(file("err")),
+      });
+      return;
+    }
+    if (state.pid > 0) this.pid = state.pid;
+    this.output.stdout.grow(state.outLen);
+    this.output.stderr.grow(state.errLen);
+    if (state.outEnded) this.output.stdout.end(state.outLen);
+    if (state.errEnded) this.output.stderr.end(state.errLen);
+    this.stdin.progress(state.inPos);
+    if (state.inEnded) this.stdin.inEnded();
+    if (!state.running) this.exit(state.exit ?? recorded ?? { signal: 9 });
+  }
+
+  /** Resolves once both output streams ended, or after `ms` at the latest. */
+  async streamsEnded(ms: number): Promise<void> {
+    const ends = Promise.all(
+      [this.output.stdout, this.output.stderr].map(async (o) => {
+        while (!o.ended) await o.changed();
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      ends,
+      new Promise((r) => {
+        timer = setTimeout(r, ms).unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   signalGroup(sig: NodeJS.Signals | number): void {

@@ -1,5 +1,6 @@
 import { ResourceExhaustedError } from "../../errors.ts";
 import type { ExitStatus, SpawnSpec } from "../runtime.ts";
+import { type AgentConn, connectionClosed } from "./agent-conn.ts";
 import { ExecDirFileError, readBounded } from "./exec-dir-files.ts";
 
 /** Errnos behind an agent's `error` that mean "out of a resource", not a bug. */
@@ -39,6 +40,51 @@ export function refusal(text: string): Error {
   return EXHAUSTED.test(text)
     ? new ResourceExhaustedError(`the task agent cannot start the command: ${text}`)
     : new Error(`task agent: exec refused: ${text}`);
+}
+
+/** What `requestStart` reports, each synchronously as it happens. */
+export interface StartHooks {
+  /** The request is about to go out (a throw of `send` is reported by `answered`, as if refused). */
+  sending(): void;
+  /** The agent answered, or nothing went out. */
+  answered(): void;
+  /** `started KEY PID`: route the exec's next events now (they may follow in the same read). */
+  started(pid: number): void;
+}
+
+/**
+ * Sends the `exec` request `fields` for `key` on `conn` and waits for the
+ * agent's answer: resolves on `started`; rejects with `refusal` on `error`,
+ * or with connectionClosed() when the connection ends first (after
+ * `sending` the agent may have started it: the caller must find out).
+ */
+export function requestStart(
+  conn: AgentConn,
+  key: string,
+  fields: string[],
+  hooks: StartHooks,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (conn.isClosed) return reject(connectionClosed());
+    // Heeds the close only until answered: nothing of the exec (its spec and env) stays held.
+    let off = () => {};
+    conn.on(key, (e) => {
+      if (e.kind !== "started" && e.kind !== "error") return;
+      off();
+      hooks.answered();
+      if (e.kind === "error") return reject(refusal(e.args[0] ?? ""));
+      hooks.started(Number(e.args[0]));
+      resolve();
+    });
+    hooks.sending();
+    try {
+      conn.send(fields);
+    } catch (err) {
+      hooks.answered(); // nothing went out
+      throw err;
+    }
+    off = conn.onClose(reject);
+  });
 }
 
 /** How an exec ended, as the agent's `exits` file records it. */

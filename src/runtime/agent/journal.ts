@@ -19,6 +19,12 @@ export interface JournalEntry {
   record: string;
   /** EOF was sent to its stdin. */
   stdinClosed: boolean;
+  /**
+   * An agent was launched after it was recorded: the exec went (if it went
+   * at all) to an agent that is gone, so whichever agent runs now cannot
+   * say that it never reached one.
+   */
+  earlierAgent: boolean;
 }
 
 const KEY = /^[0-9a-f]{32}$/;
@@ -28,7 +34,8 @@ const KEY = /^[0-9a-f]{32}$/;
  * instead of a file per exec (creating and removing a file costs this
  * machine's ext4 20-600 µs each, more than the rest of an exec's start):
  * lines `+KEY RECORD` (an exec started; RECORD is one line of JSON),
- * `=KEY` (EOF sent to its stdin) and `-KEY` (released). Each line is one
+ * `=KEY` (EOF sent to its stdin), `-KEY` (released) and `@` (an agent is
+ * about to be launched: the execs above went to an earlier one). Each line is one
  * append (O_APPEND) before the request it records goes to the agent; a torn
  * last line (a crash mid-write) is ignored when read back. The file is
  * rewritten from the live entries when it is loaded and every COMPACT_LINES
@@ -62,10 +69,11 @@ export class ExecJournal {
     const lines = text.split("\n");
     lines.pop(); // after the last newline: "" or a line torn by a crash
     for (const line of lines) {
+      if (line === "@") this.markEarlier();
       const key = line.slice(1, 33);
       if (!KEY.test(key)) continue;
       if (line[0] === "+" && line[33] === " ") {
-        this.live.set(key, { record: line.slice(34), stdinClosed: false });
+        this.live.set(key, { record: line.slice(34), stdinClosed: false, earlierAgent: false });
       } else if (line[0] === "=" && line.length === 33) {
         const e = this.live.get(key);
         if (e) e.stdinClosed = true;
@@ -79,8 +87,18 @@ export class ExecJournal {
 
   add(key: string, record: string): void {
     if (record.includes("\n")) throw new Error("an exec record must be one line");
-    this.live.set(key, { record, stdinClosed: false });
+    this.live.set(key, { record, stdinClosed: false, earlierAgent: false });
     this.append(`+${key} ${record}\n`);
+  }
+
+  /** Records that an agent is about to be launched (before it is: see JournalEntry.earlierAgent). */
+  agentLaunched(): void {
+    this.markEarlier();
+    this.append("@\n");
+  }
+
+  private markEarlier(): void {
+    for (const e of this.live.values()) e.earlierAgent = true;
   }
 
   stdinClosed(key: string): void {
@@ -124,10 +142,13 @@ export class ExecJournal {
   /** Rewrites the file with the live entries only (a new file, renamed over the old one). */
   private compact(): void {
     const lines: string[] = [];
-    for (const [key, e] of this.live) {
+    const entry = (key: string, e: JournalEntry) => {
       lines.push(`+${key} ${e.record}\n`);
       if (e.stdinClosed) lines.push(`=${key}\n`);
-    }
+    };
+    for (const [key, e] of this.live) if (e.earlierAgent) entry(key, e);
+    if (lines.length > 0) lines.push("@\n");
+    for (const [key, e] of this.live) if (!e.earlierAgent) entry(key, e);
     const tmp = `${this.path}.tmp`;
     const fd = freshFile(tmp);
     try {

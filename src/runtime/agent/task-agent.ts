@@ -3,11 +3,10 @@ import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
-import { type AgentExecState, connectionClosed } from "./agent-conn.ts";
+import type { AgentConn, AgentExecState } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
 import { AgentProc } from "./agent-proc.ts";
-import { regularSize } from "./exec-dir-files.ts";
-import { execFields, type RecordedExit, readExits, refusal } from "./exec-files.ts";
+import { execFields, type RecordedExit, readExits, requestStart } from "./exec-files.ts";
 import { ExecJournal } from "./journal.ts";
 import { stdinWritten } from "./stdin-ring.ts";
 
@@ -27,7 +26,11 @@ const EXITS = "exits";
  * - `spawn` resolves once the agent started the command (a command that
  *   cannot be found still starts and exits 127, as the agent reports it);
  *   it throws when the agent refuses (ResourceExhausted for an errno that
- *   means so) or cannot be reached (then the next spawn starts a new agent).
+ *   means so) or provably never got the request (then a retry runs it; the
+ *   next spawn starts a new agent if none listens). A command runs at most
+ *   once: when the connection closes before the answer, the agent is asked
+ *   again (`resync`); an exec it lists stands, and one that went to an agent
+ *   that is gone since is returned as lost (SIGKILLed), since it may have run.
  * - When the connection drops the agent is reconnected; when the agent is
  *   gone, every exec it ran ends with the status in its `exits` line, or as
  *   SIGKILLed, with the output its files hold.
@@ -42,6 +45,12 @@ export class TaskAgent {
   /** Execs the agent holds (it removes their files on `forget`). */
   private readonly agentKeys = new Set<string>();
   private starts = 0;
+  /** Agents launched for this directory by this router (the launcher counts them). */
+  private launches = 0;
+  /** Execs sent to the agent and not answered yet, with `launches` when each was sent. */
+  private readonly unanswered = new Map<string, number>();
+  /** The resync after each closed connection (one, shared by the link's hook and cut starts). */
+  private readonly resyncs = new WeakMap<AgentConn, Promise<void>>();
   /** False once this agent refused flag `i` (one older than the stdin ring): KEY.in is linear then. */
   private rings = true;
   /** The exec records (SpawnSpec.persist), loaded by `adopt` or the first spawn. */
@@ -62,12 +71,17 @@ export class TaskAgent {
     },
   ) {
     this.journal = new ExecJournal(dir);
-    this.link = new AgentLink(dir, launch, {
+    const launchCounted = async (d: string) => {
+      this.launches++;
+      this.journal.agentLaunched(); // before: a crash mid-launch must not leave it unrecorded
+      await launch(d);
+    };
+    this.link = new AgentLink(dir, launchCounted, {
       attached: (conn) => {
         for (const [key, p] of this.procs) conn.on(key, (e) => p.onEvent(e));
         this.updateRef();
       },
-      dropped: () => void this.onDropped(),
+      dropped: (conn) => void this.resyncAfter(conn),
     });
   }
 
@@ -83,19 +97,47 @@ export class TaskAgent {
     return this.journal.load();
   }
 
-  /** The connection dropped: reconnect and resync, or end the execs of a dead agent. */
-  private async onDropped(): Promise<void> {
+  /** The connection `conn` closed: one resync for it (see resync), however many ask. */
+  private resyncAfter(conn: AgentConn): Promise<void> {
+    let r = this.resyncs.get(conn);
+    if (!r) {
+      r = this.resync();
+      this.resyncs.set(conn, r);
+    }
+    return r;
+  }
+
+  /**
+   * Asks the agent (the current connection, or a new one to the agent that
+   * listens) for its execs and brings every live one up to its state; one it
+   * does not list ended (its `exits` line, or SIGKILLed). A start not
+   * answered (`unanswered`) that nothing lists never reached the agent when
+   * the one answering is the one it was sent to (none launched since): it
+   * stays unanswered and its start fails, so a retry runs it. Otherwise it is
+   * lost like a running exec, since it may have run.
+   */
+  private async resync(): Promise<void> {
     const live = [...this.procs.values()].filter((p) => p.running);
     if (live.length === 0) return;
     let states: AgentExecState[] | undefined;
     try {
-      states = await (await this.link.reconnect()).list();
+      const cur = this.link.current;
+      states = await (cur && !cur.isClosed ? cur : await this.link.reconnect()).list();
     } catch {
       states = undefined;
     }
     const byKey = new Map(states?.map((s) => [s.key, s]));
     const exits = this.exits();
-    for (const p of live) this.apply(p, byKey.get(p.key), exits);
+    for (const p of live) {
+      const state = byKey.get(p.key);
+      const sentAt = this.unanswered.get(p.key);
+      if (sentAt !== undefined) {
+        const neverReached = states && !state && !exits.has(p.key) && this.launches === sentAt;
+        if (neverReached) continue;
+        this.unanswered.delete(p.key);
+      }
+      this.apply(p, state, exits);
+    }
   }
 
   /** The agent's `exits` file, read now (see readExits). */
@@ -109,25 +151,9 @@ export class TaskAgent {
     state: AgentExecState | undefined,
     exits: Map<string, RecordedExit>,
   ): void {
-    const file = (s: string) => join(this.dir, `${p.key}.${s}`);
     if (state) this.agentKeys.add(p.key);
     else this.agentKeys.delete(p.key);
-    if (!state) {
-      const ended = exits.get(p.key);
-      p.lost(ended?.status ?? { signal: 9 }, {
-        out: regularSize(file("out")),
-        err: regularSize(file("err")),
-      });
-      return;
-    }
-    if (state.pid > 0) p.pid = state.pid;
-    p.output.stdout.grow(state.outLen);
-    p.output.stderr.grow(state.errLen);
-    if (state.outEnded) p.output.stdout.end(state.outLen);
-    if (state.errEnded) p.output.stderr.end(state.errLen);
-    p.stdin.progress(state.inPos);
-    if (state.inEnded) p.stdin.inEnded();
-    if (!state.running) p.exit(state.exit ?? exits.get(p.key)?.status ?? { signal: 9 });
+    p.sync(state, exits.get(p.key)?.status);
   }
 
   private newProc(
@@ -170,6 +196,7 @@ export class TaskAgent {
 
   private async start(spec: SpawnSpec): Promise<Proc> {
     const conn = await this.link.connection();
+    const sentAt = this.launches; // the agent `conn` reaches: none launched since
     conn.keepAlive(true);
     // Unique across routers (the agent refuses a KEY it has seen): a random prefix, a counter.
     const key = `${KEY_PREFIX}${(++keySeq).toString(16).padStart(16, "0")}`;
@@ -178,21 +205,14 @@ export class TaskAgent {
     const ring = this.rings;
     const p = this.newProc(key, { written: 0, closed: false }, ring);
     const started = (withRing: boolean) =>
-      new Promise<void>((resolve, reject) => {
-        if (conn.isClosed) return reject(connectionClosed());
-        // Heeds the close only until answered: nothing of the exec (p, its spec and env) stays held.
-        let off = () => {};
-        conn.on(key, (e) => {
-          if (e.kind !== "started" && e.kind !== "error") return;
-          off();
-          if (e.kind === "error") return reject(refusal(e.args[0] ?? ""));
-          p.pid = Number(e.args[0]);
+      requestStart(conn, key, execFields(key, spec, this.opts.debug, withRing), {
+        sending: () => this.unanswered.set(key, sentAt),
+        answered: () => this.unanswered.delete(key),
+        started: (pid) => {
+          p.pid = pid;
           this.agentKeys.add(key);
           conn.on(key, (ev) => p.onEvent(ev));
-          resolve();
-        });
-        conn.send(execFields(key, spec, this.opts.debug, withRing)); // a throw registers nothing
-        off = conn.onClose(reject);
+        },
       });
     try {
       await started(ring).catch(async (err: unknown) => {
@@ -205,6 +225,11 @@ export class TaskAgent {
       });
       return p;
     } catch (err) {
+      if (this.unanswered.has(key)) {
+        // The connection closed after the request went out: the agent may have started it.
+        await this.resyncAfter(conn);
+        if (!this.unanswered.delete(key)) return p; // it stands, running or lost: never run twice
+      }
       await this.drop(key, false);
       throw err;
     }
@@ -239,19 +264,7 @@ export class TaskAgent {
     const p = this.procs.get(key);
     if (!p) return;
     // The agent forgets an exec only once its streams ended (bounded: a release always frees).
-    const ends = Promise.all(
-      [p.output.stdout, p.output.stderr].map(async (o) => {
-        while (!o.ended) await o.changed();
-      }),
-    );
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      ends,
-      new Promise((r) => {
-        timer = setTimeout(r, RELEASE_WAIT_MS).unref();
-      }),
-    ]);
-    clearTimeout(timer);
+    await p.streamsEnded(RELEASE_WAIT_MS);
     await this.drop(key, !p.busy);
   }
 
@@ -269,8 +282,10 @@ export class TaskAgent {
       const file = (s: string) => join(this.dir, `${key}.${s}`);
       const state = known?.get(key);
       const ended = exits.get(key);
-      if (known && !state && !ended) {
-        await this.drop(key, false); // never reached the agent: a retry starts it afresh
+      // Never reached the agent that lists, which is the one it went to (none launched since):
+      // a retry starts it afresh. Had it gone to an agent that is gone, it may have run: lost.
+      if (known && !state && !ended && !entry.earlierAgent && this.launches === 0) {
+        await this.drop(key, false);
         continue;
       }
       // The agent says whether KEY.in is a ring (an older one never has rings).
