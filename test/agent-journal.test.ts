@@ -18,6 +18,7 @@ describe("the exec journal", () => {
   it("reads back what was added, EOFs, and not what was removed", () => {
     const j = new ExecJournal(dir);
     assert.equal(j.load().size, 0);
+    j.agentLaunched(); // the task's first agent, as the router launches it before its first exec
     j.add(k(1), '{"a":1}');
     j.add(k(2), '{"b":2}');
     j.stdinClosed(k(2));
@@ -58,6 +59,27 @@ describe("the exec journal", () => {
     first.add(k(3), "{}");
     first.close();
     assert.deepEqual(earlier(new ExecJournal(sub).load()), [k(1)], "kept by the rewrite");
+  });
+
+  it("holds every record of a journal without launch lines (an older router's) as earlier", () => {
+    const sub = mkdtempSync(join(dir, "old-"));
+    appendFileSync(join(sub, JOURNAL), `+${k(5)} {}\n+${k(6)} {}\n=${k(6)}\n`);
+    const first = new ExecJournal(sub);
+    assert.deepEqual(
+      [...first.load().values()].map((e) => e.earlierAgent),
+      [true, true],
+    );
+    first.add(k(7), "{}"); // after the rewrite, which recorded that launches are recorded now
+    first.close();
+    const live = new ExecJournal(sub).load();
+    assert.deepEqual(
+      [...live].map(([key, e]) => [key, e.earlierAgent]),
+      [
+        [k(5), true],
+        [k(6), true],
+        [k(7), false],
+      ],
+    );
   });
 
   it("refuses a record of more than one line", () => {

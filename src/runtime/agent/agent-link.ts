@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { AgentConn } from "./agent-conn.ts";
+import { AgentConn, connectionClosed } from "./agent-conn.ts";
 
 /** Starts the agent of an exec directory and resolves once it listens (see launch.ts). */
 export type AgentLauncher = (dir: string) => Promise<void>;
@@ -22,8 +22,11 @@ export interface AgentLinkHooks {
  * Contract:
  * - `connection` resolves with an open connection: the current one, or a
  *   new one to the running agent, or else to an agent it starts first
- *   (`launch`); concurrent calls share one attempt. `reconnect` never
- *   starts an agent (it rejects when none listens).
+ *   (`launch`). `reconnect` does the same but never starts an agent (it
+ *   rejects when none listens). Attempts run one at a time, and one that
+ *   finds the connection an earlier one made still open takes it: the agent
+ *   keeps only its newest connection, so two at once would cut each other.
+ *   Both reject once the link is closed.
  * - Every connection it makes becomes `current` and is handed to
  *   `hooks.attached` at once; when the current one closes, other than
  *   after `close` or `quit`, `hooks.dropped` is called once.
@@ -33,7 +36,8 @@ export interface AgentLinkHooks {
  */
 export class AgentLink {
   private conn: AgentConn | undefined;
-  private connecting: Promise<AgentConn> | undefined;
+  /** The last connection attempt (settled or not): the next one runs after it. */
+  private attempts: Promise<unknown> = Promise.resolve();
   private closing = false;
 
   constructor(
@@ -49,26 +53,33 @@ export class AgentLink {
 
   /** The connection, reconnecting to (or starting) the agent when there is none. */
   connection(): Promise<AgentConn> {
-    if (this.conn && !this.conn.isClosed) return Promise.resolve(this.conn);
-    this.connecting ??= this.connect().finally(() => {
-      this.connecting = undefined;
-    });
-    return this.connecting;
+    if (this.conn && !this.conn.isClosed && !this.closing) return Promise.resolve(this.conn);
+    return this.serially(true);
   }
 
-  private async connect(): Promise<AgentConn> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const conn = await AgentConn.connect(this.dir).catch(async () => {
+  /** The open connection, or a new one to the running agent (never starts one). */
+  reconnect(): Promise<AgentConn> {
+    return this.serially(false);
+  }
+
+  private serially(launch: boolean): Promise<AgentConn> {
+    const attempt = async () => {
+      if (this.closing) throw connectionClosed();
+      if (this.conn && !this.conn.isClosed) return this.conn;
+      return this.connect(launch);
+    };
+    const p = this.attempts.then(attempt, attempt);
+    this.attempts = p.catch(() => undefined);
+    return p;
+  }
+
+  private async connect(launch: boolean): Promise<AgentConn> {
+    if (launch) await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const conn = await AgentConn.connect(this.dir).catch(async (err: unknown) => {
+      if (!launch) throw err;
       await this.launch(this.dir);
       return AgentConn.connect(this.dir);
     });
-    this.attach(conn);
-    return conn;
-  }
-
-  /** A new connection to the running agent (never starts one). */
-  async reconnect(): Promise<AgentConn> {
-    const conn = await AgentConn.connect(this.dir);
     this.attach(conn);
     return conn;
   }

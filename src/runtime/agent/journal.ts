@@ -22,7 +22,8 @@ export interface JournalEntry {
   /**
    * An agent was launched after it was recorded: the exec went (if it went
    * at all) to an agent that is gone, so whichever agent runs now cannot
-   * say that it never reached one.
+   * say that it never reached one. Also every entry of a journal without
+   * any `@` (one written before launches were recorded).
    */
   earlierAgent: boolean;
 }
@@ -68,8 +69,12 @@ export class ExecJournal {
     const text = readBounded(this.path, MAX_JOURNAL_BYTES)?.toString("utf8") ?? "";
     const lines = text.split("\n");
     lines.pop(); // after the last newline: "" or a line torn by a crash
+    let launches = false;
     for (const line of lines) {
-      if (line === "@") this.markEarlier();
+      if (line === "@") {
+        this.markEarlier();
+        launches = true;
+      }
       const key = line.slice(1, 33);
       if (!KEY.test(key)) continue;
       if (line[0] === "+" && line[33] === " ") {
@@ -81,6 +86,8 @@ export class ExecJournal {
         this.live.delete(key);
       }
     }
+    // A journal of a router before stop 38 records no launch: where its execs went is unknown.
+    if (!launches) this.markEarlier();
     if (text !== "") this.compact();
     return new Map(this.live);
   }
@@ -147,7 +154,7 @@ export class ExecJournal {
       if (e.stdinClosed) lines.push(`=${key}\n`);
     };
     for (const [key, e] of this.live) if (e.earlierAgent) entry(key, e);
-    if (lines.length > 0) lines.push("@\n");
+    lines.push("@\n"); // also when none is earlier: it tells `load` that launches are recorded
     for (const [key, e] of this.live) if (!e.earlierAgent) entry(key, e);
     const tmp = `${this.path}.tmp`;
     const fd = freshFile(tmp);

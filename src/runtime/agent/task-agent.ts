@@ -15,6 +15,10 @@ const KEY_PREFIX = randomBytes(8).toString("hex");
 let keySeq = 0;
 /** How long a release waits for an exec's streams to end before dropping it anyway. */
 const RELEASE_WAIT_MS = 30_000;
+/** How long a resync waits for the agent's `list` on one connection (a guard against a hang). */
+const LIST_WAIT_MS = 10_000;
+/** Connections a resync tries before it holds the agent gone (each closed, or unanswered). */
+const LIST_TRIES = 3;
 /** The agent's record of every exit (native/task-agent.c). */
 const EXITS = "exits";
 
@@ -51,6 +55,8 @@ export class TaskAgent {
   private readonly unanswered = new Map<string, number>();
   /** The resync after each closed connection (one, shared by the link's hook and cut starts). */
   private readonly resyncs = new WeakMap<AgentConn, Promise<void>>();
+  /** The last resync: each runs after the one before (it sees what that one settled). */
+  private lastResync: Promise<void> = Promise.resolve();
   /** False once this agent refused flag `i` (one older than the stdin ring): KEY.in is linear then. */
   private rings = true;
   /** The exec records (SpawnSpec.persist), loaded by `adopt` or the first spawn. */
@@ -101,7 +107,8 @@ export class TaskAgent {
   private resyncAfter(conn: AgentConn): Promise<void> {
     let r = this.resyncs.get(conn);
     if (!r) {
-      r = this.resync();
+      r = this.lastResync.then(() => this.resync());
+      this.lastResync = r;
       this.resyncs.set(conn, r);
     }
     return r;
@@ -119,13 +126,7 @@ export class TaskAgent {
   private async resync(): Promise<void> {
     const live = [...this.procs.values()].filter((p) => p.running);
     if (live.length === 0) return;
-    let states: AgentExecState[] | undefined;
-    try {
-      const cur = this.link.current;
-      states = await (cur && !cur.isClosed ? cur : await this.link.reconnect()).list();
-    } catch {
-      states = undefined;
-    }
+    const states = await this.listed();
     const byKey = new Map(states?.map((s) => [s.key, s]));
     const exits = this.exits();
     for (const p of live) {
@@ -138,6 +139,28 @@ export class TaskAgent {
       }
       this.apply(p, state, exits);
     }
+  }
+
+  /**
+   * The agent's execs, asked on the open connection or a new one; undefined
+   * when no agent listens, or when LIST_TRIES connections each closed or
+   * stayed unanswered for LIST_WAIT_MS (an agent that never answers is as
+   * good as gone).
+   */
+  private async listed(): Promise<AgentExecState[] | undefined> {
+    for (let i = 0; i < LIST_TRIES; i++) {
+      const conn = await this.link.reconnect().catch(() => undefined);
+      if (!conn) return undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const unanswered = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), LIST_WAIT_MS).unref();
+      });
+      const states = await Promise.race([conn.list().catch(() => undefined), unanswered]);
+      clearTimeout(timer);
+      if (states) return states;
+      conn.close();
+    }
+    return undefined;
   }
 
   /** The agent's `exits` file, read now (see readExits). */
@@ -282,8 +305,8 @@ export class TaskAgent {
       const file = (s: string) => join(this.dir, `${key}.${s}`);
       const state = known?.get(key);
       const ended = exits.get(key);
-      // Never reached the agent that lists, which is the one it went to (none launched since):
-      // a retry starts it afresh. Had it gone to an agent that is gone, it may have run: lost.
+      // Never reached the agent that lists, which is the one it went to (none launched since, and
+      // the journal would say): a retry starts it afresh. Otherwise it may have run: lost.
       if (known && !state && !ended && !entry.earlierAgent && this.launches === 0) {
         await this.drop(key, false);
         continue;
