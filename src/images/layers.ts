@@ -46,13 +46,35 @@ export class TreeBuilder {
     this.entries.set("", dirEntry(""));
   }
 
-  /** Applies one layer read from `tar` (uncompressed), storing file contents through `batch`. */
-  async apply(tar: Readable, batch: BlobBatch, opts: { whiteouts: boolean }): Promise<void> {
+  /**
+   * Applies one layer read from `tar` (uncompressed), storing file contents
+   * through `batch`. `onEntry` is called for each tar entry (what it throws
+   * ends the layer: `tar` is destroyed and the error thrown).
+   */
+  async apply(
+    tar: Readable,
+    batch: BlobBatch,
+    opts: { whiteouts: boolean; onEntry?: () => void },
+  ): Promise<void> {
+    try {
+      await this.read(tar, batch, opts);
+    } catch (err) {
+      tar.destroy();
+      throw err;
+    }
+  }
+
+  private async read(
+    tar: Readable,
+    batch: BlobBatch,
+    opts: { whiteouts: boolean; onEntry?: () => void },
+  ): Promise<void> {
     const layer: Layer = { added: new Set(), cleared: new Set() };
     const ex = extract();
     tar.once("error", (err) => ex.destroy(err));
     tar.pipe(ex as unknown as NodeJS.WritableStream);
     for await (const entry of ex) {
+      opts.onEntry?.();
       const h = entry.header;
       const path = tarPath(h.name);
       const name = baseOf(path);
