@@ -2,7 +2,8 @@
  * A pull reads a hostile registry's answers (whoever may push to it chooses
  * them) only as far as they may go: a manifest stops at 4 MiB, a config at
  * the size its manifest gives (and a config over 256 MiB is never fetched), a
- * layer at the first byte past its declared size; each is a bad image
+ * layer at the first byte past its declared size or the first file past
+ * those its group lists; each is a bad image
  * (INVALID_ARGUMENT) and nothing is stored. A full disk while storing a
  * layer fails the pull at once (RESOURCE_EXHAUSTED), never retried as if the
  * network had failed. Real components: Debian's registry, the router's
@@ -11,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -154,6 +155,24 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     // The config, then the layer up to its declared size: not the 24 MiB the registry sent.
     const read = t.received() - manifest.config.size;
     assert.ok(read <= MiB, `${read} bytes of the layer received`);
+    assert.deepEqual(retries, []);
+    await nothingStored(t.store, id);
+  });
+
+  it("a layer holding more files than its group lists: a bad image, nothing stored", async () => {
+    const body = Buffer.from("listed");
+    const { id, manifest } = await pushed({ a: body });
+    const tar = await tarOf({ a: body, extra: randomBytes(4096) });
+    const digest = `sha256:${createHash("sha256").update(tar).digest("hex")}`;
+    const start = await fetch(`http://${reg.host}/v2/${REPO}/blobs/uploads/`, { method: "POST" });
+    const url = new URL(start.headers.get("location") ?? "", `http://${reg.host}`);
+    url.searchParams.set("digest", digest);
+    const put = await fetch(url, { method: "PUT", body: new Uint8Array(tar) });
+    assert.equal(put.status, 201);
+    const layer = { ...(manifest.layers[0] as Descriptor), digest, size: tar.length };
+    await replace(id, { ...manifest, layers: [layer, ...manifest.layers.slice(1)] });
+    const t = await target("entries");
+    await rejects(t.puller.pull(id), "InvalidArgument", /holds more than 1 files/);
     assert.deepEqual(retries, []);
     await nothingStored(t.store, id);
   });

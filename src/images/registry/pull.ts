@@ -129,7 +129,10 @@ export class Puller {
             "GET layer",
             async () => {
               p.bytesDone = start;
-              for (const d of await this.layer(layer, batch, progress, reference)) got.add(d);
+              const files = (groups[i] as Entry[]).length;
+              for (const d of await this.layer(layer, files, batch, progress, reference)) {
+                got.add(d);
+              }
             },
             signal,
           );
@@ -181,10 +184,12 @@ export class Puller {
    * Downloads one file layer, storing its files through `batch` as the bytes
    * arrive, and checks the whole layer against its digest and size: a byte
    * past its size stops it at once (a bad image), the digest is checked at
-   * its end. Returns the digests of the files it held.
+   * its end. It holds `files` entries (its group's files): one more is a bad
+   * image too. Returns the digests of the files it held.
    */
   private async layer(
     d: OciDescriptor,
+    files: number,
     batch: BlobBatch,
     progress: Progress,
     ref: string,
@@ -209,7 +214,12 @@ export class Puller {
     src.pipe(tee);
     const tree = new TreeBuilder();
     try {
-      await tree.apply(tee, batch, { whiteouts: false });
+      let entries = 0;
+      const onEntry = () => {
+        if (++entries > files)
+          badImage(ref, `its layer ${d.digest} holds more than ${files} files`);
+      };
+      await tree.apply(tee, batch, { whiteouts: false, onEntry });
       tee.resume(); // zero blocks after the tar's end
       await finished(tee);
     } catch (err) {
