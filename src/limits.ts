@@ -64,3 +64,36 @@ export function checkMaxBytes(field: string, value: string | Uint8Array, max: nu
     );
   }
 }
+
+const MiB = 1024 * 1024;
+
+/**
+ * What an image from outside may make the router read (docs/DECISIONS.md,
+ * "Images from outside are bounded"): the answers of a registry (whoever
+ * may push to it chooses them) and an admin's ImportImage archive. Past one:
+ * INVALID_ARGUMENT (a bad image), nothing stored.
+ */
+export const IMAGE_INPUT = {
+  /**
+   * An OCI manifest or index (a registry's, or an archive's index.json and
+   * manifest blobs): 4 MiB, what the distribution spec says registries
+   * should accept at least (and Debian's registry accepts at most). Ours
+   * hold one descriptor per ~256 files.
+   */
+  manifestBytes: 4 * MiB,
+  /**
+   * A pulled image's config: it carries the whole tree, ~210 bytes per
+   * entry, so 256 MiB is about 1.2 million entries; kept well below V8's
+   * longest string (~512 MiB), which the config must become to be parsed.
+   */
+  configBytes: 256 * MiB,
+  /** A registry token service's answer (a token is a few KiB). */
+  tokenBytes: 1 * MiB,
+  /**
+   * Bytes one ImportImage may inflate (gzip: the archive and its layers):
+   * 64 GiB, above any real image, so a gzip bomb ends there.
+   */
+  importInflatedBytes: 64 * 1024 * MiB,
+  /** Tar entries one ImportImage may hold (the archive's and all its layers'). */
+  importEntries: 2_000_000,
+} as const;

@@ -3,7 +3,8 @@ import { extract } from "tar-stream";
 import { InvalidArgumentError } from "../errors.ts";
 import type { BlobBatch } from "./blob-store.ts";
 import { dirEntry, type Entry, type Manifest } from "./manifest.ts";
-import { type BinPath, comparePaths, fromUtf8, isWithin, joinRel, show } from "./paths.ts";
+import { PathTree, parentOf } from "./path-tree.ts";
+import { type BinPath, comparePaths, fromUtf8, joinRel, show } from "./paths.ts";
 
 const WHITEOUT = ".wh.";
 const OPAQUE = ".wh..wh..opq";
@@ -17,13 +18,15 @@ export function tarPath(name: string): BinPath {
   return parts.join("/");
 }
 
-function parentOf(p: BinPath): BinPath {
-  const i = p.lastIndexOf("/");
-  return i < 0 ? "" : p.slice(0, i);
-}
-
 function baseOf(p: BinPath): BinPath {
   return p.slice(p.lastIndexOf("/") + 1);
+}
+
+/** What one layer did so far: the paths it added, the paths it whited out. */
+interface Layer {
+  added: Set<BinPath>;
+  /** Paths below which no entry of a lower layer is left (whited out, or emptied by `.wh..wh..opq`). */
+  cleared: Set<BinPath>;
 }
 
 /**
@@ -35,27 +38,50 @@ function baseOf(p: BinPath): BinPath {
  * out (counted in `skipped`). Parents missing from a layer are made (0755).
  */
 export class TreeBuilder {
-  private readonly entries = new Map<BinPath, Entry>();
+  /** The tree so far (see PathTree: a subtree is removed in time proportional to its size). */
+  private readonly entries = new PathTree<Entry>();
   skipped = 0;
 
   constructor() {
     this.entries.set("", dirEntry(""));
   }
 
-  /** Applies one layer read from `tar` (uncompressed), storing file contents through `batch`. */
-  async apply(tar: Readable, batch: BlobBatch, opts: { whiteouts: boolean }): Promise<void> {
-    const added = new Set<BinPath>();
+  /**
+   * Applies one layer read from `tar` (uncompressed), storing file contents
+   * through `batch`. `onEntry` is called for each tar entry (what it throws
+   * ends the layer: `tar` is destroyed and the error thrown).
+   */
+  async apply(
+    tar: Readable,
+    batch: BlobBatch,
+    opts: { whiteouts: boolean; onEntry?: () => void },
+  ): Promise<void> {
+    try {
+      await this.read(tar, batch, opts);
+    } catch (err) {
+      tar.destroy();
+      throw err;
+    }
+  }
+
+  private async read(
+    tar: Readable,
+    batch: BlobBatch,
+    opts: { whiteouts: boolean; onEntry?: () => void },
+  ): Promise<void> {
+    const layer: Layer = { added: new Set(), cleared: new Set() };
     const ex = extract();
     tar.once("error", (err) => ex.destroy(err));
     tar.pipe(ex as unknown as NodeJS.WritableStream);
     for await (const entry of ex) {
+      opts.onEntry?.();
       const h = entry.header;
       const path = tarPath(h.name);
       const name = baseOf(path);
       if (opts.whiteouts && name.startsWith(WHITEOUT)) {
         const dir = parentOf(path);
-        if (name === OPAQUE) this.removeUnder(dir, added, false);
-        else this.removeUnder(joinRel(dir, name.slice(WHITEOUT.length)), added, true);
+        if (name === OPAQUE) this.whiteOut(dir, layer, false);
+        else this.whiteOut(joinRel(dir, name.slice(WHITEOUT.length)), layer, true);
         entry.resume();
         continue;
       }
@@ -97,7 +123,7 @@ export class TreeBuilder {
         if (e?.type === "dir") this.entries.set("", { ...e, path: "" });
         continue;
       }
-      this.put(e, added);
+      this.put(e, layer.added);
     }
   }
 
@@ -111,19 +137,41 @@ export class TreeBuilder {
         }
         break;
       }
-      if (cur) this.removeUnder(p, new Set(), true); // a non-directory in the way
+      if (cur) this.removeUnder(p, true); // a non-directory in the way
       chain.push(p);
     }
     const old = this.entries.get(e.path);
-    if (old?.type === "dir" && e.type !== "dir") this.removeUnder(e.path, new Set(), true);
+    if (old?.type === "dir" && e.type !== "dir") this.removeUnder(e.path, true);
     this.entries.set(e.path, e);
     added.add(e.path);
   }
 
-  /** Removes `dir`'s subtree (and `dir` itself when `self`), keeping what `keep` holds. */
-  private removeUnder(dir: BinPath, keep: Set<BinPath>, self: boolean): void {
-    for (const p of [...this.entries.keys()]) {
-      if (p === "" || keep.has(p) || !isWithin(p, dir) || (!self && p === dir)) continue;
+  /**
+   * A whiteout of this layer: removes what lower layers left at `dir` (when
+   * `self`) and below it, keeping what this layer added. Below a path this
+   * layer already whited out nothing of lower layers is left, so that is not
+   * walked again.
+   */
+  private whiteOut(dir: BinPath, layer: Layer, self: boolean): void {
+    for (let p = dir; p !== ""; ) {
+      p = parentOf(p);
+      if (layer.cleared.has(p)) return;
+    }
+    this.removeUnder(dir, self, layer);
+    layer.cleared.add(dir);
+  }
+
+  /**
+   * Removes `dir`'s subtree (and `dir` itself when `self`); with `layer`,
+   * keeps what it added and does not descend below what it cleared.
+   */
+  private removeUnder(dir: BinPath, self: boolean, layer?: Layer): void {
+    const stack: BinPath[] = [dir];
+    for (let p = stack.pop(); p !== undefined; p = stack.pop()) {
+      if (!layer?.cleared.has(p)) {
+        for (const k of this.entries.children(p)) stack.push(k);
+      }
+      if (p === "" || (p === dir && !self) || layer?.added.has(p)) continue;
       this.entries.delete(p);
     }
   }

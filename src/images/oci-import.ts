@@ -1,17 +1,26 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Readable } from "node:stream";
+import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { extract } from "tar-stream";
 import { InvalidArgumentError, throwIfAborted } from "../errors.ts";
+import { IMAGE_INPUT } from "../limits.ts";
 import { errCode, tmpName } from "./fs-util.ts";
 import type { ImageStore } from "./image-store.ts";
 import { TreeBuilder, tarPath } from "./layers.ts";
 import { bin } from "./paths.ts";
 import type { TtlPolicy } from "./ttl.ts";
+
+/** What one import may read (see IMAGE_INPUT): past either, the import is refused. */
+export interface ImportLimits {
+  /** Bytes inflated from gzip, the archive's and its layers' together. */
+  inflatedBytes: number;
+  /** Tar entries, the archive's and all its layers' together. */
+  entries: number;
+}
 
 export interface ImportOptions {
   /** "archive": OCI image layout or `docker save` tar; "tree": a tar of a plain directory. */
@@ -19,10 +28,52 @@ export interface ImportOptions {
   ttl: TtlPolicy;
   source: string;
   signal?: AbortSignal;
+  /** IMAGE_INPUT's import limits by default (tests lower them). */
+  limits?: ImportLimits;
 }
 
-/** A readable of `file`, gunzipped when it is gzip; zstd is refused (Node 20 cannot read it). */
-async function openMaybeCompressed(file: string): Promise<Readable> {
+/**
+ * What an import has read so far against its limits. `entry()` counts a tar
+ * entry; `inflated()` is a pass-through counting inflated bytes. Past a
+ * limit: InvalidArgument (a gzip bomb or an archive of millions of entries
+ * is refused, whatever it would have made).
+ */
+class Budget {
+  private bytes = 0;
+  private count = 0;
+
+  constructor(private readonly limits: ImportLimits) {}
+
+  entry(): void {
+    if (++this.count > this.limits.entries) {
+      throw new InvalidArgumentError(
+        `archive: more than ${this.limits.entries} entries (the limit of an import)`,
+      );
+    }
+  }
+
+  inflated(): Transform {
+    const max = this.limits.inflatedBytes;
+    return new Transform({
+      transform: (chunk: Buffer, _enc, cb) => {
+        this.bytes += chunk.length;
+        if (this.bytes <= max) return cb(null, chunk);
+        cb(
+          new InvalidArgumentError(
+            `archive: inflates to more than ${max} bytes (the limit of an import)`,
+          ),
+        );
+      },
+    });
+  }
+}
+
+/**
+ * A readable of `file`, gunzipped when it is gzip (the inflated bytes counted
+ * by `budget`); zstd is refused (Node 20 cannot read it). Destroying it
+ * closes the file.
+ */
+async function openMaybeCompressed(file: string, budget: Budget): Promise<Readable> {
   const fh = await open(file, "r");
   const head = Buffer.alloc(4);
   await fh.read(head, 0, 4, 0);
@@ -30,8 +81,14 @@ async function openMaybeCompressed(file: string): Promise<Readable> {
   const raw = createReadStream(file, { highWaterMark: 1024 * 1024 });
   if (head[0] === 0x1f && head[1] === 0x8b) {
     const gz = createGunzip();
+    const counted = budget.inflated();
     raw.once("error", (err) => gz.destroy(err));
-    return raw.pipe(gz);
+    gz.once("error", (err) => counted.destroy(err));
+    counted.once("close", () => {
+      raw.destroy();
+      gz.destroy();
+    });
+    return raw.pipe(gz).pipe(counted);
   }
   if (head.readUInt32LE(0) === 0xfd2fb528) {
     raw.destroy();
@@ -49,25 +106,30 @@ async function sha256File(file: string): Promise<string> {
 }
 
 /** Unpacks the regular files of an outer archive into `dir` (names kept inside it). */
-async function extractOuter(file: string, dir: string): Promise<void> {
+async function extractOuter(file: string, dir: string, budget: Budget): Promise<void> {
   const ex = extract();
-  const src = await openMaybeCompressed(file);
+  const src = await openMaybeCompressed(file, budget);
   src.once("error", (err) => ex.destroy(err));
   src.pipe(ex as unknown as NodeJS.WritableStream);
-  for await (const entry of ex) {
-    const h = entry.header;
-    if (h.type !== "file" && h.type !== "contiguous-file") {
-      entry.resume();
-      continue;
+  try {
+    for await (const entry of ex) {
+      budget.entry();
+      const h = entry.header;
+      if (h.type !== "file" && h.type !== "contiguous-file") {
+        entry.resume();
+        continue;
+      }
+      const rel = tarPath(h.name);
+      if (rel === "") {
+        entry.resume();
+        continue;
+      }
+      const dest = Buffer.concat([Buffer.from(`${dir}/`), bin(rel)]);
+      await mkdir(dirname(dest.toString("latin1")), { recursive: true });
+      await pipeline(entry, createWriteStream(dest));
     }
-    const rel = tarPath(h.name);
-    if (rel === "") {
-      entry.resume();
-      continue;
-    }
-    const dest = Buffer.concat([Buffer.from(`${dir}/`), bin(rel)]);
-    await mkdir(dirname(dest.toString("latin1")), { recursive: true });
-    await pipeline(entry, createWriteStream(dest));
+  } finally {
+    src.destroy();
   }
 }
 
@@ -81,12 +143,20 @@ const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm
 /** This machine's architecture as OCI names it (GOARCH). */
 export const OCI_ARCH = GOARCH[process.arch] ?? process.arch;
 
+/** An archive's JSON document (index, manifest): at most IMAGE_INPUT.manifestBytes. */
 async function readJson<T>(file: string): Promise<T> {
+  const max = IMAGE_INPUT.manifestBytes;
+  const name = file.split("/").slice(-3).join("/");
+  const size = await stat(file).then(
+    (st) => st.size,
+    () => 0,
+  );
+  if (size > max) throw new InvalidArgumentError(`archive: ${name} is over ${max} bytes`);
   try {
     return JSON.parse(await readFile(file, "utf8")) as T;
   } catch (err) {
     const what = errCode(err) === "ENOENT" ? "missing" : "not valid JSON";
-    throw new InvalidArgumentError(`archive: ${file.split("/").slice(-3).join("/")} is ${what}`);
+    throw new InvalidArgumentError(`archive: ${name} is ${what}`);
   }
 }
 
@@ -135,9 +205,16 @@ async function findLayers(dir: string): Promise<{ file: string; digest?: string 
   });
 }
 
+/** IMAGE_INPUT's limits of one import. */
+const IMPORT_LIMITS: ImportLimits = {
+  inflatedBytes: IMAGE_INPUT.importInflatedBytes,
+  entries: IMAGE_INPUT.importEntries,
+};
+
 /**
  * Imports the archive in `file` as an image and returns its id. Layers are
- * applied in order with their whiteouts; layer digests are verified. Runs
+ * applied in order with their whiteouts; layer digests are verified; what
+ * gzip inflates and the count of tar entries are bounded (`opts.limits`). Runs
  * under the store's shared lock; nothing is visible until the image is
  * published, and a failure leaves only debris that gc removes.
  */
@@ -146,15 +223,18 @@ export async function importImage(
   file: string,
   opts: ImportOptions,
 ): Promise<string> {
+  const budget = new Budget(opts.limits ?? IMPORT_LIMITS);
+  const onEntry = () => budget.entry();
   return store.lock.shared(async () => {
     const batch = store.blobs.batch();
     const tree = new TreeBuilder();
     const work = join(store.tmpDir, tmpName("import"));
     try {
       if (opts.format === "tree") {
-        await tree.apply(await openMaybeCompressed(file), batch, { whiteouts: false });
+        const tar = await openMaybeCompressed(file, budget);
+        await tree.apply(tar, batch, { whiteouts: false, onEntry });
       } else {
-        await extractOuter(file, work);
+        await extractOuter(file, work, budget);
         for (const layer of await findLayers(work)) {
           throwIfAborted(opts.signal);
           if (layer.digest && (await sha256File(layer.file)) !== layer.digest) {
@@ -162,7 +242,8 @@ export async function importImage(
               `archive: layer ${layer.digest} does not match its digest`,
             );
           }
-          await tree.apply(await openMaybeCompressed(layer.file), batch, { whiteouts: true });
+          const tar = await openMaybeCompressed(layer.file, budget);
+          await tree.apply(tar, batch, { whiteouts: true, onEntry });
         }
       }
       throwIfAborted(opts.signal);

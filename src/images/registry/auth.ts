@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import { FailedPreconditionError, PermissionDeniedError } from "../../errors.ts";
+import { IMAGE_INPUT } from "../../limits.ts";
+import { readBounded } from "./bounded.ts";
 
 /** A user name and password for a registry (from a docker-style config.json). */
 export interface Credentials {
@@ -117,8 +119,22 @@ export class RegistryAuth {
           `registry token service ${url.origin} refused (HTTP ${res.status})${basic ? "" : ": give credentials with --registry-auth"}`,
         );
       }
-      const doc = (await res.json()) as { token?: string; access_token?: string };
-      const token = doc.token ?? doc.access_token;
+      const max = IMAGE_INPUT.tokenBytes;
+      const body = await readBounded(
+        res,
+        max,
+        () =>
+          new PermissionDeniedError(
+            `registry token service ${url.origin}: answer over ${max} bytes`,
+          ),
+      );
+      let doc: { token?: string; access_token?: string };
+      try {
+        doc = JSON.parse(body.toString("utf8")) as typeof doc;
+      } catch {
+        throw new PermissionDeniedError(`registry token service ${url.origin}: answer not JSON`);
+      }
+      const token = doc?.token ?? doc?.access_token;
       if (!token) {
         throw new PermissionDeniedError(`registry token service ${url.origin} gave no token`);
       }

@@ -1,12 +1,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
-  type TaskRouterError,
+  TaskRouterError,
   throwIfAborted,
   UnavailableError,
 } from "../../errors.ts";
+import { IMAGE_INPUT } from "../../limits.ts";
 import { type Credentials, RegistryAuth } from "./auth.ts";
+import { readBounded } from "./bounded.ts";
 
 /** Where images go: `HOST[:PORT]/REPO` of `serve --registry`. */
 export interface RegistryRef {
@@ -244,7 +247,11 @@ export class RegistryClient {
     );
   }
 
-  /** GET of a manifest by tag: its bytes; NotFoundError when the repository has no such tag. */
+  /**
+   * GET of a manifest by tag: its bytes; NotFoundError when the repository
+   * has no such tag, InvalidArgument (not a taskrouter image) when it is over
+   * IMAGE_INPUT.manifestBytes (never read further).
+   */
   async getManifest(tag: string, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.send(
       {
@@ -255,7 +262,20 @@ export class RegistryClient {
       },
       [200],
     );
-    return Buffer.from(await res.arrayBuffer());
+    const max = IMAGE_INPUT.manifestBytes;
+    try {
+      return await readBounded(
+        res,
+        max,
+        () =>
+          new InvalidArgumentError(
+            `${this.name}:${tag} is not a taskrouter image: its manifest is over ${max} bytes`,
+          ),
+      );
+    } catch (err) {
+      if (err instanceof TaskRouterError) throw err;
+      throw new TransientError(`GET manifest ${tag}: ${(err as Error).message}`);
+    }
   }
 
   /** GET of a blob: the response (follows redirects); its body is the blob's bytes. */

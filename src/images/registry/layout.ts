@@ -107,8 +107,14 @@ export interface OciManifest {
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-function badImage(ref: string, why: string): never {
-  throw new InvalidArgumentError(`${ref} is not a taskrouter image: ${why}`);
+/** The error of a registry's answer that is not an image of ours (or is hostile). */
+export function badImageError(ref: string, why: string): InvalidArgumentError {
+  return new InvalidArgumentError(`${ref} is not a taskrouter image: ${why}`);
+}
+
+/** Throws badImageError. */
+export function badImage(ref: string, why: string): never {
+  throw badImageError(ref, why);
 }
 
 /** Parses and checks an OCI image manifest of ours from the registry. */

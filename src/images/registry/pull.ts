@@ -1,21 +1,50 @@
 import { createHash } from "node:crypto";
-import { Readable, Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadable } from "node:stream/web";
-import { NotFoundError, TaskRouterError, UnavailableError } from "../../errors.ts";
+import {
+  NotFoundError,
+  ResourceExhaustedError,
+  TaskRouterError,
+  UnavailableError,
+} from "../../errors.ts";
+import { IMAGE_INPUT } from "../../limits.ts";
 import { type Metrics, NO_METRICS } from "../../metrics/metrics.ts";
 import type { BlobBatch } from "../blob-store.ts";
+import { errCode } from "../fs-util.ts";
 import { checkImageId, type ImageStore } from "../image-store.ts";
 import { TreeBuilder } from "../layers.ts";
 import type { Entry } from "../manifest.ts";
 import type { TransferOptions, TransferResult } from "../remote.ts";
+import { atMost, readBounded } from "./bounded.ts";
 import { type RegistryClient, TransientError } from "./client.ts";
-import { type OciDescriptor, parseConfig, parseOciManifest } from "./layout.ts";
+import {
+  badImage,
+  badImageError,
+  type OciDescriptor,
+  parseConfig,
+  parseOciManifest,
+} from "./layout.ts";
 import { Inflight, type Progress, type PushedMarks } from "./transfer.ts";
 
-/** Reading a body failed part-way (the registry went away): worth a retry. */
+/**
+ * Errnos of this machine's disk (storing what arrived), not of the network:
+ * a retry would not cure them, so the pull fails at once.
+ */
+const LOCAL = new Set(["ENOSPC", "EDQUOT", "EROFS", "EIO", "EFBIG", "EMFILE", "ENFILE", "EACCES"]);
+
+/**
+ * Reading a body failed part-way: the registry went away, worth a retry;
+ * unless storing it failed (a full or read-only disk: ResourceExhausted when
+ * full, else the error as it is).
+ */
 function transient(err: unknown, what: string): unknown {
   if (err instanceof TaskRouterError) return err;
+  const code = errCode(err);
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return new ResourceExhaustedError(`${what}: no space to store it (${code})`);
+  }
+  if (code && LOCAL.has(code)) return err;
   return new TransientError(`${what}: ${(err as Error).message}`);
 }
 
@@ -70,7 +99,7 @@ export class Puller {
     const oci = parseOciManifest(manBytes, reference);
     const configBytes = await c.retrying(
       "GET config",
-      () => this.small(oci.config, progress),
+      () => this.small(oci.config, progress, reference),
       signal,
     );
     const { manifest, groups } = parseConfig(configBytes, id, oci.layers.length, reference);
@@ -100,7 +129,10 @@ export class Puller {
             "GET layer",
             async () => {
               p.bytesDone = start;
-              for (const d of await this.layer(layer, batch, progress)) got.add(d);
+              const files = (groups[i] as Entry[]).length;
+              for (const d of await this.layer(layer, files, batch, progress, reference)) {
+                got.add(d);
+              }
             },
             signal,
           );
@@ -123,12 +155,20 @@ export class Puller {
     });
   }
 
-  /** A small blob (the config), checked against its descriptor. */
-  private async small(d: OciDescriptor, progress: Progress): Promise<Buffer> {
+  /**
+   * The config, checked against its descriptor; one over IMAGE_INPUT.configBytes,
+   * or a body longer than its descriptor says, is a bad image (never read
+   * further).
+   */
+  private async small(d: OciDescriptor, progress: Progress, ref: string): Promise<Buffer> {
+    const cap = IMAGE_INPUT.configBytes;
+    if (d.size > cap) badImage(ref, `its config is ${d.size} bytes, over ${cap}`);
     const res = await this.client.getBlob(d.digest, this.closing);
     let bytes: Buffer;
     try {
-      bytes = Buffer.from(await res.arrayBuffer());
+      bytes = await readBounded(res, d.size, () =>
+        badImageError(ref, `its config is larger than the ${d.size} bytes its manifest says`),
+      );
     } catch (err) {
       throw transient(err, `GET ${d.digest}`);
     }
@@ -142,29 +182,44 @@ export class Puller {
 
   /**
    * Downloads one file layer, storing its files through `batch` as the bytes
-   * arrive, and checks the whole layer against its digest and size. Returns
-   * the digests of the files it held.
+   * arrive, and checks the whole layer against its digest and size: a byte
+   * past its size stops it at once (a bad image), the digest is checked at
+   * its end. It holds `files` entries (its group's files): one more is a bad
+   * image too. Returns the digests of the files it held.
    */
-  private async layer(d: OciDescriptor, batch: BlobBatch, progress: Progress): Promise<string[]> {
+  private async layer(
+    d: OciDescriptor,
+    files: number,
+    batch: BlobBatch,
+    progress: Progress,
+    ref: string,
+  ): Promise<string[]> {
     const res = await this.client.getBlob(d.digest, this.closing);
     if (!res.body) throw new TransientError(`GET ${d.digest}: no body`);
     const hash = createHash("sha256");
     let size = 0;
-    const tee = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        progress.moved(chunk.length);
-        progress.bytes(chunk.length);
-        cb(null, chunk);
-      },
+    const tooBig = () =>
+      badImageError(
+        ref,
+        `its layer ${d.digest} is larger than the ${d.size} bytes its manifest says`,
+      );
+    const tee = atMost(d.size, tooBig, (chunk) => {
+      hash.update(chunk);
+      size += chunk.length;
+      progress.moved(chunk.length);
+      progress.bytes(chunk.length);
     });
     const src = Readable.fromWeb(res.body as WebReadable<Uint8Array>);
     src.once("error", (err) => tee.destroy(err));
     src.pipe(tee);
     const tree = new TreeBuilder();
     try {
-      await tree.apply(tee, batch, { whiteouts: false });
+      let entries = 0;
+      const onEntry = () => {
+        if (++entries > files)
+          badImage(ref, `its layer ${d.digest} holds more than ${files} files`);
+      };
+      await tree.apply(tee, batch, { whiteouts: false, onEntry });
       tee.resume(); // zero blocks after the tar's end
       await finished(tee);
     } catch (err) {
