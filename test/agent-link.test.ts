@@ -60,6 +60,20 @@ describe("the link to a task agent", () => {
     }
   });
 
+  it("quits the agent an attempt in flight is launching", async () => {
+    const sub = mkdtempSync(join(dir, "quit-"));
+    const link = new AgentLink(sub, launchHostAgent, { attached: () => {}, dropped: () => {} });
+    const attempt = link.connection().then(
+      (c) => c,
+      (err: unknown) => err,
+    );
+    await link.quit(); // while the attempt launches the agent
+    const got = await attempt;
+    assert.ok(got instanceof UnavailableError, `the attempt was refused: ${String(got)}`);
+    if (process.getuid?.() === 0) assert.deepEqual(agentsIn(sub), [], "no agent left running");
+    await assert.rejects(link.connection(), UnavailableError);
+  });
+
   it("never starts an agent on reconnect, and connects no more once closed", async () => {
     const sub = mkdtempSync(join(dir, "none-"));
     let launches = 0;

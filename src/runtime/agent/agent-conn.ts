@@ -209,7 +209,9 @@ export class AgentConn {
     });
   }
 
+  /** Closes the connection: `isClosed` at once, the failers and `closed` once the socket is. */
   close(): void {
+    this.ended = true;
     this.sock.destroy();
   }
 

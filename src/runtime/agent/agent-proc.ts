@@ -1,5 +1,6 @@
 import { constants } from "node:os";
 import { join } from "node:path";
+import { answered } from "../../util/deadline.ts";
 import type { ExitStatus, Proc, ProcOutput, StdinState } from "../runtime.ts";
 import type { AgentEvent, AgentExecState } from "./agent-conn.ts";
 import { AgentStdin } from "./agent-stdin.ts";
@@ -176,14 +177,7 @@ export class AgentProc implements Proc {
         while (!o.ended) await o.changed();
       }),
     );
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      ends,
-      new Promise((r) => {
-        timer = setTimeout(r, ms).unref();
-      }),
-    ]);
-    clearTimeout(timer);
+    await answered(ends, ms);
   }
 
   signalGroup(sig: NodeJS.Signals | number): void {

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { answered } from "../../util/deadline.ts";
 import type { AdoptedProc, Proc, SpawnSpec } from "../runtime.ts";
 import type { AgentConn, AgentExecState } from "./agent-conn.ts";
 import { type AgentLauncher, AgentLink } from "./agent-link.ts";
@@ -15,10 +16,8 @@ const KEY_PREFIX = randomBytes(8).toString("hex");
 let keySeq = 0;
 /** How long a release waits for an exec's streams to end before dropping it anyway. */
 const RELEASE_WAIT_MS = 30_000;
-/** How long a resync waits for the agent's `list` on one connection (a guard against a hang). */
-const LIST_WAIT_MS = 10_000;
-/** Connections a resync tries before it holds the agent gone (each closed, or unanswered). */
-const LIST_TRIES = 3;
+/** How long a restart's adoption waits for an agent's `list` (a guard: a live agent answers in ms). */
+const ADOPT_LIST_WAIT_MS = 30_000;
 /** The agent's record of every exit (native/task-agent.c). */
 const EXITS = "exits";
 
@@ -126,7 +125,7 @@ export class TaskAgent {
   private async resync(): Promise<void> {
     const live = [...this.procs.values()].filter((p) => p.running);
     if (live.length === 0) return;
-    const states = await this.listed();
+    const states = await this.link.listed();
     const byKey = new Map(states?.map((s) => [s.key, s]));
     const exits = this.exits();
     for (const p of live) {
@@ -139,28 +138,6 @@ export class TaskAgent {
       }
       this.apply(p, state, exits);
     }
-  }
-
-  /**
-   * The agent's execs, asked on the open connection or a new one; undefined
-   * when no agent listens, or when LIST_TRIES connections each closed or
-   * stayed unanswered for LIST_WAIT_MS (an agent that never answers is as
-   * good as gone).
-   */
-  private async listed(): Promise<AgentExecState[] | undefined> {
-    for (let i = 0; i < LIST_TRIES; i++) {
-      const conn = await this.link.reconnect().catch(() => undefined);
-      if (!conn) return undefined;
-      let timer: NodeJS.Timeout | undefined;
-      const unanswered = new Promise<undefined>((resolve) => {
-        timer = setTimeout(() => resolve(undefined), LIST_WAIT_MS).unref();
-      });
-      const states = await Promise.race([conn.list().catch(() => undefined), unanswered]);
-      clearTimeout(timer);
-      if (states) return states;
-      conn.close();
-    }
-    return undefined;
   }
 
   /** The agent's `exits` file, read now (see readExits). */
@@ -297,7 +274,9 @@ export class TaskAgent {
     const entries = this.loadJournal();
     if (entries.size === 0) return [];
     const conn = await this.link.connection().catch(() => undefined);
-    const listed = conn ? await conn.list().catch(() => undefined) : undefined;
+    // Bounded, unlike a resync's: tasks are adopted one by one before the router serves, so a
+    // task that stopped its own agent must not keep the router down (its execs are lost then).
+    const listed = conn ? await answered(conn.list(), ADOPT_LIST_WAIT_MS) : undefined;
     const known = listed && new Map(listed.map((s) => [s.key, s]));
     const exits = this.exits(); // after the list: a line is written before its `exit` event
     const adopted: AdoptedProc[] = [];
@@ -323,7 +302,7 @@ export class TaskAgent {
       });
     }
     // Events sent between the list and the handlers: a second look catches them.
-    const again = conn ? await conn.list().catch(() => undefined) : undefined;
+    const again = listed && conn ? await answered(conn.list(), ADOPT_LIST_WAIT_MS) : undefined;
     const againByKey = new Map(again?.map((s) => [s.key, s]));
     for (const a of adopted) {
       const p = a.proc as AgentProc;
