@@ -186,3 +186,50 @@ describe("a router restarted after the task's agent died", { skip }, () => {
     assert.equal(runs().length, 1, "ran once");
   });
 });
+
+describe("a router restarted while a task's agent is stopped", { skip }, () => {
+  const router = new KillableRouter(["--runtime", "host"]);
+  let client: RouterClient | undefined;
+  let stopped: number | undefined;
+  const serve = async (): Promise<RouterClient> => {
+    client = new RouterClient(await router.start(), {
+      retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 },
+    });
+    return client;
+  };
+  after(async () => {
+    if (stopped !== undefined) process.kill(stopped, "SIGCONT");
+    if (client) {
+      for (const t of ["t", "u"]) await new TasksClient(client).terminate(t).catch(() => undefined);
+    }
+    client?.close();
+    await router.stop();
+    await endRuns();
+  });
+
+  it("comes up and serves the other tasks; the stopped one's execs are lost, never run again", {
+    timeout: 120_000,
+  }, async () => {
+    scratch = mkdtempSync(join(tmpdir(), "at-most-once-"));
+    let c = await serve();
+    const tasks = new TasksClient(c);
+    const task = (await tasks.create("t")).taskId;
+    const other = (await tasks.create("u")).taskId;
+    await c.start(task, runsOnce(), { execId: "held" });
+    await waitForRuns(1);
+    assert.deepEqual(await c.wait(other, await c.start(other, ["true"])), { code: 0 });
+    const [agent] = agentsIn(join(router.dataDir as string, "tasks", task, "agent"));
+    assert.ok(agent !== undefined, "the task has an agent");
+    process.kill(agent, "SIGSTOP"); // a process of the task can do this: it is root there
+    stopped = agent;
+    await router.kill9();
+    c.close();
+    c = await serve(); // adoption gives up on the stopped agent's list (30 s), then serves
+    assert.deepEqual(await c.wait(other, await c.start(other, ["true"])), { code: 0 });
+    assert.deepEqual(await c.poll(task, "held"), { signal: 9 }, "adopted as lost");
+    assert.equal(await c.start(task, runsOnce(), { execId: "held" }), "held", "joined");
+    assert.equal(runs().length, 1, "ran once");
+    process.kill(agent, "SIGCONT");
+    stopped = undefined;
+  });
+});
