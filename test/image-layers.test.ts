@@ -198,4 +198,25 @@ describe("image layers: the tree TreeBuilder builds", () => {
     assert.equal(got.length, want.length);
     assert.deepEqual(got, want);
   });
+
+  it("refuses an entry whose path is longer than any image path (4095 bytes)", async () => {
+    const deep = `${"a/".repeat(2500)}f`; // 5001 bytes: its depth would cost its square below
+    const tree = new TreeBuilder();
+    const batch = blobs.batch();
+    try {
+      await assert.rejects(
+        tree.apply(tarStream([{ name: deep, type: "file", body: "x" }]), batch, {
+          whiteouts: true,
+        }),
+        (err: Error) => err.name === "InvalidArgumentError" && /over 4095 bytes/.test(err.message),
+      );
+    } finally {
+      await batch.abort();
+    }
+    assert.deepEqual(
+      tree.manifest().entries.filter((e) => e.path !== ""),
+      [],
+      "nothing but the root",
+    );
+  });
 });

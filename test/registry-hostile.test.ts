@@ -177,6 +177,56 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     await nothingStored(t.store, id);
   });
 
+  /** Uploads `bytes` as a blob of the test's repository; its digest. */
+  async function upload(bytes: Buffer): Promise<string> {
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const start = await fetch(`http://${reg.host}/v2/${REPO}/blobs/uploads/`, { method: "POST" });
+    const url = new URL(start.headers.get("location") ?? "", `http://${reg.host}`);
+    url.searchParams.set("digest", digest);
+    const put = await fetch(url, { method: "PUT", body: new Uint8Array(bytes) });
+    assert.equal(put.status, 201);
+    return digest;
+  }
+
+  it("a layer said to be larger than its files can make is refused before it is fetched", async () => {
+    const { id, manifest } = await pushed({ a: Buffer.from("five!") });
+    const layer = manifest.layers[0] as Descriptor;
+    const gets = await reg.blobGets(layer.digest);
+    await replace(id, {
+      ...manifest,
+      layers: [{ ...layer, size: 2 * 1024 * MiB }, ...manifest.layers.slice(1)],
+    });
+    const t = await target("bound");
+    await rejects(t.puller.pull(id), "InvalidArgument", /over the \d+ its files need/);
+    assert.equal(await reg.blobGets(layer.digest), gets, "the layer was not fetched");
+    assert.deepEqual(retries, []);
+    await nothingStored(t.store, id);
+  });
+
+  it("a layer that runs past its declared size inside a file: a bad image, not retried", async () => {
+    const { id, manifest } = await pushed({ big: randomBytes(10 * MiB) });
+    const layer = manifest.layers[0] as Descriptor;
+    await replace(id, {
+      ...manifest,
+      layers: [{ ...layer, size: 5 * MiB }, ...manifest.layers.slice(1)],
+    });
+    const t = await target("midfile");
+    await rejects(t.puller.pull(id), "InvalidArgument", /larger than the 5242880 bytes/);
+    assert.deepEqual(retries, []);
+    await nothingStored(t.store, id);
+  });
+
+  it("a config of many small JSON values is refused before it is parsed", async () => {
+    const { id, manifest } = await pushed({ a: Buffer.from("values") });
+    const config = Buffer.from(`{"x":[${Array.from({ length: 200_000 }, () => "{}").join(",")}]}`);
+    const digest = await upload(config);
+    await replace(id, { ...manifest, config: { ...manifest.config, digest, size: config.length } });
+    const t = await target("values");
+    await rejects(t.puller.pull(id), "InvalidArgument", /config holds over \d+ JSON values/);
+    assert.deepEqual(retries, []);
+    await nothingStored(t.store, id);
+  });
+
   it("a config longer than its manifest says is never read past it; one over 256 MiB is not fetched", async () => {
     const { id, manifest } = await pushed({ a: Buffer.from("config test") });
     const t = await target("config");

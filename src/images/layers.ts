@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
 import { extract } from "tar-stream";
 import { InvalidArgumentError } from "../errors.ts";
+import { MAX } from "../limits.ts";
 import type { BlobBatch } from "./blob-store.ts";
 import { dirEntry, type Entry, type Manifest } from "./manifest.ts";
 import { PathTree, parentOf } from "./path-tree.ts";
@@ -11,6 +12,12 @@ const OPAQUE = ".wh..wh..opq";
 
 /** An image-relative path from a tar entry name; InvalidArgument for one that climbs out. */
 export function tarPath(name: string): BinPath {
+  // No image path is longer (and a longer one costs its depth squared below).
+  if (name.length > MAX.path + 2) {
+    throw new InvalidArgumentError(
+      `archive entry ${show(name.slice(0, 64))}… is over ${MAX.path} bytes`,
+    );
+  }
   const parts = fromUtf8(name)
     .split("/")
     .filter((p) => p !== "" && p !== ".");
@@ -153,6 +160,7 @@ export class TreeBuilder {
    * walked again.
    */
   private whiteOut(dir: BinPath, layer: Layer, self: boolean): void {
+    if (!this.entries.has(dir)) return; // nothing there (and no walk of a deep path's parents)
     for (let p = dir; p !== ""; ) {
       p = parentOf(p);
       if (layer.cleared.has(p)) return;

@@ -34,8 +34,10 @@ export interface ImportOptions {
 
 /**
  * What an import has read so far against its limits. `entry()` counts a tar
- * entry; `inflated()` is a pass-through counting inflated bytes. Past a
- * limit: InvalidArgument (a gzip bomb or an archive of millions of entries
+ * entry; `inflated()` is a pass-through counting the bytes read from layers
+ * (inflated when gzip), `add` counts others (a layer's digest check). Every
+ * read of a layer counts, so a layer listed many times counts as often. Past
+ * a limit: InvalidArgument (a gzip bomb or an archive of millions of entries
  * is refused, whatever it would have made).
  */
 class Budget {
@@ -52,17 +54,26 @@ class Budget {
     }
   }
 
-  inflated(): Transform {
+  /** @throws InvalidArgumentError past the limit */
+  add(n: number): void {
+    this.bytes += n;
     const max = this.limits.inflatedBytes;
+    if (this.bytes > max) {
+      throw new InvalidArgumentError(
+        `archive: more than ${max} bytes to read, inflated (the limit of an import)`,
+      );
+    }
+  }
+
+  inflated(): Transform {
     return new Transform({
       transform: (chunk: Buffer, _enc, cb) => {
-        this.bytes += chunk.length;
-        if (this.bytes <= max) return cb(null, chunk);
-        cb(
-          new InvalidArgumentError(
-            `archive: inflates to more than ${max} bytes (the limit of an import)`,
-          ),
-        );
+        try {
+          this.add(chunk.length);
+        } catch (err) {
+          return cb(err as Error);
+        }
+        cb(null, chunk);
       },
     });
   }
@@ -94,12 +105,16 @@ async function openMaybeCompressed(file: string, budget: Budget): Promise<Readab
     raw.destroy();
     throw new InvalidArgumentError("zstd-compressed layers are not supported (use gzip or none)");
   }
-  return raw;
+  const counted = budget.inflated();
+  raw.once("error", (err) => counted.destroy(err));
+  counted.once("close", () => raw.destroy());
+  return raw.pipe(counted);
 }
 
-async function sha256File(file: string): Promise<string> {
+async function sha256File(file: string, budget: Budget): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+    budget.add((chunk as Buffer).length);
     hash.update(chunk as Buffer);
   }
   return `sha256:${hash.digest("hex")}`;
@@ -237,7 +252,7 @@ export async function importImage(
         await extractOuter(file, work, budget);
         for (const layer of await findLayers(work)) {
           throwIfAborted(opts.signal);
-          if (layer.digest && (await sha256File(layer.file)) !== layer.digest) {
+          if (layer.digest && (await sha256File(layer.file, budget)) !== layer.digest) {
             throw new InvalidArgumentError(
               `archive: layer ${layer.digest} does not match its digest`,
             );

@@ -71,6 +71,11 @@ export class PathTree<T> {
     }
   }
 
+  /** Whether `p` holds a value or has a descendant that does. */
+  has(p: BinPath): boolean {
+    return this.vals.get(p) !== undefined || (this.kids.get(p)?.live ?? 0) > 0;
+  }
+
   children(p: BinPath): BinPath[] {
     const k = this.kids.get(p);
     if (!k) return [];

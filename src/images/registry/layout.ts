@@ -149,6 +149,11 @@ export function parseConfig(
   layers: number,
   ref: string,
 ): { manifest: Manifest; groups: Entry[][] } {
+  // The bytes are the registry's to choose until the tree inside checks out: values outside
+  // strings are what JSON.parse expands (an array of 100M tiny objects takes gigabytes), and a
+  // real config has a few per layer (its tree is one string).
+  const most = 16 * layers + 1024;
+  if (jsonTokens(bytes, most) > most) badImage(ref, `its config holds over ${most} JSON values`);
   let info: Partial<TreeInfo> | undefined;
   try {
     info = (JSON.parse(bytes.toString("utf8")) as Record<string, Partial<TreeInfo>>)[CONFIG_KEY];
@@ -192,4 +197,24 @@ export function treeInfo(id: string, manifest: Manifest, groups: Entry[][]): Tre
     groups: groups.map((g) => g.length),
     tree: encodeManifest(manifest).toString("utf8"),
   };
+}
+
+/**
+ * The count of `{`, `[`, `,` and `:` outside strings in JSON text `bytes`,
+ * counted up to `stop` + 1 at most (a bound on the values JSON.parse would
+ * make, read before it runs).
+ */
+export function jsonTokens(bytes: Uint8Array, stop: number): number {
+  let n = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length && n <= stop; i++) {
+    const c = bytes[i];
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash: the next byte is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b || c === 0x2c || c === 0x3a) n++;
+  }
+  return n;
 }

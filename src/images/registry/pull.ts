@@ -129,8 +129,15 @@ export class Puller {
             "GET layer",
             async () => {
               p.bytesDone = start;
-              const files = (groups[i] as Entry[]).length;
-              for (const d of await this.layer(layer, files, batch, progress, reference)) {
+              const group = groups[i] as Entry[];
+              const most = layerBound(group);
+              if (layer.size > most) {
+                badImage(
+                  reference,
+                  `its layer ${layer.digest} says ${layer.size} bytes, over the ${most} its files need`,
+                );
+              }
+              for (const d of await this.layer(layer, group.length, batch, progress, reference)) {
                 got.add(d);
               }
             },
@@ -198,11 +205,14 @@ export class Puller {
     if (!res.body) throw new TransientError(`GET ${d.digest}: no body`);
     const hash = createHash("sha256");
     let size = 0;
-    const tooBig = () =>
-      badImageError(
+    let over: Error | undefined; // wins over the tar parser's error it causes (not a retry)
+    const tooBig = () => {
+      over = badImageError(
         ref,
         `its layer ${d.digest} is larger than the ${d.size} bytes its manifest says`,
       );
+      return over;
+    };
     const tee = atMost(d.size, tooBig, (chunk) => {
       hash.update(chunk);
       size += chunk.length;
@@ -224,7 +234,7 @@ export class Puller {
       await finished(tee);
     } catch (err) {
       src.destroy();
-      throw transient(err, `GET ${d.digest}`);
+      throw over ?? transient(err, `GET ${d.digest}`);
     }
     const digest = `sha256:${hash.digest("hex")}`;
     if (digest !== d.digest || size !== d.size) {
@@ -235,4 +245,19 @@ export class Puller {
       .entries.filter((e) => e.type === "file")
       .map((e) => e.digest ?? "");
   }
+}
+
+/**
+ * The most bytes a tar layer of `group`'s files can take as this router's
+ * push writes it (oci-export.ts `writeLayer`, tar-stream): per file a header,
+ * its bytes padded to 512, and room for a pax header holding its path; then
+ * the end blocks and a record's padding. The group comes from the config,
+ * which the image id vouches for, so a registry's larger size is refused
+ * before anything is read.
+ */
+export function layerBound(group: readonly Entry[]): number {
+  const pad = (n: number) => Math.ceil(n / 512) * 512;
+  let n = 1024 + 10240;
+  for (const e of group) n += 512 + pad(e.size) + 512 + pad(2 * e.path.length + 64);
+  return n;
 }
