@@ -224,7 +224,7 @@ describe("a router restarted while a task's agent is stopped", { skip }, () => {
     stopped = agent;
     await router.kill9();
     c.close();
-    c = await serve(); // adoption gives up on the stopped agent's list (30 s), then serves
+    c = await serve(); // adoption gives up on the stopped agent's list (10 s), then serves
     assert.deepEqual(await c.wait(other, await c.start(other, ["true"])), { code: 0 });
     assert.deepEqual(await c.poll(task, "held"), { signal: 9 }, "adopted as lost");
     assert.equal(await c.start(task, runsOnce(), { execId: "held" }), "held", "joined");

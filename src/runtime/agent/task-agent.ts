@@ -16,8 +16,8 @@ const KEY_PREFIX = randomBytes(8).toString("hex");
 let keySeq = 0;
 /** How long a release waits for an exec's streams to end before dropping it anyway. */
 const RELEASE_WAIT_MS = 30_000;
-/** How long a restart's adoption waits for an agent's `list` (a guard: a live agent answers in ms). */
-const ADOPT_LIST_WAIT_MS = 30_000;
+/** How long a restart's adoption waits for an agent's `list` (a guard: a live agent answers in ms, even with thousands of execs). */
+const ADOPT_LIST_WAIT_MS = 10_000;
 /** The agent's record of every exit (native/task-agent.c). */
 const EXITS = "exits";
 
