@@ -149,21 +149,34 @@ describe("a start cut by the agent's end", { skip: straceSkip }, () => {
   });
 });
 
-describe("a router restarted after the task's agent died", { skip }, () => {
+/**
+ * A host-runtime `taskrouter serve` that a test SIGKILLs and starts again
+ * (`serve`); `end` terminates `tasks`, stops it and ends the test's commands.
+ */
+function restartable() {
   const router = new KillableRouter(["--runtime", "host"]);
   let client: RouterClient | undefined;
-  const serve = async (): Promise<RouterClient> => {
-    client = new RouterClient(await router.start(), {
-      retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 },
-    });
-    return client;
+  return {
+    router,
+    serve: async (): Promise<RouterClient> => {
+      client = new RouterClient(await router.start(), {
+        retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 },
+      });
+      return client;
+    },
+    end: async (tasks: string[]) => {
+      const c = client;
+      if (c) for (const t of tasks) await new TasksClient(c).terminate(t).catch(() => undefined);
+      client?.close();
+      await router.stop();
+      await endRuns();
+    },
   };
-  after(async () => {
-    if (client) await new TasksClient(client).terminate("t").catch(() => undefined);
-    client?.close();
-    await router.stop();
-    await endRuns();
-  });
+}
+
+describe("a router restarted after the task's agent died", { skip }, () => {
+  const { router, serve, end } = restartable();
+  after(() => end(["t"]));
 
   it("does not run a retried start of an exec that went to the dead agent", {
     timeout: 60_000,
@@ -188,23 +201,11 @@ describe("a router restarted after the task's agent died", { skip }, () => {
 });
 
 describe("a router restarted while a task's agent is stopped", { skip }, () => {
-  const router = new KillableRouter(["--runtime", "host"]);
-  let client: RouterClient | undefined;
+  const { router, serve, end } = restartable();
   let stopped: number | undefined;
-  const serve = async (): Promise<RouterClient> => {
-    client = new RouterClient(await router.start(), {
-      retry: { tries: 3, baseDelayMs: 20, maxDelayMs: 100 },
-    });
-    return client;
-  };
   after(async () => {
     if (stopped !== undefined) process.kill(stopped, "SIGCONT");
-    if (client) {
-      for (const t of ["t", "u"]) await new TasksClient(client).terminate(t).catch(() => undefined);
-    }
-    client?.close();
-    await router.stop();
-    await endRuns();
+    await end(["t", "u"]);
   });
 
   it("comes up and serves the other tasks; the stopped one's execs are lost, never run again", {

@@ -13,28 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
-import { type Header, pack } from "tar-stream";
 import { TaskRouterError } from "../src/errors.ts";
 import { ImageStore } from "../src/images/image-store.ts";
 import { type ImportOptions, importChunks } from "../src/images/oci-import.ts";
 import { IMAGE_INPUT } from "../src/limits.ts";
+import { tarOf } from "./helpers/tar.ts";
 
 const MiB = 1024 * 1024;
-type Item = Partial<Header> & { name: string; body?: string | Buffer };
-
-async function tarOf(items: Item[]): Promise<Buffer> {
-  const p = pack();
-  const parts: Buffer[] = [];
-  p.on("data", (c: unknown) => parts.push(c as Buffer));
-  const end = new Promise<void>((resolve) => p.on("end", () => resolve()));
-  for (const { body, ...h } of items) {
-    if (body !== undefined) p.entry({ mode: 0o644, ...h }, body);
-    else p.entry({ mode: 0o755, type: "directory", ...h });
-  }
-  p.finalize();
-  await end;
-  return Buffer.concat(parts);
-}
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -142,7 +127,10 @@ describe("ImportImage limits: inflated bytes and entries", () => {
   });
 
   it("a tree of more entries than the limit is refused", async () => {
-    const items = Array.from({ length: 150 }, (_, i) => ({ name: `d${i}/` }));
+    const items = Array.from({ length: 150 }, (_, i) => ({
+      name: `d${i}/`,
+      type: "directory" as const,
+    }));
     await refused(
       importChunks(store, chunksOf(await tarOf(items)), opts("tree")),
       /more than 100 entries/,

@@ -6,31 +6,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
-import { type Header, pack } from "tar-stream";
 import { ImagesAdminClient, TaskImagesClient } from "../src/client/images.ts";
 import { makeTree, overlaySkipReason, rejectsKind, taskScratch } from "./helpers/images.ts";
 import { startRouter, type TestRouter } from "./helpers/router.ts";
+import { tarOf } from "./helpers/tar.ts";
 import { readTree } from "./helpers/tree.ts";
 
 const skip = overlaySkipReason();
 const run = promisify(execFile);
-
-type Item = Partial<Header> & { name: string; body?: string | Buffer };
-
-/** A tar (as bytes) of `items`, built with tar-stream. */
-async function tarOf(items: Item[]): Promise<Buffer> {
-  const p = pack();
-  const parts: Buffer[] = [];
-  p.on("data", (c: unknown) => parts.push(c as Buffer));
-  const end = new Promise<void>((resolve) => p.on("end", () => resolve()));
-  for (const { body, ...h } of items) {
-    if (body !== undefined) p.entry({ mode: 0o644, ...h }, body);
-    else p.entry({ mode: 0o755, ...h });
-  }
-  p.finalize();
-  await end;
-  return Buffer.concat(parts);
-}
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
