@@ -3,6 +3,7 @@ import { existsSync, lstatSync, readFileSync, unlinkSync, writeFileSync } from "
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { TasksClient } from "../src/client/admin.ts";
 import { RouterClient } from "../src/client/client.ts";
 import { ExecsClient } from "../src/client/execs.ts";
@@ -125,7 +126,11 @@ for (const v of VARIANTS) {
         const line = readFileSync(join(d, "execs.journal"), "utf8")
           .split("\n")
           .find((l) => l.endsWith('{"v":1,"kind":"entrypoint"}'));
-        plant(join(d, `${line?.slice(1, 33)}.out`), "symlink", marker.path);
+        const out = join(d, `${line?.slice(1, 33)}.out`);
+        // Planted over the agent's file once it made it (at the first byte, "hi"): planted
+        // before, the agent's own open is refused and the stream waits, with no read to refuse.
+        while (!existsSync(out)) await sleep(10); // bounded by the test's timeout
+        plant(out, "symlink", marker.path);
         const read = async () => {
           for await (const _ of w.sandboxRead({
             task_id: "e",
