@@ -50,6 +50,8 @@ export interface StartHooks {
   answered(): void;
   /** `started KEY PID`: route the exec's next events now (they may follow in the same read). */
   started(pid: number): void;
+  /** The request never reached the agent whole (a failed write): it cannot have run. */
+  undelivered(): void;
 }
 
 /**
@@ -78,7 +80,9 @@ export function requestStart(
     });
     hooks.sending();
     try {
-      conn.send(fields);
+      conn.send(fields, (err) => {
+        if (err) hooks.undelivered();
+      });
     } catch (err) {
       hooks.answered(); // nothing went out
       throw err;
