@@ -105,38 +105,6 @@ describe("a start cut by the agent's end", { skip: straceSkip }, () => {
     assert.equal(runs().length, 1, "ran once");
   });
 
-  it("a start sent to an agent already dead runs (after UNAVAILABLE), never reported as run", {
-    timeout: 60_000,
-  }, async () => {
-    scratch = mkdtempSync(join(tmpdir(), "at-most-once-"));
-    r = await startRouter();
-    const task = await r.newTask();
-    const c = new RouterClient(r.address, { retry: { tries: 1, baseDelayMs: 1, maxDelayMs: 1 } });
-    const dir = join(r.dataDir, "tasks", task, "agent");
-    try {
-      // Killed right before the start: the router may still hold its connection, and the
-      // request's write then fails (the agent never had it). Five rounds, each a new agent.
-      for (let round = 1; round <= 5; round++) {
-        assert.deepEqual(await c.wait(task, await c.start(task, ["true"])), { code: 0 });
-        for (const pid of agentsIn(dir)) process.kill(pid, "SIGKILL");
-        const execId = `dead-${round}`;
-        const first = await c.start(task, runsOnce(), { execId }).then(
-          () => "ok",
-          (err: unknown) => err,
-        );
-        if (first !== "ok") {
-          assert.ok(first instanceof RpcError && first.code === 14, String(first));
-          await c.start(task, runsOnce(), { execId }); // the retry an SDK makes
-        }
-        await waitForRuns(round);
-        assert.equal(await c.poll(task, execId), undefined, "running, not reported as run");
-      }
-      assert.equal(runs().length, 5, "each ran once");
-    } finally {
-      c.close();
-    }
-  });
-
   it("fails UNAVAILABLE when a live agent never read it, and its retry runs it once", {
     timeout: 60_000,
   }, async () => {

@@ -135,18 +135,12 @@ export class AgentConn {
     return this.ended;
   }
 
-  /**
-   * Sends a request. `written` (optional) is told whether it reached the
-   * socket: an error means the agent never had it whole (the connection had
-   * closed, or closed before the frame went out), so it cannot have acted on it.
-   */
-  send(fields: readonly string[], written?: (err?: Error | null) => void): void {
+  send(fields: readonly string[]): void {
     const frame = agentFrame(fields);
     if (frame.length - 4 > MAX_AGENT_FRAME) {
       throw new RangeError(`request of ${frame.length} bytes exceeds the agent's 4 MiB`);
     }
-    if (!this.ended) this.sock.write(frame, written);
-    else written?.(connectionClosed());
+    if (!this.ended) this.sock.write(frame);
   }
 
   on(key: string, handler: (e: AgentEvent) => void): void {

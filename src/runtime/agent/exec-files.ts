@@ -50,8 +50,6 @@ export interface StartHooks {
   answered(): void;
   /** `started KEY PID`: route the exec's next events now (they may follow in the same read). */
   started(pid: number): void;
-  /** The request never reached the agent whole (a failed write): it cannot have run. */
-  undelivered(): void;
 }
 
 /**
@@ -80,9 +78,7 @@ export function requestStart(
     });
     hooks.sending();
     try {
-      conn.send(fields, (err) => {
-        if (err) hooks.undelivered();
-      });
+      conn.send(fields);
     } catch (err) {
       hooks.answered(); // nothing went out
       throw err;

@@ -52,8 +52,6 @@ export class TaskAgent {
   private launches = 0;
   /** Execs sent to the agent and not answered yet, with `launches` when each was sent. */
   private readonly unanswered = new Map<string, number>();
-  /** Of those, the ones whose request failed to go out (StartHooks.undelivered). */
-  private readonly undelivered = new Set<string>();
   /** The resync after each closed connection (one, shared by the link's hook and cut starts). */
   private readonly resyncs = new WeakMap<AgentConn, Promise<void>>();
   /** The last resync: each runs after the one before (it sees what that one settled). */
@@ -134,9 +132,7 @@ export class TaskAgent {
       const state = byKey.get(p.key);
       const sentAt = this.unanswered.get(p.key);
       if (sentAt !== undefined) {
-        const neverReached =
-          this.undelivered.has(p.key) ||
-          (states && !state && !exits.has(p.key) && this.launches === sentAt);
+        const neverReached = states && !state && !exits.has(p.key) && this.launches === sentAt;
         if (neverReached) continue;
         this.unanswered.delete(p.key);
       }
@@ -212,7 +208,6 @@ export class TaskAgent {
       requestStart(conn, key, execFields(key, spec, this.opts.debug, withRing), {
         sending: () => this.unanswered.set(key, sentAt),
         answered: () => this.unanswered.delete(key),
-        undelivered: () => this.undelivered.add(key),
         started: (pid) => {
           p.pid = pid;
           this.agentKeys.add(key);
@@ -230,12 +225,10 @@ export class TaskAgent {
       });
       return p;
     } catch (err) {
-      if (this.unanswered.has(key) || this.undelivered.has(key)) {
+      if (this.unanswered.has(key)) {
         // The connection closed after the request went out: the agent may have started it.
         await this.resyncAfter(conn);
-        const stands = !this.unanswered.delete(key);
-        this.undelivered.delete(key);
-        if (stands) return p; // running or lost: never run twice
+        if (!this.unanswered.delete(key)) return p; // it stands, running or lost: never run twice
       }
       await this.drop(key, false);
       throw err;
