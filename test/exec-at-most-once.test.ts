@@ -12,7 +12,7 @@ import { RouterClient } from "../src/client/client.ts";
 import { RpcError } from "../src/client/errors.ts";
 import { KillableRouter } from "./helpers/killable-router.ts";
 import { agentsIn, killSessions } from "./helpers/procs.ts";
-import { collect, startRouter, type TestRouter } from "./helpers/router.ts";
+import { startRouter, type TestRouter } from "./helpers/router.ts";
 
 /**
  * A command runs at most once, whatever happens to the task's agent between
@@ -146,40 +146,6 @@ describe("a start cut by the agent's end", { skip: straceSkip }, () => {
     } finally {
       c.close();
     }
-  });
-});
-
-describe("stdin announced on a connection the agent cut", { skip }, () => {
-  let r: TestRouter | undefined;
-  let stopped: number | undefined;
-  after(async () => {
-    if (stopped !== undefined) process.kill(stopped, "SIGCONT");
-    await r?.close();
-  });
-
-  it("is announced again once the router reconnects: the command gets every byte and the end", {
-    timeout: 60_000,
-  }, async () => {
-    r = await startRouter();
-    const c = r.client;
-    const task = await r.newTask();
-    const id = await c.start(task, ["cat"], { stdout: "pipe" });
-    const dir = join(r.dataDir, "tasks", task, "agent");
-    const [agent] = agentsIn(dir);
-    assert.ok(agent !== undefined, "the task has an agent");
-    // Stopped, the agent takes the new connection first when it runs again and closes the
-    // router's with the `in` and `eof` below unread in it.
-    process.kill(agent, "SIGSTOP");
-    stopped = agent;
-    const other = connect(join(dir, "agent.sock"));
-    await once(other, "connect");
-    other.on("error", () => {});
-    await c.writeStdin(task, id, 0, Buffer.from("every byte\n"), true);
-    process.kill(agent, "SIGCONT");
-    stopped = undefined;
-    assert.deepEqual(await c.wait(task, id), { code: 0 });
-    other.destroy();
-    assert.equal((await collect(c.read(task, id, "stdout"))).toString(), "every byte\n");
   });
 });
 

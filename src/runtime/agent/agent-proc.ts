@@ -147,8 +147,7 @@ export class AgentProc implements Proc {
   }
 
   /**
-   * Brings the exec up to the agent's `state` of it, and announces its stdin
-   * again (AgentStdin.reannounce); none: the agent lost it
+   * Brings the exec up to the agent's `state` of it; none: the agent lost it
    * (or is gone), so it is `lost` with `recorded` (its `exits` line) or as
    * SIGKILLed, its streams ending at its files' sizes.
    */
@@ -168,7 +167,6 @@ export class AgentProc implements Proc {
     if (state.errEnded) this.output.stderr.end(state.errLen);
     this.stdin.progress(state.inPos);
     if (state.inEnded) this.stdin.inEnded();
-    else if (state.running) this.stdin.reannounce();
     if (!state.running) this.exit(state.exit ?? recorded ?? { signal: 9 });
   }
 

@@ -45,8 +45,6 @@ export class AgentStdin extends Writable {
   /** The append in progress (settled when none is). */
   private appending: Promise<void> = Promise.resolve();
   private gone = false;
-  /** `eof` was sent (by this router, or the one before: StdinState.closed). */
-  private eofSent: boolean;
   /** A ring's descriptors (opened by its first write), and its count file's. */
   private ringFds: Promise<{ ring: number; count: number }> | undefined;
   /** Set with `ringFds` and kept after they are closed; `spared`: given to the task's next exec. */
@@ -65,7 +63,6 @@ export class AgentStdin extends Writable {
   ) {
     super({ highWaterMark: 1 });
     this.len = start.written;
-    this.eofSent = start.closed;
     // A ring must not be written over what the command has not taken: until the agent says
     // (`inpos`, also at adoption), nothing counts as taken.
     this.pos = ring ? 0 : start.written;
@@ -176,22 +173,9 @@ export class AgentStdin extends Writable {
     }
   }
 
-  /**
-   * Announces again what was written, and the end once sent: the requests
-   * that did may have been lost with a connection the agent cut, or with a
-   * router that crashed between writing and announcing. The agent takes
-   * `in`/`eof` for an offset it has again without effect.
-   */
-  reannounce(): void {
-    if (this.gone) return;
-    if (this.len > 0) this.send(["in", this.key, String(this.len)]);
-    if (this.eofSent) this.send(["eof", this.key, String(this.len)]);
-  }
-
   override _final(cb: (err?: Error | null) => void): void {
     try {
       this.onEof();
-      this.eofSent = true;
       this.send(["eof", this.key, String(this.len)]);
       cb();
     } catch (err) {
