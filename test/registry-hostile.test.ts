@@ -123,6 +123,12 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     assert.equal(res.status, 201, await res.text());
   }
 
+  /** Replaces the registry's manifest of `id` with `manifest`, its first layer changed by `change`. */
+  async function replaceLayer(id: string, manifest: OciManifest, change: Partial<Descriptor>) {
+    const layer = { ...(manifest.layers[0] as Descriptor), ...change };
+    await replace(id, { ...manifest, layers: [layer, ...manifest.layers.slice(1)] });
+  }
+
   /** A fresh store with a puller of `through` (the registry's client by default). */
   async function target(name: string, through = client, root = join(dir, name)) {
     const store = new ImageStore(root);
@@ -146,10 +152,7 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     const { id, manifest } = await pushed({ big: randomBytes(24 * MiB), small: Buffer.from("s") });
     const layer = manifest.layers[0] as Descriptor;
     assert.ok(layer.size > 24 * MiB);
-    await replace(id, {
-      ...manifest,
-      layers: [{ ...layer, size: MiB }, ...manifest.layers.slice(1)],
-    });
+    await replaceLayer(id, manifest, { size: MiB });
     const t = await target("layer");
     await rejects(t.puller.pull(id), "InvalidArgument", /larger than the 1048576 bytes/);
     // The config, then the layer up to its declared size: not the 24 MiB the registry sent.
@@ -175,8 +178,7 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     const { id, manifest } = await pushed({ a: body });
     const tar = await tarOf({ a: body, extra: randomBytes(4096) });
     const digest = await upload(tar);
-    const layer = { ...(manifest.layers[0] as Descriptor), digest, size: tar.length };
-    await replace(id, { ...manifest, layers: [layer, ...manifest.layers.slice(1)] });
+    await replaceLayer(id, manifest, { digest, size: tar.length });
     const t = await target("entries");
     await rejects(t.puller.pull(id), "InvalidArgument", /holds more than 1 files/);
     assert.deepEqual(retries, []);
@@ -187,10 +189,7 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
     const { id, manifest } = await pushed({ a: Buffer.from("five!") });
     const layer = manifest.layers[0] as Descriptor;
     const gets = await reg.blobGets(layer.digest);
-    await replace(id, {
-      ...manifest,
-      layers: [{ ...layer, size: 2 * 1024 * MiB }, ...manifest.layers.slice(1)],
-    });
+    await replaceLayer(id, manifest, { size: 2 * 1024 * MiB });
     const t = await target("bound");
     await rejects(t.puller.pull(id), "InvalidArgument", /over the \d+ its files need/);
     assert.equal(await reg.blobGets(layer.digest), gets, "the layer was not fetched");
@@ -200,11 +199,7 @@ describe("a pull from a hostile registry reads only what it may", { skip }, () =
 
   it("a layer that runs past its declared size inside a file: a bad image, not retried", async () => {
     const { id, manifest } = await pushed({ big: randomBytes(10 * MiB) });
-    const layer = manifest.layers[0] as Descriptor;
-    await replace(id, {
-      ...manifest,
-      layers: [{ ...layer, size: 5 * MiB }, ...manifest.layers.slice(1)],
-    });
+    await replaceLayer(id, manifest, { size: 5 * MiB });
     const t = await target("midfile");
     await rejects(t.puller.pull(id), "InvalidArgument", /larger than the 5242880 bytes/);
     assert.deepEqual(retries, []);

@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { UnavailableError } from "../../errors.ts";
+import { answered } from "../../util/deadline.ts";
 import { AgentConn, type AgentExecState, connectionClosed } from "./agent-conn.ts";
 import { ExecDirFileError } from "./exec-dir-files.ts";
 
@@ -157,14 +158,7 @@ export class AgentLink {
     if (!conn) return;
     conn.keepAlive(true);
     conn.send(["quit"]);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      conn.closed,
-      new Promise((r) => {
-        timer = setTimeout(r, QUIT_WAIT_MS).unref();
-      }),
-    ]);
-    clearTimeout(timer);
+    await answered(conn.closed, QUIT_WAIT_MS);
     conn.close();
   }
 
